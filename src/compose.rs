@@ -1,0 +1,1 @@
+//! Outgoing mail as bytes. Stub: being written.

@@ -1,0 +1,1 @@
+//! IMAP desk session. Stub: being written.

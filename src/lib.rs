@@ -1,0 +1,33 @@
+//! ticketgate watches the IMAP inboxes of escalation desks and acts on every new mail as the
+//! desks' rules say: it finds the CRM ticket number, redirects mail without one to the
+//! helpdesk with the sender in Cc, flags mail broadcast to many desks, and tags and files mail
+//! so that officers keep working in their ordinary mail clients.
+//!
+//! # Layout
+//! The pure core takes a mail and known state and returns a decision; the shell does the I/O.
+//! - [`config`]: config.toml → validated [`config::Config`] (servers, desks, secrets, database).
+//! - [`rules`]: rules/*.toml → compiled [`rules::Rules`]; located errors.
+//! - [`facts`]: (message, rules, known state) → [`facts::Facts`] (ticket, broadcast, automatic…).
+//! - [`decide`]: (facts, rules) → [`decide::Decision`], an ordered list of [`action::Action`]s.
+//! - [`compose`]: outgoing mail as bytes (redirect with the original attached, replies).
+//! - [`classify`]: the core applied to files: what `ticketgate classify` prints.
+//! - [`store`]: SQLite/PostgreSQL state: desk progress, journal, outbox, reply ledger, reports.
+//! - [`imap`]: one desk session: TLS, login, catch-up, IDLE or polling, flags and moves.
+//! - [`smtp`]: drains the durable outbox through lettre, retrying transient failures.
+//! - [`pipeline`]: one mail from fetch to done, journaled so that kill -9 is safe.
+//! - [`daemon`]: desk watchers, the outbox task, signals, reload, systemd notification.
+#![forbid(unsafe_code)]
+
+pub mod action;
+pub mod classify;
+pub mod compose;
+pub mod config;
+pub mod daemon;
+pub mod decide;
+pub mod facts;
+pub mod imap;
+pub mod pipeline;
+pub mod rules;
+pub mod smtp;
+pub mod store;
+pub mod tls;

@@ -1,0 +1,144 @@
+//! Compiled policy: what `rules/*.toml` says, with regexes built once and names resolved.
+//! Loading and validating the files lives in `schema` and `compile`; nothing here does I/O
+//! except `load`, which reads the files and hands the text to the pure compiler.
+
+pub mod compile;
+pub mod schema;
+
+use std::collections::BTreeMap;
+
+use regex::Regex;
+
+pub use compile::{compile, load, RulesError};
+
+/// Where in a mail a ticket number was found, in order of precedence (SPEC 3): the subject
+/// wins over a header, a header over the body, the body over quoted or attached mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketSource {
+    Subject,
+    Header,
+    Body,
+    Html,
+    Quoted,
+    Attached,
+}
+
+impl TicketSource {
+    pub const ALL: [TicketSource; 6] = [
+        TicketSource::Subject,
+        TicketSource::Header,
+        TicketSource::Body,
+        TicketSource::Html,
+        TicketSource::Quoted,
+        TicketSource::Attached,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TicketSource::Subject => "subject",
+            TicketSource::Header => "header",
+            TicketSource::Body => "body",
+            TicketSource::Html => "html",
+            TicketSource::Quoted => "quoted",
+            TicketSource::Attached => "attached",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TicketSource> {
+        TicketSource::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// One ticket regex and the parts of a mail where it counts. The ticket is the named group
+/// `ticket` if the regex has one, else the whole match.
+#[derive(Debug, Clone)]
+pub struct TicketPattern {
+    pub name: String,
+    pub regex: Regex,
+    pub sources: Vec<TicketSource>,
+    /// Header names searched when `sources` contains `Header` (lower-case).
+    pub headers: Vec<String>,
+}
+
+/// A desk's nature of issue, used to suggest the right desk for misrouted or broadcast mail.
+#[derive(Debug, Clone)]
+pub struct DeskProfile {
+    pub name: String,
+    /// Human text from the escalation matrix ("bids, reverse auctions").
+    pub nature: String,
+    /// Each match of a phrase adds its weight to the desk's score.
+    pub phrases: Vec<(Regex, u32)>,
+}
+
+/// Limits applied to hostile input.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Mails larger than this are set aside (tagged, not parsed).
+    pub max_mail_bytes: usize,
+    /// At most this many bytes of decoded text per part are scanned for tickets.
+    pub max_scan_bytes: usize,
+    /// Nested message/rfc822 deeper than this is not searched.
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_mail_bytes: 25 * 1024 * 1024, max_scan_bytes: 256 * 1024, max_depth: 4 }
+    }
+}
+
+/// A condition on the facts; every field that is set must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Condition {
+    pub ticket: Option<bool>,
+    pub ticket_source: Option<Vec<TicketSource>>,
+    pub broadcast: Option<bool>,
+    pub automatic: Option<bool>,
+    pub own: Option<bool>,
+    pub responsible: Option<bool>,
+    pub misrouted: Option<bool>,
+    pub oversized: Option<bool>,
+    pub desk: Option<Vec<String>>,
+    pub from: Option<Regex>,
+    pub subject: Option<Regex>,
+    pub text: Option<Regex>,
+}
+
+/// One ordered rule: when the condition holds, its actions are added; `stop` ends evaluation.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub when: Condition,
+    pub actions: Vec<crate::action::Action>,
+    pub stop: bool,
+    /// Minimum time between two replies of this rule to one sender.
+    pub reply_period_secs: u64,
+}
+
+/// A message template: `{name}` placeholders are filled from the facts (see `compose`).
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub subject: String,
+    pub body: String,
+}
+
+/// The whole compiled policy. Immutable; shared as `Arc<Rules>` and swapped on reload.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub ticket_patterns: Vec<TicketPattern>,
+    pub desks: Vec<DeskProfile>,
+    /// Broadcast when addressed or seen at >= this many contact-list addresses / desks.
+    pub broadcast_threshold: usize,
+    /// Copies of one mail in several desks count together within this window.
+    pub broadcast_window_secs: u64,
+    /// Extra contact-list addresses (lower-case) besides the desks of config.toml.
+    pub contacts: Vec<String>,
+    /// Extra own addresses (lower-case) besides helpdesk and desks: their mail is never answered.
+    pub own_addresses: Vec<String>,
+    pub rules: Vec<Rule>,
+    pub templates: BTreeMap<String, Template>,
+    pub limits: Limits,
+    /// Files the rules were read from, for messages.
+    pub files: Vec<std::path::PathBuf>,
+}

@@ -1,0 +1,1 @@
+//! State store. Stub: being written.
