@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 
 use regex::Regex;
 
-pub use compile::{compile, load, RulesError};
 
 /// Where in a mail a ticket number was found, in order of precedence (SPEC 3): the subject
 /// wins over a header, a header over the body, the body over quoted or attached mail.
