@@ -1,1 +1,559 @@
-//! (in progress)
+//! config.toml → validated [`Config`]: servers, desks and their secrets, helpdesk, state
+//! database, logging, where the rules are. Every problem is reported at once with file and
+//! line. Rules are compiled elsewhere (`rules`); this module only says where they are.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::rules::schema::{Problem, Source, read_file};
+use crate::tls::Security;
+
+/// A password. Its `Debug` and `Display` print `***`, so it never reaches a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The secret itself, for the one place that needs it (login).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A mail server.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    /// Extra CA certificate (PEM) trusted besides the system roots.
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+/// IMAP server plus how desks are watched.
+#[derive(Debug, Clone)]
+pub struct Imap {
+    pub server: Server,
+    /// IDLE is re-issued this often (RFC 2177: servers may drop it after 30 min).
+    pub idle_refresh: Duration,
+    /// Without IDLE, the mailbox is polled this often.
+    pub poll_interval: Duration,
+    /// Mails fetched per round trip.
+    pub batch_size: usize,
+}
+
+/// One escalation desk: its mailbox and the account that reads and sends for it.
+#[derive(Debug, Clone)]
+pub struct Desk {
+    pub name: String,
+    pub address: String,
+    pub display_name: Option<String>,
+    pub login: String,
+    pub password: Secret,
+    pub mailbox: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Journald-friendly text under systemd (no timestamps, no colours), else plain text.
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Logging {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// The validated deployment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub imap: Imap,
+    pub smtp: Server,
+    pub helpdesk: String,
+    pub helpdesk_name: Option<String>,
+    pub database: String,
+    pub logging: Logging,
+    pub rules_files: Vec<PathBuf>,
+    pub desks: Vec<Desk>,
+    /// Address of the Prometheus metrics endpoint; off when `None`.
+    pub metrics: Option<SocketAddr>,
+}
+
+impl Config {
+    pub fn desk(&self, name: &str) -> Option<&Desk> {
+        self.desks.iter().find(|d| d.name == name)
+    }
+
+    /// What the rules may refer to.
+    pub fn deployment(&self) -> crate::rules::Deployment {
+        crate::rules::Deployment { desks: self.desks.iter().map(|d| d.name.clone()).collect() }
+    }
+}
+
+/// Problems found in config.toml; `Display` lists them one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError(pub Vec<Problem>);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    imap: Option<Spanned<toml::Value>>,
+    smtp: Option<Spanned<toml::Value>>,
+    helpdesk: Option<Spanned<toml::Value>>,
+    state: Option<Spanned<toml::Value>>,
+    logging: Option<Spanned<toml::Value>>,
+    rules: Option<Spanned<toml::Value>>,
+    metrics: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    desk: BTreeMap<String, Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    host: String,
+    port: Option<u16>,
+    #[serde(default = "default_security")]
+    security: Security,
+    ca_file: Option<PathBuf>,
+    #[serde(default = "default_timeout")]
+    timeout_seconds: u64,
+    idle_refresh_minutes: Option<u64>,
+    poll_seconds: Option<u64>,
+    batch_size: Option<usize>,
+}
+
+fn default_security() -> Security {
+    Security::Tls
+}
+fn default_timeout() -> u64 {
+    60
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHelpdesk {
+    address: String,
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    database: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogging {
+    #[serde(default = "default_level")]
+    level: String,
+    #[serde(default = "default_format")]
+    format: LogFormat,
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+fn default_format() -> LogFormat {
+    LogFormat::Auto
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDesk {
+    address: String,
+    name: Option<String>,
+    login: String,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    password_credential: Option<String>,
+    #[serde(default = "default_mailbox")]
+    mailbox: String,
+}
+
+fn default_mailbox() -> String {
+    "INBOX".into()
+}
+
+/// Where secrets come from; injected so that tests need not touch the process environment.
+pub trait Environment {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessEnv;
+
+impl Environment for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+/// Reads and validates config.toml. `TICKETGATE_DATABASE` overrides `[state] database`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = read_file(path).map_err(|p| ConfigError(vec![p]))?;
+    parse(path, &text, &ProcessEnv)
+}
+
+/// Validates config text; relative paths are relative to the file's directory.
+pub fn parse(path: &Path, text: &str, env: &dyn Environment) -> Result<Config, ConfigError> {
+    let src = Source { path, text };
+    let raw: RawFile = src.parse().map_err(|p| ConfigError(vec![p]))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut problems = Vec::new();
+    let top = |name: &str, problems: &mut Vec<Problem>| {
+        problems.push(src.problem_at(0, format!("missing section [{name}]")));
+    };
+
+    let imap = match raw.imap {
+        None => {
+            top("imap", &mut problems);
+            None
+        }
+        Some(v) => server(&src, v, "[imap]", 993, 143, &base, &mut problems).map(|(s, r)| Imap {
+            server: s,
+            idle_refresh: Duration::from_secs(r.idle_refresh_minutes.unwrap_or(10).clamp(1, 28) * 60),
+            poll_interval: Duration::from_secs(r.poll_seconds.unwrap_or(60).max(1)),
+            batch_size: r.batch_size.unwrap_or(200).clamp(1, 5000),
+        }),
+    };
+    let smtp = match raw.smtp {
+        None => {
+            top("smtp", &mut problems);
+            None
+        }
+        Some(v) => server(&src, v, "[smtp]", 465, 587, &base, &mut problems).map(|(s, _)| s),
+    };
+    let helpdesk = match raw.helpdesk {
+        None => {
+            top("helpdesk", &mut problems);
+            None
+        }
+        Some(v) => {
+            let start = v.span().start;
+            match src.section::<RawHelpdesk>(v, "[helpdesk]") {
+                Ok(h) if crate::rules::compile::looks_like_address(&h.address) => Some(h),
+                Ok(h) => {
+                    problems.push(src.problem_at_key(start, "address", format!("`{}` is not a mail address", h.address)));
+                    None
+                }
+                Err(p) => {
+                    problems.push(p);
+                    None
+                }
+            }
+        }
+    };
+    let database = match raw.state {
+        None => Some("sqlite:///var/lib/ticketgate/state.db".to_string()),
+        Some(v) => {
+            let start = v.span().start;
+            src.section::<RawState>(v, "[state]").map_err(|p| problems.push(p)).ok().and_then(|s| {
+                if s.database.starts_with("sqlite:") || s.database.starts_with("postgres") {
+                    Some(s.database)
+                } else {
+                    problems.push(src.problem_at_key(
+                        start,
+                        "database",
+                        "expected a sqlite:///path/state.db or postgres://user@host/db URL",
+                    ));
+                    None
+                }
+            })
+        }
+    };
+    let database = env.var("TICKETGATE_DATABASE").or(database);
+    let logging = match raw.logging {
+        None => Some(Logging { level: default_level(), format: LogFormat::Auto }),
+        Some(v) => src
+            .section::<RawLogging>(v, "[logging]")
+            .map_err(|p| problems.push(p))
+            .ok()
+            .map(|l| Logging { level: l.level, format: l.format }),
+    };
+    let rules_files = match raw.rules {
+        None => Some(vec![base.join("rules/gem.toml")]),
+        Some(v) => {
+            let start = v.span().start;
+            src.section::<RawRules>(v, "[rules]").map_err(|p| problems.push(p)).ok().and_then(|r| {
+                if r.files.is_empty() {
+                    problems.push(src.problem_at_key(start, "files", "expected at least one rules file"));
+                    return None;
+                }
+                Some(r.files.iter().map(|f| base.join(f)).collect())
+            })
+        }
+    };
+    let metrics = match raw.metrics {
+        None => None,
+        Some(v) => {
+            let start = v.span().start;
+            src.section::<RawMetrics>(v, "[metrics]").map_err(|p| problems.push(p)).ok().and_then(|m| {
+                match m.listen.parse::<SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        problems.push(src.problem_at_key(start, "listen", format!("`{}` is not an address like 127.0.0.1:9187", m.listen)));
+                        None
+                    }
+                }
+            })
+        }
+    };
+
+    let mut desks = Vec::new();
+    if raw.desk.is_empty() {
+        problems.push(src.problem_at(0, "no [desk.NAME] section: at least one desk mailbox must be watched"));
+    }
+    // Desks in file order: the order that breaks ties (e.g. which desk answers a broadcast).
+    let mut raw_desks: Vec<_> = raw.desk.into_iter().collect();
+    raw_desks.sort_by_key(|(_, v)| v.span().start);
+    for (name, v) in raw_desks {
+        let start = v.span().start;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+            problems.push(src.problem_at(start, format!("desk name `{name}` may only hold letters, digits, '-', '_' and '.'")));
+        }
+        let Ok(d) = src.section::<RawDesk>(v, &format!("[desk.{name}]")).map_err(|p| problems.push(p)) else {
+            continue;
+        };
+        if !crate::rules::compile::looks_like_address(&d.address) {
+            problems.push(src.problem_at_key(start, "address", format!("`{}` is not a mail address", d.address)));
+        }
+        let password = match secret(&d, &base, env) {
+            Ok(s) => Some(s),
+            Err((key, msg)) => {
+                problems.push(src.problem_at_key(start, key, format!("[desk.{name}]: {msg}")));
+                None
+            }
+        };
+        if let Some(password) = password {
+            desks.push(Desk {
+                name,
+                address: d.address.to_ascii_lowercase(),
+                display_name: d.name,
+                login: d.login,
+                password,
+                mailbox: d.mailbox,
+            });
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for d in &desks {
+        if !seen.insert(d.address.clone()) {
+            problems.push(src.problem_at(0, format!("desk address `{}` is used by two desks", d.address)));
+        }
+    }
+
+    match (imap, smtp, helpdesk, database, logging, rules_files) {
+        (Some(imap), Some(smtp), Some(h), Some(database), Some(logging), Some(rules_files)) if problems.is_empty() => {
+            Ok(Config {
+                path: path.to_path_buf(),
+                imap,
+                smtp,
+                helpdesk: h.address.to_ascii_lowercase(),
+                helpdesk_name: h.name,
+                database,
+                logging,
+                rules_files,
+                desks,
+                metrics,
+            })
+        }
+        _ => Err(ConfigError(problems)),
+    }
+}
+
+fn server(
+    src: &Source<'_>,
+    v: Spanned<toml::Value>,
+    what: &str,
+    tls_port: u16,
+    starttls_port: u16,
+    base: &Path,
+    problems: &mut Vec<Problem>,
+) -> Option<(Server, RawServer)> {
+    let start = v.span().start;
+    let r = src.section::<RawServer>(v, what).map_err(|p| problems.push(p)).ok()?;
+    let port = r.port.unwrap_or(match r.security {
+        Security::Tls => tls_port,
+        Security::StartTls | Security::Plain => starttls_port,
+    });
+    if r.security == Security::Plain && !is_loopback(&r.host) {
+        problems.push(src.problem_at_key(
+            start,
+            "security",
+            format!("{what}: security = \"plain\" is only allowed for a loopback host, not `{}`; use \"tls\" or \"starttls\"", r.host),
+        ));
+        return None;
+    }
+    let ca_file = r.ca_file.as_ref().map(|f| base.join(f));
+    if let Some(f) = &ca_file {
+        if !f.is_file() {
+            problems.push(src.problem_at_key(start, "ca_file", format!("{what}: CA file {} does not exist", f.display())));
+            return None;
+        }
+    }
+    let server = Server {
+        host: r.host.clone(),
+        port,
+        security: r.security,
+        ca_file,
+        timeout: Duration::from_secs(r.timeout_seconds.max(1)),
+    };
+    Some((server, r))
+}
+
+/// True for 127.0.0.0/8, ::1 and `localhost`.
+pub fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn secret(d: &RawDesk, base: &Path, env: &dyn Environment) -> Result<Secret, (&'static str, String)> {
+    let set = [d.password_file.is_some(), d.password_env.is_some(), d.password_credential.is_some()];
+    if set.iter().filter(|s| **s).count() != 1 {
+        return Err((
+            "login",
+            "set exactly one of password_file, password_env or password_credential (passwords are never written inline)".into(),
+        ));
+    }
+    let read = |p: &Path, key: &'static str| -> Result<Secret, (&'static str, String)> {
+        std::fs::read_to_string(p)
+            .map(|s| Secret::new(s.trim_end_matches(['\r', '\n'])))
+            .map_err(|e| (key, format!("cannot read password file {}: {e}", p.display())))
+    };
+    if let Some(f) = &d.password_file {
+        return read(&base.join(f), "password_file");
+    }
+    if let Some(name) = &d.password_env {
+        return env
+            .var(name)
+            .map(Secret::new)
+            .ok_or(("password_env", format!("environment variable {name} is not set")));
+    }
+    let name = d.password_credential.as_deref().unwrap_or_default();
+    let dir = env.var("CREDENTIALS_DIRECTORY").ok_or((
+        "password_credential",
+        format!("CREDENTIALS_DIRECTORY is not set (systemd LoadCredential={name}:/path, or export it to a directory holding a file `{name}`)"),
+    ))?;
+    read(&Path::new(&dir).join(name), "password_credential")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Env(Vec<(&'static str, String)>);
+    impl Environment for Env {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+        }
+    }
+
+    const GOOD: &str = r#"
+[imap]
+host = "127.0.0.1"
+port = 10143
+security = "plain"
+
+[smtp]
+host = "127.0.0.1"
+port = 10025
+security = "plain"
+
+[helpdesk]
+address = "helpdesk@gem.test"
+
+[desk.bid-ra]
+address = "bid.ra@gem.test"
+login = "bid.ra"
+password_env = "BID_PW"
+"#;
+
+    #[test]
+    fn good_config_loads_and_hides_the_password() {
+        let env = Env(vec![("BID_PW", "s3cret".into())]);
+        let c = parse(Path::new("/etc/tg/config.toml"), GOOD, &env).map_err(|e| e.to_string());
+        let c = c.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.desks.len(), 1);
+        assert_eq!(c.desks[0].password.expose(), "s3cret");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(c.rules_files, vec![PathBuf::from("/etc/tg/rules/gem.toml")]);
+        assert_eq!(c.imap.idle_refresh, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let text = GOOD.replace("port = 10025\n", "port = 10025\nprot = 1\n").replace(
+            "[helpdesk]\naddress = \"helpdesk@gem.test\"",
+            "[helpdesk]\naddress = \"nobody\"",
+        ) + "\n[desk.order]\naddress = \"order.process@gem.test\"\nlogin = \"o\"\n";
+        let env = Env(vec![("BID_PW", "x".into())]);
+        let err = parse(Path::new("c.toml"), &text, &env).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("c.toml:10:1: in [smtp]: unknown field `prot`"), "{err}");
+        assert!(err.contains("`nobody` is not a mail address"), "{err}");
+        assert!(err.contains("set exactly one of password_file"), "{err}");
+        assert_eq!(err.lines().count(), 3, "{err}");
+    }
+
+    #[test]
+    fn plain_is_refused_for_a_remote_host() {
+        let text = GOOD.replacen("host = \"127.0.0.1\"", "host = \"mail.gem.gov.in\"", 1);
+        let env = Env(vec![("BID_PW", "x".into())]);
+        let err = parse(Path::new("c.toml"), &text, &env).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("c.toml:5:1: [imap]: security = \"plain\" is only allowed for a loopback host"), "{err}");
+    }
+
+    #[test]
+    fn credentials_directory_is_used() {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string());
+        let dir = dir.unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("bid.ra"), "pw-from-cred\n").ok();
+        let text = GOOD.replace("password_env = \"BID_PW\"", "password_credential = \"bid.ra\"");
+        let env = Env(vec![("CREDENTIALS_DIRECTORY", dir.path().display().to_string())]);
+        let c = parse(Path::new("c.toml"), &text, &env).map_err(|e| e.to_string());
+        assert_eq!(c.map(|c| c.desks[0].password.expose().to_string()), Ok("pw-from-cred".into()));
+        let err = parse(Path::new("c.toml"), &text, &Env(vec![])).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("CREDENTIALS_DIRECTORY is not set"), "{err}");
+    }
+}

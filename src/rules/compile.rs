@@ -1,1 +1,366 @@
-//! (in progress)
+//! Rules text → [`Rules`]: every section checked on its own so that all problems are
+//! reported at once, regexes built once with size limits, actions and template names resolved.
+//! Pure apart from [`load`], which only reads the files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use regex::{Regex, RegexBuilder};
+
+use super::schema::{
+    OneOrMany, Problem, RawDeskProfile, RawRule, RawRulesFile, RawSettings, RawTemplate, RawTicketPattern,
+    Source,
+};
+use super::{Condition, DeskProfile, Limits, Rule, Rules, Template, TicketPattern, TicketSource};
+use crate::action::{Action, Target};
+
+/// Compiled regexes may not grow beyond this (hostile or careless patterns).
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Problems found in rules files; `Display` lists them one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct RulesError(pub Vec<Problem>);
+
+/// What the rules may refer to in the deployment (config.toml), for cross-file checks.
+#[derive(Debug, Clone, Default)]
+pub struct Deployment {
+    /// Desk names, in config order.
+    pub desks: Vec<String>,
+}
+
+/// Reads and compiles the rules files.
+pub fn load(paths: &[PathBuf], deployment: &Deployment) -> Result<Rules, RulesError> {
+    let mut texts = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        match super::schema::read_file(path) {
+            Ok(text) => texts.push((path.clone(), text)),
+            Err(p) => problems.push(p),
+        }
+    }
+    let compiled = compile(&texts, deployment);
+    match compiled {
+        Ok(rules) if problems.is_empty() => Ok(rules),
+        Ok(_) => Err(RulesError(problems)),
+        Err(RulesError(mut more)) => {
+            problems.append(&mut more);
+            Err(RulesError(problems))
+        }
+    }
+}
+
+/// Compiles rules from `(path, text)` pairs. Files are read in order: settings of a later file
+/// override earlier ones, patterns, desks, rules and templates accumulate.
+pub fn compile(files: &[(PathBuf, String)], deployment: &Deployment) -> Result<Rules, RulesError> {
+    let mut b = Builder::default();
+    for (path, text) in files {
+        let src = Source { path, text };
+        b.file(&src, deployment);
+    }
+    b.finish(files.iter().map(|(p, _)| p.clone()).collect(), deployment)
+}
+
+#[derive(Default)]
+struct Builder {
+    problems: Vec<Problem>,
+    settings: Option<RawSettings>,
+    patterns: Vec<TicketPattern>,
+    desks: Vec<DeskProfile>,
+    rules: Vec<(Rule, Problem)>,
+    templates: BTreeMap<String, Template>,
+}
+
+impl Builder {
+    fn file(&mut self, src: &Source<'_>, deployment: &Deployment) {
+        let raw: RawRulesFile = match src.parse() {
+            Ok(r) => r,
+            Err(p) => {
+                self.problems.push(p);
+                return;
+            }
+        };
+        if let Some(s) = raw.settings {
+            let start = s.span().start;
+            match src.section::<RawSettings>(s, "[settings]") {
+                Ok(s) => {
+                    if s.broadcast_threshold < 2 {
+                        self.problems.push(src.problem_at_key(
+                            start,
+                            "broadcast_threshold",
+                            "broadcast_threshold must be at least 2 (a mail to one desk is not a broadcast)",
+                        ));
+                    }
+                    for a in s.contacts.iter().chain(&s.own_addresses) {
+                        if !looks_like_address(a) {
+                            self.problems.push(src.problem_at_key(
+                                start,
+                                if s.contacts.contains(a) { "contacts" } else { "own_addresses" },
+                                format!("`{a}` is not a mail address (expected local@domain)"),
+                            ));
+                        }
+                    }
+                    self.settings = Some(s);
+                }
+                Err(p) => self.problems.push(p),
+            }
+        }
+        for raw in raw.ticket_pattern {
+            let start = raw.span().start;
+            let Ok(p) = src.section::<RawTicketPattern>(raw, "[[ticket_pattern]]").map_err(|p| self.problems.push(p))
+            else {
+                continue;
+            };
+            let regex = match build_regex(&p.regex) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.problems.push(src.problem_at_key(start, "regex", format!("ticket pattern `{}`: {e}", p.name)));
+                    continue;
+                }
+            };
+            let mut sources = Vec::new();
+            for s in &p.sources {
+                match TicketSource::parse(s) {
+                    Some(t) => sources.push(t),
+                    None => self.problems.push(src.problem_at_key(
+                        start,
+                        "sources",
+                        format!(
+                            "unknown ticket source `{s}`; expected one of subject, header, body, html, quoted, attached"
+                        ),
+                    )),
+                }
+            }
+            if sources.is_empty() {
+                sources = TicketSource::ALL.to_vec();
+            }
+            if sources.contains(&TicketSource::Header) && p.headers.is_empty() {
+                self.problems.push(src.problem_at_key(
+                    start,
+                    "sources",
+                    "source `header` needs `headers = [\"X-Ticket\", ...]`, the header names to search",
+                ));
+            }
+            self.patterns.push(TicketPattern {
+                name: p.name,
+                regex,
+                sources,
+                headers: p.headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            });
+        }
+        for (name, raw) in raw.desk {
+            let start = raw.span().start;
+            let Ok(d) = src
+                .section::<RawDeskProfile>(raw, &format!("[desk.{name}]"))
+                .map_err(|p| self.problems.push(p))
+            else {
+                continue;
+            };
+            if !deployment.desks.is_empty() && !deployment.desks.contains(&name) {
+                self.problems.push(src.problem_at(
+                    start,
+                    format!("[desk.{name}]: no desk `{name}` in config.toml; expected one of {}", deployment.desks.join(", ")),
+                ));
+            }
+            let mut phrases = Vec::new();
+            for (text, weight) in d.phrases {
+                match build_regex(&format!("(?i){text}")) {
+                    Ok(r) => phrases.push((r, weight)),
+                    Err(e) => self.problems.push(src.problem_at_key(
+                        start,
+                        "phrases",
+                        format!("[desk.{name}] phrase `{text}`: {e}"),
+                    )),
+                }
+            }
+            self.desks.push(DeskProfile { name, nature: d.nature, phrases });
+        }
+        for raw in raw.rule {
+            let start = raw.span().start;
+            let Ok(r) = src.section::<RawRule>(raw, "[[rule]]").map_err(|p| self.problems.push(p)) else {
+                continue;
+            };
+            let at = src.problem_at(start, String::new());
+            match self.rule(src, start, r, deployment) {
+                Some(rule) => self.rules.push((rule, at)),
+                None => continue,
+            }
+        }
+        for (name, raw) in raw.template {
+            match src.section::<RawTemplate>(raw, &format!("[template.{name}]")) {
+                Ok(t) => {
+                    self.templates.insert(name, Template { subject: t.subject, body: t.body });
+                }
+                Err(p) => self.problems.push(p),
+            }
+        }
+    }
+
+    fn rule(&mut self, src: &Source<'_>, start: usize, r: RawRule, deployment: &Deployment) -> Option<Rule> {
+        let before = self.problems.len();
+        let name = r.name.clone();
+        let regex_of = |key: &str, text: Option<String>, problems: &mut Vec<Problem>| -> Option<Regex> {
+            let text = text?;
+            match build_regex(&text) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    problems.push(src.problem_at_key(start, key, format!("rule `{name}`, when.{key}: {e}")));
+                    None
+                }
+            }
+        };
+        let w = r.when;
+        let from = regex_of("from", w.from, &mut self.problems);
+        let subject = regex_of("subject", w.subject, &mut self.problems);
+        let text = regex_of("text", w.text, &mut self.problems);
+        let ticket_source = w.ticket_source.map(OneOrMany::into_vec).map(|v| {
+            v.iter()
+                .filter_map(|s| {
+                    let t = TicketSource::parse(s);
+                    if t.is_none() {
+                        self.problems.push(src.problem_at_key(
+                            start,
+                            "when",
+                            format!("rule `{}`: unknown ticket_source `{s}`", r.name),
+                        ));
+                    }
+                    t
+                })
+                .collect::<Vec<_>>()
+        });
+        let desk = w.desk.map(OneOrMany::into_vec);
+        for d in desk.iter().flatten() {
+            if !deployment.desks.is_empty() && !deployment.desks.contains(d) {
+                self.problems.push(src.problem_at_key(
+                    start,
+                    "when",
+                    format!("rule `{}`: no desk `{d}` in config.toml; expected one of {}", r.name, deployment.desks.join(", ")),
+                ));
+            }
+        }
+        let mut actions = Vec::new();
+        for a in &r.actions {
+            match Action::parse(a) {
+                Ok(action) => {
+                    if let Action::Redirect(Target::Desk(d)) | Action::Forward(Target::Desk(d)) = &action {
+                        if !deployment.desks.is_empty() && !deployment.desks.contains(d) {
+                            self.problems.push(src.problem_at_key(
+                                start,
+                                "actions",
+                                format!("rule `{}`: action `{a}`: no desk `{d}` in config.toml; expected helpdesk, suggested, an address or one of {}", r.name, deployment.desks.join(", ")),
+                            ));
+                        }
+                    }
+                    actions.push(action);
+                }
+                Err(e) => self.problems.push(src.problem_at_key(start, "actions", format!("rule `{}`: {e}", r.name))),
+            }
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Rule {
+            name: r.name,
+            when: Condition {
+                ticket: w.ticket,
+                ticket_source,
+                broadcast: w.broadcast,
+                automatic: w.automatic,
+                own: w.own,
+                responsible: w.responsible,
+                misrouted: w.misrouted,
+                oversized: w.oversized,
+                desk,
+                from,
+                subject,
+                text,
+            },
+            actions,
+            stop: r.stop,
+            reply_period_secs: r.reply_period_hours.unwrap_or(0) * 3600,
+        })
+    }
+
+    fn finish(mut self, files: Vec<PathBuf>, _deployment: &Deployment) -> Result<Rules, RulesError> {
+        let settings = self.settings.take().unwrap_or_default();
+        let mut names = BTreeSet::new();
+        for (rule, at) in &self.rules {
+            if !names.insert(rule.name.clone()) {
+                self.problems.push(Problem { message: format!("rule name `{}` is used twice; names must be unique", rule.name), ..at.clone() });
+            }
+            for a in &rule.actions {
+                let needed = match a {
+                    Action::Redirect(_) => Some("redirect"),
+                    Action::Forward(_) => Some("forward"),
+                    Action::Reply(t) => Some(t.as_str()),
+                    _ => None,
+                };
+                if let Some(t) = needed {
+                    if !self.templates.contains_key(t) {
+                        self.problems.push(Problem {
+                            message: format!(
+                                "rule `{}`: action `{a}` needs a template `[template.{t}]` with subject and body; none is defined",
+                                rule.name
+                            ),
+                            ..at.clone()
+                        });
+                    }
+                }
+            }
+        }
+        if self.patterns.is_empty() && self.problems.is_empty() {
+            self.problems.push(Problem {
+                file: files.first().cloned().unwrap_or_default(),
+                line: 1,
+                column: 1,
+                message: "no [[ticket_pattern]] defined: ticketgate cannot find tickets without one".into(),
+            });
+        }
+        if !self.problems.is_empty() {
+            return Err(RulesError(self.problems));
+        }
+        let default_period = settings.reply_period_hours * 3600;
+        let rules = self
+            .rules
+            .into_iter()
+            .map(|(mut r, _)| {
+                if r.reply_period_secs == 0 {
+                    r.reply_period_secs = default_period;
+                }
+                r
+            })
+            .collect();
+        let max_mail_bytes = usize::try_from(settings.max_mail_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+        Ok(Rules {
+            ticket_patterns: self.patterns,
+            desks: self.desks,
+            broadcast_threshold: settings.broadcast_threshold,
+            broadcast_window_secs: settings.broadcast_window_minutes * 60,
+            contacts: settings.contacts.iter().map(|a| a.to_ascii_lowercase()).collect(),
+            own_addresses: settings.own_addresses.iter().map(|a| a.to_ascii_lowercase()).collect(),
+            rules,
+            templates: self.templates,
+            limits: Limits { max_mail_bytes, ..Limits::default() },
+            files,
+        })
+    }
+}
+
+fn build_regex(text: &str) -> Result<Regex, String> {
+    RegexBuilder::new(text)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| format!("invalid regex: {}", e.to_string().lines().last().unwrap_or("invalid").trim()))
+}
+
+pub(crate) fn looks_like_address(a: &str) -> bool {
+    match a.split_once('@') {
+        Some((l, d)) => !l.is_empty() && d.contains('.') && !a.chars().any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c)),
+        None => false,
+    }
+}
+
+/// Compiles rules for tests and tools from text alone.
+pub fn compile_str(path: &Path, text: &str, deployment: &Deployment) -> Result<Rules, RulesError> {
+    compile(&[(path.to_path_buf(), text.to_string())], deployment)
+}

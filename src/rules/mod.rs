@@ -5,6 +5,9 @@
 pub mod compile;
 pub mod schema;
 
+pub use compile::{Deployment, RulesError, compile, load};
+pub use schema::Problem;
+
 use std::collections::BTreeMap;
 
 use regex::Regex;
