@@ -1,1 +1,191 @@
-//! (in progress)
+//! `ticketgate classify`: the pure core applied to .eml files, touching no server. The same
+//! [`Classification`] is what the golden-file tests compare, so both share one serializer.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::action::{Action, Target};
+use crate::decide::{Known, decide};
+use crate::facts::{Directory, Facts, extract};
+use crate::rules::Rules;
+
+/// The facts, matched rules and actions for one file (SPEC 6).
+#[derive(Debug, Clone, Serialize)]
+pub struct Classification {
+    pub file: String,
+    pub desk: Option<String>,
+    pub message_id: Option<String>,
+    pub from: Option<String>,
+    pub subject: Option<String>,
+    pub ticket: Option<String>,
+    pub ticket_source: Option<String>,
+    pub broadcast: bool,
+    pub broadcast_by: Option<&'static str>,
+    pub addressed_desks: Vec<String>,
+    pub automatic: bool,
+    pub automatic_reason: Option<String>,
+    pub own: bool,
+    pub suggested_desk: Option<String>,
+    pub responsible_desk: Option<String>,
+    pub misrouted: bool,
+    pub oversized: bool,
+    pub rules: Vec<String>,
+    pub actions: Vec<String>,
+    pub suppressed: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Classification {
+    fn error(file: &str, desk: Option<&str>, error: String) -> Classification {
+        Classification {
+            file: file.to_string(),
+            desk: desk.map(str::to_string),
+            message_id: None,
+            from: None,
+            subject: None,
+            ticket: None,
+            ticket_source: None,
+            broadcast: false,
+            broadcast_by: None,
+            addressed_desks: Vec::new(),
+            automatic: false,
+            automatic_reason: None,
+            own: false,
+            suggested_desk: None,
+            responsible_desk: None,
+            misrouted: false,
+            oversized: false,
+            rules: Vec::new(),
+            actions: Vec::new(),
+            suppressed: Vec::new(),
+            error: Some(error),
+        }
+    }
+
+    /// Two-line human summary, for classify without `--json`.
+    pub fn summary(&self) -> String {
+        if let Some(e) = &self.error {
+            return format!("{}: error: {e}\n", self.file);
+        }
+        let ticket = match (&self.ticket, &self.ticket_source) {
+            (Some(t), Some(s)) => format!("ticket {t} ({s})"),
+            _ => "no ticket".into(),
+        };
+        let mut flags = Vec::new();
+        if self.broadcast {
+            flags.push("broadcast".to_string());
+        }
+        if let Some(r) = &self.automatic_reason {
+            flags.push(format!("automatic ({r})"));
+        }
+        if self.own {
+            flags.push("own".into());
+        }
+        if self.misrouted {
+            flags.push(format!("misrouted (suggested {})", self.suggested_desk.as_deref().unwrap_or("?")));
+        }
+        format!(
+            "{}: desk {}: {}{}{}\n  rules: {}\n  actions: {}\n",
+            self.file,
+            self.desk.as_deref().unwrap_or("-"),
+            ticket,
+            if flags.is_empty() { "" } else { ", " },
+            flags.join(", "),
+            if self.rules.is_empty() { "-".into() } else { self.rules.join(", ") },
+            if self.actions.is_empty() { "-".into() } else { self.actions.join(" ") },
+        )
+    }
+}
+
+/// Classifies one file. Never panics; unreadable, oversized or unparsable input yields an
+/// `error` and no actions (oversized mail gets the rules' oversized actions).
+pub fn classify_file(path: &Path, desk: Option<&str>, dir: &Directory, rules: &Rules) -> Classification {
+    let file = path.display().to_string();
+    let size = match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => m.len(),
+        Ok(_) => return Classification::error(&file, desk, "not a regular file".into()),
+        Err(e) => return Classification::error(&file, desk, format!("cannot read: {e}")),
+    };
+    if usize::try_from(size).map_or(true, |s| s > rules.limits.max_mail_bytes) {
+        let desk = desk.map(str::to_string).or_else(|| dir.desks.first().map(|(n, _)| n.clone())).unwrap_or_default();
+        let facts = Facts::oversized(&desk, usize::try_from(size).unwrap_or(usize::MAX), dir);
+        return from_facts(&file, &facts, dir, rules);
+    }
+    match std::fs::read(path) {
+        Ok(raw) => classify_bytes(&file, &raw, desk, dir, rules),
+        Err(e) => Classification::error(&file, desk, format!("cannot read: {e}")),
+    }
+}
+
+/// Classifies raw mail bytes as if they were in `desk`'s mailbox (default: the first desk
+/// the mail is addressed to, else the first desk of the config).
+pub fn classify_bytes(file: &str, raw: &[u8], desk: Option<&str>, dir: &Directory, rules: &Rules) -> Classification {
+    let first = dir.desks.first().map(|(n, _)| n.as_str()).unwrap_or_default();
+    let facts = match extract(raw, desk.unwrap_or(first), dir, rules) {
+        Ok(f) => f,
+        Err(e) => return Classification::error(file, desk, e.to_string()),
+    };
+    let facts = match desk {
+        Some(_) => facts,
+        None => match facts.addressed_desks.first() {
+            Some(d) if *d != facts.desk => match extract(raw, d, dir, rules) {
+                Ok(f) => f,
+                Err(e) => return Classification::error(file, desk, e.to_string()),
+            },
+            _ => facts,
+        },
+    };
+    from_facts(file, &facts, dir, rules)
+}
+
+fn from_facts(file: &str, facts: &Facts, dir: &Directory, rules: &Rules) -> Classification {
+    let decision = decide(facts, rules, &Known::default());
+    Classification {
+        file: file.to_string(),
+        desk: Some(facts.desk.clone()),
+        message_id: facts.message_id.clone(),
+        from: facts.from.clone(),
+        subject: (!facts.oversized).then(|| facts.subject.clone()),
+        ticket: facts.ticket.as_ref().map(|t| t.number.clone()),
+        ticket_source: facts.ticket.as_ref().map(|t| t.source.as_str().to_string()),
+        broadcast: facts.broadcast,
+        broadcast_by: facts.broadcast_by,
+        addressed_desks: facts.addressed_desks.clone(),
+        automatic: facts.automatic,
+        automatic_reason: facts.automatic_reason.clone(),
+        own: facts.own,
+        suggested_desk: facts.suggested_desk.clone(),
+        responsible_desk: facts.responsible_desk.clone(),
+        misrouted: facts.misrouted,
+        oversized: facts.oversized,
+        rules: decision.rules.clone(),
+        actions: decision.actions().map(|a| resolve(a, facts, dir)).collect(),
+        suppressed: decision.suppressed.iter().map(|(a, why)| format!("{a} ({why})")).collect(),
+        error: None,
+    }
+}
+
+/// An action as `kind:argument` with targets resolved to addresses, e.g.
+/// `redirect:helpdesk-gem@gov.in`.
+pub fn resolve(action: &Action, facts: &Facts, dir: &Directory) -> String {
+    let target = |t: &Target| -> String {
+        match t {
+            Target::Helpdesk => dir.helpdesk.clone(),
+            Target::Desk(d) => dir.desk_address(d).unwrap_or(d).to_string(),
+            Target::SuggestedDesk => facts
+                .suggested_desk
+                .as_deref()
+                .and_then(|d| dir.desk_address(d))
+                .unwrap_or("suggested")
+                .to_string(),
+            Target::Address(a) => a.clone(),
+        }
+    };
+    match action {
+        Action::Redirect(t) => format!("redirect:{}", target(t)),
+        Action::Forward(t) => format!("forward:{}", target(t)),
+        other => other.to_string(),
+    }
+}

@@ -119,7 +119,15 @@ impl Config {
 /// Problems found in config.toml; `Display` lists them one per line.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
-pub struct ConfigError(pub Vec<Problem>);
+pub struct ConfigError(pub Vec<Problem>, pub Partial);
+
+/// What could still be learned from a config with problems, so that `check` can go on and
+/// report the rules' problems too.
+#[derive(Debug, Clone, Default)]
+pub struct Partial {
+    pub rules_files: Option<Vec<PathBuf>>,
+    pub desks: Vec<String>,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -232,14 +240,14 @@ impl Environment for ProcessEnv {
 
 /// Reads and validates config.toml. `TICKETGATE_DATABASE` overrides `[state] database`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = read_file(path).map_err(|p| ConfigError(vec![p]))?;
+    let text = read_file(path).map_err(|p| ConfigError(vec![p], Partial::default()))?;
     parse(path, &text, &ProcessEnv)
 }
 
 /// Validates config text; relative paths are relative to the file's directory.
 pub fn parse(path: &Path, text: &str, env: &dyn Environment) -> Result<Config, ConfigError> {
     let src = Source { path, text };
-    let raw: RawFile = src.parse().map_err(|p| ConfigError(vec![p]))?;
+    let raw: RawFile = src.parse().map_err(|p| ConfigError(vec![p], Partial::default()))?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut problems = Vec::new();
     let top = |name: &str, problems: &mut Vec<Problem>| {
@@ -399,7 +407,10 @@ pub fn parse(path: &Path, text: &str, env: &dyn Environment) -> Result<Config, C
                 metrics,
             })
         }
-        _ => Err(ConfigError(problems)),
+        (_, _, _, _, _, rules_files) => Err(ConfigError(
+            problems,
+            Partial { rules_files, desks: desks.iter().map(|d| d.name.clone()).collect() },
+        )),
     }
 }
 

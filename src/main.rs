@@ -1,1 +1,209 @@
-fn main() {}
+//! The `ticketgate` command line: parses arguments, sets up logging, runs one subcommand and
+//! maps failures to exit codes (78 = EX_CONFIG for bad config or rules, as systemd's
+//! `RestartPreventExitStatus=78` expects).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use ticketgate::classify::classify_file;
+use ticketgate::config::{self, Config};
+use ticketgate::facts::Directory;
+use ticketgate::rules::{self, Problem, Rules};
+
+/// sysexits.h: configuration error.
+const EX_CONFIG: u8 = 78;
+/// sysexits.h: cannot open input.
+const EX_NOINPUT: u8 = 66;
+/// sysexits.h: service unavailable (a server could not be reached in `check --connect`).
+const EX_UNAVAILABLE: u8 = 69;
+
+#[derive(Parser, Debug)]
+#[command(name = "ticketgate", version, about = "Mailbox automation for escalation desks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Watch the desk inboxes and act on every new mail (the daemon).
+    Run {
+        #[arg(long, short, env = "TICKETGATE_CONFIG", default_value = "/etc/ticketgate/config.toml")]
+        config: PathBuf,
+        /// Handle everything waiting in every desk, send the outbox, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Validate config.toml and the rules; with --connect, also log in to every account.
+    Check {
+        #[arg(long, short, env = "TICKETGATE_CONFIG", default_value = "/etc/ticketgate/config.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        connect: bool,
+    },
+    /// Dry run on .eml files: facts, matched rules and actions; touches no server.
+    Classify {
+        #[arg(long, short, env = "TICKETGATE_CONFIG", default_value = "/etc/ticketgate/config.toml")]
+        config: PathBuf,
+        /// Classify as if the mail were in this desk's mailbox (default: the first desk it is addressed to).
+        #[arg(long)]
+        desk: Option<String>,
+        /// One JSON object per file, one per line.
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Counts per desk and day from the state database.
+    Report {
+        #[arg(long, short, env = "TICKETGATE_CONFIG", default_value = "/etc/ticketgate/config.toml")]
+        config: PathBuf,
+        /// How many days back.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config, connect } => check(&config, connect),
+        Command::Classify { config, desk, json, files } => classify(&config, desk.as_deref(), json, &files),
+        Command::Run { config, once } => run(&config, once),
+        Command::Report { config, days } => report(&config, days),
+    }
+}
+
+/// Loads config and rules, or reports every problem of both.
+fn load(path: &Path) -> Result<(Config, Rules), Vec<Problem>> {
+    match config::load(path) {
+        Ok(cfg) => match rules::load(&cfg.rules_files, &cfg.deployment()) {
+            Ok(r) => Ok((cfg, r)),
+            Err(e) => Err(e.0),
+        },
+        Err(config::ConfigError(mut problems, partial)) => {
+            if let Some(files) = partial.rules_files {
+                let deployment = rules::Deployment { desks: partial.desks };
+                if let Err(e) = rules::load(&files, &deployment) {
+                    problems.extend(e.0);
+                }
+            }
+            Err(problems)
+        }
+    }
+}
+
+fn print_problems(problems: &[Problem]) -> ExitCode {
+    for p in problems {
+        eprintln!("{p}");
+    }
+    eprintln!("ticketgate: {} problem(s) found; nothing was started", problems.len());
+    ExitCode::from(EX_CONFIG)
+}
+
+fn check(path: &Path, connect: bool) -> ExitCode {
+    let (cfg, rules) = match load(path) {
+        Ok(x) => x,
+        Err(problems) => return print_problems(&problems),
+    };
+    println!(
+        "{}: ok: {} desk(s), {} rule(s), {} ticket pattern(s), rules from {}",
+        path.display(),
+        cfg.desks.len(),
+        rules.rules.len(),
+        rules.ticket_patterns.len(),
+        rules.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+    );
+    if !connect {
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ticketgate: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let failures = runtime.block_on(ticketgate::daemon::check_connect(&cfg));
+    if failures == 0 { ExitCode::SUCCESS } else { ExitCode::from(EX_UNAVAILABLE) }
+}
+
+fn classify(path: &Path, desk: Option<&str>, json: bool, files: &[PathBuf]) -> ExitCode {
+    let (cfg, rules) = match load(path) {
+        Ok(x) => x,
+        Err(problems) => return print_problems(&problems),
+    };
+    if let Some(d) = desk {
+        if cfg.desk(d).is_none() {
+            let names: Vec<_> = cfg.desks.iter().map(|d| d.name.as_str()).collect();
+            eprintln!("ticketgate: no desk `{d}` in {}; expected one of {}", path.display(), names.join(", "));
+            return ExitCode::from(EX_CONFIG);
+        }
+    }
+    let dir = Directory::new(&cfg, &rules);
+    let mut out = std::io::stdout().lock();
+    let mut unreadable = false;
+    for file in files {
+        let c = classify_file(file, desk, &dir, &rules);
+        unreadable |= c.error.as_deref().is_some_and(|e| e.starts_with("cannot read") || e.starts_with("not a regular"));
+        let line = if json {
+            serde_json::to_string(&c).map(|s| s + "\n").unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}\n"))
+        } else {
+            c.summary()
+        };
+        if out.write_all(line.as_bytes()).is_err() {
+            return ExitCode::FAILURE;
+        }
+    }
+    if unreadable { ExitCode::from(EX_NOINPUT) } else { ExitCode::SUCCESS }
+}
+
+fn run(path: &Path, once: bool) -> ExitCode {
+    let (cfg, rules) = match load(path) {
+        Ok(x) => x,
+        Err(problems) => return print_problems(&problems),
+    };
+    ticketgate::daemon::init_logging(&cfg.logging);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ticketgate: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ticketgate::daemon::run(cfg, rules, once)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("ticketgate stopped: {e:#}");
+            eprintln!("ticketgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn report(path: &Path, days: u32) -> ExitCode {
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => return print_problems(&e.0),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ticketgate: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ticketgate::daemon::report(&cfg, days)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ticketgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -15,3 +15,290 @@ pub struct Ticket {
     /// Name of the pattern that matched.
     pub pattern: String,
 }
+
+use mail_parser::{Address, Message, MessageParser};
+use sha2::{Digest, Sha256};
+
+use crate::rules::Rules;
+
+/// Who is who in the deployment: desks (in config order), the helpdesk and other own
+/// addresses. Built from config.toml and the rules; pure data.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    /// (name, address) of each desk, addresses lower-case.
+    pub desks: Vec<(String, String)>,
+    pub helpdesk: String,
+    /// Addresses whose mail is our own besides desks and helpdesk.
+    pub own: Vec<String>,
+    /// Contact-list addresses besides the desks (count towards broadcast).
+    pub contacts: Vec<String>,
+}
+
+impl Directory {
+    pub fn new(config: &crate::config::Config, rules: &Rules) -> Directory {
+        Directory {
+            desks: config.desks.iter().map(|d| (d.name.clone(), d.address.clone())).collect(),
+            helpdesk: config.helpdesk.clone(),
+            own: rules.own_addresses.clone(),
+            contacts: rules.contacts.clone(),
+        }
+    }
+
+    pub fn desk_address(&self, name: &str) -> Option<&str> {
+        self.desks.iter().find(|(n, _)| n == name).map(|(_, a)| a.as_str())
+    }
+
+    fn desk_of(&self, address: &str) -> Option<&str> {
+        self.desks.iter().find(|(_, a)| a.eq_ignore_ascii_case(address)).map(|(n, _)| n.as_str())
+    }
+
+    fn is_own(&self, address: &str) -> bool {
+        self.desk_of(address).is_some()
+            || self.helpdesk.eq_ignore_ascii_case(address)
+            || self.own.iter().any(|a| a.eq_ignore_ascii_case(address))
+    }
+}
+
+/// Header that marks mail sent by ticketgate (see `compose`); its presence makes mail `own`.
+pub const MARKER_HEADER: &str = "X-Ticketgate";
+
+/// Everything the rules can look at, for one mail in one desk's mailbox.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Facts {
+    pub desk: String,
+    pub message_id: Option<String>,
+    /// Identifies the same mail across desk mailboxes: a hash of its sender, date, subject
+    /// and body, which copies delivered to several desks share even when Message-ID is
+    /// missing or rewritten.
+    pub group_key: String,
+    pub from: Option<String>,
+    /// Address that gets copies and replies: Reply-To over From.
+    pub sender: Option<String>,
+    pub subject: String,
+    pub ticket: Option<Ticket>,
+    /// Desks whose addresses are in To/Cc, in config order.
+    pub addressed_desks: Vec<String>,
+    /// Contact-list addresses in To/Cc (desks and extra contacts).
+    pub addressed_contacts: usize,
+    /// Desks whose mailbox holds this mail (from the store), at least this desk.
+    pub copies_seen: usize,
+    pub broadcast: bool,
+    pub broadcast_by: Option<&'static str>,
+    pub automatic: bool,
+    pub automatic_reason: Option<String>,
+    pub own: bool,
+    pub suggested_desk: Option<String>,
+    /// For a broadcast, the desk whose copy is acted on; the others are duplicates.
+    pub responsible_desk: Option<String>,
+    pub responsible: bool,
+    pub misrouted: bool,
+    pub oversized: bool,
+    /// Subject and decoded body text, bounded, for `when.text` conditions.
+    #[serde(skip)]
+    pub text: String,
+}
+
+/// A mail that cannot be parsed at all.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot parse mail: {0}")]
+pub struct MailError(pub String);
+
+/// Facts from the mail's content alone, as if no other desk held a copy; the shell then
+/// calls [`Facts::with_copies`] with what the store knows.
+pub fn extract(raw: &[u8], desk: &str, dir: &Directory, rules: &Rules) -> Result<Facts, MailError> {
+    if raw.len() > rules.limits.max_mail_bytes {
+        return Ok(Facts::oversized(desk, raw.len(), dir));
+    }
+    let msg = MessageParser::default()
+        .parse(raw)
+        .filter(|m| !m.headers().is_empty())
+        .ok_or_else(|| MailError(if raw.is_empty() { "empty file".into() } else { "no header block".into() }))?;
+    Ok(extract_parsed(&msg, desk, dir, rules))
+}
+
+pub fn extract_parsed(msg: &Message<'_>, desk: &str, dir: &Directory, rules: &Rules) -> Facts {
+    let subject = msg.subject().unwrap_or_default().to_string();
+    let from = first_address(msg.from());
+    let sender = first_address(msg.reply_to()).or_else(|| from.clone());
+    let ticket = ticket::find_ticket(msg, &rules.ticket_patterns, &rules.limits);
+    let automatic_reason = automatic::automatic_reason(msg);
+    let own = msg.header_raw(MARKER_HEADER).is_some() || from.as_deref().is_some_and(|f| dir.is_own(f));
+
+    let mut recipients: Vec<String> = Vec::new();
+    for a in [msg.to(), msg.cc()].into_iter().flatten() {
+        for addr in a.iter() {
+            if let Some(s) = addr.address() {
+                let s = s.trim().to_ascii_lowercase();
+                if !recipients.contains(&s) {
+                    recipients.push(s);
+                }
+            }
+        }
+    }
+    let addressed_desks: Vec<String> = dir
+        .desks
+        .iter()
+        .filter(|(_, a)| recipients.iter().any(|r| r == a))
+        .map(|(n, _)| n.clone())
+        .collect();
+    let addressed_contacts =
+        addressed_desks.len() + dir.contacts.iter().filter(|c| recipients.iter().any(|r| r == *c)).count();
+
+    let mut body = String::new();
+    if let Some(t) = msg.body_text(0) {
+        body.push_str(truncate(&t, rules.limits.max_scan_bytes));
+    }
+    let suggested_desk = suggest::suggest_desk(&subject, &body, &rules.desks);
+    let mut text = subject.clone();
+    text.push('\n');
+    text.push_str(&body);
+
+    let mut facts = Facts {
+        desk: desk.to_string(),
+        message_id: msg.message_id().map(str::to_string),
+        group_key: group_key(msg, from.as_deref(), &subject),
+        from,
+        sender,
+        subject,
+        ticket,
+        addressed_desks,
+        addressed_contacts,
+        copies_seen: 1,
+        broadcast: false,
+        broadcast_by: None,
+        automatic: automatic_reason.is_some(),
+        automatic_reason,
+        own,
+        suggested_desk,
+        responsible_desk: None,
+        responsible: true,
+        misrouted: false,
+        oversized: false,
+        text,
+    };
+    facts.settle(&[desk.to_string()], dir, rules);
+    facts
+}
+
+impl Facts {
+    /// Facts of a mail too large to read: only its size is known.
+    pub fn oversized(desk: &str, size: usize, dir: &Directory) -> Facts {
+        let _ = dir;
+        Facts {
+            desk: desk.to_string(),
+            message_id: None,
+            group_key: format!("oversized:{desk}:{size}"),
+            from: None,
+            sender: None,
+            subject: String::new(),
+            ticket: None,
+            addressed_desks: Vec::new(),
+            addressed_contacts: 0,
+            copies_seen: 1,
+            broadcast: false,
+            broadcast_by: None,
+            automatic: false,
+            automatic_reason: None,
+            own: false,
+            suggested_desk: None,
+            responsible_desk: None,
+            responsible: true,
+            misrouted: false,
+            oversized: true,
+            text: String::new(),
+        }
+    }
+
+    /// Updates the cross-mailbox facts from the desks known to hold a copy of this mail.
+    pub fn with_copies(mut self, holders: &[String], dir: &Directory, rules: &Rules) -> Facts {
+        self.settle(holders, dir, rules);
+        self
+    }
+
+    fn settle(&mut self, holders: &[String], dir: &Directory, rules: &Rules) {
+        let mut holding: Vec<&String> = holders.iter().collect();
+        if !holding.contains(&&self.desk) {
+            holding.push(&self.desk);
+        }
+        self.copies_seen = holding.len();
+        let by_headers = self.addressed_contacts >= rules.broadcast_threshold;
+        let by_copies = self.copies_seen >= rules.broadcast_threshold;
+        self.broadcast = !self.oversized && (by_headers || by_copies);
+        self.broadcast_by = match (by_headers, by_copies) {
+            _ if !self.broadcast => None,
+            (true, _) => Some("headers"),
+            (false, _) => Some("copies"),
+        };
+        self.responsible_desk = if self.broadcast { Some(self.pick_responsible(&holding, dir)) } else { None };
+        self.responsible = self.responsible_desk.as_ref().is_none_or(|d| *d == self.desk);
+        self.misrouted = !self.broadcast
+            && !self.automatic
+            && !self.own
+            && self.suggested_desk.as_ref().is_some_and(|s| *s != self.desk && dir.desk_address(s).is_some());
+    }
+
+    /// The desk whose copy of a broadcast is acted on: the suggested desk when it holds or
+    /// was sent a copy; else the first addressed desk in config order; else the suggested
+    /// desk; else the first holder in config order. Every copy computes the same answer.
+    fn pick_responsible(&self, holding: &[&String], dir: &Directory) -> String {
+        let has_copy = |d: &String| self.addressed_desks.contains(d) || holding.contains(&d);
+        if let Some(s) = self.suggested_desk.as_ref().filter(|s| has_copy(s)) {
+            return s.clone();
+        }
+        if let Some(first) = self.addressed_desks.first() {
+            return first.clone();
+        }
+        if let Some(s) = &self.suggested_desk {
+            return s.clone();
+        }
+        dir.desks
+            .iter()
+            .map(|(n, _)| n)
+            .find(|n| holding.contains(n))
+            .cloned()
+            .unwrap_or_else(|| self.desk.clone())
+    }
+}
+
+fn first_address(a: Option<&Address<'_>>) -> Option<String> {
+    let s = a?.iter().find_map(|a| a.address())?.trim().to_ascii_lowercase();
+    crate::rules::compile::looks_like_address(&s).then_some(s)
+}
+
+fn group_key(msg: &Message<'_>, from: Option<&str>, subject: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(from.unwrap_or_default().as_bytes());
+    h.update(b"\n");
+    h.update(msg.header_raw("Date").unwrap_or_default().trim().as_bytes());
+    h.update(b"\n");
+    h.update(subject.as_bytes());
+    h.update(b"\n");
+    let raw = msg.raw_message();
+    let root = msg.root_part();
+    let start = (root.offset_body as usize).min(raw.len());
+    let end = (root.offset_end as usize).clamp(start, raw.len());
+    // Line ends may be rewritten on the way to one desk and not another.
+    for b in raw.get(start..end).unwrap_or_default() {
+        if *b != b'\r' && *b != b'\n' {
+            h.update([*b]);
+        }
+    }
+    let digest = h.finalize();
+    let mut key = String::with_capacity(64);
+    for b in digest.iter().take(16) {
+        key.push_str(&format!("{b:02x}"));
+    }
+    key
+}
+
+/// At most `max` bytes of `s`, cut on a char boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
