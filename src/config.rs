@@ -355,6 +355,7 @@ pub fn parse(path: &Path, text: &str, env: &dyn Environment) -> Result<Config, C
     }
     // Desks in file order: the order that breaks ties (e.g. which desk answers a broadcast).
     let mut raw_desks: Vec<_> = raw.desk.into_iter().collect();
+    let declared: Vec<String> = raw_desks.iter().map(|(n, _)| n.clone()).collect();
     raw_desks.sort_by_key(|(_, v)| v.span().start);
     for (name, v) in raw_desks {
         let start = v.span().start;
@@ -409,7 +410,7 @@ pub fn parse(path: &Path, text: &str, env: &dyn Environment) -> Result<Config, C
         }
         (_, _, _, _, _, rules_files) => Err(ConfigError(
             problems,
-            Partial { rules_files, desks: desks.iter().map(|d| d.name.clone()).collect() },
+            Partial { rules_files, desks: declared },
         )),
     }
 }

@@ -132,7 +132,8 @@ impl Builder {
                 }
             }
             if sources.is_empty() {
-                sources = TicketSource::ALL.to_vec();
+                let with_headers = !p.headers.is_empty();
+                sources = TicketSource::ALL.into_iter().filter(|s| with_headers || *s != TicketSource::Header).collect();
             }
             if sources.contains(&TicketSource::Header) && p.headers.is_empty() {
                 self.problems.push(src.problem_at_key(
