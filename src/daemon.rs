@@ -1,4 +1,4 @@
-//! The supervisor (in progress).
+//! The supervisor (being written).
 
 use crate::config::{Config, Logging};
 use crate::rules::Rules;

@@ -1,1 +1,1 @@
-//! (in progress)
+//! SMTP outbox (being written).

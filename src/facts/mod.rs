@@ -109,11 +109,26 @@ pub fn extract(raw: &[u8], desk: &str, dir: &Directory, rules: &Rules) -> Result
     if raw.len() > rules.limits.max_mail_bytes {
         return Ok(Facts::oversized(desk, raw.len(), dir));
     }
+    if raw.is_empty() {
+        return Err(MailError("empty file".into()));
+    }
     let msg = MessageParser::default()
         .parse(raw)
-        .filter(|m| !m.headers().is_empty())
-        .ok_or_else(|| MailError(if raw.is_empty() { "empty file".into() } else { "no header block".into() }))?;
+        .filter(is_mail)
+        .ok_or_else(|| MailError("no mail header (From, Sender, To, Cc, Subject, Date or Message-ID)".into()))?;
     Ok(extract_parsed(&msg, desk, dir, rules))
+}
+
+/// A parse result is a mail when it has at least one of the headers every mail carries;
+/// bare MIME entities and binary junk are not.
+fn is_mail(m: &Message<'_>) -> bool {
+    use mail_parser::HeaderName;
+    m.headers().iter().any(|h| {
+        matches!(
+            h.name,
+            HeaderName::From | HeaderName::Sender | HeaderName::To | HeaderName::Cc | HeaderName::Subject | HeaderName::Date | HeaderName::MessageId
+        )
+    })
 }
 
 pub fn extract_parsed(msg: &Message<'_>, desk: &str, dir: &Directory, rules: &Rules) -> Facts {

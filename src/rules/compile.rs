@@ -111,13 +111,9 @@ impl Builder {
             else {
                 continue;
             };
-            let regex = match build_regex(&p.regex) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.problems.push(src.problem_at_key(start, "regex", format!("ticket pattern `{}`: {e}", p.name)));
-                    continue;
-                }
-            };
+            let regex = build_regex(&p.regex).map_err(|e| {
+                self.problems.push(src.problem_at_key(start, "regex", format!("ticket pattern `{}`: {e}", p.name)))
+            });
             let mut sources = Vec::new();
             for s in &p.sources {
                 match TicketSource::parse(s) {
@@ -142,6 +138,7 @@ impl Builder {
                     "source `header` needs `headers = [\"X-Ticket\", ...]`, the header names to search",
                 ));
             }
+            let Ok(regex) = regex else { continue };
             self.patterns.push(TicketPattern {
                 name: p.name,
                 regex,
@@ -181,7 +178,7 @@ impl Builder {
             let Ok(r) = src.section::<RawRule>(raw, "[[rule]]").map_err(|p| self.problems.push(p)) else {
                 continue;
             };
-            let at = src.problem_at(start, String::new());
+            let at = src.problem_at_key(start, "actions", String::new());
             match self.rule(src, start, r, deployment) {
                 Some(rule) => self.rules.push((rule, at)),
                 None => continue,

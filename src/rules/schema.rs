@@ -52,6 +52,12 @@ impl Source<'_> {
             }
             pos += line.len();
         }
+        // Inside an inline table: `when = { ..., key = ... }`.
+        for pat in [format!("{key} ="), format!("{key}=")] {
+            if let Some(i) = rest.find(&pat) {
+                return from + i;
+            }
+        }
         from
     }
 
