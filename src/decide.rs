@@ -114,3 +114,128 @@ fn holds(c: &Condition, f: &Facts) -> bool {
         && c.subject.as_ref().is_none_or(|r| r.is_match(&f.subject))
         && c.text.as_ref().is_none_or(|r| r.is_match(&f.text))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::facts::{Directory, extract};
+    use crate::rules::{Deployment, compile::compile_str};
+
+    const DESKS: [(&str, &str); 7] = [
+        ("buyer-registration", "buyer.registration@gem.gov.in"),
+        ("seller-registration", "seller.registration@gem.gov.in"),
+        ("product-upload", "upload.product@gem.gov.in"),
+        ("direct-purchase", "direct.purchase@gem.gov.in"),
+        ("bid-ra", "bid.ra@gem.gov.in"),
+        ("order-process", "order.process@gem.gov.in"),
+        ("payment-process", "payment.process@gem.gov.in"),
+    ];
+
+    fn gem() -> (Rules, Directory) {
+        let text = include_str!("../rules/gem.toml");
+        let deployment = Deployment { desks: DESKS.iter().map(|(n, _)| n.to_string()).collect() };
+        let rules = compile_str(Path::new("rules/gem.toml"), text, &deployment).unwrap_or_else(|e| panic!("{e}"));
+        let dir = Directory {
+            desks: DESKS.iter().map(|(n, a)| (n.to_string(), a.to_string())).collect(),
+            helpdesk: "helpdesk-gem@gov.in".into(),
+            own: Vec::new(),
+            contacts: Vec::new(),
+        };
+        (rules, dir)
+    }
+
+    fn mail(headers: &str, body: &str) -> Vec<u8> {
+        format!("{headers}Date: Mon, 2 Nov 2026 10:00:00 +0530\r\nMessage-ID: <m1@example.in>\r\n\r\n{body}\r\n").into_bytes()
+    }
+
+    fn actions(raw: &[u8], desk: &str, holders: &[&str], known: &Known) -> (Facts, Vec<String>) {
+        let (rules, dir) = gem();
+        let facts = extract(raw, desk, &dir, &rules).unwrap_or_else(|e| panic!("{e}"));
+        let holders: Vec<String> = holders.iter().map(|s| s.to_string()).collect();
+        let facts = facts.with_copies(&holders, &dir, &rules);
+        let d = decide(&facts, &rules, known);
+        (facts, d.actions().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn mail_without_ticket_is_redirected_to_the_helpdesk_and_filed() {
+        let raw = mail("From: a@example.in\r\nTo: bid.ra@gem.gov.in\r\nSubject: help\r\n", "please help");
+        let (_, a) = actions(&raw, "bid-ra", &[], &Known::default());
+        assert_eq!(a, ["redirect:helpdesk", "tag:$NoTicket", "tag:$Redirected", "file:Redirected"]);
+    }
+
+    #[test]
+    fn automatic_and_own_mail_never_sends_mail() {
+        for headers in [
+            "From: a@example.in\r\nTo: bid.ra@gem.gov.in\r\nSubject: Out of office\r\nAuto-Submitted: auto-replied\r\n",
+            "From: helpdesk-gem@gov.in\r\nTo: bid.ra@gem.gov.in\r\nSubject: ack\r\n",
+            "From: x@example.in\r\nTo: bid.ra@gem.gov.in\r\nSubject: fwd\r\nX-Ticketgate: bid-ra\r\n",
+            "From: order.process@gem.gov.in\r\nTo: bid.ra@gem.gov.in, buyer.registration@gem.gov.in, upload.product@gem.gov.in\r\nSubject: all\r\n",
+        ] {
+            let raw = mail(headers, "no ticket here");
+            let (rules, dir) = gem();
+            let facts = extract(&raw, "bid-ra", &dir, &rules).unwrap_or_else(|e| panic!("{e}"));
+            // Whatever the rules say, even a rule asking for a redirect of everything.
+            let mut rules2 = rules.clone();
+            for r in &mut rules2.rules {
+                r.when = Condition::default();
+                r.stop = false;
+                r.actions.push(Action::Redirect(Target::Helpdesk));
+                r.actions.push(Action::Reply("broadcast-advisory".into()));
+            }
+            let d = decide(&facts, &rules2, &Known::default());
+            assert!(!d.actions().any(Action::sends_mail), "{headers}: {:?}", d.actions);
+            assert!(!d.suppressed.is_empty());
+            if facts.automatic {
+                assert_eq!(decide(&facts, &rules, &Known::default()).rules, ["automatic"]);
+            }
+        }
+    }
+
+    #[test]
+    fn ticket_in_subject_is_tagged_and_kept() {
+        let raw = mail("From: a@example.in\r\nTo: bid.ra@gem.gov.in\r\nSubject: Ticket 2024-1234567 still open\r\n", "see subject");
+        let (f, a) = actions(&raw, "bid-ra", &[], &Known::default());
+        assert_eq!(f.ticket.as_ref().map(|t| t.number.as_str()), Some("2024-1234567"));
+        assert_eq!(a, ["tag:$Ticket", "record"]);
+    }
+
+    #[test]
+    fn header_broadcast_is_acted_on_by_one_desk_and_filed_elsewhere() {
+        let to = DESKS.iter().map(|(_, a)| *a).collect::<Vec<_>>().join(", ");
+        let raw = mail(&format!("From: a@example.in\r\nTo: {to}\r\nSubject: Reverse auction RA not opening\r\n"), "The reverse auction for my bid does not open.");
+        let (f, a) = actions(&raw, "bid-ra", &[], &Known::default());
+        assert!(f.broadcast);
+        assert_eq!(f.responsible_desk.as_deref(), Some("bid-ra"));
+        assert_eq!(
+            a,
+            ["tag:$Broadcast", "tag:\\Flagged", "reply:broadcast-advisory", "redirect:helpdesk", "tag:$NoTicket", "tag:$Redirected", "file:Redirected"]
+        );
+        let (_, other) = actions(&raw, "order-process", &[], &Known::default());
+        assert_eq!(other, ["tag:$Broadcast", "tag:$Duplicate", "file:Broadcast"]);
+    }
+
+    #[test]
+    fn copies_in_three_desks_make_a_broadcast() {
+        let raw = mail("From: a@example.in\r\nTo: someone@example.in\r\nSubject: payment not received\r\n", "Payment for invoice not received, Ticket No: 2025-7654321");
+        let (f, _) = actions(&raw, "bid-ra", &["bid-ra", "order-process"], &Known::default());
+        assert!(!f.broadcast, "two copies are below the threshold of 3");
+        let (f, a) = actions(&raw, "bid-ra", &["bid-ra", "order-process", "payment-process"], &Known::default());
+        assert!(f.broadcast);
+        assert_eq!(f.broadcast_by, Some("copies"));
+        assert_eq!(f.responsible_desk.as_deref(), Some("payment-process"));
+        assert_eq!(a, ["tag:$Broadcast", "tag:$Duplicate", "file:Broadcast"]);
+    }
+
+    #[test]
+    fn advisory_is_not_repeated_within_the_period() {
+        let to = DESKS.iter().map(|(_, a)| *a).collect::<Vec<_>>().join(", ");
+        let raw = mail(&format!("From: a@example.in\r\nTo: {to}\r\nSubject: bid issue Ticket 2024-1234567\r\n"), "bid");
+        let mut known = Known::default();
+        known.replied_recently.insert("broadcast".into());
+        let (_, a) = actions(&raw, "bid-ra", &[], &known);
+        assert_eq!(a, ["tag:$Broadcast", "tag:\\Flagged", "tag:$Ticket", "record"]);
+    }
+}
