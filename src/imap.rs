@@ -1,1 +1,448 @@
-//! IMAP desk session. Stub: being written.
+//! One desk's IMAP session (async-imap over tokio): TLS or STARTTLS, login, SELECT, UID
+//! search and batched fetch with BODY.PEEK, keyword stores, moves with a safe fallback, and
+//! waiting for new mail with IDLE or polling. What to do with the mail is `pipeline`'s job.
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_imap::extensions::idle::IdleResponse;
+use async_imap::types::Flag;
+use async_imap::{Client, Session};
+use futures_util::TryStreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::tls::Security;
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Limit for connecting and for each command.
+    pub timeout: Duration,
+}
+
+/// What the server offers that changes how we work.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Capabilities {
+    pub idle: bool,
+    pub r#move: bool,
+    pub uidplus: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct MailboxState {
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub exists: u32,
+}
+
+/// One fetched mail. `raw` is `None` when the mail is larger than the limit (not downloaded).
+#[derive(Debug, Clone)]
+pub struct FetchedMail {
+    pub uid: u32,
+    pub flags: Vec<String>,
+    pub size: u32,
+    pub raw: Option<Vec<u8>>,
+}
+
+/// Why `wait` returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    Changed,
+    Timeout,
+    Cancelled,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImapError {
+    #[error("cannot connect to {host}:{port}: {source}")]
+    Connect { host: String, port: u16, source: std::io::Error },
+    #[error("TLS with {host} failed: {source}")]
+    Tls { host: String, source: std::io::Error },
+    #[error("`{0}` is not a valid TLS server name")]
+    ServerName(String),
+    #[error("plain IMAP is only allowed to a loopback host, not {0}")]
+    PlainRefused(String),
+    #[error("login as {login} refused: {reason}")]
+    Login { login: String, reason: String },
+    #[error("server did not answer {0} within the timeout")]
+    Timeout(&'static str),
+    #[error("cannot {op}: {source}")]
+    Protocol { op: &'static str, source: async_imap::error::Error },
+    #[error("cannot {0}: the server closed the connection")]
+    Closed(&'static str),
+    #[error("mailbox {0} has no UIDVALIDITY")]
+    NoUidValidity(String),
+}
+
+impl ImapError {
+    /// True when reconnecting later may help (everything but a refused configuration).
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, ImapError::PlainRefused(_) | ImapError::ServerName(_))
+    }
+}
+
+/// TCP or TLS, as one stream type for async-imap.
+#[derive(Debug)]
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A logged-in session with one mailbox selected.
+#[derive(Debug)]
+pub struct DeskSession {
+    session: Option<Session<Stream>>,
+    caps: Capabilities,
+    timeout: Duration,
+    mailbox: String,
+    folders: HashSet<String>,
+    warned_no_uidplus: bool,
+}
+
+async fn timed<T>(limit: Duration, what: &'static str, f: impl Future<Output = T>) -> Result<T, ImapError> {
+    tokio::time::timeout(limit, f).await.map_err(|_| ImapError::Timeout(what))
+}
+
+fn proto(op: &'static str) -> impl FnOnce(async_imap::error::Error) -> ImapError {
+    move |source| ImapError::Protocol { op, source }
+}
+
+impl DeskSession {
+    /// Connects, secures the connection as configured, logs in. The password is only sent
+    /// over TLS, or in plain to a loopback host when the config says so.
+    pub async fn connect(ep: &Endpoint, login: &str, password: &str) -> Result<DeskSession, ImapError> {
+        if ep.security == Security::Plain && !crate::config::is_loopback(&ep.host) {
+            return Err(ImapError::PlainRefused(ep.host.clone()));
+        }
+        let t = ep.timeout;
+        let tcp = timed(t, "connect", TcpStream::connect((ep.host.as_str(), ep.port)))
+            .await?
+            .map_err(|e| ImapError::Connect { host: ep.host.clone(), port: ep.port, source: e })?;
+        let _ = tcp.set_nodelay(true);
+        let client = match ep.security {
+            Security::Tls => {
+                let tls = tls_wrap(ep, tcp).await?;
+                let mut c = Client::new(Stream::Tls(Box::new(tls)));
+                greeting(&mut c, t).await?;
+                c
+            }
+            Security::StartTls => {
+                let mut c = Client::new(Stream::Plain(tcp));
+                greeting(&mut c, t).await?;
+                timed(t, "STARTTLS", c.run_command_and_check_ok("STARTTLS", None)).await?.map_err(proto("start TLS"))?;
+                let Stream::Plain(tcp) = c.into_inner() else {
+                    return Err(ImapError::Closed("start TLS"));
+                };
+                Client::new(Stream::Tls(Box::new(tls_wrap(ep, tcp).await?)))
+            }
+            Security::Plain => {
+                let mut c = Client::new(Stream::Plain(tcp));
+                greeting(&mut c, t).await?;
+                c
+            }
+        };
+        let mut session = timed(t, "LOGIN", client.login(login, password))
+            .await?
+            .map_err(|(e, _)| ImapError::Login { login: login.to_string(), reason: e.to_string() })?;
+        let caps = timed(t, "CAPABILITY", session.capabilities()).await?.map_err(proto("read capabilities"))?;
+        let caps = Capabilities { idle: caps.has_str("IDLE"), r#move: caps.has_str("MOVE"), uidplus: caps.has_str("UIDPLUS") };
+        tracing::debug!(login, idle = caps.idle, r#move = caps.r#move, uidplus = caps.uidplus, "logged in");
+        Ok(DeskSession {
+            session: Some(session),
+            caps,
+            timeout: t,
+            mailbox: String::new(),
+            folders: HashSet::new(),
+            warned_no_uidplus: false,
+        })
+    }
+
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    fn s(&mut self) -> Result<&mut Session<Stream>, ImapError> {
+        self.session.as_mut().ok_or(ImapError::Closed("use the session"))
+    }
+
+    pub async fn select(&mut self, mailbox: &str) -> Result<MailboxState, ImapError> {
+        let t = self.timeout;
+        let mb = timed(t, "SELECT", self.s()?.select(mailbox)).await?.map_err(proto("select the mailbox"))?;
+        self.mailbox = mailbox.to_string();
+        Ok(MailboxState {
+            uidvalidity: mb.uid_validity.ok_or_else(|| ImapError::NoUidValidity(mailbox.to_string()))?,
+            uidnext: mb.uid_next.unwrap_or(0),
+            exists: mb.exists,
+        })
+    }
+
+    /// UIDs at or above `first_uid`, ascending. (`UID n:*` also matches the highest UID when
+    /// it is below n, RFC 3501 §6.4.8, hence the filter.)
+    pub async fn uids_from(&mut self, first_uid: u32) -> Result<Vec<u32>, ImapError> {
+        let t = self.timeout;
+        let query = format!("UID {}:*", first_uid.max(1));
+        let set = timed(t, "UID SEARCH", self.s()?.uid_search(query)).await?.map_err(proto("search new mail"))?;
+        let mut uids: Vec<u32> = set.into_iter().filter(|u| *u >= first_uid).collect();
+        uids.sort_unstable();
+        Ok(uids)
+    }
+
+    /// Fetches a batch in two round trips: sizes and flags, then the bodies of the mails
+    /// within `max_bytes` with BODY.PEEK (which leaves \Seen alone).
+    pub async fn fetch(&mut self, uids: &[u32], max_bytes: u32) -> Result<Vec<FetchedMail>, ImapError> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let t = self.timeout;
+        let set = uid_set(uids);
+        let meta: Vec<_> = timed(t, "UID FETCH", async {
+            self.s()?.uid_fetch(&set, "(UID FLAGS RFC822.SIZE)").await.map_err(proto("fetch sizes"))?.try_collect::<Vec<_>>().await.map_err(proto("fetch sizes"))
+        })
+        .await??;
+        let mut mails: Vec<FetchedMail> = meta
+            .iter()
+            .filter_map(|f| {
+                let uid = f.uid?;
+                Some(FetchedMail { uid, flags: f.flags().map(flag_text).collect(), size: f.size.unwrap_or(0), raw: None })
+            })
+            .filter(|m| uids.binary_search(&m.uid).is_ok() || uids.contains(&m.uid))
+            .collect();
+        mails.sort_by_key(|m| m.uid);
+        mails.dedup_by_key(|m| m.uid);
+        let small: Vec<u32> = mails.iter().filter(|m| m.size <= max_bytes).map(|m| m.uid).collect();
+        if !small.is_empty() {
+            let set = uid_set(&small);
+            // Bodies may be large: allow more time than for a plain command.
+            let bodies: Vec<_> = timed(t * 4, "UID FETCH BODY.PEEK[]", async {
+                self.s()?.uid_fetch(&set, "(UID BODY.PEEK[])").await.map_err(proto("fetch mail"))?.try_collect::<Vec<_>>().await.map_err(proto("fetch mail"))
+            })
+            .await??;
+            for f in &bodies {
+                let (Some(uid), Some(body)) = (f.uid, f.body()) else { continue };
+                if let Ok(i) = mails.binary_search_by_key(&uid, |m| m.uid) {
+                    mails[i].raw = Some(body.to_vec());
+                }
+            }
+        }
+        Ok(mails)
+    }
+
+    /// Adds keywords or system flags (`UID STORE +FLAGS.SILENT`); idempotent.
+    pub async fn add_flags(&mut self, uids: &[u32], flags: &[String]) -> Result<(), ImapError> {
+        if uids.is_empty() || flags.is_empty() {
+            return Ok(());
+        }
+        let t = self.timeout;
+        let set = uid_set(uids);
+        let query = format!("+FLAGS.SILENT ({})", flags.join(" "));
+        timed(t, "UID STORE", async {
+            self.s()?.uid_store(&set, &query).await.map_err(proto("store flags"))?.try_collect::<Vec<_>>().await.map_err(proto("store flags"))
+        })
+        .await??;
+        Ok(())
+    }
+
+    /// Creates `folder` unless it exists (or was created earlier in this session).
+    pub async fn ensure_folder(&mut self, folder: &str) -> Result<(), ImapError> {
+        if self.folders.contains(folder) {
+            return Ok(());
+        }
+        let t = self.timeout;
+        match timed(t, "CREATE", self.s()?.create(folder)).await? {
+            Ok(()) => {}
+            Err(async_imap::error::Error::No(text)) if text.to_ascii_uppercase().contains("ALREADYEXISTS") || text.to_ascii_lowercase().contains("exists") => {}
+            Err(e) => return Err(ImapError::Protocol { op: "create a folder", source: e }),
+        }
+        self.folders.insert(folder.to_string());
+        Ok(())
+    }
+
+    /// Moves mail to `folder`: UID MOVE (RFC 6851) when offered; else UID COPY + \Deleted +
+    /// UID EXPUNGE of exactly these UIDs (RFC 4315); without UIDPLUS the copies are only
+    /// marked \Deleted, never expunged with a plain EXPUNGE that would remove other mail
+    /// an officer marked deleted. A UID that is gone already is a no-op.
+    pub async fn move_to(&mut self, uids: &[u32], folder: &str) -> Result<(), ImapError> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let t = self.timeout;
+        let set = uid_set(uids);
+        if self.caps.r#move {
+            tracing::trace!(folder, set = %set, "UID MOVE");
+            timed(t, "UID MOVE", self.s()?.uid_mv(&set, folder)).await?.map_err(proto("move mail"))?;
+            return Ok(());
+        }
+        tracing::debug!(folder, set = %set, uidplus = self.caps.uidplus, "server lacks MOVE: copying, flagging \\Deleted");
+        timed(t, "UID COPY", self.s()?.uid_copy(&set, folder)).await?.map_err(proto("copy mail"))?;
+        self.add_flags(uids, &["\\Deleted".to_string()]).await?;
+        if self.caps.uidplus {
+            timed(t, "UID EXPUNGE", async {
+                self.s()?.uid_expunge(&set).await.map_err(proto("expunge moved mail"))?.try_collect::<Vec<_>>().await.map_err(proto("expunge moved mail"))
+            })
+            .await??;
+        } else if !self.warned_no_uidplus {
+            self.warned_no_uidplus = true;
+            tracing::warn!(mailbox = %self.mailbox, "server lacks MOVE and UIDPLUS: filed mail stays in the inbox marked \\Deleted until an officer's client expunges it");
+        }
+        Ok(())
+    }
+
+    /// Waits for new mail: IDLE (re-issued every `idle_refresh`, RFC 2177) when offered, else
+    /// a NOOP every `poll_every`. Returns promptly, after leaving IDLE, when cancelled.
+    pub async fn wait(&mut self, cancel: &CancellationToken, idle_refresh: Duration, poll_every: Duration) -> Result<Wake, ImapError> {
+        if !self.caps.idle {
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(Wake::Cancelled),
+                () = tokio::time::sleep(poll_every) => {}
+            }
+            let t = self.timeout;
+            timed(t, "NOOP", self.s()?.noop()).await?.map_err(proto("poll the mailbox"))?;
+            return Ok(Wake::Changed);
+        }
+        let session = self.session.take().ok_or(ImapError::Closed("start IDLE"))?;
+        let mut idle = session.idle();
+        timed(self.timeout, "IDLE", idle.init()).await?.map_err(proto("start IDLE"))?;
+        let outcome = {
+            let (fut, stop) = idle.wait_with_timeout(idle_refresh);
+            tokio::pin!(fut);
+            tokio::select! {
+                r = &mut fut => r.map_err(proto("wait in IDLE"))?,
+                () = cancel.cancelled() => {
+                    drop(stop);
+                    let _ = fut.await;
+                    IdleResponse::ManualInterrupt
+                }
+            }
+        };
+        let session = timed(self.timeout, "DONE", idle.done()).await?.map_err(proto("leave IDLE"))?;
+        self.session = Some(session);
+        Ok(match outcome {
+            IdleResponse::NewData(_) => Wake::Changed,
+            IdleResponse::Timeout => Wake::Timeout,
+            IdleResponse::ManualInterrupt if cancel.is_cancelled() => Wake::Cancelled,
+            IdleResponse::ManualInterrupt => Wake::Changed,
+        })
+    }
+
+    pub async fn logout(mut self) -> Result<(), ImapError> {
+        let t = self.timeout;
+        timed(t, "LOGOUT", self.s()?.logout()).await?.map_err(proto("log out"))
+    }
+}
+
+async fn greeting(c: &mut Client<Stream>, t: Duration) -> Result<(), ImapError> {
+    match timed(t, "greeting", c.read_response()).await? {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(ImapError::Closed("read the greeting")),
+        Err(e) => Err(ImapError::Protocol { op: "read the greeting", source: e.into() }),
+    }
+}
+
+async fn tls_wrap(ep: &Endpoint, tcp: TcpStream) -> Result<TlsStream<TcpStream>, ImapError> {
+    let name = rustls::pki_types::ServerName::try_from(ep.host.clone()).map_err(|_| ImapError::ServerName(ep.host.clone()))?;
+    let connector = TlsConnector::from(Arc::clone(&ep.tls));
+    timed(ep.timeout, "TLS handshake", connector.connect(name, tcp))
+        .await?
+        .map_err(|e| ImapError::Tls { host: ep.host.clone(), source: e })
+}
+
+fn flag_text(f: Flag<'_>) -> String {
+    match f {
+        Flag::Seen => "\\Seen".into(),
+        Flag::Answered => "\\Answered".into(),
+        Flag::Flagged => "\\Flagged".into(),
+        Flag::Deleted => "\\Deleted".into(),
+        Flag::Draft => "\\Draft".into(),
+        Flag::Recent => "\\Recent".into(),
+        Flag::MayCreate => "\\*".into(),
+        Flag::Custom(c) => c.to_string(),
+    }
+}
+
+/// `1:5,7,9:12` from sorted or unsorted UIDs.
+pub fn uid_set(uids: &[u32]) -> String {
+    let mut v: Vec<u32> = uids.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < v.len() {
+        let start = v[i];
+        let mut end = start;
+        while i + 1 < v.len() && v[i + 1] == end + 1 {
+            i += 1;
+            end = v[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets_are_compact_ranges() {
+        assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8, 9, 12]), "1:3,5,7:9,12");
+        assert_eq!(uid_set(&[9, 1, 2, 2]), "1:2,9");
+        assert_eq!(uid_set(&[4]), "4");
+    }
+
+    #[tokio::test]
+    async fn plain_to_a_remote_host_is_refused_before_connecting() {
+        let tls = crate::tls::client_config(None).unwrap_or_else(|e| panic!("{e}"));
+        let ep = Endpoint { host: "imap.gem.gov.in".into(), port: 143, security: Security::Plain, tls, timeout: Duration::from_secs(1) };
+        let err = DeskSession::connect(&ep, "u", "p").await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("only allowed to a loopback host"), "{err}");
+    }
+}
