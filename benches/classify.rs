@@ -1,0 +1,93 @@
+//! Classify throughput over ../shared/corpus next to mail-parser's bare parse of the same
+//! files: the decision should cost little beyond parsing. Prints figures; asserts nothing.
+//! Run: `cargo bench --bench classify` (TICKETGATE_CORPUS=DIR to use another corpus).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mail_parser::MessageParser;
+use ticketgate::classify::classify_bytes;
+use ticketgate::facts::Directory;
+use ticketgate::rules::{self, Deployment};
+
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files(&p, out);
+        } else if p.is_file() {
+            out.push(p);
+        }
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let corpus = std::env::var_os("TICKETGATE_CORPUS").map_or_else(|| root.join("../shared/corpus"), PathBuf::from);
+    let mut paths = Vec::new();
+    files(&corpus, &mut paths);
+    paths.sort();
+    let mails: Vec<Vec<u8>> = paths.iter().filter_map(|p| std::fs::read(p).ok()).collect();
+    if mails.is_empty() {
+        eprintln!("no files under {}", corpus.display());
+        return;
+    }
+    let bytes: usize = mails.iter().map(Vec::len).sum();
+    let desks = [
+        ("buyer-registration", "buyer.registration@gem.gov.in"),
+        ("seller-registration", "seller.registration@gem.gov.in"),
+        ("product-upload", "upload.product@gem.gov.in"),
+        ("direct-purchase", "direct.purchase@gem.gov.in"),
+        ("bid-ra", "bid.ra@gem.gov.in"),
+        ("order-process", "order.process@gem.gov.in"),
+        ("payment-process", "payment.process@gem.gov.in"),
+    ];
+    let deployment = Deployment { desks: desks.iter().map(|(n, _)| n.to_string()).collect() };
+    let rules = match rules::load(&[root.join("rules/gem.toml")], &deployment) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return;
+        }
+    };
+    let dir = Directory {
+        desks: desks.iter().map(|(n, a)| (n.to_string(), a.to_string())).collect(),
+        helpdesk: "helpdesk-gem@gov.in".into(),
+        own: Vec::new(),
+        contacts: Vec::new(),
+    };
+    let runs = 5;
+    let mut parse = Vec::new();
+    let mut classify = Vec::new();
+    let mut tickets = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let mut n = 0usize;
+        for m in &mails {
+            if let Some(msg) = MessageParser::default().parse(m) {
+                n += msg.parts.len();
+            }
+        }
+        std::hint::black_box(n);
+        parse.push(t.elapsed());
+        let t = Instant::now();
+        tickets = 0;
+        for m in &mails {
+            let c = classify_bytes("bench", m, None, &dir, &rules);
+            tickets += usize::from(c.ticket.is_some());
+        }
+        classify.push(t.elapsed());
+    }
+    let (p, c) = (median(parse), median(classify));
+    let rate = |d: Duration| mails.len() as f64 / d.as_secs_f64();
+    println!("corpus: {} files, {:.1} MB ({})", mails.len(), bytes as f64 / 1e6, corpus.display());
+    println!("mail-parser parse : {:>8.0} mails/s  ({:.3} s, median of {runs})", rate(p), p.as_secs_f64());
+    println!("ticketgate classify: {:>8.0} mails/s  ({:.3} s, median of {runs})", rate(c), c.as_secs_f64());
+    println!("classify / parse time: {:.2}x; files with a ticket: {tickets}", c.as_secs_f64() / p.as_secs_f64());
+}
