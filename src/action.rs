@@ -62,7 +62,10 @@ impl Action {
 
     /// True for actions that send mail: never allowed for automatic or own mail.
     pub fn sends_mail(&self) -> bool {
-        matches!(self, Action::Redirect(_) | Action::Forward(_) | Action::Reply(_))
+        matches!(
+            self,
+            Action::Redirect(_) | Action::Forward(_) | Action::Reply(_)
+        )
     }
 
     /// Parses `"kind"` or `"kind:argument"` as written in rules files.
@@ -74,7 +77,10 @@ impl Action {
         let need = |what: &str| -> Result<String, String> {
             match arg {
                 Some(a) if !a.is_empty() => Ok(a.to_string()),
-                _ => Err(format!("`{kind}` needs {what}, as in `{kind}:{}`", example(kind))),
+                _ => Err(format!(
+                    "`{kind}` needs {what}, as in `{kind}:{}`",
+                    example(kind)
+                )),
             }
         };
         let no_arg = |a: Action| -> Result<Action, String> {
@@ -95,8 +101,13 @@ impl Action {
             "flag" => no_arg(Action::Tag("\\Flagged".into())),
             "file" => {
                 let folder = need("a folder")?;
-                if folder.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
-                    return Err(format!("folder `{folder}` may not contain control characters, quotes or backslashes"));
+                if folder
+                    .chars()
+                    .any(|c| c.is_control() || c == '"' || c == '\\')
+                {
+                    return Err(format!(
+                        "folder `{folder}` may not contain control characters, quotes or backslashes"
+                    ));
                 }
                 Ok(Action::File(folder))
             }
@@ -145,7 +156,9 @@ fn check_keyword(kw: &str) -> Result<(), String> {
         c.is_control() || c.is_whitespace() || !c.is_ascii() || "(){%*\"\\]".contains(*c)
     });
     match bad {
-        Some(c) => Err(format!("keyword `{kw}` contains `{c}`; IMAP keywords are ASCII atoms such as `$NoTicket`")),
+        Some(c) => Err(format!(
+            "keyword `{kw}` contains `{c}`; IMAP keywords are ASCII atoms such as `$NoTicket`"
+        )),
         None if kw.is_empty() => Err("empty keyword".into()),
         None => Ok(()),
     }
@@ -182,10 +195,16 @@ mod tests {
             "seen",
             "record",
         ] {
-            let a = Action::parse(text.strip_prefix("forward:desk:").map_or(text, |_| "forward:bid-ra"));
+            let a = Action::parse(
+                text.strip_prefix("forward:desk:")
+                    .map_or(text, |_| "forward:bid-ra"),
+            );
             assert!(a.is_ok(), "{text}: {a:?}");
         }
-        assert_eq!(Action::parse("redirect:helpdesk").map(|a| a.to_string()), Ok("redirect:helpdesk".into()));
+        assert_eq!(
+            Action::parse("redirect:helpdesk").map(|a| a.to_string()),
+            Ok("redirect:helpdesk".into())
+        );
         assert_eq!(
             Action::parse("redirect:x@y.in"),
             Ok(Action::Redirect(Target::Address("x@y.in".into())))

@@ -6,6 +6,10 @@ use crate::facts::Ticket;
 use crate::rules::{Limits, TicketPattern};
 
 /// The ticket number of `msg`, by the precedence of [`crate::rules::TicketSource`].
-pub fn find_ticket(_msg: &Message<'_>, _patterns: &[TicketPattern], _limits: &Limits) -> Option<Ticket> {
+pub fn find_ticket(
+    _msg: &Message<'_>,
+    _patterns: &[TicketPattern],
+    _limits: &Limits,
+) -> Option<Ticket> {
     None
 }

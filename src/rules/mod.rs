@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 
 use regex::Regex;
 
-
 /// Where in a mail a ticket number was found, in order of precedence (SPEC 3): the subject
 /// wins over a header, a header over the body, the body over quoted or attached mail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -86,7 +85,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_mail_bytes: 25 * 1024 * 1024, max_scan_bytes: 256 * 1024, max_depth: 4 }
+        Limits {
+            max_mail_bytes: 25 * 1024 * 1024,
+            max_scan_bytes: 256 * 1024,
+            max_depth: 4,
+        }
     }
 }
 

@@ -1,1 +1,1186 @@
-//! State store. Stub: being written.
+//! State store over sqlx's `Any` driver, same SQL on SQLite and PostgreSQL: desk progress,
+//! the mail journal, sightings of copies across desks, the reply ledger, the outbox, reports.
+//! What to do with a mail (decide), composing and sending (compose, smtp) live elsewhere.
+//!
+//! Exactly-once (SPEC 5) rests on three things here: a mail's decision, its planned actions,
+//! its outgoing mail and its reply claims are recorded in ONE transaction before any side
+//! effect ([`Store::record_decision`]); outbox ids are dedupe keys, so copies of a broadcast
+//! on several desks queue one redirect; a reply claim checks and takes the ledger atomically.
+
+mod location;
+mod report;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests;
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use futures_util::future::BoxFuture;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Row};
+
+use location::Location;
+pub use report::{ReportRow, format_report};
+
+/// How long waiting for a free (or new) connection may take before it fails with a
+/// transient error.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Longest error text kept in the journal or the outbox; longer texts are cut.
+const MAX_ERROR_LEN: usize = 2000;
+
+/// Errors of the state store. Messages say what could not be done; the cause is the source.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot use database URL {url}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("cannot {what} {}", path.display())]
+    Path {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open database {target}")]
+    Open {
+        target: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot bring the schema of database {target} up to date")]
+    Migrate {
+        target: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("cannot {op} in the state database")]
+    Query {
+        op: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot {op}: {what} is not in the state database")]
+    Unknown { op: &'static str, what: String },
+    #[error("cannot read {what}: stored value {value:?} is invalid")]
+    Corrupt { what: &'static str, value: String },
+}
+
+impl StoreError {
+    /// True when retrying later may succeed: connection loss, pool exhausted, SQLite busy or
+    /// locked, PostgreSQL serialization failure, deadlock, or server shutting down.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Query { source, .. } | StoreError::Open { source, .. } => {
+                transient_sqlx(source)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn transient_sqlx(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                let code = pg.code();
+                code == "40001"
+                    || code == "40P01"
+                    || code.starts_with("08")
+                    || code.starts_with("57P")
+            } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // Primary result code in the low byte: SQLITE_BUSY (5), SQLITE_LOCKED (6).
+                db.code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+            } else {
+                false
+            }
+        }
+        _ => false,
+    }
+}
+
+fn query_error(op: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { op, source }
+}
+
+/// One mail in one desk's mailbox: IMAP UIDs are only meaningful with their UIDVALIDITY.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MailKey {
+    pub desk: String,
+    pub uidvalidity: u32,
+    pub uid: u32,
+}
+
+impl fmt::Display for MailKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.desk, self.uidvalidity, self.uid)
+    }
+}
+
+/// Where a journaled mail stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailStatus {
+    /// Decision recorded; some actions may still be outstanding.
+    Decided,
+    /// All actions carried out.
+    Done,
+    /// Set aside after an error; counted in the report, not retried.
+    Failed,
+}
+
+impl MailStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            MailStatus::Decided => "decided",
+            MailStatus::Done => "done",
+            MailStatus::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Result<MailStatus, StoreError> {
+        match text {
+            "decided" => Ok(MailStatus::Decided),
+            "done" => Ok(MailStatus::Done),
+            "failed" => Ok(MailStatus::Failed),
+            other => Err(StoreError::Corrupt {
+                what: "journal status",
+                value: other.to_owned(),
+            }),
+        }
+    }
+}
+
+/// A mail's decision, as recorded by [`Store::record_decision`] before any side effect.
+#[derive(Debug, Clone)]
+pub struct NewDecision {
+    pub key: MailKey,
+    pub message_id: Option<String>,
+    /// Message-ID, else content hash: the same message on several desks shares it.
+    pub group_key: String,
+    pub sender: Option<String>,
+    pub subject: String,
+    pub ticket: Option<String>,
+    pub ticket_source: Option<String>,
+    pub broadcast: bool,
+    pub automatic: bool,
+    pub redirected: bool,
+    /// The rule that matched.
+    pub rule: Option<String>,
+    /// Planned actions in order, e.g. `tag:$Ticket`; their index is the one
+    /// [`Store::complete_action`] takes.
+    pub actions: Vec<String>,
+    pub outbox: Vec<NewOutgoing>,
+    pub now: i64,
+}
+
+/// Outgoing mail to queue with a decision.
+#[derive(Debug, Clone)]
+pub struct NewOutgoing {
+    /// Stable dedupe key chosen by the caller: a second row with the same id is never queued
+    /// (that is how copies of a broadcast on several desks yield one redirect).
+    pub id: String,
+    pub desk: String,
+    pub envelope_from: String,
+    pub recipients: Vec<String>,
+    pub bytes: Vec<u8>,
+    /// For replies: queue this mail only if the ledger allows a reply now, and take the claim.
+    pub reply_claim: Option<ReplyClaim>,
+}
+
+/// "At most one reply to this sender for this rule per period" (like Sieve vacation `:days`).
+#[derive(Debug, Clone)]
+pub struct ReplyClaim {
+    /// Compared case-insensitively (stored lower-cased).
+    pub sender: String,
+    pub rule: String,
+    pub period_secs: i64,
+}
+
+/// What [`Store::record_decision`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// False when the mail was already journaled: nothing was changed.
+    pub first_time: bool,
+    /// Outbox ids this mail's decision queued, sorted. Missing are ids that another mail
+    /// queued first and replies whose claim was refused.
+    pub queued: Vec<String>,
+}
+
+/// A journaled mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub key: MailKey,
+    pub status: MailStatus,
+    /// Empty when the mail was set aside before it was decided.
+    pub group_key: String,
+    pub message_id: Option<String>,
+    pub sender: Option<String>,
+    pub subject: String,
+    pub ticket: Option<String>,
+    pub ticket_source: Option<String>,
+    pub broadcast: bool,
+    pub automatic: bool,
+    pub redirected: bool,
+    pub rule: Option<String>,
+    /// Planned actions in order, each with its done flag.
+    pub actions: Vec<(String, bool)>,
+    /// Outbox ids queued by this mail's decision, sorted.
+    pub queued: Vec<String>,
+    pub error: Option<String>,
+    pub decided_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// Outgoing mail due for an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    pub id: String,
+    pub desk: String,
+    pub envelope_from: String,
+    pub recipients: Vec<String>,
+    pub bytes: Vec<u8>,
+    /// Attempts made so far.
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxStatus {
+    Pending,
+    /// Handed to the SMTP server; the body is no longer kept.
+    Sent,
+    /// Given up (permanent error); kept with its body for inspection.
+    Failed,
+}
+
+impl OutboxStatus {
+    fn parse(text: &str) -> Result<OutboxStatus, StoreError> {
+        match text {
+            "pending" => Ok(OutboxStatus::Pending),
+            "sent" => Ok(OutboxStatus::Sent),
+            "failed" => Ok(OutboxStatus::Failed),
+            other => Err(StoreError::Corrupt {
+                what: "outbox status",
+                value: other.to_owned(),
+            }),
+        }
+    }
+}
+
+/// An outbox row without its body, for reports and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRecord {
+    pub id: String,
+    pub desk: String,
+    pub status: OutboxStatus,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    /// The mail whose decision queued it.
+    pub mail: MailKey,
+}
+
+/// The embedded `migrations/` directory, in sqlx's `<VERSION>_<DESCRIPTION>.sql` layout.
+/// Listed by hand instead of `sqlx::migrate!` so that sqlx's `macros` feature (a second,
+/// host-side build of sqlx and the bundled SQLite) is not needed; a test checks that this
+/// list and the directory agree.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../../migrations/0001_initial.sql"),
+)];
+
+#[derive(Debug)]
+struct EmbeddedMigrations;
+
+impl<'s> MigrationSource<'s> for EmbeddedMigrations {
+    fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|&(version, description, sql)| {
+                    Migration::new(
+                        version,
+                        Cow::Borrowed(description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// The state database. Cheap to clone (a connection pool).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    target: String,
+}
+
+impl Store {
+    /// Connects and brings the schema up to date.
+    ///
+    /// SQLite (`sqlite:///abs/path.db`, `sqlite://rel.db`, `sqlite::memory:`): the file and its
+    /// directory are created if missing; WAL journal with `synchronous=FULL`, so a committed
+    /// transaction survives kill -9 and power loss; one connection, so writers in this process
+    /// never contend, with a busy timeout against other processes (e.g. `ticketgate report`).
+    /// PostgreSQL (`postgres://…`): a small pool.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let location = Location::parse(url)?;
+        location.prepare()?;
+        let target = location.describe();
+        let open_error = |source| StoreError::Open {
+            target: target.clone(),
+            source,
+        };
+        sqlx::any::install_default_drivers();
+        let options = AnyConnectOptions::from_str(&location.sqlx_url()?)
+            .map_err(open_error)?
+            .disable_statement_logging();
+
+        // One direct connection first: sqlx's pool retries failed connects until its timeout
+        // and then reports only "timed out", hiding causes such as "connection refused" or
+        // "file is not a database". The journal mode is stored in the SQLite file, so it is
+        // set here once; it needs a moment without other connections.
+        let mut probe = AnyConnection::connect_with(&options)
+            .await
+            .map_err(open_error)?;
+        if location.is_sqlite() {
+            probe
+                .execute("PRAGMA journal_mode = WAL")
+                .await
+                .map_err(open_error)?;
+        }
+        probe.close().await.map_err(open_error)?;
+
+        let pool = if location.is_sqlite() {
+            // One connection: writers in this process queue here instead of meeting
+            // SQLITE_BUSY. Kept open for good: through `Any`, every new connection to
+            // `sqlite::memory:` gets a new, empty database.
+            AnyPoolOptions::new()
+                .acquire_timeout(CONNECT_TIMEOUT)
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;")
+                            .await
+                            .map(drop)
+                    })
+                })
+                .connect_with(options)
+                .await
+        } else {
+            AnyPoolOptions::new()
+                .acquire_timeout(CONNECT_TIMEOUT)
+                .max_connections(4)
+                .connect_with(options)
+                .await
+        }
+        .map_err(open_error)?;
+        let migrator =
+            Migrator::new(EmbeddedMigrations)
+                .await
+                .map_err(|source| StoreError::Migrate {
+                    target: target.clone(),
+                    source,
+                })?;
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                target: target.clone(),
+                source,
+            })?;
+        Ok(Store { pool, target })
+    }
+
+    /// The database this store uses, without password, for messages.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Closes all connections, waiting for running queries.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---------------------------------------------------------------- desk progress
+
+    /// The desk's UIDVALIDITY and the highest UID finished (done or set aside), if known.
+    pub async fn desk_progress(&self, desk: &str) -> Result<Option<(u32, u32)>, StoreError> {
+        let op = "read desk progress";
+        let row = sqlx::query("SELECT uidvalidity, last_uid FROM desk_progress WHERE desk = $1")
+            .bind(desk)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error(op))?;
+        row.map(|row| {
+            Ok((
+                get_u32(&row, "uidvalidity", op)?,
+                get_u32(&row, "last_uid", op)?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// Records the mailbox's UIDVALIDITY; when it differs from the stored one (or none is
+    /// stored), the last finished UID is reset to 0. Setting the same value again is a no-op.
+    pub async fn set_uidvalidity(&self, desk: &str, uidvalidity: u32) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO desk_progress (desk, uidvalidity, last_uid) VALUES ($1, $2, 0) \
+             ON CONFLICT (desk) DO UPDATE SET uidvalidity = excluded.uidvalidity, last_uid = 0 \
+             WHERE desk_progress.uidvalidity <> excluded.uidvalidity",
+        )
+        .bind(desk)
+        .bind(i64::from(uidvalidity))
+        .execute(&self.pool)
+        .await
+        .map_err(query_error("record UIDVALIDITY"))?;
+        Ok(())
+    }
+
+    /// Raises the desk's last finished UID to `uid` (never lowers it). Ignored when
+    /// `uidvalidity` is not the desk's current one: a stale UID must not move progress.
+    pub async fn advance(&self, desk: &str, uidvalidity: u32, uid: u32) -> Result<(), StoreError> {
+        advance(&self.pool, desk, uidvalidity, uid)
+            .await
+            .map_err(query_error("advance desk progress"))
+    }
+
+    // ---------------------------------------------------------------- journal
+
+    /// The journal entry of one mail, if it was decided or set aside.
+    pub async fn journal(&self, key: &MailKey) -> Result<Option<JournalEntry>, StoreError> {
+        let op = "read the journal";
+        let Some(row) = sqlx::query(
+            "SELECT status, group_key, message_id, sender, subject, ticket, ticket_source, \
+             broadcast, automatic, redirected, rule, error, decided_at, finished_at \
+             FROM journal WHERE desk = $1 AND uidvalidity = $2 AND uid = $3",
+        )
+        .bind(&key.desk)
+        .bind(i64::from(key.uidvalidity))
+        .bind(i64::from(key.uid))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_error(op))?
+        else {
+            return Ok(None);
+        };
+        let actions = sqlx::query(
+            "SELECT action, done FROM journal_action \
+             WHERE desk = $1 AND uidvalidity = $2 AND uid = $3 ORDER BY position",
+        )
+        .bind(&key.desk)
+        .bind(i64::from(key.uidvalidity))
+        .bind(i64::from(key.uid))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(op))?
+        .iter()
+        .map(|r| Ok((get::<String>(r, "action", op)?, get_bool(r, "done", op)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        let queued = queued_by(&self.pool, key).await?;
+        let status: String = get(&row, "status", op)?;
+        Ok(Some(JournalEntry {
+            key: key.clone(),
+            status: MailStatus::parse(&status)?,
+            group_key: get(&row, "group_key", op)?,
+            message_id: get(&row, "message_id", op)?,
+            sender: get(&row, "sender", op)?,
+            subject: get(&row, "subject", op)?,
+            ticket: get(&row, "ticket", op)?,
+            ticket_source: get(&row, "ticket_source", op)?,
+            broadcast: get_bool(&row, "broadcast", op)?,
+            automatic: get_bool(&row, "automatic", op)?,
+            redirected: get_bool(&row, "redirected", op)?,
+            rule: get(&row, "rule", op)?,
+            actions,
+            queued,
+            error: get(&row, "error", op)?,
+            decided_at: get(&row, "decided_at", op)?,
+            finished_at: get(&row, "finished_at", op)?,
+        }))
+    }
+
+    /// The latest journal entry of this desk for the message with this group key, under any
+    /// UIDVALIDITY: was this message handled before the mailbox was renumbered?
+    pub async fn journal_by_group(
+        &self,
+        desk: &str,
+        group_key: &str,
+    ) -> Result<Option<JournalEntry>, StoreError> {
+        let op = "look up the journal by message";
+        if group_key.is_empty() {
+            return Ok(None);
+        }
+        let Some(row) = sqlx::query(
+            "SELECT uidvalidity, uid FROM journal WHERE desk = $1 AND group_key = $2 \
+             ORDER BY decided_at DESC, uidvalidity DESC, uid DESC LIMIT 1",
+        )
+        .bind(desk)
+        .bind(group_key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_error(op))?
+        else {
+            return Ok(None);
+        };
+        let key = MailKey {
+            desk: desk.to_owned(),
+            uidvalidity: get_u32(&row, "uidvalidity", op)?,
+            uid: get_u32(&row, "uid", op)?,
+        };
+        self.journal(&key).await
+    }
+
+    /// Records a decision in ONE transaction: the journal row, its planned actions, reply
+    /// claims and outbox rows. Idempotent: when the mail is already journaled nothing changes
+    /// and the ids it queued before are returned.
+    ///
+    /// An outgoing mail with a [`ReplyClaim`] is queued only if no reply went to that sender
+    /// for that rule within the period, and the claim is taken in the same statement, so of
+    /// two desks deciding on copies at the same moment only one replies. Claims are taken in
+    /// (sender, rule) order and outbox rows inserted in id order, so concurrent decisions lock
+    /// rows in the same order and cannot deadlock each other.
+    pub async fn record_decision(&self, d: &NewDecision) -> Result<Recorded, StoreError> {
+        let op = "record a decision";
+        let mut tx = self.pool.begin().await.map_err(query_error(op))?;
+        let inserted = sqlx::query(
+            "INSERT INTO journal (desk, uidvalidity, uid, status, group_key, message_id, sender, \
+             subject, ticket, ticket_source, broadcast, automatic, redirected, rule, error, \
+             decided_at, finished_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, $15, NULL) \
+             ON CONFLICT (desk, uidvalidity, uid) DO NOTHING",
+        )
+        .bind(&d.key.desk)
+        .bind(i64::from(d.key.uidvalidity))
+        .bind(i64::from(d.key.uid))
+        .bind(MailStatus::Decided.as_str())
+        .bind(&d.group_key)
+        .bind(d.message_id.as_deref())
+        .bind(d.sender.as_deref())
+        .bind(&d.subject)
+        .bind(d.ticket.as_deref())
+        .bind(d.ticket_source.as_deref())
+        .bind(i64::from(d.broadcast))
+        .bind(i64::from(d.automatic))
+        .bind(i64::from(d.redirected))
+        .bind(d.rule.as_deref())
+        .bind(d.now)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error(op))?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await.map_err(query_error(op))?;
+            return Ok(Recorded {
+                first_time: false,
+                queued: queued_by(&self.pool, &d.key).await?,
+            });
+        }
+
+        for (position, action) in d.actions.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO journal_action (desk, uidvalidity, uid, position, action, done) \
+                 VALUES ($1, $2, $3, $4, $5, 0)",
+            )
+            .bind(&d.key.desk)
+            .bind(i64::from(d.key.uidvalidity))
+            .bind(i64::from(d.key.uid))
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .bind(action)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error(op))?;
+        }
+
+        let mut claims: Vec<(String, &ReplyClaim, &NewOutgoing)> = d
+            .outbox
+            .iter()
+            .filter_map(|out| {
+                let claim = out.reply_claim.as_ref()?;
+                Some((claim.sender.to_lowercase(), claim, out))
+            })
+            .collect();
+        claims.sort_by(|a, b| (&a.0, &a.1.rule, &a.2.id).cmp(&(&b.0, &b.1.rule, &b.2.id)));
+        let mut refused: HashSet<&str> = HashSet::new();
+        for (sender, claim, out) in &claims {
+            let taken = sqlx::query(
+                "INSERT INTO reply_ledger (sender, rule, replied_at, outbox_id) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (sender, rule) DO UPDATE \
+                 SET replied_at = excluded.replied_at, outbox_id = excluded.outbox_id \
+                 WHERE reply_ledger.replied_at <= $5",
+            )
+            .bind(sender)
+            .bind(&claim.rule)
+            .bind(d.now)
+            .bind(&out.id)
+            .bind(d.now.saturating_sub(claim.period_secs))
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error(op))?
+            .rows_affected();
+            if taken == 0 {
+                refused.insert(out.id.as_str());
+            }
+        }
+
+        let mut outgoing: Vec<&NewOutgoing> = d
+            .outbox
+            .iter()
+            .filter(|out| !refused.contains(out.id.as_str()))
+            .collect();
+        outgoing.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut queued = Vec::new();
+        for out in outgoing {
+            let recipients =
+                serde_json::to_string(&out.recipients).map_err(|e| StoreError::Corrupt {
+                    what: "outgoing recipients",
+                    value: e.to_string(),
+                })?;
+            let added = sqlx::query(
+                "INSERT INTO outbox (id, desk, envelope_from, recipients, body_base64, status, \
+                 attempts, next_attempt_at, last_error, created_at, finished_at, \
+                 mail_desk, mail_uidvalidity, mail_uid) \
+                 VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, NULL, $6, NULL, $7, $8, $9) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&out.id)
+            .bind(&out.desk)
+            .bind(&out.envelope_from)
+            .bind(recipients)
+            .bind(BASE64.encode(&out.bytes))
+            .bind(d.now)
+            .bind(&d.key.desk)
+            .bind(i64::from(d.key.uidvalidity))
+            .bind(i64::from(d.key.uid))
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error(op))?
+            .rows_affected();
+            if added == 1 {
+                queued.push(out.id.clone());
+            }
+        }
+        tx.commit().await.map_err(query_error(op))?;
+        Ok(Recorded {
+            first_time: true,
+            queued,
+        })
+    }
+
+    /// Marks planned action `index` (0-based, as in [`NewDecision::actions`]) as carried out.
+    pub async fn complete_action(&self, key: &MailKey, index: u32) -> Result<(), StoreError> {
+        let op = "mark an action done";
+        let changed = sqlx::query(
+            "UPDATE journal_action SET done = 1 \
+             WHERE desk = $1 AND uidvalidity = $2 AND uid = $3 AND position = $4",
+        )
+        .bind(&key.desk)
+        .bind(i64::from(key.uidvalidity))
+        .bind(i64::from(key.uid))
+        .bind(i64::from(index))
+        .execute(&self.pool)
+        .await
+        .map_err(query_error(op))?
+        .rows_affected();
+        if changed == 0 {
+            return Err(StoreError::Unknown {
+                op,
+                what: format!("action {index} of mail {key}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Marks the mail done and advances the desk's progress, in one transaction. The mail
+    /// must have been journaled. Calling it again is a no-op.
+    pub async fn complete_mail(&self, key: &MailKey, now: i64) -> Result<(), StoreError> {
+        let op = "mark a mail done";
+        let mut tx = self.pool.begin().await.map_err(query_error(op))?;
+        let changed = sqlx::query(
+            "UPDATE journal SET status = 'done', finished_at = $4 \
+             WHERE desk = $1 AND uidvalidity = $2 AND uid = $3 AND status <> 'done'",
+        )
+        .bind(&key.desk)
+        .bind(i64::from(key.uidvalidity))
+        .bind(i64::from(key.uid))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error(op))?
+        .rows_affected();
+        if changed == 0 {
+            let exists = sqlx::query(
+                "SELECT status FROM journal WHERE desk = $1 AND uidvalidity = $2 AND uid = $3",
+            )
+            .bind(&key.desk)
+            .bind(i64::from(key.uidvalidity))
+            .bind(i64::from(key.uid))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query_error(op))?
+            .is_some();
+            if !exists {
+                return Err(StoreError::Unknown {
+                    op,
+                    what: format!("mail {key}"),
+                });
+            }
+        }
+        advance(&mut *tx, &key.desk, key.uidvalidity, key.uid)
+            .await
+            .map_err(query_error(op))?;
+        tx.commit().await.map_err(query_error(op))
+    }
+
+    /// Sets the mail aside after an error: journaled as failed (created if it was never
+    /// decided), counted in the report, not retried; the desk's progress moves past it.
+    /// A mail already done stays done.
+    pub async fn fail_mail(&self, key: &MailKey, error: &str, now: i64) -> Result<(), StoreError> {
+        let op = "set a mail aside";
+        let mut tx = self.pool.begin().await.map_err(query_error(op))?;
+        sqlx::query(
+            "INSERT INTO journal (desk, uidvalidity, uid, status, group_key, message_id, sender, \
+             subject, ticket, ticket_source, broadcast, automatic, redirected, rule, error, \
+             decided_at, finished_at) \
+             VALUES ($1, $2, $3, 'failed', '', NULL, NULL, '', NULL, NULL, 0, 0, 0, NULL, $4, $5, $5) \
+             ON CONFLICT (desk, uidvalidity, uid) DO UPDATE \
+             SET status = 'failed', error = excluded.error, finished_at = excluded.finished_at \
+             WHERE journal.status <> 'done'",
+        )
+        .bind(&key.desk)
+        .bind(i64::from(key.uidvalidity))
+        .bind(i64::from(key.uid))
+        .bind(truncate(error))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error(op))?;
+        advance(&mut *tx, &key.desk, key.uidvalidity, key.uid)
+            .await
+            .map_err(query_error(op))?;
+        tx.commit().await.map_err(query_error(op))
+    }
+
+    // ---------------------------------------------------------------- sightings
+
+    /// Records that `key` holds the message `group_key` (first sighting time is kept) and
+    /// returns the distinct desks, sorted, that were seen holding it at or after
+    /// `now - window_secs`, always including `key.desk`.
+    ///
+    /// Not one transaction on purpose: each sighting is committed before the count is read,
+    /// so of several desks sighting copies at once, the last to count sees all of them.
+    pub async fn sight(
+        &self,
+        group_key: &str,
+        key: &MailKey,
+        now: i64,
+        window_secs: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let op = "record a sighting";
+        sqlx::query(
+            "INSERT INTO sighting (group_key, desk, uidvalidity, uid, seen_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (group_key, desk, uidvalidity, uid) DO NOTHING",
+        )
+        .bind(group_key)
+        .bind(&key.desk)
+        .bind(i64::from(key.uidvalidity))
+        .bind(i64::from(key.uid))
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(query_error(op))?;
+        let rows = sqlx::query(
+            "SELECT DISTINCT desk FROM sighting WHERE group_key = $1 AND seen_at >= $2 \
+             ORDER BY desk",
+        )
+        .bind(group_key)
+        .bind(now.saturating_sub(window_secs))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(op))?;
+        let mut desks = rows
+            .iter()
+            .map(|r| get::<String>(r, "desk", op))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Err(at) = desks.binary_search(&key.desk) {
+            desks.insert(at, key.desk.clone());
+        }
+        Ok(desks)
+    }
+
+    /// Every mailbox position where the message was seen, sorted.
+    pub async fn sightings(&self, group_key: &str) -> Result<Vec<MailKey>, StoreError> {
+        let op = "read sightings";
+        sqlx::query(
+            "SELECT desk, uidvalidity, uid FROM sighting WHERE group_key = $1 \
+             ORDER BY desk, uidvalidity, uid",
+        )
+        .bind(group_key)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(op))?
+        .iter()
+        .map(|r| {
+            Ok(MailKey {
+                desk: get(r, "desk", op)?,
+                uidvalidity: get_u32(r, "uidvalidity", op)?,
+                uid: get_u32(r, "uid", op)?,
+            })
+        })
+        .collect()
+    }
+
+    /// Deletes sightings older than `before`; returns how many. Keeps the table bounded.
+    pub async fn prune_sightings(&self, before: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM sighting WHERE seen_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(query_error("prune sightings"))?
+            .rows_affected())
+    }
+
+    // ---------------------------------------------------------------- reply ledger
+
+    /// True when a reply went to `sender` for `rule` strictly after `since`. With
+    /// `since = now - period` this is exactly when a [`ReplyClaim`] would be refused.
+    pub async fn replied_since(
+        &self,
+        sender: &str,
+        rule: &str,
+        since: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .last_reply(sender, rule)
+            .await?
+            .is_some_and(|at| at > since))
+    }
+
+    /// When the last reply went to `sender` for `rule`, if ever.
+    pub async fn last_reply(&self, sender: &str, rule: &str) -> Result<Option<i64>, StoreError> {
+        let op = "read the reply ledger";
+        sqlx::query("SELECT replied_at FROM reply_ledger WHERE sender = $1 AND rule = $2")
+            .bind(sender.to_lowercase())
+            .bind(rule)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error(op))?
+            .map(|r| get(&r, "replied_at", op))
+            .transpose()
+    }
+
+    // ---------------------------------------------------------------- outbox
+
+    /// Pending outgoing mail whose next attempt is due, oldest first, at most `limit`.
+    pub async fn outbox_due(&self, now: i64, limit: u32) -> Result<Vec<OutboxItem>, StoreError> {
+        let op = "read the outbox";
+        sqlx::query(
+            "SELECT id, desk, envelope_from, recipients, body_base64, attempts FROM outbox \
+             WHERE status = 'pending' AND next_attempt_at <= $1 \
+             ORDER BY next_attempt_at, created_at, id LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(op))?
+        .iter()
+        .map(|r| {
+            let recipients: String = get(r, "recipients", op)?;
+            let body: String = get(r, "body_base64", op)?;
+            Ok(OutboxItem {
+                id: get(r, "id", op)?,
+                desk: get(r, "desk", op)?,
+                envelope_from: get(r, "envelope_from", op)?,
+                recipients: serde_json::from_str(&recipients).map_err(|_| StoreError::Corrupt {
+                    what: "outbox recipients",
+                    value: recipients.clone(),
+                })?,
+                bytes: BASE64.decode(&body).map_err(|e| StoreError::Corrupt {
+                    what: "outbox mail body",
+                    value: e.to_string(),
+                })?,
+                attempts: get_u32(r, "attempts", op)?,
+            })
+        })
+        .collect()
+    }
+
+    /// When the earliest pending mail is due, if any: how long the sender may sleep.
+    pub async fn outbox_next_attempt(&self) -> Result<Option<i64>, StoreError> {
+        let op = "read the outbox";
+        let row =
+            sqlx::query("SELECT MIN(next_attempt_at) AS due FROM outbox WHERE status = 'pending'")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(query_error(op))?;
+        get(&row, "due", op)
+    }
+
+    /// The mail was accepted by the SMTP server. Its body is dropped; the row stays.
+    pub async fn outbox_sent(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        self.outbox_update(
+            "mark outgoing mail sent",
+            id,
+            "UPDATE outbox SET status = 'sent', attempts = attempts + 1, finished_at = $2, \
+             body_base64 = '', last_error = NULL WHERE id = $1 AND status = 'pending'",
+            now,
+            None,
+        )
+        .await
+    }
+
+    /// A transient failure: count the attempt, keep the error, try again at `next_attempt_at`.
+    pub async fn outbox_retry(
+        &self,
+        id: &str,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.outbox_update(
+            "reschedule outgoing mail",
+            id,
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 \
+             WHERE id = $1 AND status = 'pending'",
+            next_attempt_at,
+            Some(error),
+        )
+        .await
+    }
+
+    /// A permanent failure: the mail is not tried again but kept, with its body and error,
+    /// visible in [`Store::outbox_all`].
+    pub async fn outbox_failed(&self, id: &str, error: &str, now: i64) -> Result<(), StoreError> {
+        self.outbox_update(
+            "give up on outgoing mail",
+            id,
+            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, finished_at = $2, \
+             last_error = $3 WHERE id = $1 AND status = 'pending'",
+            now,
+            Some(error),
+        )
+        .await
+    }
+
+    /// Runs one of the outbox state changes, which apply only to pending rows: repeating one
+    /// after the row left `pending` is a no-op; an unknown id is an error.
+    async fn outbox_update(
+        &self,
+        op: &'static str,
+        id: &str,
+        sql: &'static str,
+        time: i64,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let query = sqlx::query(sql).bind(id).bind(time);
+        let query = match error {
+            Some(error) => query.bind(truncate(error)),
+            None => query,
+        };
+        let changed = query
+            .execute(&self.pool)
+            .await
+            .map_err(query_error(op))?
+            .rows_affected();
+        if changed == 0 {
+            let exists = sqlx::query("SELECT id FROM outbox WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_error(op))?
+                .is_some();
+            if !exists {
+                return Err(StoreError::Unknown {
+                    op,
+                    what: format!("outgoing mail {id:?}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Pending outgoing mails.
+    pub async fn outbox_depth(&self) -> Result<u64, StoreError> {
+        let op = "count the outbox";
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_error(op))?;
+        get_u64(&row, "n", op)
+    }
+
+    /// Every outbox row, without bodies, oldest first.
+    pub async fn outbox_all(&self) -> Result<Vec<OutboxRecord>, StoreError> {
+        let op = "list the outbox";
+        sqlx::query(
+            "SELECT id, desk, status, attempts, next_attempt_at, last_error, created_at, \
+             finished_at, mail_desk, mail_uidvalidity, mail_uid FROM outbox \
+             ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(op))?
+        .iter()
+        .map(|r| {
+            let status: String = get(r, "status", op)?;
+            Ok(OutboxRecord {
+                id: get(r, "id", op)?,
+                desk: get(r, "desk", op)?,
+                status: OutboxStatus::parse(&status)?,
+                attempts: get_u32(r, "attempts", op)?,
+                next_attempt_at: get(r, "next_attempt_at", op)?,
+                last_error: get(r, "last_error", op)?,
+                created_at: get(r, "created_at", op)?,
+                finished_at: get(r, "finished_at", op)?,
+                mail: MailKey {
+                    desk: get(r, "mail_desk", op)?,
+                    uidvalidity: get_u32(r, "mail_uidvalidity", op)?,
+                    uid: get_u32(r, "mail_uid", op)?,
+                },
+            })
+        })
+        .collect()
+    }
+
+    // ---------------------------------------------------------------- report
+
+    /// Counts per desk and UTC day of the mails journaled at or after `since` (by decision
+    /// time), sorted by day then desk.
+    pub async fn report(&self, since: i64) -> Result<Vec<ReportRow>, StoreError> {
+        let op = "compute the report";
+        // COUNT, not SUM: PostgreSQL's SUM(bigint) is numeric, which `Any` cannot decode.
+        sqlx::query(
+            "SELECT desk, decided_at / 86400 AS day, COUNT(*) AS mails, \
+             COUNT(ticket) AS tickets, \
+             COUNT(CASE WHEN redirected = 1 THEN 1 END) AS redirected, \
+             COUNT(CASE WHEN broadcast = 1 THEN 1 END) AS broadcast, \
+             COUNT(CASE WHEN automatic = 1 THEN 1 END) AS automatic, \
+             COUNT(CASE WHEN status = 'failed' THEN 1 END) AS errors \
+             FROM journal WHERE decided_at >= $1 \
+             GROUP BY desk, decided_at / 86400 ORDER BY day, desk",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(op))?
+        .iter()
+        .map(|r| {
+            Ok(ReportRow {
+                desk: get(r, "desk", op)?,
+                day: report::civil_day(get(r, "day", op)?),
+                mails: get_u64(r, "mails", op)?,
+                tickets: get_u64(r, "tickets", op)?,
+                redirected: get_u64(r, "redirected", op)?,
+                broadcast: get_u64(r, "broadcast", op)?,
+                automatic: get_u64(r, "automatic", op)?,
+                errors: get_u64(r, "errors", op)?,
+            })
+        })
+        .collect()
+    }
+}
+
+/// Monotonic progress; see [`Store::advance`]. Usable inside a transaction.
+async fn advance<'e, E>(executor: E, desk: &str, uidvalidity: u32, uid: u32) -> sqlx::Result<()>
+where
+    E: Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query(
+        "INSERT INTO desk_progress (desk, uidvalidity, last_uid) VALUES ($1, $2, $3) \
+         ON CONFLICT (desk) DO UPDATE SET last_uid = excluded.last_uid \
+         WHERE desk_progress.uidvalidity = excluded.uidvalidity \
+         AND desk_progress.last_uid < excluded.last_uid",
+    )
+    .bind(desk)
+    .bind(i64::from(uidvalidity))
+    .bind(i64::from(uid))
+    .execute(executor)
+    .await
+    .map(drop)
+}
+
+async fn queued_by(pool: &AnyPool, key: &MailKey) -> Result<Vec<String>, StoreError> {
+    let op = "read the outbox";
+    sqlx::query(
+        "SELECT id FROM outbox WHERE mail_desk = $1 AND mail_uidvalidity = $2 AND mail_uid = $3 \
+         ORDER BY id",
+    )
+    .bind(&key.desk)
+    .bind(i64::from(key.uidvalidity))
+    .bind(i64::from(key.uid))
+    .fetch_all(pool)
+    .await
+    .map_err(query_error(op))?
+    .iter()
+    .map(|r| get(r, "id", op))
+    .collect()
+}
+
+fn truncate(text: &str) -> &str {
+    if text.len() <= MAX_ERROR_LEN {
+        return text;
+    }
+    let mut end = MAX_ERROR_LEN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+fn get<'r, T>(row: &'r AnyRow, column: &'static str, op: &'static str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get(column)
+        .map_err(|source| StoreError::Query { op, source })
+}
+
+fn get_u32(row: &AnyRow, column: &'static str, op: &'static str) -> Result<u32, StoreError> {
+    let value: i64 = get(row, column, op)?;
+    u32::try_from(value).map_err(|_| StoreError::Corrupt {
+        what: column,
+        value: value.to_string(),
+    })
+}
+
+fn get_u64(row: &AnyRow, column: &'static str, op: &'static str) -> Result<u64, StoreError> {
+    let value: i64 = get(row, column, op)?;
+    u64::try_from(value).map_err(|_| StoreError::Corrupt {
+        what: column,
+        value: value.to_string(),
+    })
+}
+
+fn get_bool(row: &AnyRow, column: &'static str, op: &'static str) -> Result<bool, StoreError> {
+    let value: i64 = get(row, column, op)?;
+    match value {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(StoreError::Corrupt {
+            what: column,
+            value: other.to_string(),
+        }),
+    }
+}

@@ -1,0 +1,172 @@
+//! The daily report's rows and their text table, as printed by `ticketgate report`.
+//! The query that produces the rows lives in [`super::Store::report`].
+
+use std::fmt::Write as _;
+
+/// Counts for one desk on one UTC day, by the time each mail was first journaled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRow {
+    pub desk: String,
+    /// UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    /// Mails journaled (decided or set aside).
+    pub mails: u64,
+    /// Mails with a ticket number.
+    pub tickets: u64,
+    /// Mails redirected to the helpdesk.
+    pub redirected: u64,
+    /// Mails recognised as broadcast.
+    pub broadcast: u64,
+    /// Automatic mail (auto-replies, bounces, lists).
+    pub automatic: u64,
+    /// Mails set aside after an error.
+    pub errors: u64,
+}
+
+/// Formats rows as an aligned text table (day, desk, counts) with a final totals line.
+pub fn format_report(rows: &[ReportRow]) -> String {
+    const HEADERS: [&str; 8] = [
+        "day",
+        "desk",
+        "mails",
+        "tickets",
+        "redirected",
+        "broadcast",
+        "automatic",
+        "errors",
+    ];
+    let counts = |r: &ReportRow| {
+        [
+            r.mails,
+            r.tickets,
+            r.redirected,
+            r.broadcast,
+            r.automatic,
+            r.errors,
+        ]
+    };
+    let mut totals = [0u64; 6];
+    let mut lines: Vec<[String; 8]> = Vec::with_capacity(rows.len() + 1);
+    for row in rows {
+        let c = counts(row);
+        for (total, n) in totals.iter_mut().zip(c) {
+            *total = total.saturating_add(n);
+        }
+        lines.push(cells(&row.day, &row.desk, c));
+    }
+    let total_line = cells("total", "", totals);
+
+    let mut widths = HEADERS.map(str::len);
+    for line in lines.iter().chain(std::iter::once(&total_line)) {
+        for (width, cell) in widths.iter_mut().zip(line) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+
+    let mut out = String::new();
+    let header = HEADERS.map(str::to_owned);
+    push_line(&mut out, &header, &widths);
+    let rule_len = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+    out.push_str(&"-".repeat(rule_len));
+    out.push('\n');
+    for line in &lines {
+        push_line(&mut out, line, &widths);
+    }
+    out.push_str(&"-".repeat(rule_len));
+    out.push('\n');
+    push_line(&mut out, &total_line, &widths);
+    out
+}
+
+fn cells(day: &str, desk: &str, counts: [u64; 6]) -> [String; 8] {
+    let [a, b, c, d, e, f] = counts.map(|n| n.to_string());
+    [day.to_owned(), desk.to_owned(), a, b, c, d, e, f]
+}
+
+/// Text columns (day, desk) are left-aligned, counts right-aligned, two spaces apart.
+fn push_line(out: &mut String, cells: &[String; 8], widths: &[usize; 8]) {
+    let mut line = String::new();
+    for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+        if i > 0 {
+            line.push_str("  ");
+        }
+        // Writing to a String cannot fail.
+        let _ = if i < 2 {
+            write!(line, "{cell:<width$}")
+        } else {
+            write!(line, "{cell:>width$}")
+        };
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
+}
+
+/// `YYYY-MM-DD` of a count of days since 1970-01-01 (proleptic Gregorian calendar).
+pub(crate) fn civil_day(days_since_epoch: i64) -> String {
+    // Howard Hinnant's days_from_civil inverse, on eras of 400 years (146 097 days).
+    let z = days_since_epoch + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_days() {
+        assert_eq!(civil_day(0), "1970-01-01");
+        assert_eq!(civil_day(59), "1970-03-01");
+        assert_eq!(civil_day(11_016), "2000-02-29");
+        assert_eq!(civil_day(19_782), "2024-02-29");
+        assert_eq!(civil_day(20_089), "2025-01-01");
+        assert_eq!(civil_day(-1), "1969-12-31");
+    }
+
+    fn row(day: &str, desk: &str, n: u64) -> ReportRow {
+        ReportRow {
+            desk: desk.into(),
+            day: day.into(),
+            mails: n,
+            tickets: n / 2,
+            redirected: 1,
+            broadcast: 0,
+            automatic: 2,
+            errors: 0,
+        }
+    }
+
+    #[test]
+    fn table_is_aligned_with_totals() {
+        let rows = [
+            row("2025-01-01", "works", 12),
+            row("2025-01-01", "finance-and-accounts", 3),
+        ];
+        let text = format_report(&rows);
+        let expected = "\
+day         desk                  mails  tickets  redirected  broadcast  automatic  errors
+------------------------------------------------------------------------------------------
+2025-01-01  works                    12        6           1          0          2       0
+2025-01-01  finance-and-accounts      3        1           1          0          2       0
+------------------------------------------------------------------------------------------
+total                                15        7           2          0          4       0
+";
+        assert_eq!(text, expected, "\n{text}");
+    }
+
+    #[test]
+    fn empty_report_still_has_totals() {
+        let text = format_report(&[]);
+        assert!(text.starts_with("day"), "{text}");
+        assert!(text.lines().last().unwrap().starts_with("total"), "{text}");
+        assert!(text.lines().last().unwrap().ends_with(" 0"), "{text}");
+    }
+}
