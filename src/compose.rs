@@ -1,1 +1,295 @@
-//! Outgoing mail as bytes. Stub: being written.
+//! Outgoing mail as bytes (SPEC 4), pure: the redirect or forward (a note from a template,
+//! the original attached unchanged as message/rfc822, threaded, marked Auto-Submitted and
+//! as ticketgate's own) and the plain reply. lettre's builder does the header encoding;
+//! everything that came from a mail is sanitized first, so nothing can add a header.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
+use lettre::message::{Body, Mailbox, Message, MultiPart, MultiPartKind, SinglePart};
+use lettre::Address;
+use mail_parser::MessageParser;
+
+/// Longest line (octets, without CRLF) allowed by RFC 5322 §2.1.1.
+const MAX_LINE: usize = 998;
+/// References kept from the original (the newest ones).
+const MAX_REFERENCES: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Redirect,
+    Forward,
+    Reply,
+}
+
+/// What to send; the caller renders subject and body from templates.
+#[derive(Debug, Clone)]
+pub struct OutgoingSpec<'a> {
+    pub kind: Kind,
+    pub from: &'a str,
+    pub from_name: Option<&'a str>,
+    pub to: &'a str,
+    pub cc: Option<&'a str>,
+    pub subject: &'a str,
+    pub body: &'a str,
+    pub original: &'a [u8],
+    /// Without angle brackets; the caller derives it from the outbox id so it is stable.
+    pub message_id: &'a str,
+    pub date_unix: i64,
+    /// Value of the `X-Ticketgate` header (the desk), which marks the mail as our own.
+    pub marker: &'a str,
+}
+
+/// A composed mail and its envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub envelope_from: String,
+    pub recipients: Vec<String>,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    #[error("cannot use `{0}` as a mail address")]
+    Address(String),
+    #[error("cannot build the mail: {0}")]
+    Build(String),
+}
+
+/// Fills `{name}` placeholders from `vars`; unknown names stay as written; `{{` and `}}`
+/// stand for literal braces.
+pub fn render(template: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            out.push_str(&tail[..1]);
+            rest = &tail[2..];
+            continue;
+        }
+        if let Some(end) = tail.find('}').filter(|_| tail.starts_with('{')) {
+            let name = &tail[1..end];
+            if let Some(v) = vars.get(name) {
+                out.push_str(v);
+                rest = &tail[end + 1..];
+                continue;
+            }
+        }
+        out.push_str(&tail[..1]);
+        rest = &tail[1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Header text from untrusted input: control characters (CR, LF, NUL, ...) become spaces,
+/// runs of space collapse, length is bounded. No header can be smuggled in.
+pub fn header_text(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
+    let mut space = false;
+    for c in s.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if c == ' ' {
+            if space {
+                continue;
+            }
+            space = true;
+        } else {
+            space = false;
+        }
+        if out.len() + c.len_utf8() > max {
+            break;
+        }
+        out.push(c);
+    }
+    out.trim().to_string()
+}
+
+/// A message id safe to put in a header: printable ASCII without `<>`, spaces or controls.
+fn msg_id(s: &str) -> Option<String> {
+    let id: String = s.trim().trim_start_matches('<').trim_end_matches('>').to_string();
+    let ok = !id.is_empty() && id.len() <= 250 && id.bytes().all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>');
+    ok.then(|| format!("<{id}>"))
+}
+
+fn address(a: &str) -> Result<Address, ComposeError> {
+    a.trim().parse::<Address>().map_err(|_| ComposeError::Address(header_text(a, 200)))
+}
+
+/// Builds the mail. Errors only on unusable addresses; never panics on any original.
+pub fn compose(spec: &OutgoingSpec<'_>) -> Result<Outgoing, ComposeError> {
+    let from = address(spec.from)?;
+    let to = address(spec.to)?;
+    let cc = spec.cc.map(address).transpose()?;
+    let name = spec.from_name.map(|n| header_text(n, 100)).filter(|n| !n.is_empty());
+    let date = UNIX_EPOCH + Duration::from_secs(u64::try_from(spec.date_unix).unwrap_or(0));
+    let mut b = Message::builder()
+        .from(Mailbox::new(name, from.clone()))
+        .to(Mailbox::new(None, to.clone()))
+        .subject(header_text(spec.subject, 900))
+        .date(date)
+        .message_id(msg_id(spec.message_id));
+    if let Some(cc) = &cc {
+        b = b.cc(Mailbox::new(None, cc.clone()));
+    }
+    let original = MessageParser::default().parse(spec.original);
+    if let Some(orig) = &original {
+        if let Some(id) = orig.message_id().and_then(msg_id) {
+            let mut refs: Vec<String> = orig.references().as_text_list().unwrap_or_default().iter().filter_map(|r| msg_id(r)).collect();
+            refs.push(id.clone());
+            let keep = refs.len().saturating_sub(MAX_REFERENCES);
+            b = b.in_reply_to(id).references(refs[keep..].join(" "));
+        }
+    }
+    let raw = |name: &str, value: &str| -> Result<HeaderValue, ComposeError> {
+        let n = HeaderName::new_from_ascii(name.to_string()).map_err(|e| ComposeError::Build(e.to_string()))?;
+        Ok(HeaderValue::new(n, header_text(value, 200)))
+    };
+    b = b
+        .raw_header(raw("Auto-Submitted", "auto-replied")?)
+        .raw_header(raw("X-Auto-Response-Suppress", "All")?)
+        .raw_header(raw(crate::facts::MARKER_HEADER, spec.marker)?);
+    let note = SinglePart::builder().header(ContentType::TEXT_PLAIN).body(spec.body.to_string());
+    let message = match spec.kind {
+        Kind::Reply => b.singlepart(note),
+        Kind::Redirect | Kind::Forward => {
+            let boundary = boundary(spec.message_id);
+            let mixed = MultiPart::builder().kind(MultiPartKind::Mixed).boundary(boundary).singlepart(note).singlepart(attachment(spec.original));
+            b.multipart(mixed)
+        }
+    }
+    .map_err(|e| ComposeError::Build(e.to_string()))?;
+    let mut recipients = vec![to.to_string()];
+    if let Some(cc) = cc {
+        let cc = cc.to_string();
+        if !recipients.iter().any(|r| r.eq_ignore_ascii_case(&cc)) && !cc.eq_ignore_ascii_case(from.as_ref()) {
+            recipients.push(cc);
+        }
+    }
+    Ok(Outgoing { envelope_from: from.to_string(), recipients, bytes: message.formatted() })
+}
+
+/// The original as message/rfc822, byte for byte (RFC 2046 §5.2.1 allows only 7bit or
+/// 8bit there). A mail that is not valid as such (NUL, bare CR or LF, over-long lines) is
+/// attached as application/octet-stream in base64 instead, which also keeps every byte.
+fn attachment(original: &[u8]) -> SinglePart {
+    let mut ascii = true;
+    let mut line = 0usize;
+    let mut valid = !original.is_empty();
+    let mut prev = 0u8;
+    for (i, &b) in original.iter().enumerate() {
+        ascii &= b < 0x80;
+        match b {
+            0 => valid = false,
+            b'\n' if prev != b'\r' => valid = false,
+            b'\r' if original.get(i + 1) != Some(&b'\n') => valid = false,
+            b'\n' => line = 0,
+            b'\r' => {}
+            _ => {
+                line += 1;
+                if line > MAX_LINE {
+                    valid = false;
+                }
+            }
+        }
+        if !valid {
+            break;
+        }
+        prev = b;
+    }
+    if valid {
+        let cte = if ascii { ContentTransferEncoding::SevenBit } else { ContentTransferEncoding::EightBit };
+        let ct = ContentType::parse("message/rfc822").unwrap_or(ContentType::TEXT_PLAIN);
+        SinglePart::builder().header(ct).body(Body::dangerous_pre_encoded(original.to_vec(), cte))
+    } else {
+        let ct = ContentType::parse("application/octet-stream; name=\"original.eml\"").unwrap_or(ContentType::TEXT_PLAIN);
+        SinglePart::builder()
+            .header(ct)
+            .header(lettre::message::header::ContentDisposition::attachment("original.eml"))
+            .body(Body::new_with_encoding(original.to_vec(), ContentTransferEncoding::Base64).unwrap_or_else(|v| Body::new(v)))
+    }
+}
+
+fn boundary(message_id: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(message_id.as_bytes());
+    let hex: String = d.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("=_tg_{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mail_parser::{MessageParser, PartType};
+
+    fn spec<'a>(original: &'a [u8], subject: &'a str, cc: Option<&'a str>) -> OutgoingSpec<'a> {
+        OutgoingSpec {
+            kind: Kind::Redirect,
+            from: "bid.ra@gem.gov.in",
+            from_name: Some("GeM Bid/RA"),
+            to: "helpdesk-gem@gov.in",
+            cc,
+            subject,
+            body: "Please register a ticket.\n",
+            original,
+            message_id: "abc.ticketgate@gem.gov.in",
+            date_unix: 1_790_000_000,
+            marker: "bid-ra",
+        }
+    }
+
+    const ORIGINAL: &[u8] = b"From: Ramesh <ramesh@example.in>\r\nTo: bid.ra@gem.gov.in\r\nSubject: help\r\nMessage-ID: <o1@example.in>\r\nReferences: <r0@example.in>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nHello\r\n--b1\r\nContent-Type: application/pdf; name=a.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b1--\r\n";
+
+    #[test]
+    fn redirect_carries_the_original_unchanged_and_threads_it() {
+        let out = compose(&spec(ORIGINAL, "[No CRM ticket] help", Some("ramesh@example.in"))).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.recipients, ["helpdesk-gem@gov.in", "ramesh@example.in"]);
+        assert_eq!(out.envelope_from, "bid.ra@gem.gov.in");
+        let m = MessageParser::default().parse(&out.bytes).unwrap_or_else(|| panic!("parse"));
+        assert_eq!(m.subject(), Some("[No CRM ticket] help"));
+        assert_eq!(m.in_reply_to().as_text(), Some("o1@example.in"));
+        assert_eq!(m.references().as_text_list().map(|v| v.len()), Some(2));
+        assert_eq!(m.header_raw("Auto-Submitted").map(str::trim), Some("auto-replied"));
+        assert_eq!(m.header_raw("X-Ticketgate").map(str::trim), Some("bid-ra"));
+        let attached = m.parts.iter().find(|p| matches!(p.body, PartType::Message(_))).unwrap_or_else(|| panic!("no rfc822 part"));
+        let bytes = &out.bytes[attached.offset_body as usize..attached.offset_end as usize];
+        assert_eq!(bytes, ORIGINAL);
+    }
+
+    #[test]
+    fn nothing_from_the_mail_can_add_a_header_or_recipient() {
+        for subject in ["x\r\nBcc: evil@x.test", "x\nTo: evil@x.test", "x\rCc: evil@x.test"] {
+            let out = compose(&spec(ORIGINAL, subject, None)).unwrap_or_else(|e| panic!("{e}"));
+            let m = MessageParser::default().parse(&out.bytes).unwrap_or_else(|| panic!("parse"));
+            assert!(m.bcc().is_none() && m.cc().is_none());
+            assert_eq!(m.to().map(|t| t.iter().count()), Some(1));
+            assert_eq!(out.recipients, ["helpdesk-gem@gov.in"]);
+        }
+        assert!(compose(&spec(ORIGINAL, "s", Some("a@b.c\r\nBcc: evil@x.test"))).is_err());
+        assert!(compose(&spec(ORIGINAL, "s", Some("a@b.c, evil@x.test"))).is_err());
+    }
+
+    #[test]
+    fn an_original_with_bare_line_feeds_is_kept_byte_for_byte_in_base64() {
+        let original = b"From: a@b.c\nSubject: lf only\n\nbody\n";
+        let out = compose(&spec(original, "s", None)).unwrap_or_else(|e| panic!("{e}"));
+        let m = MessageParser::default().parse(&out.bytes).unwrap_or_else(|| panic!("parse"));
+        let part = m.attachments().next().unwrap_or_else(|| panic!("attachment"));
+        assert_eq!(part.contents(), original);
+    }
+
+    #[test]
+    fn render_fills_known_placeholders_only() {
+        let mut v = BTreeMap::new();
+        v.insert("desk".to_string(), "bid-ra".to_string());
+        assert_eq!(render("to {desk} {unknown} {{desk}} }", &v), "to bid-ra {unknown} {desk} }");
+    }
+
+    #[test]
+    fn header_text_removes_controls() {
+        assert_eq!(header_text("a\r\nBcc: x\u{0}y", 100), "a Bcc: x y");
+    }
+}

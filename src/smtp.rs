@@ -1,1 +1,207 @@
-//! SMTP outbox (being written).
+//! Drains the durable outbox through lettre: each queued mail is sent as the desk it comes
+//! from, transient failures (4xx, connection trouble) are retried with backoff, permanent
+//! ones (5xx) are recorded and kept visible. Composing mail is `compose`'s job, queuing is
+//! the pipeline's.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Server};
+use crate::store::{OutboxItem, Store};
+use crate::tls::Security;
+
+/// First retry delay; doubled per attempt up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
+/// A mail that could not be delivered for this long is given up as permanently failed.
+pub const GIVE_UP_AFTER_ATTEMPTS: u32 = 40;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SmtpError {
+    #[error("cannot read CA file {path}: {source}")]
+    CaFile { path: String, source: std::io::Error },
+    #[error("cannot set up SMTP transport: {0}")]
+    Transport(#[from] lettre::transport::smtp::Error),
+    #[error("no desk `{0}` in config for a queued mail")]
+    UnknownDesk(String),
+    #[error("invalid address `{0}` in a queued mail")]
+    Address(String),
+}
+
+/// How one send attempt ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Sent,
+    Transient(String),
+    Permanent(String),
+}
+
+/// One authenticated transport per desk (each desk sends as itself).
+#[derive(Clone)]
+pub struct Mailer {
+    transports: Arc<HashMap<String, AsyncSmtpTransport<Tokio1Executor>>>,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer").field("desks", &self.transports.len()).finish()
+    }
+}
+
+impl Mailer {
+    pub fn new(config: &Config) -> Result<Mailer, SmtpError> {
+        let mut transports = HashMap::new();
+        for desk in &config.desks {
+            let t = transport(&config.smtp)?
+                .credentials(Credentials::new(desk.login.clone(), desk.password.expose().to_string()))
+                .build();
+            transports.insert(desk.name.clone(), t);
+        }
+        Ok(Mailer { transports: Arc::new(transports) })
+    }
+
+    /// Sends one queued mail; never panics, classifies every failure.
+    pub async fn send(&self, item: &OutboxItem) -> Outcome {
+        let Some(t) = self.transports.get(&item.desk) else {
+            return Outcome::Permanent(SmtpError::UnknownDesk(item.desk.clone()).to_string());
+        };
+        let envelope = match envelope(item) {
+            Ok(e) => e,
+            Err(e) => return Outcome::Permanent(e.to_string()),
+        };
+        match t.send_raw(&envelope, &item.bytes).await {
+            Ok(_) => Outcome::Sent,
+            Err(e) if e.is_permanent() => Outcome::Permanent(e.to_string()),
+            Err(e) => Outcome::Transient(e.to_string()),
+        }
+    }
+
+    /// Connects and authenticates as every desk, for `check --connect`.
+    pub async fn test_desk(&self, desk: &str) -> Result<(), String> {
+        let t = self.transports.get(desk).ok_or_else(|| format!("no desk {desk}"))?;
+        match t.test_connection().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("server did not answer NOOP".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+fn envelope(item: &OutboxItem) -> Result<Envelope, SmtpError> {
+    let parse = |a: &str| a.parse::<Address>().map_err(|_| SmtpError::Address(a.to_string()));
+    let from = parse(&item.envelope_from)?;
+    let to = item.recipients.iter().map(|r| parse(r)).collect::<Result<Vec<_>, _>>()?;
+    Envelope::new(Some(from), to).map_err(|_| SmtpError::Address(item.recipients.join(",")))
+}
+
+fn transport(server: &Server) -> Result<lettre::transport::smtp::AsyncSmtpTransportBuilder, SmtpError> {
+    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(server.host.clone())
+        .port(server.port)
+        .timeout(Some(server.timeout));
+    let params = || -> Result<TlsParameters, SmtpError> {
+        let mut p = TlsParameters::builder(server.host.clone());
+        if let Some(ca) = &server.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| SmtpError::CaFile { path: ca.display().to_string(), source: e })?;
+            p = p.add_root_certificate(Certificate::from_pem(&pem)?);
+        }
+        Ok(p.build_rustls()?)
+    };
+    b = match server.security {
+        Security::Tls => b.tls(Tls::Wrapper(params()?)),
+        Security::StartTls => b.tls(Tls::Required(params()?)),
+        // Only accepted by config for loopback hosts.
+        Security::Plain => b.tls(Tls::None),
+    };
+    Ok(b)
+}
+
+/// Delay before the attempt after `attempts` failed ones, with ±20 % jitter.
+pub fn backoff(attempts: u32) -> Duration {
+    let base = FIRST_BACKOFF.saturating_mul(2u32.saturating_pow(attempts.min(16))).min(MAX_BACKOFF);
+    let jitter = 0.8 + fastrand::f64() * 0.4;
+    base.mul_f64(jitter)
+}
+
+/// Sends whatever is due until cancelled; `wake` is notified when the pipeline queues mail.
+/// Returns when cancelled, or, with `until_empty`, when nothing is due or waiting for retry
+/// within `drain_limit`.
+pub async fn run_outbox(
+    store: Store,
+    mailer: Mailer,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+    until_empty: Option<Duration>,
+    metrics: Arc<crate::daemon::Metrics>,
+) {
+    let started = tokio::time::Instant::now();
+    loop {
+        let now = crate::daemon::unix_now();
+        let due = match store.outbox_due(now, 50).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbox; retrying");
+                Vec::new()
+            }
+        };
+        for item in &due {
+            if cancel.is_cancelled() {
+                return;
+            }
+            let outcome = mailer.send(item).await;
+            let now = crate::daemon::unix_now();
+            let recorded = match &outcome {
+                Outcome::Sent => {
+                    tracing::info!(desk = %item.desk, outbox_id = %item.id, recipients = %item.recipients.join(","), "mail sent");
+                    metrics.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    store.outbox_sent(&item.id, now).await
+                }
+                Outcome::Permanent(err) => {
+                    tracing::error!(desk = %item.desk, outbox_id = %item.id, error = %err, "mail refused permanently; kept in the outbox as failed");
+                    metrics.send_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    store.outbox_failed(&item.id, err, now).await
+                }
+                Outcome::Transient(err) if item.attempts + 1 >= GIVE_UP_AFTER_ATTEMPTS => {
+                    tracing::error!(desk = %item.desk, outbox_id = %item.id, error = %err, attempts = item.attempts + 1, "giving up after repeated temporary failures");
+                    metrics.send_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    store.outbox_failed(&item.id, err, now).await
+                }
+                Outcome::Transient(err) => {
+                    let delay = backoff(item.attempts);
+                    tracing::warn!(desk = %item.desk, outbox_id = %item.id, error = %err, retry_in_s = delay.as_secs(), "temporary send failure; will retry");
+                    store.outbox_retry(&item.id, now + i64::try_from(delay.as_secs()).unwrap_or(i64::MAX / 2), err).await
+                }
+            };
+            if let Err(e) = recorded {
+                tracing::error!(outbox_id = %item.id, error = %e, "cannot record send result; the mail may be sent again");
+            }
+        }
+        if !due.is_empty() {
+            continue;
+        }
+        let pending = store.outbox_depth().await.unwrap_or(0);
+        metrics.outbox_depth.store(pending, std::sync::atomic::Ordering::Relaxed);
+        if let Some(limit) = until_empty {
+            if pending == 0 || started.elapsed() >= limit {
+                if pending > 0 {
+                    tracing::warn!(pending, "leaving mail in the outbox for the next run");
+                }
+                return;
+            }
+        }
+        let nap = if pending > 0 { Duration::from_secs(1) } else { Duration::from_secs(30) };
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = wake.notified() => {}
+            () = tokio::time::sleep(nap) => {}
+        }
+    }
+}
