@@ -174,9 +174,14 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
     spawn_signals(&shared, &token);
 
     let desks = TaskTracker::new();
+    let gave_up = Arc::new(AtomicU64::new(0));
     for desk in shared.config.desks.clone() {
-        let (shared, ep, token) = (Arc::clone(&shared), Arc::clone(&ep), token.child_token());
-        desks.spawn(async move { watch_desk(shared, ep, desk, token, once).await });
+        let (shared, ep, token, gave_up) = (Arc::clone(&shared), Arc::clone(&ep), token.child_token(), Arc::clone(&gave_up));
+        desks.spawn(async move {
+            if !watch_desk(shared, ep, desk, token, once).await {
+                gave_up.fetch_add(1, Ordering::Relaxed);
+            }
+        });
     }
     desks.close();
     let outbox_token = token.child_token();
@@ -210,8 +215,12 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
         tracing::info!(
             seen = shared.metrics.seen.load(Ordering::Relaxed),
             sent = shared.metrics.sent.load(Ordering::Relaxed),
-            "all desks caught up; exiting (--once)"
+            "exiting (--once)"
         );
+        let failed = gave_up.load(Ordering::Relaxed);
+        if failed > 0 {
+            anyhow::bail!("{failed} desk(s) could not be handled; see the log");
+        }
         return Ok(());
     }
     token.cancelled().await;
@@ -284,11 +293,12 @@ fn reconnect_delay(failures: u32) -> Duration {
     base.mul_f64(0.75 + fastrand::f64() * 0.5)
 }
 
-async fn watch_desk(shared: Arc<Shared>, ep: Arc<Endpoint>, desk: Desk, cancel: CancellationToken, once: bool) {
+/// Watches one desk until cancelled (or caught up, with `once`); false if it gave up.
+async fn watch_desk(shared: Arc<Shared>, ep: Arc<Endpoint>, desk: Desk, cancel: CancellationToken, once: bool) -> bool {
     let mut failures = 0u32;
     loop {
         match session(&shared, &ep, &desk, &cancel, once, &mut failures).await {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(e) => {
                 failures += 1;
                 shared.metrics.errors.fetch_add(1, Ordering::Relaxed);
@@ -296,10 +306,10 @@ async fn watch_desk(shared: Arc<Shared>, ep: Arc<Endpoint>, desk: Desk, cancel: 
                 tracing::warn!(desk = %desk.name, error = %e, retry_in_ms = delay.as_millis() as u64, "desk session failed; reconnecting");
                 if once && failures >= 3 {
                     tracing::error!(desk = %desk.name, "giving up on this desk for this run");
-                    return;
+                    return false;
                 }
                 tokio::select! {
-                    () = cancel.cancelled() => return,
+                    () = cancel.cancelled() => return true,
                     () = tokio::time::sleep(delay) => {}
                 }
             }

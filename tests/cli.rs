@@ -29,7 +29,7 @@ fn shipped_config(dir: &Path) -> PathBuf {
     }
     let text = std::fs::read_to_string(manifest().join("config.toml"))
         .expect("config.toml")
-        .replace("/tmp/ticketgate-demo/tls/cert.pem", &ca.display().to_string())
+        .replace("/tmp/ticketgate-demo/tls/ca.pem", &ca.display().to_string())
         .replace("files = [\"rules/gem.toml\"]", &format!("files = [\"{}\"]", manifest().join("rules/gem.toml").display()));
     let path = dir.join("config.toml");
     std::fs::write(&path, text).expect("write config");

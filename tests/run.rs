@@ -11,7 +11,15 @@ use std::time::Duration;
 
 use support::{MailStack, StackOptions, StoredMail};
 
-const DESKS: [(&str, &str); 3] = [("bid-ra", "bid.ra"), ("order-process", "order.process"), ("payment-process", "payment.process")];
+const DESKS: [(&str, &str); 7] = [
+    ("buyer-registration", "buyer.registration"),
+    ("seller-registration", "seller.registration"),
+    ("product-upload", "upload.product"),
+    ("direct-purchase", "direct.purchase"),
+    ("bid-ra", "bid.ra"),
+    ("order-process", "order.process"),
+    ("payment-process", "payment.process"),
+];
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A deployment of three desks on `stack`, STARTTLS with the stack's CA, state in `dir`.
@@ -192,7 +200,7 @@ async fn daemon_idles_acts_on_new_mail_and_stops_on_sigterm() {
     let log = dir.path().join("daemon.log");
     let mut child = spawn(&config, &log);
     // Wait until the watchers are idle in IDLE, then deliver.
-    wait_log(&log, "watching", 3).await;
+    wait_log(&log, "watching", DESKS.len()).await;
     let raw = mail("new@example.in", "payment.process@gem.test", None, "Payment not received", "idle-1@example.in", "no ticket", "");
     stack.send("new@example.in", &["payment.process@gem.test"], &raw).await;
     let h = stack.wait_for("helpdesk", "INBOX", WAIT, "redirect of the new mail", |m| m.len() == 1).await;
@@ -234,7 +242,7 @@ async fn works_without_idle_move_and_uidplus() {
     let config = deployment(&stack, dir.path(), "");
     let log = dir.path().join("daemon.log");
     let mut child = spawn(&config, &log);
-    wait_log(&log, "watching", 3).await;
+    wait_log(&log, "watching", DESKS.len()).await;
     let raw = mail("poll@example.in", "order.process@gem.test", None, "Order stuck", "poll-1@example.in", "no ticket", "");
     stack.send("poll@example.in", &["order.process@gem.test"], &raw).await;
     stack.wait_for("helpdesk", "INBOX", WAIT, "redirect found by polling", |m| m.len() == 1).await;

@@ -1,0 +1,262 @@
+//! Test harness: a real Dovecot (IMAP) and Postfix (SMTP → LMTP → Dovecot) on loopback,
+//! started per test by scripts/mailstack/up.sh on a free block of ports with its own state
+//! directory, and small async helpers to put mail in and read mailboxes out (async-imap and
+//! lettre, as a user's client would).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+
+pub const DOMAIN: &str = "gem.test";
+pub const PASSWORD: &str = "secret";
+
+#[derive(Debug, Default, Clone)]
+pub struct StackOptions {
+    /// Replaces Dovecot's advertised capabilities (MAILSTACK_IMAP_CAPABILITY).
+    pub imap_capability: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct MailStack {
+    pub dir: PathBuf,
+    pub imap_port: u16,
+    pub imaps_port: u16,
+    pub smtp_port: u16,
+    pub smtps_port: u16,
+    pub ca_file: PathBuf,
+    offset: u16,
+    lock: PathBuf,
+    opts: StackOptions,
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// Claims a block of ports (base ports + offset) that nothing listens on, with a lock file
+/// so that parallel tests never pick the same block.
+fn claim_offset() -> (u16, PathBuf) {
+    let start = 1000 + (std::process::id() % 200) as u16 * 20;
+    for i in 0..400u16 {
+        let offset = 1000 + (start - 1000 + i * 20) % 4000;
+        let lock = PathBuf::from(format!("/tmp/ticketgate-ports-{offset}.lock"));
+        if std::fs::OpenOptions::new().write(true).create_new(true).open(&lock).is_err() {
+            // A lock left by a killed run is stale after an hour.
+            let stale = std::fs::metadata(&lock).and_then(|m| m.modified()).map(|t| t.elapsed().map(|e| e.as_secs() > 3600).unwrap_or(false)).unwrap_or(false);
+            if !stale {
+                continue;
+            }
+            let _ = std::fs::remove_file(&lock);
+            continue;
+        }
+        if [10143u16, 10993, 10024, 10025, 10465].iter().all(|p| free(p + offset)) {
+            return (offset, lock);
+        }
+        let _ = std::fs::remove_file(&lock);
+    }
+    panic!("no free port block for a mail stack");
+}
+
+impl MailStack {
+    pub fn start() -> MailStack {
+        Self::start_with(StackOptions::default())
+    }
+
+    pub fn start_with(opts: StackOptions) -> MailStack {
+        let (offset, lock) = claim_offset();
+        let dir = PathBuf::from(format!("/tmp/ticketgate-stack-{offset}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let stack = MailStack {
+            imap_port: 10143 + offset,
+            imaps_port: 10993 + offset,
+            smtp_port: 10025 + offset,
+            smtps_port: 10465 + offset,
+            ca_file: dir.join("tls/ca.pem"),
+            dir,
+            offset,
+            lock,
+            opts,
+        };
+        stack.up();
+        stack
+    }
+
+    fn up(&self) {
+        let mut c = Command::new(repo().join("scripts/mailstack/up.sh"));
+        c.arg(&self.dir).env("MAILSTACK_PORT_OFFSET", self.offset.to_string());
+        if let Some(cap) = &self.opts.imap_capability {
+            c.env("MAILSTACK_IMAP_CAPABILITY", cap);
+        }
+        let out = c.output().expect("run up.sh");
+        assert!(out.status.success(), "up.sh failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn postfix(&self, verb: &str) {
+        let out = Command::new("postfix").arg("-c").arg(self.dir.join("postfix/etc")).arg(verb).output().expect("postfix");
+        assert!(out.status.success(), "postfix {verb}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Stops Postfix: SMTP connections are refused until `start_smtp`.
+    pub fn stop_smtp(&self) {
+        self.postfix("stop");
+        wait_port(self.smtp_port, false);
+    }
+
+    pub fn start_smtp(&self) {
+        self.up();
+        wait_port(self.smtp_port, true);
+    }
+
+    /// Stops and starts Dovecot, dropping every IMAP connection.
+    pub fn restart_imap(&self) {
+        let pid = std::fs::read_to_string(self.dir.join("run/dovecot/master.pid")).unwrap_or_default();
+        let pid = pid.trim();
+        if !pid.is_empty() {
+            let _ = Command::new("kill").arg(pid).status();
+        }
+        wait_port(self.imap_port, false);
+        self.up();
+    }
+
+    pub fn address(user: &str) -> String {
+        format!("{user}@{DOMAIN}")
+    }
+
+    async fn login(&self, user: &str) -> async_imap::Session<tokio::net::TcpStream> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.imap_port)).await.expect("connect imap");
+        let mut client = async_imap::Client::new(tcp);
+        client.read_response().await.expect("greeting");
+        client.login(user, PASSWORD).await.map_err(|(e, _)| e).expect("login")
+    }
+
+    /// APPENDs a mail (creating the mailbox if needed); returns its UID.
+    pub async fn append(&self, user: &str, mailbox: &str, raw: &[u8]) -> u32 {
+        let mut s = self.login(user).await;
+        let _ = s.create(mailbox).await;
+        s.append(mailbox, None, None, raw).await.expect("append");
+        let mb = s.select(mailbox).await.expect("select");
+        let _ = s.logout().await;
+        mb.uid_next.unwrap_or(1).saturating_sub(1)
+    }
+
+    /// Submits a mail over SMTP to Postfix, which delivers it into Dovecot over LMTP.
+    pub async fn send(&self, from: &str, rcpts: &[&str], raw: &[u8]) {
+        use lettre::AsyncTransport;
+        let t = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1").port(self.smtp_port).build();
+        let env = lettre::address::Envelope::new(
+            Some(from.parse().expect("from")),
+            rcpts.iter().map(|r| r.parse().expect("rcpt")).collect(),
+        )
+        .expect("envelope");
+        t.send_raw(&env, raw).await.expect("smtp send");
+    }
+
+    /// Every mail of a mailbox in UID order; empty when the mailbox does not exist.
+    pub async fn mailbox(&self, user: &str, mailbox: &str) -> Vec<StoredMail> {
+        let mut s = self.login(user).await;
+        if s.examine(mailbox).await.is_err() {
+            let _ = s.logout().await;
+            return Vec::new();
+        }
+        let fetched: Vec<_> = s.uid_fetch("1:*", "(UID FLAGS BODY.PEEK[])").await.expect("fetch").try_collect().await.unwrap_or_default();
+        let mut mails: Vec<StoredMail> = fetched
+            .iter()
+            .filter_map(|f| {
+                Some(StoredMail {
+                    uid: f.uid?,
+                    flags: f.flags().map(|fl| format!("{fl:?}")).map(flag_name).collect(),
+                    raw: f.body()?.to_vec(),
+                })
+            })
+            .collect();
+        drop(fetched);
+        let _ = s.logout().await;
+        mails.sort_by_key(|m| m.uid);
+        mails
+    }
+
+    /// Re-reads the mailbox until `cond` holds; panics with `what` on timeout.
+    pub async fn wait_for<F: FnMut(&[StoredMail]) -> bool>(&self, user: &str, mailbox: &str, timeout: Duration, what: &str, mut cond: F) -> Vec<StoredMail> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mails = self.mailbox(user, mailbox).await;
+            if cond(&mails) {
+                return mails;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let summary: Vec<String> = mails.iter().map(|m| format!("uid {} {:?} {}", m.uid, m.flags, m.subject())).collect();
+                panic!("timed out waiting for {what} in {user}/{mailbox}; it holds:\n{}", summary.join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn flag_name(debug: String) -> String {
+    match debug.as_str() {
+        "Seen" => "\\Seen".into(),
+        "Answered" => "\\Answered".into(),
+        "Flagged" => "\\Flagged".into(),
+        "Deleted" => "\\Deleted".into(),
+        "Draft" => "\\Draft".into(),
+        "Recent" => "\\Recent".into(),
+        other => other.strip_prefix("Custom(\"").and_then(|s| s.strip_suffix("\")")).unwrap_or(other).to_string(),
+    }
+}
+
+fn wait_port(port: u16, open: bool) {
+    for _ in 0..400 {
+        if free(port) != open {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("port {port} did not become {}", if open { "open" } else { "closed" });
+}
+
+impl Drop for MailStack {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/mailstack/down.sh")).arg(&self.dir).arg("--fast").arg("--purge").output();
+        let _ = std::fs::remove_file(&self.lock);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredMail {
+    pub uid: u32,
+    pub flags: Vec<String>,
+    pub raw: Vec<u8>,
+}
+
+impl StoredMail {
+    /// First occurrence of a header, decoded and unfolded.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let m = mail_parser::MessageParser::default().parse(&self.raw)?;
+        let h = m.headers().iter().find(|h| h.name.as_str().eq_ignore_ascii_case(name))?;
+        Some(match &h.value {
+            mail_parser::HeaderValue::Text(t) => t.to_string(),
+            mail_parser::HeaderValue::TextList(l) => l.iter().map(|s| format!("<{s}>")).collect::<Vec<_>>().join(" "),
+            mail_parser::HeaderValue::Address(a) => a.iter().filter_map(|x| x.address()).collect::<Vec<_>>().join(", "),
+            _ => m.header_raw(name).map(|s| s.trim().to_string()).unwrap_or_default(),
+        })
+    }
+
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
+    }
+
+    pub fn subject(&self) -> String {
+        mail_parser::MessageParser::default().parse(&self.raw).and_then(|m| m.subject().map(str::to_string)).unwrap_or_default()
+    }
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
