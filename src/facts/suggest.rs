@@ -1,8 +1,62 @@
-//! Suggesting the desk whose nature of issue fits a mail's text best. Stub: being written.
+//! Suggesting the desk whose nature of issue fits a mail's text best, from the weighted
+//! phrases of each desk in the rules (for misrouted and broadcast mail).
 
 use crate::rules::DeskProfile;
 
-/// The best-fitting desk's name, or `None` when no desk's phrases match.
-pub fn suggest_desk(_subject: &str, _body: &str, _desks: &[DeskProfile]) -> Option<String> {
-    None
+/// A desk must score at least this much to be suggested.
+const MIN_SCORE: u32 = 3;
+/// Each phrase counts at most this many times.
+const MAX_HITS: usize = 3;
+
+/// The best-fitting desk's name; `None` when no desk scores enough or two desks tie.
+pub fn suggest_desk(subject: &str, body: &str, desks: &[DeskProfile]) -> Option<String> {
+    let mut scores: Vec<(u32, &str)> = desks
+        .iter()
+        .map(|d| {
+            let score: u32 = d
+                .phrases
+                .iter()
+                .map(|(re, w)| {
+                    let hits = 2 * re.find_iter(subject).take(MAX_HITS).count() + re.find_iter(body).take(MAX_HITS).count();
+                    w.saturating_mul(u32::try_from(hits).unwrap_or(u32::MAX))
+                })
+                .sum();
+            (score, d.name.as_str())
+        })
+        .collect();
+    scores.sort_by(|a, b| b.0.cmp(&a.0));
+    match scores.as_slice() {
+        [(best, name), rest @ ..] if *best >= MIN_SCORE && rest.first().is_none_or(|(second, _)| second < best) => Some((*name).to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{Deployment, compile::compile_str};
+
+    fn gem() -> Vec<DeskProfile> {
+        let d = Deployment::default();
+        let rules = compile_str(std::path::Path::new("gem.toml"), include_str!("../../rules/gem.toml"), &d).unwrap_or_else(|e| panic!("{e}"));
+        rules.desks
+    }
+
+    #[test]
+    fn the_gem_desks_are_told_apart() {
+        let desks = gem();
+        for (subject, body, want) in [
+            ("Reverse auction not opening", "The RA for bid GEM/2024/B/1234567 did not start.", Some("bid-ra")),
+            ("Payment not received", "We have not received the payment for our invoice; PFMS shows pending.", Some("payment-process")),
+            ("Budget blocking", "Unable to block budget for the purchase", Some("payment-process")),
+            ("CRAC not generated", "The consignee has not generated CRAC for the supply order.", Some("order-process")),
+            ("Catalogue rejected", "Our product catalogue was rejected in the category Office Chairs.", Some("product-upload")),
+            ("Seller registration", "Cannot complete seller registration, PAN verification fails.", Some("seller-registration")),
+            ("Buyer registration", "Primary user cannot complete buyer registration.", Some("buyer-registration")),
+            ("Direct purchase L1", "L1 selection in direct purchase shows the wrong seller.", Some("direct-purchase")),
+            ("Hello", "Please help me.", None),
+        ] {
+            assert_eq!(suggest_desk(subject, body, &desks).as_deref(), want, "{subject}");
+        }
+    }
 }
