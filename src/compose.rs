@@ -136,14 +136,13 @@ pub fn compose(spec: &OutgoingSpec<'_>) -> Result<Outgoing, ComposeError> {
         b = b.cc(Mailbox::new(None, cc.clone()));
     }
     let original = MessageParser::default().parse(spec.original);
-    if let Some(orig) = &original {
-        if let Some(id) = orig.message_id().and_then(msg_id) {
+    if let Some(orig) = &original
+        && let Some(id) = orig.message_id().and_then(msg_id) {
             let mut refs: Vec<String> = orig.references().as_text_list().unwrap_or_default().iter().filter_map(|r| msg_id(r)).collect();
             refs.push(id.clone());
             let keep = refs.len().saturating_sub(MAX_REFERENCES);
             b = b.in_reply_to(id).references(refs[keep..].join(" "));
         }
-    }
     let raw = |name: &str, value: &str| -> Result<HeaderValue, ComposeError> {
         let n = HeaderName::new_from_ascii(name.to_string()).map_err(|e| ComposeError::Build(e.to_string()))?;
         Ok(HeaderValue::new(n, header_text(value, 200)))
@@ -209,7 +208,7 @@ fn attachment(original: &[u8]) -> SinglePart {
         SinglePart::builder()
             .header(ct)
             .header(lettre::message::header::ContentDisposition::attachment("original.eml"))
-            .body(Body::new_with_encoding(original.to_vec(), ContentTransferEncoding::Base64).unwrap_or_else(|v| Body::new(v)))
+            .body(Body::new_with_encoding(original.to_vec(), ContentTransferEncoding::Base64).unwrap_or_else(Body::new))
     }
 }
 

@@ -439,12 +439,11 @@ fn server(
         return None;
     }
     let ca_file = r.ca_file.as_ref().map(|f| base.join(f));
-    if let Some(f) = &ca_file {
-        if !f.is_file() {
+    if let Some(f) = &ca_file
+        && !f.is_file() {
             problems.push(src.problem_at_key(start, "ca_file", format!("{what}: CA file {} does not exist", f.display())));
             return None;
         }
-    }
     let server = Server {
         host: r.host.clone(),
         port,

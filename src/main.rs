@@ -136,13 +136,12 @@ fn classify(path: &Path, desk: Option<&str>, json: bool, files: &[PathBuf]) -> E
         Ok(x) => x,
         Err(problems) => return print_problems(&problems),
     };
-    if let Some(d) = desk {
-        if cfg.desk(d).is_none() {
+    if let Some(d) = desk
+        && cfg.desk(d).is_none() {
             let names: Vec<_> = cfg.desks.iter().map(|d| d.name.as_str()).collect();
             eprintln!("ticketgate: no desk `{d}` in {}; expected one of {}", path.display(), names.join(", "));
             return ExitCode::from(EX_CONFIG);
         }
-    }
     let dir = Directory::new(&cfg, &rules);
     let mut out = std::io::stdout().lock();
     let mut unreadable = false;

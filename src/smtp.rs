@@ -189,14 +189,13 @@ pub async fn run_outbox(
         }
         let pending = store.outbox_depth().await.unwrap_or(0);
         metrics.outbox_depth.store(pending, std::sync::atomic::Ordering::Relaxed);
-        if let Some(limit) = until_empty {
-            if pending == 0 || started.elapsed() >= limit {
+        if let Some(limit) = until_empty
+            && (pending == 0 || started.elapsed() >= limit) {
                 if pending > 0 {
                     tracing::warn!(pending, "leaving mail in the outbox for the next run");
                 }
                 return;
             }
-        }
         let nap = if pending > 0 { Duration::from_secs(1) } else { Duration::from_secs(30) };
         tokio::select! {
             () = cancel.cancelled() => return,

@@ -1,5 +1,6 @@
 //! The real binary on real files: `check` reports every problem with file and line and exits
 //! 78; `classify` prints one JSON object per file, also for files that are not mail.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, reason = "test code: a failed expectation is a failed test")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

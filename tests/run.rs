@@ -1,6 +1,7 @@
 //! `ticketgate run` against a real Dovecot and Postfix started by the test harness: what the
 //! helpdesk, the sender and each desk's mailbox show afterwards, across restarts, kill -9,
 //! an SMTP outage and a server without IDLE and MOVE.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, reason = "test code: a failed expectation is a failed test")]
 
 mod support;
 

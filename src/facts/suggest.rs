@@ -24,7 +24,7 @@ pub fn suggest_desk(subject: &str, body: &str, desks: &[DeskProfile]) -> Option<
             (score, d.name.as_str())
         })
         .collect();
-    scores.sort_by(|a, b| b.0.cmp(&a.0));
+    scores.sort_by_key(|s| std::cmp::Reverse(s.0));
     match scores.as_slice() {
         [(best, name), rest @ ..] if *best >= MIN_SCORE && rest.first().is_none_or(|(second, _)| second < best) => Some((*name).to_string()),
         _ => None,

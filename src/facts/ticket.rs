@@ -101,11 +101,10 @@ impl Texts {
             if let PartType::Message(inner) = &part.body {
                 self.attached.extend(inner.subject().map(str::to_string));
                 for (i, p) in inner.parts.iter().enumerate() {
-                    if let Some(text) = part_text(p, limits) {
-                        if inner.text_body.contains(&(i as u32)) || inner.html_body.contains(&(i as u32)) {
+                    if let Some(text) = part_text(p, limits)
+                        && (inner.text_body.contains(&(i as u32)) || inner.html_body.contains(&(i as u32))) {
                             self.attached.push(text);
                         }
-                    }
                 }
                 self.attached_from(inner, limits, depth + 1);
             }

@@ -240,15 +240,14 @@ impl Builder {
         for a in &r.actions {
             match Action::parse(a) {
                 Ok(action) => {
-                    if let Action::Redirect(Target::Desk(d)) | Action::Forward(Target::Desk(d)) = &action {
-                        if !deployment.desks.is_empty() && !deployment.desks.contains(d) {
+                    if let Action::Redirect(Target::Desk(d)) | Action::Forward(Target::Desk(d)) = &action
+                        && !deployment.desks.is_empty() && !deployment.desks.contains(d) {
                             self.problems.push(src.problem_at_key(
                                 start,
                                 "actions",
                                 format!("rule `{}`: action `{a}`: no desk `{d}` in config.toml; expected helpdesk, suggested, an address or one of {}", r.name, deployment.desks.join(", ")),
                             ));
                         }
-                    }
                     actions.push(action);
                 }
                 Err(e) => self.problems.push(src.problem_at_key(start, "actions", format!("rule `{}`: {e}", r.name))),
@@ -293,8 +292,8 @@ impl Builder {
                     Action::Reply(t) => Some(t.as_str()),
                     _ => None,
                 };
-                if let Some(t) = needed {
-                    if !self.templates.contains_key(t) {
+                if let Some(t) = needed
+                    && !self.templates.contains_key(t) {
                         self.problems.push(Problem {
                             message: format!(
                                 "rule `{}`: action `{a}` needs a template `[template.{t}]` with subject and body; none is defined",
@@ -303,7 +302,6 @@ impl Builder {
                             ..at.clone()
                         });
                     }
-                }
             }
         }
         if self.patterns.is_empty() && self.problems.is_empty() {

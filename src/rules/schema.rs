@@ -45,11 +45,10 @@ impl Source<'_> {
         let mut pos = from;
         for line in rest.split_inclusive('\n') {
             let t = line.trim_start();
-            if let Some(after) = t.strip_prefix(key) {
-                if after.trim_start().starts_with('=') {
+            if let Some(after) = t.strip_prefix(key)
+                && after.trim_start().starts_with('=') {
                     return pos + (line.len() - t.len());
                 }
-            }
             pos += line.len();
         }
         // Inside an inline table: `when = { ..., key = ... }`.
