@@ -38,6 +38,8 @@ pub enum PipelineError {
 struct Plan {
     key: MailKey,
     actions: Vec<Action>,
+    /// Set aside (journaled as failed): its tag is stored, but it is not marked done.
+    failed: bool,
 }
 
 /// Handles fetched mails of one desk. Returns after every mail of the batch is done (or set
@@ -59,7 +61,7 @@ pub async fn process_batch(
                 // Decided before a crash: redo the IMAP actions (all idempotent); its outgoing
                 // mail is already in the outbox.
                 let actions = j.actions.iter().filter_map(|(a, _)| Action::parse(a).ok()).collect();
-                plans.push(Plan { key, actions });
+                plans.push(Plan { key, actions, failed: false });
             }
             None => {
                 let plan = decide_mail(shared, &policy, desk, key, &mail).await?;
@@ -68,7 +70,7 @@ pub async fn process_batch(
         }
     }
     execute(session, shared, &plans).await?;
-    for plan in &plans {
+    for plan in plans.iter().filter(|p| !p.failed) {
         shared.store.complete_mail(&plan.key, unix_now()).await?;
     }
     Ok(())
@@ -96,7 +98,7 @@ async fn decide_mail(
             shared.metrics.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let actions = vec![Action::Tag(UNREADABLE.into())];
             shared.store.fail_mail(&key, &e.to_string(), now).await?;
-            return Ok(Plan { key, actions });
+            return Ok(Plan { key, actions, failed: true });
         }
     };
     let holders = if facts.oversized {
@@ -154,7 +156,7 @@ async fn decide_mail(
         shared.outbox_wake.notify_one();
     }
     let imap_actions = actions.into_iter().filter(|a| !a.sends_mail() && *a != Action::Record).collect();
-    Ok(Plan { key, actions: imap_actions })
+    Ok(Plan { key, actions: imap_actions, failed: false })
 }
 
 fn actions_text(actions: &[Action]) -> Vec<String> {
