@@ -11,7 +11,9 @@ use ticketgate::facts::Directory;
 use ticketgate::rules::{self, Deployment};
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -29,7 +31,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let corpus = std::env::var_os("TICKETGATE_CORPUS").map_or_else(|| root.join("../shared/corpus"), PathBuf::from);
+    let corpus = std::env::var_os("TICKETGATE_CORPUS")
+        .map_or_else(|| root.join("../shared/corpus"), PathBuf::from);
     let mut paths = Vec::new();
     files(&corpus, &mut paths);
     paths.sort();
@@ -48,7 +51,9 @@ fn main() {
         ("order-process", "order.process@gem.gov.in"),
         ("payment-process", "payment.process@gem.gov.in"),
     ];
-    let deployment = Deployment { desks: desks.iter().map(|(n, _)| n.to_string()).collect() };
+    let deployment = Deployment {
+        desks: desks.iter().map(|(n, _)| n.to_string()).collect(),
+    };
     let rules = match rules::load(&[root.join("rules/gem.toml")], &deployment) {
         Ok(r) => r,
         Err(e) => {
@@ -57,7 +62,10 @@ fn main() {
         }
     };
     let dir = Directory {
-        desks: desks.iter().map(|(n, a)| (n.to_string(), a.to_string())).collect(),
+        desks: desks
+            .iter()
+            .map(|(n, a)| (n.to_string(), a.to_string()))
+            .collect(),
         helpdesk: "helpdesk-gem@gov.in".into(),
         own: Vec::new(),
         contacts: Vec::new(),
@@ -86,8 +94,24 @@ fn main() {
     }
     let (p, c) = (median(parse), median(classify));
     let rate = |d: Duration| mails.len() as f64 / d.as_secs_f64();
-    println!("corpus: {} files, {:.1} MB ({})", mails.len(), bytes as f64 / 1e6, corpus.display());
-    println!("mail-parser parse : {:>8.0} mails/s  ({:.3} s, median of {runs})", rate(p), p.as_secs_f64());
-    println!("ticketgate classify: {:>8.0} mails/s  ({:.3} s, median of {runs})", rate(c), c.as_secs_f64());
-    println!("classify / parse time: {:.2}x; files with a ticket: {tickets}", c.as_secs_f64() / p.as_secs_f64());
+    println!(
+        "corpus: {} files, {:.1} MB ({})",
+        mails.len(),
+        bytes as f64 / 1e6,
+        corpus.display()
+    );
+    println!(
+        "mail-parser parse : {:>8.0} mails/s  ({:.3} s, median of {runs})",
+        rate(p),
+        p.as_secs_f64()
+    );
+    println!(
+        "ticketgate classify: {:>8.0} mails/s  ({:.3} s, median of {runs})",
+        rate(c),
+        c.as_secs_f64()
+    );
+    println!(
+        "classify / parse time: {:.2}x; files with a ticket: {tickets}",
+        c.as_secs_f64() / p.as_secs_f64()
+    );
 }

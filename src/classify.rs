@@ -84,7 +84,10 @@ impl Classification {
             flags.push("own".into());
         }
         if self.misrouted {
-            flags.push(format!("misrouted (suggested {})", self.suggested_desk.as_deref().unwrap_or("?")));
+            flags.push(format!(
+                "misrouted (suggested {})",
+                self.suggested_desk.as_deref().unwrap_or("?")
+            ));
         }
         format!(
             "{}: desk {}: {}{}{}\n  rules: {}\n  actions: {}\n",
@@ -93,15 +96,28 @@ impl Classification {
             ticket,
             if flags.is_empty() { "" } else { ", " },
             flags.join(", "),
-            if self.rules.is_empty() { "-".into() } else { self.rules.join(", ") },
-            if self.actions.is_empty() { "-".into() } else { self.actions.join(" ") },
+            if self.rules.is_empty() {
+                "-".into()
+            } else {
+                self.rules.join(", ")
+            },
+            if self.actions.is_empty() {
+                "-".into()
+            } else {
+                self.actions.join(" ")
+            },
         )
     }
 }
 
 /// Classifies one file. Never panics; unreadable, oversized or unparsable input yields an
 /// `error` and no actions (oversized mail gets the rules' oversized actions).
-pub fn classify_file(path: &Path, desk: Option<&str>, dir: &Directory, rules: &Rules) -> Classification {
+pub fn classify_file(
+    path: &Path,
+    desk: Option<&str>,
+    dir: &Directory,
+    rules: &Rules,
+) -> Classification {
     let file = path.display().to_string();
     let size = match std::fs::metadata(path) {
         Ok(m) if m.is_file() => m.len(),
@@ -109,7 +125,10 @@ pub fn classify_file(path: &Path, desk: Option<&str>, dir: &Directory, rules: &R
         Err(e) => return Classification::error(&file, desk, format!("cannot read: {e}")),
     };
     if usize::try_from(size).map_or(true, |s| s > rules.limits.max_mail_bytes) {
-        let desk = desk.map(str::to_string).or_else(|| dir.desks.first().map(|(n, _)| n.clone())).unwrap_or_default();
+        let desk = desk
+            .map(str::to_string)
+            .or_else(|| dir.desks.first().map(|(n, _)| n.clone()))
+            .unwrap_or_default();
         let facts = Facts::oversized(&desk, usize::try_from(size).unwrap_or(usize::MAX), dir);
         return from_facts(&file, &facts, dir, rules);
     }
@@ -121,8 +140,18 @@ pub fn classify_file(path: &Path, desk: Option<&str>, dir: &Directory, rules: &R
 
 /// Classifies raw mail bytes as if they were in `desk`'s mailbox (default: the first desk
 /// the mail is addressed to, else the first desk of the config).
-pub fn classify_bytes(file: &str, raw: &[u8], desk: Option<&str>, dir: &Directory, rules: &Rules) -> Classification {
-    let first = dir.desks.first().map(|(n, _)| n.as_str()).unwrap_or_default();
+pub fn classify_bytes(
+    file: &str,
+    raw: &[u8],
+    desk: Option<&str>,
+    dir: &Directory,
+    rules: &Rules,
+) -> Classification {
+    let first = dir
+        .desks
+        .first()
+        .map(|(n, _)| n.as_str())
+        .unwrap_or_default();
     let facts = match extract(raw, desk.unwrap_or(first), dir, rules) {
         Ok(f) => f,
         Err(e) => return Classification::error(file, desk, e.to_string()),
@@ -162,7 +191,11 @@ fn from_facts(file: &str, facts: &Facts, dir: &Directory, rules: &Rules) -> Clas
         oversized: facts.oversized,
         rules: decision.rules.clone(),
         actions: decision.actions().map(|a| resolve(a, facts, dir)).collect(),
-        suppressed: decision.suppressed.iter().map(|(a, why)| format!("{a} ({why})")).collect(),
+        suppressed: decision
+            .suppressed
+            .iter()
+            .map(|(a, why)| format!("{a} ({why})"))
+            .collect(),
         error: None,
     }
 }

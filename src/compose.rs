@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
+use lettre::Address;
 use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
 use lettre::message::{Body, Mailbox, Message, MultiPart, MultiPartKind, SinglePart};
-use lettre::Address;
 use mail_parser::MessageParser;
 
 /// Longest line (octets, without CRLF) allowed by RFC 5322 §2.1.1.
@@ -110,13 +110,23 @@ pub fn header_text(s: &str, max: usize) -> String {
 
 /// A message id safe to put in a header: printable ASCII without `<>`, spaces or controls.
 fn msg_id(s: &str) -> Option<String> {
-    let id: String = s.trim().trim_start_matches('<').trim_end_matches('>').to_string();
-    let ok = !id.is_empty() && id.len() <= 250 && id.bytes().all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>');
+    let id: String = s
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_string();
+    let ok = !id.is_empty()
+        && id.len() <= 250
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>');
     ok.then(|| format!("<{id}>"))
 }
 
 fn address(a: &str) -> Result<Address, ComposeError> {
-    a.trim().parse::<Address>().map_err(|_| ComposeError::Address(header_text(a, 200)))
+    a.trim()
+        .parse::<Address>()
+        .map_err(|_| ComposeError::Address(header_text(a, 200)))
 }
 
 /// Builds the mail. Errors only on unusable addresses; never panics on any original.
@@ -124,7 +134,10 @@ pub fn compose(spec: &OutgoingSpec<'_>) -> Result<Outgoing, ComposeError> {
     let from = address(spec.from)?;
     let to = address(spec.to)?;
     let cc = spec.cc.map(address).transpose()?;
-    let name = spec.from_name.map(|n| header_text(n, 100)).filter(|n| !n.is_empty());
+    let name = spec
+        .from_name
+        .map(|n| header_text(n, 100))
+        .filter(|n| !n.is_empty());
     let date = UNIX_EPOCH + Duration::from_secs(u64::try_from(spec.date_unix).unwrap_or(0));
     let mut b = Message::builder()
         .from(Mailbox::new(name, from.clone()))
@@ -137,26 +150,40 @@ pub fn compose(spec: &OutgoingSpec<'_>) -> Result<Outgoing, ComposeError> {
     }
     let original = MessageParser::default().parse(spec.original);
     if let Some(orig) = &original
-        && let Some(id) = orig.message_id().and_then(msg_id) {
-            let mut refs: Vec<String> = orig.references().as_text_list().unwrap_or_default().iter().filter_map(|r| msg_id(r)).collect();
-            refs.push(id.clone());
-            let keep = refs.len().saturating_sub(MAX_REFERENCES);
-            b = b.in_reply_to(id).references(refs[keep..].join(" "));
-        }
+        && let Some(id) = orig.message_id().and_then(msg_id)
+    {
+        let mut refs: Vec<String> = orig
+            .references()
+            .as_text_list()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| msg_id(r))
+            .collect();
+        refs.push(id.clone());
+        let keep = refs.len().saturating_sub(MAX_REFERENCES);
+        b = b.in_reply_to(id).references(refs[keep..].join(" "));
+    }
     let raw = |name: &str, value: &str| -> Result<HeaderValue, ComposeError> {
-        let n = HeaderName::new_from_ascii(name.to_string()).map_err(|e| ComposeError::Build(e.to_string()))?;
+        let n = HeaderName::new_from_ascii(name.to_string())
+            .map_err(|e| ComposeError::Build(e.to_string()))?;
         Ok(HeaderValue::new(n, header_text(value, 200)))
     };
     b = b
         .raw_header(raw("Auto-Submitted", "auto-replied")?)
         .raw_header(raw("X-Auto-Response-Suppress", "All")?)
         .raw_header(raw(crate::facts::MARKER_HEADER, spec.marker)?);
-    let note = SinglePart::builder().header(ContentType::TEXT_PLAIN).body(spec.body.to_string());
+    let note = SinglePart::builder()
+        .header(ContentType::TEXT_PLAIN)
+        .body(spec.body.to_string());
     let message = match spec.kind {
         Kind::Reply => b.singlepart(note),
         Kind::Redirect | Kind::Forward => {
             let boundary = boundary(spec.message_id);
-            let mixed = MultiPart::builder().kind(MultiPartKind::Mixed).boundary(boundary).singlepart(note).singlepart(attachment(spec.original));
+            let mixed = MultiPart::builder()
+                .kind(MultiPartKind::Mixed)
+                .boundary(boundary)
+                .singlepart(note)
+                .singlepart(attachment(spec.original));
             b.multipart(mixed)
         }
     }
@@ -164,11 +191,17 @@ pub fn compose(spec: &OutgoingSpec<'_>) -> Result<Outgoing, ComposeError> {
     let mut recipients = vec![to.to_string()];
     if let Some(cc) = cc {
         let cc = cc.to_string();
-        if !recipients.iter().any(|r| r.eq_ignore_ascii_case(&cc)) && !cc.eq_ignore_ascii_case(from.as_ref()) {
+        if !recipients.iter().any(|r| r.eq_ignore_ascii_case(&cc))
+            && !cc.eq_ignore_ascii_case(from.as_ref())
+        {
             recipients.push(cc);
         }
     }
-    Ok(Outgoing { envelope_from: from.to_string(), recipients, bytes: message.formatted() })
+    Ok(Outgoing {
+        envelope_from: from.to_string(),
+        recipients,
+        bytes: message.formatted(),
+    })
 }
 
 /// The original as message/rfc822, byte for byte (RFC 2046 §5.2.1 allows only 7bit or
@@ -200,15 +233,27 @@ fn attachment(original: &[u8]) -> SinglePart {
         prev = b;
     }
     if valid {
-        let cte = if ascii { ContentTransferEncoding::SevenBit } else { ContentTransferEncoding::EightBit };
+        let cte = if ascii {
+            ContentTransferEncoding::SevenBit
+        } else {
+            ContentTransferEncoding::EightBit
+        };
         let ct = ContentType::parse("message/rfc822").unwrap_or(ContentType::TEXT_PLAIN);
-        SinglePart::builder().header(ct).body(Body::dangerous_pre_encoded(original.to_vec(), cte))
-    } else {
-        let ct = ContentType::parse("application/octet-stream; name=\"original.eml\"").unwrap_or(ContentType::TEXT_PLAIN);
         SinglePart::builder()
             .header(ct)
-            .header(lettre::message::header::ContentDisposition::attachment("original.eml"))
-            .body(Body::new_with_encoding(original.to_vec(), ContentTransferEncoding::Base64).unwrap_or_else(Body::new))
+            .body(Body::dangerous_pre_encoded(original.to_vec(), cte))
+    } else {
+        let ct = ContentType::parse("application/octet-stream; name=\"original.eml\"")
+            .unwrap_or(ContentType::TEXT_PLAIN);
+        SinglePart::builder()
+            .header(ct)
+            .header(lettre::message::header::ContentDisposition::attachment(
+                "original.eml",
+            ))
+            .body(
+                Body::new_with_encoding(original.to_vec(), ContentTransferEncoding::Base64)
+                    .unwrap_or_else(Body::new),
+            )
     }
 }
 
@@ -244,25 +289,45 @@ mod tests {
 
     #[test]
     fn redirect_carries_the_original_unchanged_and_threads_it() {
-        let out = compose(&spec(ORIGINAL, "[No CRM ticket] help", Some("ramesh@example.in"))).unwrap_or_else(|e| panic!("{e}"));
+        let out = compose(&spec(
+            ORIGINAL,
+            "[No CRM ticket] help",
+            Some("ramesh@example.in"),
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out.recipients, ["helpdesk-gem@gov.in", "ramesh@example.in"]);
         assert_eq!(out.envelope_from, "bid.ra@gem.gov.in");
-        let m = MessageParser::default().parse(&out.bytes).unwrap_or_else(|| panic!("parse"));
+        let m = MessageParser::default()
+            .parse(&out.bytes)
+            .unwrap_or_else(|| panic!("parse"));
         assert_eq!(m.subject(), Some("[No CRM ticket] help"));
         assert_eq!(m.in_reply_to().as_text(), Some("o1@example.in"));
         assert_eq!(m.references().as_text_list().map(|v| v.len()), Some(2));
-        assert_eq!(m.header_raw("Auto-Submitted").map(str::trim), Some("auto-replied"));
+        assert_eq!(
+            m.header_raw("Auto-Submitted").map(str::trim),
+            Some("auto-replied")
+        );
         assert_eq!(m.header_raw("X-Ticketgate").map(str::trim), Some("bid-ra"));
-        let attached = m.parts.iter().find(|p| matches!(p.body, PartType::Message(_))).unwrap_or_else(|| panic!("no rfc822 part"));
+        let attached = m
+            .parts
+            .iter()
+            .find(|p| matches!(p.body, PartType::Message(_)))
+            .unwrap_or_else(|| panic!("no rfc822 part"));
         let bytes = &out.bytes[attached.offset_body as usize..attached.offset_end as usize];
         assert_eq!(bytes, ORIGINAL);
     }
 
     #[test]
     fn nothing_from_the_mail_can_add_a_header_or_recipient() {
-        for subject in ["x\r\nBcc: evil@x.test", "x\nTo: evil@x.test", "x\rCc: evil@x.test"] {
+        for subject in [
+            "x\r\nBcc: evil@x.test",
+            "x\nTo: evil@x.test",
+            "x\rCc: evil@x.test",
+        ] {
             let out = compose(&spec(ORIGINAL, subject, None)).unwrap_or_else(|e| panic!("{e}"));
-            let m = MessageParser::default().parse(&out.bytes).unwrap_or_else(|| panic!("parse"));
+            let m = MessageParser::default()
+                .parse(&out.bytes)
+                .unwrap_or_else(|| panic!("parse"));
             assert!(m.bcc().is_none() && m.cc().is_none());
             assert_eq!(m.to().map(|t| t.iter().count()), Some(1));
             assert_eq!(out.recipients, ["helpdesk-gem@gov.in"]);
@@ -275,8 +340,13 @@ mod tests {
     fn an_original_with_bare_line_feeds_is_kept_byte_for_byte_in_base64() {
         let original = b"From: a@b.c\nSubject: lf only\n\nbody\n";
         let out = compose(&spec(original, "s", None)).unwrap_or_else(|e| panic!("{e}"));
-        let m = MessageParser::default().parse(&out.bytes).unwrap_or_else(|| panic!("parse"));
-        let part = m.attachments().next().unwrap_or_else(|| panic!("attachment"));
+        let m = MessageParser::default()
+            .parse(&out.bytes)
+            .unwrap_or_else(|| panic!("parse"));
+        let part = m
+            .attachments()
+            .next()
+            .unwrap_or_else(|| panic!("attachment"));
         assert_eq!(part.contents(), original);
     }
 
@@ -284,7 +354,10 @@ mod tests {
     fn render_fills_known_placeholders_only() {
         let mut v = BTreeMap::new();
         v.insert("desk".to_string(), "bid-ra".to_string());
-        assert_eq!(render("to {desk} {unknown} {{desk}} }", &v), "to bid-ra {unknown} {desk} }");
+        assert_eq!(
+            render("to {desk} {unknown} {{desk}} }", &v),
+            "to bid-ra {unknown} {desk} }"
+        );
     }
 
     #[test]

@@ -112,7 +112,9 @@ impl Config {
 
     /// What the rules may refer to.
     pub fn deployment(&self) -> crate::rules::Deployment {
-        crate::rules::Deployment { desks: self.desks.iter().map(|d| d.name.clone()).collect() }
+        crate::rules::Deployment {
+            desks: self.desks.iter().map(|d| d.name.clone()).collect(),
+        }
     }
 }
 
@@ -247,7 +249,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Validates config text; relative paths are relative to the file's directory.
 pub fn parse(path: &Path, text: &str, env: &dyn Environment) -> Result<Config, ConfigError> {
     let src = Source { path, text };
-    let raw: RawFile = src.parse().map_err(|p| ConfigError(vec![p], Partial::default()))?;
+    let raw: RawFile = src
+        .parse()
+        .map_err(|p| ConfigError(vec![p], Partial::default()))?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut problems = Vec::new();
     let top = |name: &str, problems: &mut Vec<Problem>| {
@@ -261,7 +265,9 @@ pub fn parse(path: &Path, text: &str, env: &dyn Environment) -> Result<Config, C
         }
         Some(v) => server(&src, v, "[imap]", 993, 143, &base, &mut problems).map(|(s, r)| Imap {
             server: s,
-            idle_refresh: Duration::from_secs(r.idle_refresh_minutes.unwrap_or(10).clamp(1, 28) * 60),
+            idle_refresh: Duration::from_secs(
+                r.idle_refresh_minutes.unwrap_or(10).clamp(1, 28) * 60,
+            ),
             poll_interval: Duration::from_secs(r.poll_seconds.unwrap_or(60).max(1)),
             batch_size: r.batch_size.unwrap_or(200).clamp(1, 5000),
         }),
@@ -283,7 +289,11 @@ pub fn parse(path: &Path, text: &str, env: &dyn Environment) -> Result<Config, C
             match src.section::<RawHelpdesk>(v, "[helpdesk]") {
                 Ok(h) if crate::rules::compile::looks_like_address(&h.address) => Some(h),
                 Ok(h) => {
-                    problems.push(src.problem_at_key(start, "address", format!("`{}` is not a mail address", h.address)));
+                    problems.push(src.problem_at_key(
+                        start,
+                        "address",
+                        format!("`{}` is not a mail address", h.address),
+                    ));
                     None
                 }
                 Err(p) => {
@@ -297,61 +307,85 @@ pub fn parse(path: &Path, text: &str, env: &dyn Environment) -> Result<Config, C
         None => Some("sqlite:///var/lib/ticketgate/state.db".to_string()),
         Some(v) => {
             let start = v.span().start;
-            src.section::<RawState>(v, "[state]").map_err(|p| problems.push(p)).ok().and_then(|s| {
-                if s.database.starts_with("sqlite:") || s.database.starts_with("postgres") {
-                    Some(s.database)
-                } else {
-                    problems.push(src.problem_at_key(
-                        start,
-                        "database",
-                        "expected a sqlite:///path/state.db or postgres://user@host/db URL",
-                    ));
-                    None
-                }
-            })
+            src.section::<RawState>(v, "[state]")
+                .map_err(|p| problems.push(p))
+                .ok()
+                .and_then(|s| {
+                    if s.database.starts_with("sqlite:") || s.database.starts_with("postgres") {
+                        Some(s.database)
+                    } else {
+                        problems.push(src.problem_at_key(
+                            start,
+                            "database",
+                            "expected a sqlite:///path/state.db or postgres://user@host/db URL",
+                        ));
+                        None
+                    }
+                })
         }
     };
     let database = env.var("TICKETGATE_DATABASE").or(database);
     let logging = match raw.logging {
-        None => Some(Logging { level: default_level(), format: LogFormat::Auto }),
+        None => Some(Logging {
+            level: default_level(),
+            format: LogFormat::Auto,
+        }),
         Some(v) => src
             .section::<RawLogging>(v, "[logging]")
             .map_err(|p| problems.push(p))
             .ok()
-            .map(|l| Logging { level: l.level, format: l.format }),
+            .map(|l| Logging {
+                level: l.level,
+                format: l.format,
+            }),
     };
     let rules_files = match raw.rules {
         None => Some(vec![base.join("rules/gem.toml")]),
         Some(v) => {
             let start = v.span().start;
-            src.section::<RawRules>(v, "[rules]").map_err(|p| problems.push(p)).ok().and_then(|r| {
-                if r.files.is_empty() {
-                    problems.push(src.problem_at_key(start, "files", "expected at least one rules file"));
-                    return None;
-                }
-                Some(r.files.iter().map(|f| base.join(f)).collect())
-            })
+            src.section::<RawRules>(v, "[rules]")
+                .map_err(|p| problems.push(p))
+                .ok()
+                .and_then(|r| {
+                    if r.files.is_empty() {
+                        problems.push(src.problem_at_key(
+                            start,
+                            "files",
+                            "expected at least one rules file",
+                        ));
+                        return None;
+                    }
+                    Some(r.files.iter().map(|f| base.join(f)).collect())
+                })
         }
     };
     let metrics = match raw.metrics {
         None => None,
         Some(v) => {
             let start = v.span().start;
-            src.section::<RawMetrics>(v, "[metrics]").map_err(|p| problems.push(p)).ok().and_then(|m| {
-                match m.listen.parse::<SocketAddr>() {
+            src.section::<RawMetrics>(v, "[metrics]")
+                .map_err(|p| problems.push(p))
+                .ok()
+                .and_then(|m| match m.listen.parse::<SocketAddr>() {
                     Ok(a) => Some(a),
                     Err(_) => {
-                        problems.push(src.problem_at_key(start, "listen", format!("`{}` is not an address like 127.0.0.1:9187", m.listen)));
+                        problems.push(src.problem_at_key(
+                            start,
+                            "listen",
+                            format!("`{}` is not an address like 127.0.0.1:9187", m.listen),
+                        ));
                         None
                     }
-                }
-            })
+                })
         }
     };
 
     let mut desks = Vec::new();
     if raw.desk.is_empty() {
-        problems.push(src.problem_at(0, "no [desk.NAME] section: at least one desk mailbox must be watched"));
+        problems.push(src.problem_at(
+            0,
+            "no [desk.NAME] section: at least one desk mailbox must be watched",
+        ));
     }
     // Desks in file order: the order that breaks ties (e.g. which desk answers a broadcast).
     let mut raw_desks: Vec<_> = raw.desk.into_iter().collect();
@@ -359,14 +393,28 @@ pub fn parse(path: &Path, text: &str, env: &dyn Environment) -> Result<Config, C
     raw_desks.sort_by_key(|(_, v)| v.span().start);
     for (name, v) in raw_desks {
         let start = v.span().start;
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
-            problems.push(src.problem_at(start, format!("desk name `{name}` may only hold letters, digits, '-', '_' and '.'")));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            problems.push(src.problem_at(
+                start,
+                format!("desk name `{name}` may only hold letters, digits, '-', '_' and '.'"),
+            ));
         }
-        let Ok(d) = src.section::<RawDesk>(v, &format!("[desk.{name}]")).map_err(|p| problems.push(p)) else {
+        let Ok(d) = src
+            .section::<RawDesk>(v, &format!("[desk.{name}]"))
+            .map_err(|p| problems.push(p))
+        else {
             continue;
         };
         if !crate::rules::compile::looks_like_address(&d.address) {
-            problems.push(src.problem_at_key(start, "address", format!("`{}` is not a mail address", d.address)));
+            problems.push(src.problem_at_key(
+                start,
+                "address",
+                format!("`{}` is not a mail address", d.address),
+            ));
         }
         let password = match secret(&d, &base, env) {
             Ok(s) => Some(s),
@@ -389,12 +437,17 @@ pub fn parse(path: &Path, text: &str, env: &dyn Environment) -> Result<Config, C
     let mut seen = std::collections::BTreeSet::new();
     for d in &desks {
         if !seen.insert(d.address.clone()) {
-            problems.push(src.problem_at(0, format!("desk address `{}` is used by two desks", d.address)));
+            problems.push(src.problem_at(
+                0,
+                format!("desk address `{}` is used by two desks", d.address),
+            ));
         }
     }
 
     match (imap, smtp, helpdesk, database, logging, rules_files) {
-        (Some(imap), Some(smtp), Some(h), Some(database), Some(logging), Some(rules_files)) if problems.is_empty() => {
+        (Some(imap), Some(smtp), Some(h), Some(database), Some(logging), Some(rules_files))
+            if problems.is_empty() =>
+        {
             Ok(Config {
                 path: path.to_path_buf(),
                 imap,
@@ -410,7 +463,10 @@ pub fn parse(path: &Path, text: &str, env: &dyn Environment) -> Result<Config, C
         }
         (_, _, _, _, _, rules_files) => Err(ConfigError(
             problems,
-            Partial { rules_files, desks: declared },
+            Partial {
+                rules_files,
+                desks: declared,
+            },
         )),
     }
 }
@@ -425,7 +481,10 @@ fn server(
     problems: &mut Vec<Problem>,
 ) -> Option<(Server, RawServer)> {
     let start = v.span().start;
-    let r = src.section::<RawServer>(v, what).map_err(|p| problems.push(p)).ok()?;
+    let r = src
+        .section::<RawServer>(v, what)
+        .map_err(|p| problems.push(p))
+        .ok()?;
     let port = r.port.unwrap_or(match r.security {
         Security::Tls => tls_port,
         Security::StartTls | Security::Plain => starttls_port,
@@ -440,10 +499,15 @@ fn server(
     }
     let ca_file = r.ca_file.as_ref().map(|f| base.join(f));
     if let Some(f) = &ca_file
-        && !f.is_file() {
-            problems.push(src.problem_at_key(start, "ca_file", format!("{what}: CA file {} does not exist", f.display())));
-            return None;
-        }
+        && !f.is_file()
+    {
+        problems.push(src.problem_at_key(
+            start,
+            "ca_file",
+            format!("{what}: CA file {} does not exist", f.display()),
+        ));
+        return None;
+    }
     let server = Server {
         host: r.host.clone(),
         port,
@@ -457,11 +521,21 @@ fn server(
 /// True for 127.0.0.0/8, ::1 and `localhost`.
 pub fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
-fn secret(d: &RawDesk, base: &Path, env: &dyn Environment) -> Result<Secret, (&'static str, String)> {
-    let set = [d.password_file.is_some(), d.password_env.is_some(), d.password_credential.is_some()];
+fn secret(
+    d: &RawDesk,
+    base: &Path,
+    env: &dyn Environment,
+) -> Result<Secret, (&'static str, String)> {
+    let set = [
+        d.password_file.is_some(),
+        d.password_env.is_some(),
+        d.password_credential.is_some(),
+    ];
     if set.iter().filter(|s| **s).count() != 1 {
         return Err((
             "login",
@@ -471,16 +545,21 @@ fn secret(d: &RawDesk, base: &Path, env: &dyn Environment) -> Result<Secret, (&'
     let read = |p: &Path, key: &'static str| -> Result<Secret, (&'static str, String)> {
         std::fs::read_to_string(p)
             .map(|s| Secret::new(s.trim_end_matches(['\r', '\n'])))
-            .map_err(|e| (key, format!("cannot read password file {}: {e}", p.display())))
+            .map_err(|e| {
+                (
+                    key,
+                    format!("cannot read password file {}: {e}", p.display()),
+                )
+            })
     };
     if let Some(f) = &d.password_file {
         return read(&base.join(f), "password_file");
     }
     if let Some(name) = &d.password_env {
-        return env
-            .var(name)
-            .map(Secret::new)
-            .ok_or(("password_env", format!("environment variable {name} is not set")));
+        return env.var(name).map(Secret::new).ok_or((
+            "password_env",
+            format!("environment variable {name} is not set"),
+        ));
     }
     let name = d.password_credential.as_deref().unwrap_or_default();
     let dir = env.var("CREDENTIALS_DIRECTORY").ok_or((
@@ -497,7 +576,10 @@ mod tests {
     struct Env(Vec<(&'static str, String)>);
     impl Environment for Env {
         fn var(&self, name: &str) -> Option<String> {
-            self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+            self.0
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
         }
     }
 
@@ -535,13 +617,22 @@ password_env = "BID_PW"
 
     #[test]
     fn every_problem_is_reported_with_its_line() {
-        let text = GOOD.replace("port = 10025\n", "port = 10025\nprot = 1\n").replace(
-            "[helpdesk]\naddress = \"helpdesk@gem.test\"",
-            "[helpdesk]\naddress = \"nobody\"",
-        ) + "\n[desk.order]\naddress = \"order.process@gem.test\"\nlogin = \"o\"\n";
+        let text = GOOD
+            .replace("port = 10025\n", "port = 10025\nprot = 1\n")
+            .replace(
+                "[helpdesk]\naddress = \"helpdesk@gem.test\"",
+                "[helpdesk]\naddress = \"nobody\"",
+            )
+            + "\n[desk.order]\naddress = \"order.process@gem.test\"\nlogin = \"o\"\n";
         let env = Env(vec![("BID_PW", "x".into())]);
-        let err = parse(Path::new("c.toml"), &text, &env).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("c.toml:10:1: in [smtp]: unknown field `prot`"), "{err}");
+        let err = parse(Path::new("c.toml"), &text, &env)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("c.toml:10:1: in [smtp]: unknown field `prot`"),
+            "{err}"
+        );
         assert!(err.contains("`nobody` is not a mail address"), "{err}");
         assert!(err.contains("set exactly one of password_file"), "{err}");
         assert_eq!(err.lines().count(), 3, "{err}");
@@ -551,8 +642,16 @@ password_env = "BID_PW"
     fn plain_is_refused_for_a_remote_host() {
         let text = GOOD.replacen("host = \"127.0.0.1\"", "host = \"mail.gem.gov.in\"", 1);
         let env = Env(vec![("BID_PW", "x".into())]);
-        let err = parse(Path::new("c.toml"), &text, &env).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("c.toml:5:1: [imap]: security = \"plain\" is only allowed for a loopback host"), "{err}");
+        let err = parse(Path::new("c.toml"), &text, &env)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains(
+                "c.toml:5:1: [imap]: security = \"plain\" is only allowed for a loopback host"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -560,11 +659,23 @@ password_env = "BID_PW"
         let dir = tempfile::tempdir().map_err(|e| e.to_string());
         let dir = dir.unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(dir.path().join("bid.ra"), "pw-from-cred\n").ok();
-        let text = GOOD.replace("password_env = \"BID_PW\"", "password_credential = \"bid.ra\"");
-        let env = Env(vec![("CREDENTIALS_DIRECTORY", dir.path().display().to_string())]);
+        let text = GOOD.replace(
+            "password_env = \"BID_PW\"",
+            "password_credential = \"bid.ra\"",
+        );
+        let env = Env(vec![(
+            "CREDENTIALS_DIRECTORY",
+            dir.path().display().to_string(),
+        )]);
         let c = parse(Path::new("c.toml"), &text, &env).map_err(|e| e.to_string());
-        assert_eq!(c.map(|c| c.desks[0].password.expose().to_string()), Ok("pw-from-cred".into()));
-        let err = parse(Path::new("c.toml"), &text, &Env(vec![])).err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(
+            c.map(|c| c.desks[0].password.expose().to_string()),
+            Ok("pw-from-cred".into())
+        );
+        let err = parse(Path::new("c.toml"), &text, &Env(vec![]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("CREDENTIALS_DIRECTORY is not set"), "{err}");
     }
 }

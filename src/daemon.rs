@@ -96,8 +96,11 @@ pub fn init_logging(l: &Logging) {
     let filter = EnvFilter::try_from_env("RUST_LOG")
         .or_else(|_| EnvFilter::try_new(format!("ticketgate={},warn", l.level)))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some() || std::env::var_os("INVOCATION_ID").is_some();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let under_systemd =
+        std::env::var_os("JOURNAL_STREAM").is_some() || std::env::var_os("INVOCATION_ID").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match l.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Auto if under_systemd => builder.without_time().with_ansi(false).try_init(),
@@ -107,8 +110,15 @@ pub fn init_logging(l: &Logging) {
 
 fn endpoint(cfg: &Config) -> anyhow::Result<Endpoint> {
     let s = &cfg.imap.server;
-    let tls = crate::tls::client_config(s.ca_file.as_deref()).context("cannot set up TLS for IMAP")?;
-    Ok(Endpoint { host: s.host.clone(), port: s.port, security: s.security, tls, timeout: s.timeout })
+    let tls =
+        crate::tls::client_config(s.ca_file.as_deref()).context("cannot set up TLS for IMAP")?;
+    Ok(Endpoint {
+        host: s.host.clone(),
+        port: s.port,
+        security: s.security,
+        tls,
+        timeout: s.timeout,
+    })
 }
 
 /// Logs in to every desk over IMAP and SMTP; prints one line per check; returns the failures.
@@ -126,12 +136,18 @@ pub async fn check_connect(cfg: &Config) -> usize {
         match DeskSession::connect(&ep, &desk.login, desk.password.expose()).await {
             Ok(mut s) => match s.select(&desk.mailbox).await {
                 Ok(st) => {
-                    println!("{}: imap ok: {} has {} mail(s), UIDVALIDITY {}", desk.name, desk.mailbox, st.exists, st.uidvalidity);
+                    println!(
+                        "{}: imap ok: {} has {} mail(s), UIDVALIDITY {}",
+                        desk.name, desk.mailbox, st.exists, st.uidvalidity
+                    );
                     let _ = s.logout().await;
                 }
                 Err(e) => {
                     failures += 1;
-                    println!("{}: imap FAILED: cannot select {}: {e}", desk.name, desk.mailbox);
+                    println!(
+                        "{}: imap FAILED: cannot select {}: {e}",
+                        desk.name, desk.mailbox
+                    );
                 }
             },
             Err(e) => {
@@ -158,7 +174,9 @@ pub async fn check_connect(cfg: &Config) -> usize {
 
 /// The daemon. With `once`, every desk is caught up, the outbox sent, and it returns.
 pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
-    let store = Store::open(&cfg.database).await.with_context(|| format!("cannot open state database {}", cfg.database))?;
+    let store = Store::open(&cfg.database)
+        .await
+        .with_context(|| format!("cannot open state database {}", cfg.database))?;
     let mailer = Mailer::new(&cfg).context("cannot set up SMTP")?;
     let ep = Arc::new(endpoint(&cfg)?);
     let dir = Directory::new(&cfg, &rules);
@@ -176,7 +194,12 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
     let desks = TaskTracker::new();
     let gave_up = Arc::new(AtomicU64::new(0));
     for desk in shared.config.desks.clone() {
-        let (shared, ep, token, gave_up) = (Arc::clone(&shared), Arc::clone(&ep), token.child_token(), Arc::clone(&gave_up));
+        let (shared, ep, token, gave_up) = (
+            Arc::clone(&shared),
+            Arc::clone(&ep),
+            token.child_token(),
+            Arc::clone(&gave_up),
+        );
         desks.spawn(async move {
             if !watch_desk(shared, ep, desk, token, once).await {
                 gave_up.fetch_add(1, Ordering::Relaxed);
@@ -194,11 +217,17 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
         if once {
             None
         } else {
-            Some(tracker.spawn(async move { smtp::run_outbox(store, mailer.clone(), wake, t, drain, metrics).await }))
+            Some(tracker.spawn(async move {
+                smtp::run_outbox(store, mailer.clone(), wake, t, drain, metrics).await
+            }))
         }
     };
     notify(&[sd_notify::NotifyState::Ready]);
-    tracing::info!(desks = shared.config.desks.len(), once, "ticketgate started");
+    tracing::info!(
+        desks = shared.config.desks.len(),
+        once,
+        "ticketgate started"
+    );
 
     if once {
         desks.wait().await;
@@ -236,7 +265,9 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
     .await
     .is_err()
     {
-        tracing::warn!("some tasks did not stop within {grace:?}; exiting anyway (the journal makes this safe)");
+        tracing::warn!(
+            "some tasks did not stop within {grace:?}; exiting anyway (the journal makes this safe)"
+        );
     }
     tracing::info!("stopped");
     Ok(())
@@ -252,9 +283,11 @@ fn spawn_signals(shared: &Arc<Shared>, token: &CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let (shared, token) = (Arc::clone(shared), token.clone());
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-        else {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
             tracing::error!("cannot install signal handlers");
             return;
         };
@@ -289,12 +322,20 @@ fn reload(shared: &Shared) {
 
 /// Reconnect delay after `failures` consecutive failures: 1 s doubling to 5 min, ±25 % jitter.
 fn reconnect_delay(failures: u32) -> Duration {
-    let base = Duration::from_secs(1).saturating_mul(2u32.saturating_pow(failures.min(9))).min(Duration::from_secs(300));
+    let base = Duration::from_secs(1)
+        .saturating_mul(2u32.saturating_pow(failures.min(9)))
+        .min(Duration::from_secs(300));
     base.mul_f64(0.75 + fastrand::f64() * 0.5)
 }
 
 /// Watches one desk until cancelled (or caught up, with `once`); false if it gave up.
-async fn watch_desk(shared: Arc<Shared>, ep: Arc<Endpoint>, desk: Desk, cancel: CancellationToken, once: bool) -> bool {
+async fn watch_desk(
+    shared: Arc<Shared>,
+    ep: Arc<Endpoint>,
+    desk: Desk,
+    cancel: CancellationToken,
+    once: bool,
+) -> bool {
     let mut failures = 0u32;
     loop {
         match session(&shared, &ep, &desk, &cancel, once, &mut failures).await {
@@ -372,7 +413,14 @@ async fn session(
             let _ = s.logout().await;
             return Ok(());
         }
-        match s.wait(cancel, shared.config.imap.idle_refresh, shared.config.imap.poll_interval).await? {
+        match s
+            .wait(
+                cancel,
+                shared.config.imap.idle_refresh,
+                shared.config.imap.poll_interval,
+            )
+            .await?
+        {
             Wake::Cancelled => {
                 let _ = s.logout().await;
                 return Ok(());
@@ -384,7 +432,9 @@ async fn session(
 
 /// `ticketgate report`: counts per desk and day.
 pub async fn report(cfg: &Config, days: u32) -> anyhow::Result<String> {
-    let store = Store::open(&cfg.database).await.with_context(|| format!("cannot open state database {}", cfg.database))?;
+    let store = Store::open(&cfg.database)
+        .await
+        .with_context(|| format!("cannot open state database {}", cfg.database))?;
     let since = unix_now() - i64::from(days) * 86_400;
     let rows = store.report(since).await?;
     Ok(crate::store::format_report(&rows))

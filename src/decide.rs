@@ -55,13 +55,19 @@ pub fn decide(facts: &Facts, rules: &Rules, known: &Known) -> Decision {
     }
     // Tags before the move, so that a filed mail carries its keywords; the move last.
     d.actions.sort_by_key(|(a, _)| matches!(a, Action::File(_)));
-    let files: Vec<usize> =
-        d.actions.iter().enumerate().filter(|(_, (a, _))| matches!(a, Action::File(_))).map(|(i, _)| i).collect();
+    let files: Vec<usize> = d
+        .actions
+        .iter()
+        .enumerate()
+        .filter(|(_, (a, _))| matches!(a, Action::File(_)))
+        .map(|(i, _)| i)
+        .collect();
     if files.len() > 1 {
         // A mail can be in one folder only: the first rule's folder wins.
         for i in files.into_iter().skip(1).rev() {
             let (a, _) = d.actions.remove(i);
-            d.suppressed.push((a, "mail was already filed by an earlier rule"));
+            d.suppressed
+                .push((a, "mail was already filed by an earlier rule"));
         }
     }
     d
@@ -87,12 +93,16 @@ fn forbidden(action: &Action, facts: &Facts, rule: &str, known: &Known) -> Optio
         Action::Reply(_) if known.replied_recently.contains(rule) => {
             Some("this sender already got this reply within the rule's period")
         }
-        Action::Forward(Target::SuggestedDesk) | Action::Redirect(Target::SuggestedDesk) => match &facts.suggested_desk {
-            None => Some("no desk is suggested for this mail"),
-            Some(s) if *s == facts.desk => Some("the suggested desk is this desk"),
-            Some(_) => None,
-        },
-        Action::Forward(Target::Desk(d)) | Action::Redirect(Target::Desk(d)) if *d == facts.desk => {
+        Action::Forward(Target::SuggestedDesk) | Action::Redirect(Target::SuggestedDesk) => {
+            match &facts.suggested_desk {
+                None => Some("no desk is suggested for this mail"),
+                Some(s) if *s == facts.desk => Some("the suggested desk is this desk"),
+                Some(_) => None,
+            }
+        }
+        Action::Forward(Target::Desk(d)) | Action::Redirect(Target::Desk(d))
+            if *d == facts.desk =>
+        {
             Some("the target desk is this desk")
         }
         _ => None,
@@ -102,7 +112,9 @@ fn forbidden(action: &Action, facts: &Facts, rule: &str, known: &Known) -> Optio
 fn holds(c: &Condition, f: &Facts) -> bool {
     let eq = |want: Option<bool>, have: bool| want.is_none_or(|w| w == have);
     eq(c.ticket, f.ticket.is_some())
-        && c.ticket_source.as_ref().is_none_or(|s| f.ticket.as_ref().is_some_and(|t| s.contains(&t.source)))
+        && c.ticket_source
+            .as_ref()
+            .is_none_or(|s| f.ticket.as_ref().is_some_and(|t| s.contains(&t.source)))
         && eq(c.broadcast, f.broadcast)
         && eq(c.automatic, f.automatic)
         && eq(c.own, f.own)
@@ -110,7 +122,9 @@ fn holds(c: &Condition, f: &Facts) -> bool {
         && eq(c.misrouted, f.misrouted)
         && eq(c.oversized, f.oversized)
         && c.desk.as_ref().is_none_or(|d| d.contains(&f.desk))
-        && c.from.as_ref().is_none_or(|r| f.from.as_deref().is_some_and(|a| r.is_match(a)))
+        && c.from
+            .as_ref()
+            .is_none_or(|r| f.from.as_deref().is_some_and(|a| r.is_match(a)))
         && c.subject.as_ref().is_none_or(|r| r.is_match(&f.subject))
         && c.text.as_ref().is_none_or(|r| r.is_match(&f.text))
 }
@@ -135,10 +149,16 @@ mod tests {
 
     fn gem() -> (Rules, Directory) {
         let text = include_str!("../rules/gem.toml");
-        let deployment = Deployment { desks: DESKS.iter().map(|(n, _)| n.to_string()).collect() };
-        let rules = compile_str(Path::new("rules/gem.toml"), text, &deployment).unwrap_or_else(|e| panic!("{e}"));
+        let deployment = Deployment {
+            desks: DESKS.iter().map(|(n, _)| n.to_string()).collect(),
+        };
+        let rules = compile_str(Path::new("rules/gem.toml"), text, &deployment)
+            .unwrap_or_else(|e| panic!("{e}"));
         let dir = Directory {
-            desks: DESKS.iter().map(|(n, a)| (n.to_string(), a.to_string())).collect(),
+            desks: DESKS
+                .iter()
+                .map(|(n, a)| (n.to_string(), a.to_string()))
+                .collect(),
             helpdesk: "helpdesk-gem@gov.in".into(),
             own: Vec::new(),
             contacts: Vec::new(),
@@ -161,9 +181,20 @@ mod tests {
 
     #[test]
     fn mail_without_ticket_is_redirected_to_the_helpdesk_and_filed() {
-        let raw = mail("From: a@example.in\r\nTo: bid.ra@gem.gov.in\r\nSubject: help\r\n", "please help");
+        let raw = mail(
+            "From: a@example.in\r\nTo: bid.ra@gem.gov.in\r\nSubject: help\r\n",
+            "please help",
+        );
         let (_, a) = actions(&raw, "bid-ra", &[], &Known::default());
-        assert_eq!(a, ["redirect:helpdesk", "tag:$NoTicket", "tag:$Redirected", "file:Redirected"]);
+        assert_eq!(
+            a,
+            [
+                "redirect:helpdesk",
+                "tag:$NoTicket",
+                "tag:$Redirected",
+                "file:Redirected"
+            ]
+        );
     }
 
     #[test]
@@ -186,43 +217,85 @@ mod tests {
                 r.actions.push(Action::Reply("broadcast-advisory".into()));
             }
             let d = decide(&facts, &rules2, &Known::default());
-            assert!(!d.actions().any(Action::sends_mail), "{headers}: {:?}", d.actions);
+            assert!(
+                !d.actions().any(Action::sends_mail),
+                "{headers}: {:?}",
+                d.actions
+            );
             assert!(!d.suppressed.is_empty());
             if facts.automatic {
-                assert_eq!(decide(&facts, &rules, &Known::default()).rules, ["automatic"]);
+                assert_eq!(
+                    decide(&facts, &rules, &Known::default()).rules,
+                    ["automatic"]
+                );
             }
         }
     }
 
     #[test]
     fn ticket_in_subject_is_tagged_and_kept() {
-        let raw = mail("From: a@example.in\r\nTo: bid.ra@gem.gov.in\r\nSubject: Ticket 2024-1234567 still open\r\n", "see subject");
+        let raw = mail(
+            "From: a@example.in\r\nTo: bid.ra@gem.gov.in\r\nSubject: Ticket 2024-1234567 still open\r\n",
+            "see subject",
+        );
         let (f, a) = actions(&raw, "bid-ra", &[], &Known::default());
-        assert_eq!(f.ticket.as_ref().map(|t| t.number.as_str()), Some("2024-1234567"));
+        assert_eq!(
+            f.ticket.as_ref().map(|t| t.number.as_str()),
+            Some("2024-1234567")
+        );
         assert_eq!(a, ["tag:$Ticket", "record"]);
     }
 
     #[test]
     fn header_broadcast_is_acted_on_by_one_desk_and_filed_elsewhere() {
         let to = DESKS.iter().map(|(_, a)| *a).collect::<Vec<_>>().join(", ");
-        let raw = mail(&format!("From: a@example.in\r\nTo: {to}\r\nSubject: Reverse auction RA not opening\r\n"), "The reverse auction for my bid does not open.");
+        let raw = mail(
+            &format!(
+                "From: a@example.in\r\nTo: {to}\r\nSubject: Reverse auction RA not opening\r\n"
+            ),
+            "The reverse auction for my bid does not open.",
+        );
         let (f, a) = actions(&raw, "bid-ra", &[], &Known::default());
         assert!(f.broadcast);
         assert_eq!(f.responsible_desk.as_deref(), Some("bid-ra"));
         assert_eq!(
             a,
-            ["tag:$Broadcast", "tag:\\Flagged", "reply:broadcast-advisory", "redirect:helpdesk", "tag:$NoTicket", "tag:$Redirected", "file:Redirected"]
+            [
+                "tag:$Broadcast",
+                "tag:\\Flagged",
+                "reply:broadcast-advisory",
+                "redirect:helpdesk",
+                "tag:$NoTicket",
+                "tag:$Redirected",
+                "file:Redirected"
+            ]
         );
         let (_, other) = actions(&raw, "order-process", &[], &Known::default());
-        assert_eq!(other, ["tag:$Broadcast", "tag:$Duplicate", "file:Broadcast"]);
+        assert_eq!(
+            other,
+            ["tag:$Broadcast", "tag:$Duplicate", "file:Broadcast"]
+        );
     }
 
     #[test]
     fn copies_in_three_desks_make_a_broadcast() {
-        let raw = mail("From: a@example.in\r\nTo: someone@example.in\r\nSubject: payment not received\r\n", "Payment for invoice not received, Ticket No: 2025-7654321");
-        let (f, _) = actions(&raw, "bid-ra", &["bid-ra", "order-process"], &Known::default());
+        let raw = mail(
+            "From: a@example.in\r\nTo: someone@example.in\r\nSubject: payment not received\r\n",
+            "Payment for invoice not received, Ticket No: 2025-7654321",
+        );
+        let (f, _) = actions(
+            &raw,
+            "bid-ra",
+            &["bid-ra", "order-process"],
+            &Known::default(),
+        );
         assert!(!f.broadcast, "two copies are below the threshold of 3");
-        let (f, a) = actions(&raw, "bid-ra", &["bid-ra", "order-process", "payment-process"], &Known::default());
+        let (f, a) = actions(
+            &raw,
+            "bid-ra",
+            &["bid-ra", "order-process", "payment-process"],
+            &Known::default(),
+        );
         assert!(f.broadcast);
         assert_eq!(f.broadcast_by, Some("copies"));
         assert_eq!(f.responsible_desk.as_deref(), Some("payment-process"));
@@ -232,10 +305,18 @@ mod tests {
     #[test]
     fn advisory_is_not_repeated_within_the_period() {
         let to = DESKS.iter().map(|(_, a)| *a).collect::<Vec<_>>().join(", ");
-        let raw = mail(&format!("From: a@example.in\r\nTo: {to}\r\nSubject: bid issue Ticket 2024-1234567\r\n"), "bid");
+        let raw = mail(
+            &format!(
+                "From: a@example.in\r\nTo: {to}\r\nSubject: bid issue Ticket 2024-1234567\r\n"
+            ),
+            "bid",
+        );
         let mut known = Known::default();
         known.replied_recently.insert("broadcast".into());
         let (_, a) = actions(&raw, "bid-ra", &[], &known);
-        assert_eq!(a, ["tag:$Broadcast", "tag:\\Flagged", "tag:$Ticket", "record"]);
+        assert_eq!(
+            a,
+            ["tag:$Broadcast", "tag:\\Flagged", "tag:$Ticket", "record"]
+        );
     }
 }

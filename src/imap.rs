@@ -66,9 +66,16 @@ pub enum Wake {
 #[derive(Debug, thiserror::Error)]
 pub enum ImapError {
     #[error("cannot connect to {host}:{port}: {source}")]
-    Connect { host: String, port: u16, source: std::io::Error },
+    Connect {
+        host: String,
+        port: u16,
+        source: std::io::Error,
+    },
     #[error("TLS with {host} failed: {source}")]
-    Tls { host: String, source: std::io::Error },
+    Tls {
+        host: String,
+        source: std::io::Error,
+    },
     #[error("`{0}` is not a valid TLS server name")]
     ServerName(String),
     #[error("plain IMAP is only allowed to a loopback host, not {0}")]
@@ -78,7 +85,10 @@ pub enum ImapError {
     #[error("server did not answer {0} within the timeout")]
     Timeout(&'static str),
     #[error("cannot {op}: {source}")]
-    Protocol { op: &'static str, source: async_imap::error::Error },
+    Protocol {
+        op: &'static str,
+        source: async_imap::error::Error,
+    },
     #[error("cannot {0}: the server closed the connection")]
     Closed(&'static str),
     #[error("mailbox {0} has no UIDVALIDITY")]
@@ -100,7 +110,11 @@ pub enum Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -109,7 +123,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -140,8 +158,14 @@ pub struct DeskSession {
     warned_no_uidplus: bool,
 }
 
-async fn timed<T>(limit: Duration, what: &'static str, f: impl Future<Output = T>) -> Result<T, ImapError> {
-    tokio::time::timeout(limit, f).await.map_err(|_| ImapError::Timeout(what))
+async fn timed<T>(
+    limit: Duration,
+    what: &'static str,
+    f: impl Future<Output = T>,
+) -> Result<T, ImapError> {
+    tokio::time::timeout(limit, f)
+        .await
+        .map_err(|_| ImapError::Timeout(what))
 }
 
 fn proto(op: &'static str) -> impl FnOnce(async_imap::error::Error) -> ImapError {
@@ -151,14 +175,26 @@ fn proto(op: &'static str) -> impl FnOnce(async_imap::error::Error) -> ImapError
 impl DeskSession {
     /// Connects, secures the connection as configured, logs in. The password is only sent
     /// over TLS, or in plain to a loopback host when the config says so.
-    pub async fn connect(ep: &Endpoint, login: &str, password: &str) -> Result<DeskSession, ImapError> {
+    pub async fn connect(
+        ep: &Endpoint,
+        login: &str,
+        password: &str,
+    ) -> Result<DeskSession, ImapError> {
         if ep.security == Security::Plain && !crate::config::is_loopback(&ep.host) {
             return Err(ImapError::PlainRefused(ep.host.clone()));
         }
         let t = ep.timeout;
-        let tcp = timed(t, "connect", TcpStream::connect((ep.host.as_str(), ep.port)))
-            .await?
-            .map_err(|e| ImapError::Connect { host: ep.host.clone(), port: ep.port, source: e })?;
+        let tcp = timed(
+            t,
+            "connect",
+            TcpStream::connect((ep.host.as_str(), ep.port)),
+        )
+        .await?
+        .map_err(|e| ImapError::Connect {
+            host: ep.host.clone(),
+            port: ep.port,
+            source: e,
+        })?;
         let _ = tcp.set_nodelay(true);
         let client = match ep.security {
             Security::Tls => {
@@ -170,7 +206,9 @@ impl DeskSession {
             Security::StartTls => {
                 let mut c = Client::new(Stream::Plain(tcp));
                 greeting(&mut c, t).await?;
-                timed(t, "STARTTLS", c.run_command_and_check_ok("STARTTLS", None)).await?.map_err(proto("start TLS"))?;
+                timed(t, "STARTTLS", c.run_command_and_check_ok("STARTTLS", None))
+                    .await?
+                    .map_err(proto("start TLS"))?;
                 let Stream::Plain(tcp) = c.into_inner() else {
                     return Err(ImapError::Closed("start TLS"));
                 };
@@ -184,10 +222,25 @@ impl DeskSession {
         };
         let mut session = timed(t, "LOGIN", client.login(login, password))
             .await?
-            .map_err(|(e, _)| ImapError::Login { login: login.to_string(), reason: e.to_string() })?;
-        let caps = timed(t, "CAPABILITY", session.capabilities()).await?.map_err(proto("read capabilities"))?;
-        let caps = Capabilities { idle: caps.has_str("IDLE"), r#move: caps.has_str("MOVE"), uidplus: caps.has_str("UIDPLUS") };
-        tracing::debug!(login, idle = caps.idle, r#move = caps.r#move, uidplus = caps.uidplus, "logged in");
+            .map_err(|(e, _)| ImapError::Login {
+                login: login.to_string(),
+                reason: e.to_string(),
+            })?;
+        let caps = timed(t, "CAPABILITY", session.capabilities())
+            .await?
+            .map_err(proto("read capabilities"))?;
+        let caps = Capabilities {
+            idle: caps.has_str("IDLE"),
+            r#move: caps.has_str("MOVE"),
+            uidplus: caps.has_str("UIDPLUS"),
+        };
+        tracing::debug!(
+            login,
+            idle = caps.idle,
+            r#move = caps.r#move,
+            uidplus = caps.uidplus,
+            "logged in"
+        );
         Ok(DeskSession {
             session: Some(session),
             caps,
@@ -203,15 +256,21 @@ impl DeskSession {
     }
 
     fn s(&mut self) -> Result<&mut Session<Stream>, ImapError> {
-        self.session.as_mut().ok_or(ImapError::Closed("use the session"))
+        self.session
+            .as_mut()
+            .ok_or(ImapError::Closed("use the session"))
     }
 
     pub async fn select(&mut self, mailbox: &str) -> Result<MailboxState, ImapError> {
         let t = self.timeout;
-        let mb = timed(t, "SELECT", self.s()?.select(mailbox)).await?.map_err(proto("select the mailbox"))?;
+        let mb = timed(t, "SELECT", self.s()?.select(mailbox))
+            .await?
+            .map_err(proto("select the mailbox"))?;
         self.mailbox = mailbox.to_string();
         Ok(MailboxState {
-            uidvalidity: mb.uid_validity.ok_or_else(|| ImapError::NoUidValidity(mailbox.to_string()))?,
+            uidvalidity: mb
+                .uid_validity
+                .ok_or_else(|| ImapError::NoUidValidity(mailbox.to_string()))?,
             uidnext: mb.uid_next.unwrap_or(0),
             exists: mb.exists,
         })
@@ -222,7 +281,9 @@ impl DeskSession {
     pub async fn uids_from(&mut self, first_uid: u32) -> Result<Vec<u32>, ImapError> {
         let t = self.timeout;
         let query = format!("UID {}:*", first_uid.max(1));
-        let set = timed(t, "UID SEARCH", self.s()?.uid_search(query)).await?.map_err(proto("search new mail"))?;
+        let set = timed(t, "UID SEARCH", self.s()?.uid_search(query))
+            .await?
+            .map_err(proto("search new mail"))?;
         let mut uids: Vec<u32> = set.into_iter().filter(|u| *u >= first_uid).collect();
         uids.sort_unstable();
         Ok(uids)
@@ -230,36 +291,63 @@ impl DeskSession {
 
     /// Fetches a batch in two round trips: sizes and flags, then the bodies of the mails
     /// within `max_bytes` with BODY.PEEK (which leaves \Seen alone).
-    pub async fn fetch(&mut self, uids: &[u32], max_bytes: u32) -> Result<Vec<FetchedMail>, ImapError> {
+    pub async fn fetch(
+        &mut self,
+        uids: &[u32],
+        max_bytes: u32,
+    ) -> Result<Vec<FetchedMail>, ImapError> {
         if uids.is_empty() {
             return Ok(Vec::new());
         }
         let t = self.timeout;
         let set = uid_set(uids);
         let meta: Vec<_> = timed(t, "UID FETCH", async {
-            self.s()?.uid_fetch(&set, "(UID FLAGS RFC822.SIZE)").await.map_err(proto("fetch sizes"))?.try_collect::<Vec<_>>().await.map_err(proto("fetch sizes"))
+            self.s()?
+                .uid_fetch(&set, "(UID FLAGS RFC822.SIZE)")
+                .await
+                .map_err(proto("fetch sizes"))?
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(proto("fetch sizes"))
         })
         .await??;
         let mut mails: Vec<FetchedMail> = meta
             .iter()
             .filter_map(|f| {
                 let uid = f.uid?;
-                Some(FetchedMail { uid, flags: f.flags().map(flag_text).collect(), size: f.size.unwrap_or(0), raw: None })
+                Some(FetchedMail {
+                    uid,
+                    flags: f.flags().map(flag_text).collect(),
+                    size: f.size.unwrap_or(0),
+                    raw: None,
+                })
             })
             .filter(|m| uids.binary_search(&m.uid).is_ok() || uids.contains(&m.uid))
             .collect();
         mails.sort_by_key(|m| m.uid);
         mails.dedup_by_key(|m| m.uid);
-        let small: Vec<u32> = mails.iter().filter(|m| m.size <= max_bytes).map(|m| m.uid).collect();
+        let small: Vec<u32> = mails
+            .iter()
+            .filter(|m| m.size <= max_bytes)
+            .map(|m| m.uid)
+            .collect();
         if !small.is_empty() {
             let set = uid_set(&small);
             // Bodies may be large: allow more time than for a plain command.
             let bodies: Vec<_> = timed(t * 4, "UID FETCH BODY.PEEK[]", async {
-                self.s()?.uid_fetch(&set, "(UID BODY.PEEK[])").await.map_err(proto("fetch mail"))?.try_collect::<Vec<_>>().await.map_err(proto("fetch mail"))
+                self.s()?
+                    .uid_fetch(&set, "(UID BODY.PEEK[])")
+                    .await
+                    .map_err(proto("fetch mail"))?
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map_err(proto("fetch mail"))
             })
             .await??;
             for f in &bodies {
-                let (Some(uid), Some(body)) = (f.uid, f.body()) else { continue };
+                let (Some(uid), Some(body)) = (f.uid, f.body()) else {
+                    continue;
+                };
                 if let Ok(i) = mails.binary_search_by_key(&uid, |m| m.uid) {
                     mails[i].raw = Some(body.to_vec());
                 }
@@ -277,7 +365,13 @@ impl DeskSession {
         let set = uid_set(uids);
         let query = format!("+FLAGS.SILENT ({})", flags.join(" "));
         timed(t, "UID STORE", async {
-            self.s()?.uid_store(&set, &query).await.map_err(proto("store flags"))?.try_collect::<Vec<_>>().await.map_err(proto("store flags"))
+            self.s()?
+                .uid_store(&set, &query)
+                .await
+                .map_err(proto("store flags"))?
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(proto("store flags"))
         })
         .await??;
         Ok(())
@@ -291,8 +385,15 @@ impl DeskSession {
         let t = self.timeout;
         match timed(t, "CREATE", self.s()?.create(folder)).await? {
             Ok(()) => {}
-            Err(async_imap::error::Error::No(text)) if text.to_ascii_uppercase().contains("ALREADYEXISTS") || text.to_ascii_lowercase().contains("exists") => {}
-            Err(e) => return Err(ImapError::Protocol { op: "create a folder", source: e }),
+            Err(async_imap::error::Error::No(text))
+                if text.to_ascii_uppercase().contains("ALREADYEXISTS")
+                    || text.to_ascii_lowercase().contains("exists") => {}
+            Err(e) => {
+                return Err(ImapError::Protocol {
+                    op: "create a folder",
+                    source: e,
+                });
+            }
         }
         self.folders.insert(folder.to_string());
         Ok(())
@@ -310,15 +411,25 @@ impl DeskSession {
         let set = uid_set(uids);
         if self.caps.r#move {
             tracing::trace!(folder, set = %set, "UID MOVE");
-            timed(t, "UID MOVE", self.s()?.uid_mv(&set, folder)).await?.map_err(proto("move mail"))?;
+            timed(t, "UID MOVE", self.s()?.uid_mv(&set, folder))
+                .await?
+                .map_err(proto("move mail"))?;
             return Ok(());
         }
         tracing::debug!(folder, set = %set, uidplus = self.caps.uidplus, "server lacks MOVE: copying, flagging \\Deleted");
-        timed(t, "UID COPY", self.s()?.uid_copy(&set, folder)).await?.map_err(proto("copy mail"))?;
+        timed(t, "UID COPY", self.s()?.uid_copy(&set, folder))
+            .await?
+            .map_err(proto("copy mail"))?;
         self.add_flags(uids, &["\\Deleted".to_string()]).await?;
         if self.caps.uidplus {
             timed(t, "UID EXPUNGE", async {
-                self.s()?.uid_expunge(&set).await.map_err(proto("expunge moved mail"))?.try_collect::<Vec<_>>().await.map_err(proto("expunge moved mail"))
+                self.s()?
+                    .uid_expunge(&set)
+                    .await
+                    .map_err(proto("expunge moved mail"))?
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map_err(proto("expunge moved mail"))
             })
             .await??;
         } else if !self.warned_no_uidplus {
@@ -330,19 +441,28 @@ impl DeskSession {
 
     /// Waits for new mail: IDLE (re-issued every `idle_refresh`, RFC 2177) when offered, else
     /// a NOOP every `poll_every`. Returns promptly, after leaving IDLE, when cancelled.
-    pub async fn wait(&mut self, cancel: &CancellationToken, idle_refresh: Duration, poll_every: Duration) -> Result<Wake, ImapError> {
+    pub async fn wait(
+        &mut self,
+        cancel: &CancellationToken,
+        idle_refresh: Duration,
+        poll_every: Duration,
+    ) -> Result<Wake, ImapError> {
         if !self.caps.idle {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(Wake::Cancelled),
                 () = tokio::time::sleep(poll_every) => {}
             }
             let t = self.timeout;
-            timed(t, "NOOP", self.s()?.noop()).await?.map_err(proto("poll the mailbox"))?;
+            timed(t, "NOOP", self.s()?.noop())
+                .await?
+                .map_err(proto("poll the mailbox"))?;
             return Ok(Wake::Changed);
         }
         let session = self.session.take().ok_or(ImapError::Closed("start IDLE"))?;
         let mut idle = session.idle();
-        timed(self.timeout, "IDLE", idle.init()).await?.map_err(proto("start IDLE"))?;
+        timed(self.timeout, "IDLE", idle.init())
+            .await?
+            .map_err(proto("start IDLE"))?;
         let outcome = {
             let (fut, stop) = idle.wait_with_timeout(idle_refresh);
             tokio::pin!(fut);
@@ -355,7 +475,9 @@ impl DeskSession {
                 }
             }
         };
-        let session = timed(self.timeout, "DONE", idle.done()).await?.map_err(proto("leave IDLE"))?;
+        let session = timed(self.timeout, "DONE", idle.done())
+            .await?
+            .map_err(proto("leave IDLE"))?;
         self.session = Some(session);
         Ok(match outcome {
             IdleResponse::NewData(_) => Wake::Changed,
@@ -367,7 +489,9 @@ impl DeskSession {
 
     pub async fn logout(mut self) -> Result<(), ImapError> {
         let t = self.timeout;
-        timed(t, "LOGOUT", self.s()?.logout()).await?.map_err(proto("log out"))
+        timed(t, "LOGOUT", self.s()?.logout())
+            .await?
+            .map_err(proto("log out"))
     }
 }
 
@@ -375,16 +499,23 @@ async fn greeting(c: &mut Client<Stream>, t: Duration) -> Result<(), ImapError> 
     match timed(t, "greeting", c.read_response()).await? {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(ImapError::Closed("read the greeting")),
-        Err(e) => Err(ImapError::Protocol { op: "read the greeting", source: e.into() }),
+        Err(e) => Err(ImapError::Protocol {
+            op: "read the greeting",
+            source: e.into(),
+        }),
     }
 }
 
 async fn tls_wrap(ep: &Endpoint, tcp: TcpStream) -> Result<TlsStream<TcpStream>, ImapError> {
-    let name = rustls::pki_types::ServerName::try_from(ep.host.clone()).map_err(|_| ImapError::ServerName(ep.host.clone()))?;
+    let name = rustls::pki_types::ServerName::try_from(ep.host.clone())
+        .map_err(|_| ImapError::ServerName(ep.host.clone()))?;
     let connector = TlsConnector::from(Arc::clone(&ep.tls));
     timed(ep.timeout, "TLS handshake", connector.connect(name, tcp))
         .await?
-        .map_err(|e| ImapError::Tls { host: ep.host.clone(), source: e })
+        .map_err(|e| ImapError::Tls {
+            host: ep.host.clone(),
+            source: e,
+        })
 }
 
 fn flag_text(f: Flag<'_>) -> String {
@@ -441,8 +572,18 @@ mod tests {
     #[tokio::test]
     async fn plain_to_a_remote_host_is_refused_before_connecting() {
         let tls = crate::tls::client_config(None).unwrap_or_else(|e| panic!("{e}"));
-        let ep = Endpoint { host: "imap.gem.gov.in".into(), port: 143, security: Security::Plain, tls, timeout: Duration::from_secs(1) };
-        let err = DeskSession::connect(&ep, "u", "p").await.err().map(|e| e.to_string()).unwrap_or_default();
+        let ep = Endpoint {
+            host: "imap.gem.gov.in".into(),
+            port: 143,
+            security: Security::Plain,
+            tls,
+            timeout: Duration::from_secs(1),
+        };
+        let err = DeskSession::connect(&ep, "u", "p")
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("only allowed to a loopback host"), "{err}");
     }
 }

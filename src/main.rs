@@ -21,7 +21,11 @@ const EX_NOINPUT: u8 = 66;
 const EX_UNAVAILABLE: u8 = 69;
 
 #[derive(Parser, Debug)]
-#[command(name = "ticketgate", version, about = "Mailbox automation for escalation desks")]
+#[command(
+    name = "ticketgate",
+    version,
+    about = "Mailbox automation for escalation desks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,7 +35,12 @@ struct Cli {
 enum Command {
     /// Watch the desk inboxes and act on every new mail (the daemon).
     Run {
-        #[arg(long, short, env = "TICKETGATE_CONFIG", default_value = "/etc/ticketgate/config.toml")]
+        #[arg(
+            long,
+            short,
+            env = "TICKETGATE_CONFIG",
+            default_value = "/etc/ticketgate/config.toml"
+        )]
         config: PathBuf,
         /// Handle everything waiting in every desk, send the outbox, then exit.
         #[arg(long)]
@@ -39,14 +48,24 @@ enum Command {
     },
     /// Validate config.toml and the rules; with --connect, also log in to every account.
     Check {
-        #[arg(long, short, env = "TICKETGATE_CONFIG", default_value = "/etc/ticketgate/config.toml")]
+        #[arg(
+            long,
+            short,
+            env = "TICKETGATE_CONFIG",
+            default_value = "/etc/ticketgate/config.toml"
+        )]
         config: PathBuf,
         #[arg(long)]
         connect: bool,
     },
     /// Dry run on .eml files: facts, matched rules and actions; touches no server.
     Classify {
-        #[arg(long, short, env = "TICKETGATE_CONFIG", default_value = "/etc/ticketgate/config.toml")]
+        #[arg(
+            long,
+            short,
+            env = "TICKETGATE_CONFIG",
+            default_value = "/etc/ticketgate/config.toml"
+        )]
         config: PathBuf,
         /// Classify as if the mail were in this desk's mailbox (default: the first desk it is addressed to).
         #[arg(long)]
@@ -59,7 +78,12 @@ enum Command {
     },
     /// Counts per desk and day from the state database.
     Report {
-        #[arg(long, short, env = "TICKETGATE_CONFIG", default_value = "/etc/ticketgate/config.toml")]
+        #[arg(
+            long,
+            short,
+            env = "TICKETGATE_CONFIG",
+            default_value = "/etc/ticketgate/config.toml"
+        )]
         config: PathBuf,
         /// How many days back.
         #[arg(long, default_value_t = 30)]
@@ -71,7 +95,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config, connect } => check(&config, connect),
-        Command::Classify { config, desk, json, files } => classify(&config, desk.as_deref(), json, &files),
+        Command::Classify {
+            config,
+            desk,
+            json,
+            files,
+        } => classify(&config, desk.as_deref(), json, &files),
         Command::Run { config, once } => run(&config, once),
         Command::Report { config, days } => report(&config, days),
     }
@@ -86,7 +115,9 @@ fn load(path: &Path) -> Result<(Config, Rules), Vec<Problem>> {
         },
         Err(config::ConfigError(mut problems, partial)) => {
             if let Some(files) = partial.rules_files {
-                let deployment = rules::Deployment { desks: partial.desks };
+                let deployment = rules::Deployment {
+                    desks: partial.desks,
+                };
                 if let Err(e) = rules::load(&files, &deployment) {
                     problems.extend(e.0);
                 }
@@ -100,7 +131,10 @@ fn print_problems(problems: &[Problem]) -> ExitCode {
     for p in problems {
         eprintln!("{p}");
     }
-    eprintln!("ticketgate: {} problem(s) found; nothing was started", problems.len());
+    eprintln!(
+        "ticketgate: {} problem(s) found; nothing was started",
+        problems.len()
+    );
     ExitCode::from(EX_CONFIG)
 }
 
@@ -115,12 +149,20 @@ fn check(path: &Path, connect: bool) -> ExitCode {
         cfg.desks.len(),
         rules.rules.len(),
         rules.ticket_patterns.len(),
-        rules.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+        rules
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     if !connect {
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ticketgate: cannot start runtime: {e}");
@@ -128,7 +170,11 @@ fn check(path: &Path, connect: bool) -> ExitCode {
         }
     };
     let failures = runtime.block_on(ticketgate::daemon::check_connect(&cfg));
-    if failures == 0 { ExitCode::SUCCESS } else { ExitCode::from(EX_UNAVAILABLE) }
+    if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EX_UNAVAILABLE)
+    }
 }
 
 fn classify(path: &Path, desk: Option<&str>, json: bool, files: &[PathBuf]) -> ExitCode {
@@ -137,19 +183,29 @@ fn classify(path: &Path, desk: Option<&str>, json: bool, files: &[PathBuf]) -> E
         Err(problems) => return print_problems(&problems),
     };
     if let Some(d) = desk
-        && cfg.desk(d).is_none() {
-            let names: Vec<_> = cfg.desks.iter().map(|d| d.name.as_str()).collect();
-            eprintln!("ticketgate: no desk `{d}` in {}; expected one of {}", path.display(), names.join(", "));
-            return ExitCode::from(EX_CONFIG);
-        }
+        && cfg.desk(d).is_none()
+    {
+        let names: Vec<_> = cfg.desks.iter().map(|d| d.name.as_str()).collect();
+        eprintln!(
+            "ticketgate: no desk `{d}` in {}; expected one of {}",
+            path.display(),
+            names.join(", ")
+        );
+        return ExitCode::from(EX_CONFIG);
+    }
     let dir = Directory::new(&cfg, &rules);
     let mut out = std::io::stdout().lock();
     let mut unreadable = false;
     for file in files {
         let c = classify_file(file, desk, &dir, &rules);
-        unreadable |= c.error.as_deref().is_some_and(|e| e.starts_with("cannot read") || e.starts_with("not a regular"));
+        unreadable |= c
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("cannot read") || e.starts_with("not a regular"));
         let line = if json {
-            serde_json::to_string(&c).map(|s| s + "\n").unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}\n"))
+            serde_json::to_string(&c)
+                .map(|s| s + "\n")
+                .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}\n"))
         } else {
             c.summary()
         };
@@ -157,7 +213,11 @@ fn classify(path: &Path, desk: Option<&str>, json: bool, files: &[PathBuf]) -> E
             return ExitCode::FAILURE;
         }
     }
-    if unreadable { ExitCode::from(EX_NOINPUT) } else { ExitCode::SUCCESS }
+    if unreadable {
+        ExitCode::from(EX_NOINPUT)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn run(path: &Path, once: bool) -> ExitCode {
@@ -166,7 +226,11 @@ fn run(path: &Path, once: bool) -> ExitCode {
         Err(problems) => return print_problems(&problems),
     };
     ticketgate::daemon::init_logging(&cfg.logging);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ticketgate: cannot start runtime: {e}");
@@ -188,7 +252,10 @@ fn report(path: &Path, days: u32) -> ExitCode {
         Ok(c) => c,
         Err(e) => return print_problems(&e.0),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ticketgate: cannot start runtime: {e}");

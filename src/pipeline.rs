@@ -54,14 +54,26 @@ pub async fn process_batch(
     let policy = shared.policy();
     let mut plans = Vec::with_capacity(mails.len());
     for mail in mails {
-        let key = MailKey { desk: desk.name.clone(), uidvalidity, uid: mail.uid };
+        let key = MailKey {
+            desk: desk.name.clone(),
+            uidvalidity,
+            uid: mail.uid,
+        };
         match shared.store.journal(&key).await? {
             Some(j) if j.status != MailStatus::Decided => continue,
             Some(j) => {
                 // Decided before a crash: redo the IMAP actions (all idempotent); its outgoing
                 // mail is already in the outbox.
-                let actions = j.actions.iter().filter_map(|(a, _)| Action::parse(a).ok()).collect();
-                plans.push(Plan { key, actions, failed: false });
+                let actions = j
+                    .actions
+                    .iter()
+                    .filter_map(|(a, _)| Action::parse(a).ok())
+                    .collect();
+                plans.push(Plan {
+                    key,
+                    actions,
+                    failed: false,
+                });
             }
             None => {
                 let plan = decide_mail(shared, &policy, desk, key, &mail).await?;
@@ -86,39 +98,71 @@ async fn decide_mail(
 ) -> Result<Plan, PipelineError> {
     let rules = &policy.rules;
     let now = unix_now();
-    shared.metrics.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared
+        .metrics
+        .seen
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let facts = match &mail.raw {
-        None => Ok(Facts::oversized(&desk.name, mail.size as usize, &policy.dir)),
+        None => Ok(Facts::oversized(
+            &desk.name,
+            mail.size as usize,
+            &policy.dir,
+        )),
         Some(raw) => facts::extract(raw, &desk.name, &policy.dir, rules),
     };
     let facts = match facts {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(desk = %desk.name, uid = key.uid, error = %e, "mail set aside");
-            shared.metrics.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared
+                .metrics
+                .errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let actions = vec![Action::Tag(UNREADABLE.into())];
             shared.store.fail_mail(&key, &e.to_string(), now).await?;
-            return Ok(Plan { key, actions, failed: true });
+            return Ok(Plan {
+                key,
+                actions,
+                failed: true,
+            });
         }
     };
     let holders = if facts.oversized {
         vec![desk.name.clone()]
     } else {
-        shared.store.sight(&facts.group_key, &key, now, rules.broadcast_window_secs as i64).await?
+        shared
+            .store
+            .sight(
+                &facts.group_key,
+                &key,
+                now,
+                rules.broadcast_window_secs as i64,
+            )
+            .await?
     };
     let facts = facts.with_copies(&holders, &policy.dir, rules);
     let mut known = Known::default();
     if let Some(sender) = &facts.sender {
         for rule in &rules.rules {
             if rule.actions.iter().any(|a| matches!(a, Action::Reply(_)))
-                && shared.store.replied_since(sender, &rule.name, now - rule.reply_period_secs as i64).await?
+                && shared
+                    .store
+                    .replied_since(sender, &rule.name, now - rule.reply_period_secs as i64)
+                    .await?
             {
                 known.replied_recently.insert(rule.name.clone());
             }
         }
     }
     let decision = decide(&facts, rules, &known);
-    let outbox = outgoing(&facts, &decision, policy, desk, mail.raw.as_deref().unwrap_or_default(), now);
+    let outbox = outgoing(
+        &facts,
+        &decision,
+        policy,
+        desk,
+        mail.raw.as_deref().unwrap_or_default(),
+        now,
+    );
     let actions: Vec<Action> = decision.actions().cloned().collect();
     let record = NewDecision {
         key: key.clone(),
@@ -155,8 +199,15 @@ async fn decide_mail(
     if !queued.is_empty() {
         shared.outbox_wake.notify_one();
     }
-    let imap_actions = actions.into_iter().filter(|a| !a.sends_mail() && *a != Action::Record).collect();
-    Ok(Plan { key, actions: imap_actions, failed: false })
+    let imap_actions = actions
+        .into_iter()
+        .filter(|a| !a.sends_mail() && *a != Action::Record)
+        .collect();
+    Ok(Plan {
+        key,
+        actions: imap_actions,
+        failed: false,
+    })
 }
 
 fn actions_text(actions: &[Action]) -> Vec<String> {
@@ -166,33 +217,72 @@ fn actions_text(actions: &[Action]) -> Vec<String> {
 /// The mail to queue for the decision's send actions. Ids are dedupe keys: the same mail in
 /// several desks, or decided again after a UIDVALIDITY change, yields the same ids, so the
 /// outbox holds it once.
-fn outgoing(facts: &Facts, decision: &Decision, policy: &Policy, desk: &Desk, raw: &[u8], now: i64) -> Vec<NewOutgoing> {
+fn outgoing(
+    facts: &Facts,
+    decision: &Decision,
+    policy: &Policy,
+    desk: &Desk,
+    raw: &[u8],
+    now: i64,
+) -> Vec<NewOutgoing> {
     let mut out = Vec::new();
     let dir = &policy.dir;
     let rules = &policy.rules;
     for (action, rule_name) in &decision.actions {
         let (kind, to, template, id, claim) = match action {
             Action::Redirect(t) | Action::Forward(t) => {
-                let Some(to) = target_address(t, facts, dir) else { continue };
-                let (kind, name) =
-                    if matches!(action, Action::Redirect(_)) { (Kind::Redirect, "redirect") } else { (Kind::Forward, "forward") };
-                (kind, to.clone(), name.to_string(), format!("{name}:{}:{to}", facts.group_key), None)
+                let Some(to) = target_address(t, facts, dir) else {
+                    continue;
+                };
+                let (kind, name) = if matches!(action, Action::Redirect(_)) {
+                    (Kind::Redirect, "redirect")
+                } else {
+                    (Kind::Forward, "forward")
+                };
+                (
+                    kind,
+                    to.clone(),
+                    name.to_string(),
+                    format!("{name}:{}:{to}", facts.group_key),
+                    None,
+                )
             }
             Action::Reply(template) => {
-                let Some(sender) = facts.sender.clone() else { continue };
-                let period = rules.rules.iter().find(|r| r.name == *rule_name).map_or(0, |r| r.reply_period_secs);
-                let claim = ReplyClaim { sender: sender.clone(), rule: rule_name.clone(), period_secs: period as i64 };
-                (Kind::Reply, sender.clone(), template.clone(), format!("reply:{rule_name}:{sender}:{}", facts.group_key), Some(claim))
+                let Some(sender) = facts.sender.clone() else {
+                    continue;
+                };
+                let period = rules
+                    .rules
+                    .iter()
+                    .find(|r| r.name == *rule_name)
+                    .map_or(0, |r| r.reply_period_secs);
+                let claim = ReplyClaim {
+                    sender: sender.clone(),
+                    rule: rule_name.clone(),
+                    period_secs: period as i64,
+                };
+                (
+                    Kind::Reply,
+                    sender.clone(),
+                    template.clone(),
+                    format!("reply:{rule_name}:{sender}:{}", facts.group_key),
+                    Some(claim),
+                )
             }
             _ => continue,
         };
-        let Some(t) = rules.templates.get(&template) else { continue };
+        let Some(t) = rules.templates.get(&template) else {
+            continue;
+        };
         let vars = template_vars(facts, policy, desk, now);
         let subject = compose::render(&t.subject, &vars);
         let body = compose::render(&t.body, &vars);
         let message_id = format!("{}@{}", short_hash(&id), domain_of(&desk.address));
         let cc = match kind {
-            Kind::Redirect => facts.sender.as_deref().filter(|s| !s.eq_ignore_ascii_case(&to)),
+            Kind::Redirect => facts
+                .sender
+                .as_deref()
+                .filter(|s| !s.eq_ignore_ascii_case(&to)),
             _ => None,
         };
         let spec = OutgoingSpec {
@@ -217,7 +307,9 @@ fn outgoing(facts: &Facts, decision: &Decision, policy: &Policy, desk: &Desk, ra
                 bytes: o.bytes,
                 reply_claim: claim,
             }),
-            Err(e) => tracing::warn!(desk = %desk.name, action = %action, error = %e, "cannot compose; not sent"),
+            Err(e) => {
+                tracing::warn!(desk = %desk.name, action = %action, error = %e, "cannot compose; not sent")
+            }
         }
     }
     out
@@ -227,34 +319,64 @@ fn target_address(t: &Target, facts: &Facts, dir: &Directory) -> Option<String> 
     match t {
         Target::Helpdesk => Some(dir.helpdesk.clone()),
         Target::Desk(d) => dir.desk_address(d).map(str::to_string),
-        Target::SuggestedDesk => facts.suggested_desk.as_deref().and_then(|d| dir.desk_address(d)).map(str::to_string),
+        Target::SuggestedDesk => facts
+            .suggested_desk
+            .as_deref()
+            .and_then(|d| dir.desk_address(d))
+            .map(str::to_string),
         Target::Address(a) => Some(a.clone()),
     }
 }
 
-fn template_vars(facts: &Facts, policy: &Policy, desk: &Desk, now: i64) -> BTreeMap<String, String> {
+fn template_vars(
+    facts: &Facts,
+    policy: &Policy,
+    desk: &Desk,
+    now: i64,
+) -> BTreeMap<String, String> {
     let nature = |name: Option<&String>| {
-        name.and_then(|n| policy.rules.desks.iter().find(|d| d.name == *n)).map(|d| d.nature.clone()).unwrap_or_default()
+        name.and_then(|n| policy.rules.desks.iter().find(|d| d.name == *n))
+            .map(|d| d.nature.clone())
+            .unwrap_or_default()
     };
-    let address = |name: Option<&String>| name.and_then(|n| policy.dir.desk_address(n)).unwrap_or_default().to_string();
+    let address = |name: Option<&String>| {
+        name.and_then(|n| policy.dir.desk_address(n))
+            .unwrap_or_default()
+            .to_string()
+    };
     let mut v = BTreeMap::new();
     let mut put = |k: &str, val: String| {
         v.insert(k.to_string(), val);
     };
     put("desk", desk.name.clone());
-    put("desk_name", desk.display_name.clone().unwrap_or_else(|| desk.name.clone()));
+    put(
+        "desk_name",
+        desk.display_name
+            .clone()
+            .unwrap_or_else(|| desk.name.clone()),
+    );
     put("desk_address", desk.address.clone());
     put("helpdesk", policy.dir.helpdesk.clone());
     put("sender", facts.sender.clone().unwrap_or_default());
     put("subject", facts.subject.clone());
     put("message_id", facts.message_id.clone().unwrap_or_default());
     put("date", crate::daemon::utc_day(now));
-    put("ticket", facts.ticket.as_ref().map(|t| t.number.clone()).unwrap_or_default());
+    put(
+        "ticket",
+        facts
+            .ticket
+            .as_ref()
+            .map(|t| t.number.clone())
+            .unwrap_or_default(),
+    );
     let responsible = facts.responsible_desk.as_ref().or(Some(&facts.desk));
     put("responsible_desk", responsible.cloned().unwrap_or_default());
     put("responsible_address", address(responsible));
     put("responsible_nature", nature(responsible));
-    put("suggested_desk", facts.suggested_desk.clone().unwrap_or_default());
+    put(
+        "suggested_desk",
+        facts.suggested_desk.clone().unwrap_or_default(),
+    );
     put("suggested_address", address(facts.suggested_desk.as_ref()));
     put("suggested_nature", nature(facts.suggested_desk.as_ref()));
     v
@@ -263,7 +385,11 @@ fn template_vars(facts: &Facts, policy: &Policy, desk: &Desk, now: i64) -> BTree
 fn short_hash(s: &str) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::digest(s.as_bytes());
-    d.iter().take(12).map(|b| format!("{b:02x}")).collect::<String>() + ".ticketgate"
+    d.iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        + ".ticketgate"
 }
 
 fn domain_of(address: &str) -> &str {
@@ -272,7 +398,11 @@ fn domain_of(address: &str) -> &str {
 
 /// Carries out the IMAP actions of a batch with as few commands as possible: one
 /// `UID STORE` per distinct keyword set, one `UID MOVE` per folder, moves last.
-async fn execute(session: &mut DeskSession, shared: &Shared, plans: &[Plan]) -> Result<(), ImapError> {
+async fn execute(
+    session: &mut DeskSession,
+    shared: &Shared,
+    plans: &[Plan],
+) -> Result<(), ImapError> {
     let mut by_flags: BTreeMap<Vec<String>, Vec<u32>> = BTreeMap::new();
     let mut by_folder: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for plan in plans {
@@ -290,7 +420,10 @@ async fn execute(session: &mut DeskSession, shared: &Shared, plans: &[Plan]) -> 
             }
         }
         if !flags.is_empty() {
-            by_flags.entry(flags.into_iter().collect()).or_default().push(plan.key.uid);
+            by_flags
+                .entry(flags.into_iter().collect())
+                .or_default()
+                .push(plan.key.uid);
         }
     }
     for (flags, uids) in &by_flags {

@@ -27,7 +27,10 @@ pub const GIVE_UP_AFTER_ATTEMPTS: u32 = 40;
 #[derive(Debug, thiserror::Error)]
 pub enum SmtpError {
     #[error("cannot read CA file {path}: {source}")]
-    CaFile { path: String, source: std::io::Error },
+    CaFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot set up SMTP transport: {0}")]
     Transport(#[from] lettre::transport::smtp::Error),
     #[error("no desk `{0}` in config for a queued mail")]
@@ -52,7 +55,9 @@ pub struct Mailer {
 
 impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mailer").field("desks", &self.transports.len()).finish()
+        f.debug_struct("Mailer")
+            .field("desks", &self.transports.len())
+            .finish()
     }
 }
 
@@ -61,11 +66,16 @@ impl Mailer {
         let mut transports = HashMap::new();
         for desk in &config.desks {
             let t = transport(&config.smtp)?
-                .credentials(Credentials::new(desk.login.clone(), desk.password.expose().to_string()))
+                .credentials(Credentials::new(
+                    desk.login.clone(),
+                    desk.password.expose().to_string(),
+                ))
                 .build();
             transports.insert(desk.name.clone(), t);
         }
-        Ok(Mailer { transports: Arc::new(transports) })
+        Ok(Mailer {
+            transports: Arc::new(transports),
+        })
     }
 
     /// Sends one queued mail; never panics, classifies every failure.
@@ -86,7 +96,10 @@ impl Mailer {
 
     /// Connects and authenticates as every desk, for `check --connect`.
     pub async fn test_desk(&self, desk: &str) -> Result<(), String> {
-        let t = self.transports.get(desk).ok_or_else(|| format!("no desk {desk}"))?;
+        let t = self
+            .transports
+            .get(desk)
+            .ok_or_else(|| format!("no desk {desk}"))?;
         match t.test_connection().await {
             Ok(true) => Ok(()),
             Ok(false) => Err("server did not answer NOOP".into()),
@@ -96,21 +109,32 @@ impl Mailer {
 }
 
 fn envelope(item: &OutboxItem) -> Result<Envelope, SmtpError> {
-    let parse = |a: &str| a.parse::<Address>().map_err(|_| SmtpError::Address(a.to_string()));
+    let parse = |a: &str| {
+        a.parse::<Address>()
+            .map_err(|_| SmtpError::Address(a.to_string()))
+    };
     let from = parse(&item.envelope_from)?;
-    let to = item.recipients.iter().map(|r| parse(r)).collect::<Result<Vec<_>, _>>()?;
+    let to = item
+        .recipients
+        .iter()
+        .map(|r| parse(r))
+        .collect::<Result<Vec<_>, _>>()?;
     Envelope::new(Some(from), to).map_err(|_| SmtpError::Address(item.recipients.join(",")))
 }
 
-fn transport(server: &Server) -> Result<lettre::transport::smtp::AsyncSmtpTransportBuilder, SmtpError> {
+fn transport(
+    server: &Server,
+) -> Result<lettre::transport::smtp::AsyncSmtpTransportBuilder, SmtpError> {
     let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(server.host.clone())
         .port(server.port)
         .timeout(Some(server.timeout));
     let params = || -> Result<TlsParameters, SmtpError> {
         let mut p = TlsParameters::builder(server.host.clone());
         if let Some(ca) = &server.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| SmtpError::CaFile { path: ca.display().to_string(), source: e })?;
+            let pem = std::fs::read(ca).map_err(|e| SmtpError::CaFile {
+                path: ca.display().to_string(),
+                source: e,
+            })?;
             p = p.add_root_certificate(Certificate::from_pem(&pem)?);
         }
         Ok(p.build_rustls()?)
@@ -126,7 +150,9 @@ fn transport(server: &Server) -> Result<lettre::transport::smtp::AsyncSmtpTransp
 
 /// Delay before the attempt after `attempts` failed ones, with ±20 % jitter.
 pub fn backoff(attempts: u32) -> Duration {
-    let base = FIRST_BACKOFF.saturating_mul(2u32.saturating_pow(attempts.min(16))).min(MAX_BACKOFF);
+    let base = FIRST_BACKOFF
+        .saturating_mul(2u32.saturating_pow(attempts.min(16)))
+        .min(MAX_BACKOFF);
     let jitter = 0.8 + fastrand::f64() * 0.4;
     base.mul_f64(jitter)
 }
@@ -161,23 +187,35 @@ pub async fn run_outbox(
             let recorded = match &outcome {
                 Outcome::Sent => {
                     tracing::info!(desk = %item.desk, outbox_id = %item.id, recipients = %item.recipients.join(","), "mail sent");
-                    metrics.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    metrics
+                        .sent
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     store.outbox_sent(&item.id, now).await
                 }
                 Outcome::Permanent(err) => {
                     tracing::error!(desk = %item.desk, outbox_id = %item.id, error = %err, "mail refused permanently; kept in the outbox as failed");
-                    metrics.send_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    metrics
+                        .send_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     store.outbox_failed(&item.id, err, now).await
                 }
                 Outcome::Transient(err) if item.attempts + 1 >= GIVE_UP_AFTER_ATTEMPTS => {
                     tracing::error!(desk = %item.desk, outbox_id = %item.id, error = %err, attempts = item.attempts + 1, "giving up after repeated temporary failures");
-                    metrics.send_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    metrics
+                        .send_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     store.outbox_failed(&item.id, err, now).await
                 }
                 Outcome::Transient(err) => {
                     let delay = backoff(item.attempts);
                     tracing::warn!(desk = %item.desk, outbox_id = %item.id, error = %err, retry_in_s = delay.as_secs(), "temporary send failure; will retry");
-                    store.outbox_retry(&item.id, now + i64::try_from(delay.as_secs()).unwrap_or(i64::MAX / 2), err).await
+                    store
+                        .outbox_retry(
+                            &item.id,
+                            now + i64::try_from(delay.as_secs()).unwrap_or(i64::MAX / 2),
+                            err,
+                        )
+                        .await
                 }
             };
             if let Err(e) = recorded {
@@ -188,15 +226,22 @@ pub async fn run_outbox(
             continue;
         }
         let pending = store.outbox_depth().await.unwrap_or(0);
-        metrics.outbox_depth.store(pending, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .outbox_depth
+            .store(pending, std::sync::atomic::Ordering::Relaxed);
         if let Some(limit) = until_empty
-            && (pending == 0 || started.elapsed() >= limit) {
-                if pending > 0 {
-                    tracing::warn!(pending, "leaving mail in the outbox for the next run");
-                }
-                return;
+            && (pending == 0 || started.elapsed() >= limit)
+        {
+            if pending > 0 {
+                tracing::warn!(pending, "leaving mail in the outbox for the next run");
             }
-        let nap = if pending > 0 { Duration::from_secs(1) } else { Duration::from_secs(30) };
+            return;
+        }
+        let nap = if pending > 0 {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(30)
+        };
         tokio::select! {
             () = cancel.cancelled() => return,
             () = wake.notified() => {}

@@ -19,7 +19,10 @@ pub enum Security {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read CA file {path}: {source}")]
-    CaFile { path: String, source: std::io::Error },
+    CaFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("CA file {0} holds no usable PEM certificate")]
     NoCertificate(String),
     #[error("cannot build TLS settings: {0}")]
@@ -33,8 +36,13 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
     roots.add_parsable_certificates(native.certs);
     if let Some(path) = ca_file {
         let shown = path.display().to_string();
-        let pem = std::fs::read(path).map_err(|e| TlsError::CaFile { path: shown.clone(), source: e })?;
-        let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice()).filter_map(Result::ok).collect();
+        let pem = std::fs::read(path).map_err(|e| TlsError::CaFile {
+            path: shown.clone(),
+            source: e,
+        })?;
+        let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+            .filter_map(Result::ok)
+            .collect();
         let (added, _) = roots.add_parsable_certificates(certs);
         if added == 0 {
             return Err(TlsError::NoCertificate(shown));

@@ -1,6 +1,11 @@
 //! The real binary on real files: `check` reports every problem with file and line and exits
 //! 78; `classify` prints one JSON object per file, also for files that are not mail.
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, reason = "test code: a failed expectation is a failed test")]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed expectation is a failed test"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -11,7 +16,9 @@ fn manifest() -> PathBuf {
 
 fn ticketgate(args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ticketgate"));
-    c.args(args).env_remove("TICKETGATE_CONFIG").env_remove("CREDENTIALS_DIRECTORY");
+    c.args(args)
+        .env_remove("TICKETGATE_CONFIG")
+        .env_remove("CREDENTIALS_DIRECTORY");
     for (k, v) in env {
         c.env(k, v);
     }
@@ -25,13 +32,27 @@ fn shipped_config(dir: &Path) -> PathBuf {
     std::fs::write(&ca, "not used by check\n").expect("ca");
     let creds = dir.join("credentials");
     std::fs::create_dir_all(&creds).expect("creds");
-    for d in ["buyer.registration", "seller.registration", "upload.product", "direct.purchase", "bid.ra", "order.process", "payment.process"] {
+    for d in [
+        "buyer.registration",
+        "seller.registration",
+        "upload.product",
+        "direct.purchase",
+        "bid.ra",
+        "order.process",
+        "payment.process",
+    ] {
         std::fs::write(creds.join(d), "secret\n").expect("cred");
     }
     let text = std::fs::read_to_string(manifest().join("config.toml"))
         .expect("config.toml")
         .replace("/tmp/ticketgate-demo/tls/ca.pem", &ca.display().to_string())
-        .replace("files = [\"rules/gem.toml\"]", &format!("files = [\"{}\"]", manifest().join("rules/gem.toml").display()));
+        .replace(
+            "files = [\"rules/gem.toml\"]",
+            &format!(
+                "files = [\"{}\"]",
+                manifest().join("rules/gem.toml").display()
+            ),
+        );
     let path = dir.join("config.toml");
     std::fs::write(&path, text).expect("write config");
     path
@@ -41,10 +62,21 @@ fn shipped_config(dir: &Path) -> PathBuf {
 fn check_accepts_the_shipped_config() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = shipped_config(dir.path());
-    let out = ticketgate(&["check", "--config", cfg.to_str().expect("utf8")], &[("CREDENTIALS_DIRECTORY", &dir.path().join("credentials"))]);
+    let out = ticketgate(
+        &["check", "--config", cfg.to_str().expect("utf8")],
+        &[("CREDENTIALS_DIRECTORY", &dir.path().join("credentials"))],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}{}", stdout, String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("ok: 7 desk(s), 8 rule(s), 2 ticket pattern(s)"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ok: 7 desk(s), 8 rule(s), 2 ticket pattern(s)"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -55,7 +87,11 @@ fn check_accepts_the_marketplace_example() {
         .env("MARKETPLACE_PW", "x")
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -67,7 +103,11 @@ fn check_reports_every_problem_with_file_and_line_and_exits_78() {
     let c = "tests/fixtures/config/bad-config.toml";
     let r = "tests/fixtures/config/bad-rules.toml";
     for (file, line, text) in [
-        (c, 4, "security = \"plain\" is only allowed for a loopback host"),
+        (
+            c,
+            4,
+            "security = \"plain\" is only allowed for a loopback host",
+        ),
         (c, 9, "unknown field `securty`"),
         (c, 20, "unknown field `password`"),
         (r, 3, "broadcast_threshold must be at least 2"),
@@ -78,7 +118,9 @@ fn check_reports_every_problem_with_file_and_line_and_exits_78() {
         (r, 17, "unknown action `explode`"),
         (r, 22, "needs a template `[template.advisory]`"),
     ] {
-        let found = err.lines().any(|l| l.contains(&format!("{file}:{line}:")) && l.contains(text));
+        let found = err
+            .lines()
+            .any(|l| l.contains(&format!("{file}:{line}:")) && l.contains(text));
         assert!(found, "expected {file}:{line}: {text}\nin:\n{err}");
     }
     assert!(err.contains("problem(s) found"), "{err}");
@@ -88,7 +130,10 @@ fn check_reports_every_problem_with_file_and_line_and_exits_78() {
 fn check_names_a_missing_config_file() {
     let out = ticketgate(&["check", "--config", "/nonexistent/ticketgate.toml"], &[]);
     assert_eq!(out.status.code(), Some(78));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ticketgate.toml:0:0: cannot read file"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("/nonexistent/ticketgate.toml:0:0: cannot read file")
+    );
 }
 
 #[test]
@@ -100,10 +145,21 @@ fn classify_prints_an_error_object_for_files_that_are_not_mail() {
     let binary = dir.path().join("binary.eml");
     std::fs::write(&binary, [0u8, 159, 146, 150, 0, 0, 255]).expect("write");
     let out = ticketgate(
-        &["classify", "--json", "--config", cfg.to_str().expect("utf8"), empty.to_str().expect("utf8"), binary.to_str().expect("utf8")],
+        &[
+            "classify",
+            "--json",
+            "--config",
+            cfg.to_str().expect("utf8"),
+            empty.to_str().expect("utf8"),
+            binary.to_str().expect("utf8"),
+        ],
         &[("CREDENTIALS_DIRECTORY", &dir.path().join("credentials"))],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
@@ -128,18 +184,40 @@ fn classify_gives_the_spec_keys_and_resolved_targets() {
     )
     .expect("write");
     let out = ticketgate(
-        &["classify", "--json", "--config", cfg.to_str().expect("utf8"), mail.to_str().expect("utf8")],
+        &[
+            "classify",
+            "--json",
+            "--config",
+            cfg.to_str().expect("utf8"),
+            mail.to_str().expect("utf8"),
+        ],
         &[("CREDENTIALS_DIRECTORY", &dir.path().join("credentials"))],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    for key in ["file", "ticket", "ticket_source", "broadcast", "automatic", "actions"] {
+    for key in [
+        "file",
+        "ticket",
+        "ticket_source",
+        "broadcast",
+        "automatic",
+        "actions",
+    ] {
         assert!(v.get(key).is_some(), "missing {key} in {v}");
     }
     assert_eq!(v["desk"], "bid-ra");
     assert_eq!(v["ticket"], serde_json::Value::Null);
     assert_eq!(
         v["actions"],
-        serde_json::json!(["redirect:helpdesk@gem.test", "tag:$NoTicket", "tag:$Redirected", "file:Redirected"])
+        serde_json::json!([
+            "redirect:helpdesk@gem.test",
+            "tag:$NoTicket",
+            "tag:$Redirected",
+            "file:Redirected"
+        ])
     );
 }

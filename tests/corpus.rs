@@ -1,7 +1,12 @@
 //! Every file of ../shared/corpus (about 2,100 real-world mails: bounces, broken MIME,
 //! nested and huge messages, odd charsets) through the real `ticketgate classify --json`:
 //! no crash, no hang, one JSON object per file.
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, reason = "test code: a failed expectation is a failed test")]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed expectation is a failed test"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,13 +34,30 @@ fn the_whole_corpus_classifies_without_a_crash() {
     let mut all = Vec::new();
     files(&corpus, &mut all);
     all.sort();
-    assert!(all.len() > 2000, "corpus looks incomplete: {} files", all.len());
+    assert!(
+        all.len() > 2000,
+        "corpus looks incomplete: {} files",
+        all.len()
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     // The shipped rules with a minimal deployment (classify touches no server).
     let config = dir.path().join("config.toml");
-    let mut text = String::from("[imap]\nhost = \"127.0.0.1\"\nsecurity = \"plain\"\n[smtp]\nhost = \"127.0.0.1\"\nsecurity = \"plain\"\n[helpdesk]\naddress = \"helpdesk-gem@gov.in\"\n");
-    text.push_str(&format!("[rules]\nfiles = [\"{}\"]\n", root.join("rules/gem.toml").display()));
-    for (name, user) in [("buyer-registration", "buyer.registration"), ("seller-registration", "seller.registration"), ("product-upload", "upload.product"), ("direct-purchase", "direct.purchase"), ("bid-ra", "bid.ra"), ("order-process", "order.process"), ("payment-process", "payment.process")] {
+    let mut text = String::from(
+        "[imap]\nhost = \"127.0.0.1\"\nsecurity = \"plain\"\n[smtp]\nhost = \"127.0.0.1\"\nsecurity = \"plain\"\n[helpdesk]\naddress = \"helpdesk-gem@gov.in\"\n",
+    );
+    text.push_str(&format!(
+        "[rules]\nfiles = [\"{}\"]\n",
+        root.join("rules/gem.toml").display()
+    ));
+    for (name, user) in [
+        ("buyer-registration", "buyer.registration"),
+        ("seller-registration", "seller.registration"),
+        ("product-upload", "upload.product"),
+        ("direct-purchase", "direct.purchase"),
+        ("bid-ra", "bid.ra"),
+        ("order-process", "order.process"),
+        ("payment-process", "payment.process"),
+    ] {
         text.push_str(&format!("[desk.{name}]\naddress = \"{user}@gem.gov.in\"\nlogin = \"{user}\"\npassword_env = \"TG_PW\"\n"));
     }
     std::fs::write(&config, text).expect("config");
@@ -51,7 +73,12 @@ fn the_whole_corpus_classifies_without_a_crash() {
             .env("TG_PW", "x")
             .output()
             .expect("run classify");
-        assert!(out.status.success() || out.status.code() == Some(66), "classify crashed: {:?}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success() || out.status.code() == Some(66),
+            "classify crashed: {:?}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
         let lines: Vec<&str> = stdout.lines().collect();
         assert_eq!(lines.len(), chunk.len(), "one object per file");
@@ -60,13 +87,22 @@ fn the_whole_corpus_classifies_without_a_crash() {
             objects += 1;
             if v["error"].is_string() {
                 errors += 1;
-                assert_eq!(v["actions"], serde_json::json!([]), "no actions for unreadable input: {l}");
+                assert_eq!(
+                    v["actions"],
+                    serde_json::json!([]),
+                    "no actions for unreadable input: {l}"
+                );
             }
             tickets += usize::from(v["ticket"].is_string());
             automatic += usize::from(v["automatic"] == true);
             if v["automatic"] == true || v["own"] == true {
                 let acts = v["actions"].as_array().expect("actions");
-                assert!(acts.iter().all(|a| !a.as_str().unwrap_or("").starts_with("redirect") && !a.as_str().unwrap_or("").starts_with("reply")), "automatic mail must not be answered: {l}");
+                assert!(
+                    acts.iter()
+                        .all(|a| !a.as_str().unwrap_or("").starts_with("redirect")
+                            && !a.as_str().unwrap_or("").starts_with("reply")),
+                    "automatic mail must not be answered: {l}"
+                );
             }
         }
     }

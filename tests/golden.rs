@@ -3,7 +3,12 @@
 //! `ticketgate classify --json` must print for it with the shipped config and GeM rules.
 //! Each file is its own test case. `TICKETGATE_BLESS=1` rewrites the expectations (review
 //! the diff before committing).
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, reason = "test code: a failed expectation is a failed test")]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed expectation is a failed test"
+)]
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +35,13 @@ fn shipped() -> (Directory, Rules) {
     let text: String = text
         .lines()
         .filter(|l| !l.starts_with("ca_file"))
-        .map(|l| if l.starts_with("password_credential") { "password_env = \"TG_TEST_PW\"" } else { l })
+        .map(|l| {
+            if l.starts_with("password_credential") {
+                "password_env = \"TG_TEST_PW\""
+            } else {
+                l
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n");
     let cfg = config::parse(&path, &text, &TestEnv).expect("shipped config parses");
@@ -41,7 +52,9 @@ fn shipped() -> (Directory, Rules) {
 
 fn golden(path: &Path) -> datatest_stable::Result<()> {
     let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
-    let source = expected["source"].as_str().ok_or("golden file needs \"source\"")?;
+    let source = expected["source"]
+        .as_str()
+        .ok_or("golden file needs \"source\"")?;
     let mail = manifest().join(source);
     if !mail.exists() && source.starts_with("../shared/") {
         eprintln!("skipped: {source} is not beside this checkout");

@@ -1,7 +1,12 @@
 //! `ticketgate run` against a real Dovecot and Postfix started by the test harness: what the
 //! helpdesk, the sender and each desk's mailbox show afterwards, across restarts, kill -9,
 //! an SMTP outage and a server without IDLE and MOVE.
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, reason = "test code: a failed expectation is a failed test")]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed expectation is a failed test"
+)]
 
 mod support;
 
@@ -54,12 +59,18 @@ fn deployment(stack: &MailStack, dir: &Path, extra_imap: &str) -> PathBuf {
 
 fn ticketgate(config: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ticketgate"));
-    c.args(args).arg("--config").arg(config).env("RUST_LOG", "ticketgate=debug").env_remove("TICKETGATE_DATABASE");
+    c.args(args)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "ticketgate=debug")
+        .env_remove("TICKETGATE_DATABASE");
     c
 }
 
 fn run_once(config: &Path) -> String {
-    let out = ticketgate(config, &["run", "--once"]).output().expect("run --once");
+    let out = ticketgate(config, &["run", "--once"])
+        .output()
+        .expect("run --once");
     let log = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "run --once failed:\n{log}");
     log
@@ -67,10 +78,22 @@ fn run_once(config: &Path) -> String {
 
 fn spawn(config: &Path, log: &Path) -> Child {
     let file = std::fs::File::create(log).expect("log file");
-    ticketgate(config, &["run"]).stderr(file).stdout(Stdio::null()).spawn().expect("spawn daemon")
+    ticketgate(config, &["run"])
+        .stderr(file)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn daemon")
 }
 
-fn mail(from: &str, to: &str, cc: Option<&str>, subject: &str, id: &str, body: &str, extra: &str) -> Vec<u8> {
+fn mail(
+    from: &str,
+    to: &str,
+    cc: Option<&str>,
+    subject: &str,
+    id: &str,
+    body: &str,
+    extra: &str,
+) -> Vec<u8> {
     let cc = cc.map(|c| format!("Cc: {c}\r\n")).unwrap_or_default();
     format!(
         "From: {from}\r\nTo: {to}\r\n{cc}Subject: {subject}\r\nMessage-ID: <{id}>\r\nDate: Mon, 2 Nov 2026 10:00:00 +0530\r\n\
@@ -83,13 +106,16 @@ fn mail(from: &str, to: &str, cc: Option<&str>, subject: &str, id: &str, body: &
 fn redirects(mails: &[StoredMail]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for mail in mails.iter().filter(|m| m.header("X-Ticketgate").is_some()) {
-        *m.entry(mail.header("In-Reply-To").unwrap_or_default()).or_insert(0) += 1;
+        *m.entry(mail.header("In-Reply-To").unwrap_or_default())
+            .or_insert(0) += 1;
     }
     m
 }
 
 fn attached_original(redirect: &StoredMail) -> Vec<u8> {
-    let msg = mail_parser::MessageParser::default().parse(&redirect.raw).expect("parse redirect");
+    let msg = mail_parser::MessageParser::default()
+        .parse(&redirect.raw)
+        .expect("parse redirect");
     for part in msg.parts.iter() {
         if let mail_parser::PartType::Message(_) = &part.body {
             let start = part.offset_body as usize;
@@ -97,7 +123,10 @@ fn attached_original(redirect: &StoredMail) -> Vec<u8> {
             return redirect.raw[start..end].to_vec();
         }
     }
-    panic!("no message/rfc822 part in redirect:\n{}", String::from_utf8_lossy(&redirect.raw));
+    panic!(
+        "no message/rfc822 part in redirect:\n{}",
+        String::from_utf8_lossy(&redirect.raw)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,39 +135,140 @@ async fn redirects_tags_and_files_and_never_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = deployment(&stack, dir.path(), "");
     let customer = "ramesh.kumar@example.in";
-    let noticket = mail(customer, "bid.ra@gem.test", None, "Bid not visible", "nt-1@example.in", "My bid GEM/2024/B/1234567 is not visible. Call 1800-419-3436.", "");
-    let ticket = mail(customer, "bid.ra@gem.test", None, "Escalation", "t-1@example.in", "Ticket No: 2024-1234567 unresolved for 3 days.", "");
-    let auto = mail(customer, "bid.ra@gem.test", None, "Out of office", "auto-1@example.in", "I am away.", "Auto-Submitted: auto-replied\r\n");
-    let own = mail("helpdesk@gem.test", "bid.ra@gem.test", None, "Please check", "own-1@gem.test", "No ticket yet.", "");
-    let replyto = mail(customer, "order.process@gem.test", None, "Invoice stuck", "rt-1@example.in", "Invoice not accepted.", "Reply-To: accounts@example.in\r\n");
-    for (raw, rcpt) in [(&noticket, "bid.ra"), (&ticket, "bid.ra"), (&auto, "bid.ra"), (&own, "bid.ra"), (&replyto, "order.process")] {
-        stack.send(customer, &[&MailStack::address(rcpt)], raw).await;
+    let noticket = mail(
+        customer,
+        "bid.ra@gem.test",
+        None,
+        "Bid not visible",
+        "nt-1@example.in",
+        "My bid GEM/2024/B/1234567 is not visible. Call 1800-419-3436.",
+        "",
+    );
+    let ticket = mail(
+        customer,
+        "bid.ra@gem.test",
+        None,
+        "Escalation",
+        "t-1@example.in",
+        "Ticket No: 2024-1234567 unresolved for 3 days.",
+        "",
+    );
+    let auto = mail(
+        customer,
+        "bid.ra@gem.test",
+        None,
+        "Out of office",
+        "auto-1@example.in",
+        "I am away.",
+        "Auto-Submitted: auto-replied\r\n",
+    );
+    let own = mail(
+        "helpdesk@gem.test",
+        "bid.ra@gem.test",
+        None,
+        "Please check",
+        "own-1@gem.test",
+        "No ticket yet.",
+        "",
+    );
+    let replyto = mail(
+        customer,
+        "order.process@gem.test",
+        None,
+        "Invoice stuck",
+        "rt-1@example.in",
+        "Invoice not accepted.",
+        "Reply-To: accounts@example.in\r\n",
+    );
+    for (raw, rcpt) in [
+        (&noticket, "bid.ra"),
+        (&ticket, "bid.ra"),
+        (&auto, "bid.ra"),
+        (&own, "bid.ra"),
+        (&replyto, "order.process"),
+    ] {
+        stack
+            .send(customer, &[&MailStack::address(rcpt)], raw)
+            .await;
     }
-    stack.wait_for("bid.ra", "INBOX", WAIT, "4 mails delivered to bid.ra", |m| m.len() == 4).await;
-    stack.wait_for("order.process", "INBOX", WAIT, "1 mail delivered to order.process", |m| m.len() == 1).await;
+    stack
+        .wait_for(
+            "bid.ra",
+            "INBOX",
+            WAIT,
+            "4 mails delivered to bid.ra",
+            |m| m.len() == 4,
+        )
+        .await;
+    stack
+        .wait_for(
+            "order.process",
+            "INBOX",
+            WAIT,
+            "1 mail delivered to order.process",
+            |m| m.len() == 1,
+        )
+        .await;
 
     run_once(&config);
 
-    let helpdesk = stack.wait_for("helpdesk", "INBOX", WAIT, "two redirects", |m| m.len() >= 2).await;
+    let helpdesk = stack
+        .wait_for("helpdesk", "INBOX", WAIT, "two redirects", |m| m.len() >= 2)
+        .await;
     let counts = redirects(&helpdesk);
     assert_eq!(counts.get("nt-1@example.in"), Some(&1), "{counts:?}");
     assert_eq!(counts.get("rt-1@example.in"), Some(&1), "{counts:?}");
-    assert_eq!(helpdesk.len(), 2, "no redirect for the ticket, auto-reply or own mail: {counts:?}");
+    assert_eq!(
+        helpdesk.len(),
+        2,
+        "no redirect for the ticket, auto-reply or own mail: {counts:?}"
+    );
 
-    let r = helpdesk.iter().find(|m| m.header("In-Reply-To").as_deref() == Some("nt-1@example.in")).expect("redirect");
-    assert_eq!(r.header("From").map(|f| f.contains("bid.ra@gem.test")), Some(true), "{:?}", r.header("From"));
-    assert_eq!(r.header("To").map(|t| t.contains("helpdesk@gem.test")), Some(true));
-    assert_eq!(r.header("Cc").map(|c| c.contains(customer)), Some(true), "{:?}", r.header("Cc"));
+    let r = helpdesk
+        .iter()
+        .find(|m| m.header("In-Reply-To").as_deref() == Some("nt-1@example.in"))
+        .expect("redirect");
+    assert_eq!(
+        r.header("From").map(|f| f.contains("bid.ra@gem.test")),
+        Some(true),
+        "{:?}",
+        r.header("From")
+    );
+    assert_eq!(
+        r.header("To").map(|t| t.contains("helpdesk@gem.test")),
+        Some(true)
+    );
+    assert_eq!(
+        r.header("Cc").map(|c| c.contains(customer)),
+        Some(true),
+        "{:?}",
+        r.header("Cc")
+    );
     assert_eq!(r.header("Auto-Submitted").as_deref(), Some("auto-replied"));
-    let rt = helpdesk.iter().find(|m| m.header("In-Reply-To").as_deref() == Some("rt-1@example.in")).expect("redirect");
-    assert_eq!(rt.header("Cc").map(|c| c.contains("accounts@example.in")), Some(true), "Reply-To wins over From");
+    let rt = helpdesk
+        .iter()
+        .find(|m| m.header("In-Reply-To").as_deref() == Some("rt-1@example.in"))
+        .expect("redirect");
+    assert_eq!(
+        rt.header("Cc").map(|c| c.contains("accounts@example.in")),
+        Some(true),
+        "Reply-To wins over From"
+    );
 
     // The desk's view: filed and tagged, never marked read.
     let redirected = stack.mailbox("bid.ra", "Redirected").await;
     assert_eq!(redirected.len(), 1);
-    assert!(redirected[0].has_flag("$NoTicket") && redirected[0].has_flag("$Redirected"), "{:?}", redirected[0].flags);
+    assert!(
+        redirected[0].has_flag("$NoTicket") && redirected[0].has_flag("$Redirected"),
+        "{:?}",
+        redirected[0].flags
+    );
     assert!(!redirected[0].has_flag("\\Seen"));
-    assert_eq!(attached_original(r), redirected[0].raw, "the original is attached unchanged");
+    assert_eq!(
+        attached_original(r),
+        redirected[0].raw,
+        "the original is attached unchanged"
+    );
     let inbox = stack.mailbox("bid.ra", "INBOX").await;
     assert_eq!(inbox.len(), 3);
     let by_subject = |s: &str| inbox.iter().find(|m| m.subject() == s).expect(s);
@@ -148,7 +278,11 @@ async fn redirects_tags_and_files_and_never_twice() {
     assert!(inbox.iter().all(|m| !m.has_flag("\\Seen")));
 
     // The sender got the copy (external addresses land in `outside`).
-    let outside = stack.wait_for("outside", "INBOX", WAIT, "copies to the senders", |m| m.len() >= 2).await;
+    let outside = stack
+        .wait_for("outside", "INBOX", WAIT, "copies to the senders", |m| {
+            m.len() >= 2
+        })
+        .await;
     assert_eq!(redirects(&outside).get("nt-1@example.in"), Some(&1));
 
     // A second run finds nothing to do: nothing is redirected twice.
@@ -169,7 +303,15 @@ async fn kill_9_in_the_middle_of_a_backlog_loses_nothing_and_repeats_nothing() {
     let config = deployment(&stack, dir.path(), "");
     let n = 60;
     for i in 0..n {
-        let raw = mail("sender@example.in", "bid.ra@gem.test", None, &format!("Help {i}"), &format!("k{i}@example.in"), "no ticket", "");
+        let raw = mail(
+            "sender@example.in",
+            "bid.ra@gem.test",
+            None,
+            &format!("Help {i}"),
+            &format!("k{i}@example.in"),
+            "no ticket",
+            "",
+        );
         stack.append("bid.ra", "INBOX", &raw).await;
     }
     // SMTP is down while the daemon is killed mid-backlog, so that every kill falls between
@@ -180,19 +322,31 @@ async fn kill_9_in_the_middle_of_a_backlog_loses_nothing_and_repeats_nothing() {
         let log = dir.path().join(format!("kill-{round}.log"));
         let mut child = spawn(&config, &log);
         // Kill as soon as some, but not all, of the backlog has been filed.
-        stack.wait_for("bid.ra", "Redirected", WAIT, "some mail filed", |m| m.len() > round * 15).await;
+        stack
+            .wait_for("bid.ra", "Redirected", WAIT, "some mail filed", |m| {
+                m.len() > round * 15
+            })
+            .await;
         child.kill().expect("SIGKILL");
         let _ = child.wait();
     }
     stack.start_smtp();
     run_once(&config);
-    let helpdesk = stack.wait_for("helpdesk", "INBOX", WAIT, "all redirects", |m| m.len() >= n).await;
+    let helpdesk = stack
+        .wait_for("helpdesk", "INBOX", WAIT, "all redirects", |m| m.len() >= n)
+        .await;
     let counts = redirects(&helpdesk);
     assert_eq!(counts.len(), n, "every mail redirected");
-    assert!(counts.values().all(|c| *c == 1), "a mail was redirected twice: {counts:?}");
+    assert!(
+        counts.values().all(|c| *c == 1),
+        "a mail was redirected twice: {counts:?}"
+    );
     let filed = stack.mailbox("bid.ra", "Redirected").await;
     assert_eq!(filed.len(), n);
-    assert!(filed.iter().all(|m| m.has_flag("$NoTicket")), "every mail tagged");
+    assert!(
+        filed.iter().all(|m| m.has_flag("$NoTicket")),
+        "every mail tagged"
+    );
     assert!(stack.mailbox("bid.ra", "INBOX").await.is_empty());
 }
 
@@ -205,14 +359,42 @@ async fn daemon_idles_acts_on_new_mail_and_stops_on_sigterm() {
     let mut child = spawn(&config, &log);
     // Wait until the watchers are idle in IDLE, then deliver.
     wait_log(&log, "watching", DESKS.len()).await;
-    let raw = mail("new@example.in", "payment.process@gem.test", None, "Payment not received", "idle-1@example.in", "no ticket", "");
-    stack.send("new@example.in", &["payment.process@gem.test"], &raw).await;
-    let h = stack.wait_for("helpdesk", "INBOX", WAIT, "redirect of the new mail", |m| m.len() == 1).await;
-    assert_eq!(h[0].header("In-Reply-To").as_deref(), Some("idle-1@example.in"));
+    let raw = mail(
+        "new@example.in",
+        "payment.process@gem.test",
+        None,
+        "Payment not received",
+        "idle-1@example.in",
+        "no ticket",
+        "",
+    );
+    stack
+        .send("new@example.in", &["payment.process@gem.test"], &raw)
+        .await;
+    let h = stack
+        .wait_for("helpdesk", "INBOX", WAIT, "redirect of the new mail", |m| {
+            m.len() == 1
+        })
+        .await;
+    assert_eq!(
+        h[0].header("In-Reply-To").as_deref(),
+        Some("idle-1@example.in")
+    );
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
     let status = wait_exit(&mut child, Duration::from_secs(25));
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "clean exit on SIGTERM:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "clean exit on SIGTERM:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,16 +403,43 @@ async fn smtp_outage_delays_and_then_delivers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = deployment(&stack, dir.path(), "");
     stack.stop_smtp();
-    let raw = mail("late@example.in", "bid.ra@gem.test", None, "Help", "outage-1@example.in", "no ticket", "");
+    let raw = mail(
+        "late@example.in",
+        "bid.ra@gem.test",
+        None,
+        "Help",
+        "outage-1@example.in",
+        "no ticket",
+        "",
+    );
     stack.append("bid.ra", "INBOX", &raw).await;
     let log = dir.path().join("daemon.log");
     let mut child = spawn(&config, &log);
-    stack.wait_for("bid.ra", "Redirected", WAIT, "decided and filed while SMTP is down", |m| m.len() == 1).await;
+    stack
+        .wait_for(
+            "bid.ra",
+            "Redirected",
+            WAIT,
+            "decided and filed while SMTP is down",
+            |m| m.len() == 1,
+        )
+        .await;
     wait_log(&log, "temporary send failure", 1).await;
     assert!(stack.mailbox("helpdesk", "INBOX").await.is_empty());
     stack.start_smtp();
-    let h = stack.wait_for("helpdesk", "INBOX", WAIT, "redirect after SMTP is back", |m| m.len() == 1).await;
-    assert_eq!(h[0].header("In-Reply-To").as_deref(), Some("outage-1@example.in"));
+    let h = stack
+        .wait_for(
+            "helpdesk",
+            "INBOX",
+            WAIT,
+            "redirect after SMTP is back",
+            |m| m.len() == 1,
+        )
+        .await;
+    assert_eq!(
+        h[0].header("In-Reply-To").as_deref(),
+        Some("outage-1@example.in")
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -241,21 +450,48 @@ async fn works_without_idle_move_and_uidplus() {
                 THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN NAMESPACE LIST-EXTENDED \
                 I18NLEVEL=1 ESEARCH ESORT SEARCHRES WITHIN CONTEXT=SEARCH LIST-STATUS BINARY SNIPPET=FUZZY \
                 PREVIEW=FUZZY PREVIEW STATUS=SIZE SAVEDATE LITERAL+ NOTIFY SPECIAL-USE";
-    let stack = MailStack::start_with(StackOptions { imap_capability: Some(caps.to_string()) });
+    let stack = MailStack::start_with(StackOptions {
+        imap_capability: Some(caps.to_string()),
+    });
     let dir = tempfile::tempdir().expect("tempdir");
     let config = deployment(&stack, dir.path(), "");
     let log = dir.path().join("daemon.log");
     let mut child = spawn(&config, &log);
     wait_log(&log, "watching", DESKS.len()).await;
-    let raw = mail("poll@example.in", "order.process@gem.test", None, "Order stuck", "poll-1@example.in", "no ticket", "");
-    stack.send("poll@example.in", &["order.process@gem.test"], &raw).await;
-    stack.wait_for("helpdesk", "INBOX", WAIT, "redirect found by polling", |m| m.len() == 1).await;
-    let filed = stack.wait_for("order.process", "Redirected", WAIT, "filed by COPY", |m| m.len() == 1).await;
+    let raw = mail(
+        "poll@example.in",
+        "order.process@gem.test",
+        None,
+        "Order stuck",
+        "poll-1@example.in",
+        "no ticket",
+        "",
+    );
+    stack
+        .send("poll@example.in", &["order.process@gem.test"], &raw)
+        .await;
+    stack
+        .wait_for(
+            "helpdesk",
+            "INBOX",
+            WAIT,
+            "redirect found by polling",
+            |m| m.len() == 1,
+        )
+        .await;
+    let filed = stack
+        .wait_for("order.process", "Redirected", WAIT, "filed by COPY", |m| {
+            m.len() == 1
+        })
+        .await;
     assert!(filed[0].has_flag("$NoTicket"));
     let _ = child.kill();
     let _ = child.wait();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(!text.contains("UID MOVE"), "MOVE must not be sent when not advertised");
+    assert!(
+        !text.contains("UID MOVE"),
+        "MOVE must not be sent when not advertised"
+    );
 }
 
 async fn wait_log(log: &Path, needle: &str, times: usize) {
@@ -265,7 +501,10 @@ async fn wait_log(log: &Path, needle: &str, times: usize) {
         if text.matches(needle).count() >= times {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "`{needle}` x{times} not in the daemon log:\n{text}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "`{needle}` x{times} not in the daemon log:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -37,7 +37,11 @@ pub struct Directory {
 impl Directory {
     pub fn new(config: &crate::config::Config, rules: &Rules) -> Directory {
         Directory {
-            desks: config.desks.iter().map(|d| (d.name.clone(), d.address.clone())).collect(),
+            desks: config
+                .desks
+                .iter()
+                .map(|d| (d.name.clone(), d.address.clone()))
+                .collect(),
             helpdesk: config.helpdesk.clone(),
             own: rules.own_addresses.clone(),
             contacts: rules.contacts.clone(),
@@ -45,11 +49,17 @@ impl Directory {
     }
 
     pub fn desk_address(&self, name: &str) -> Option<&str> {
-        self.desks.iter().find(|(n, _)| n == name).map(|(_, a)| a.as_str())
+        self.desks
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a.as_str())
     }
 
     fn desk_of(&self, address: &str) -> Option<&str> {
-        self.desks.iter().find(|(_, a)| a.eq_ignore_ascii_case(address)).map(|(n, _)| n.as_str())
+        self.desks
+            .iter()
+            .find(|(_, a)| a.eq_ignore_ascii_case(address))
+            .map(|(n, _)| n.as_str())
     }
 
     fn is_own(&self, address: &str) -> bool {
@@ -115,7 +125,9 @@ pub fn extract(raw: &[u8], desk: &str, dir: &Directory, rules: &Rules) -> Result
     let msg = MessageParser::default()
         .parse(raw)
         .filter(is_mail)
-        .ok_or_else(|| MailError("no mail header (From, Sender, To, Cc, Subject, Date or Message-ID)".into()))?;
+        .ok_or_else(|| {
+            MailError("no mail header (From, Sender, To, Cc, Subject, Date or Message-ID)".into())
+        })?;
     Ok(extract_parsed(&msg, desk, dir, rules))
 }
 
@@ -126,7 +138,13 @@ fn is_mail(m: &Message<'_>) -> bool {
     m.headers().iter().any(|h| {
         matches!(
             h.name,
-            HeaderName::From | HeaderName::Sender | HeaderName::To | HeaderName::Cc | HeaderName::Subject | HeaderName::Date | HeaderName::MessageId
+            HeaderName::From
+                | HeaderName::Sender
+                | HeaderName::To
+                | HeaderName::Cc
+                | HeaderName::Subject
+                | HeaderName::Date
+                | HeaderName::MessageId
         )
     })
 }
@@ -137,7 +155,8 @@ pub fn extract_parsed(msg: &Message<'_>, desk: &str, dir: &Directory, rules: &Ru
     let sender = first_address(msg.reply_to()).or_else(|| from.clone());
     let ticket = ticket::find_ticket(msg, &rules.ticket_patterns, &rules.limits);
     let automatic_reason = automatic::automatic_reason(msg);
-    let own = msg.header_raw(MARKER_HEADER).is_some() || from.as_deref().is_some_and(|f| dir.is_own(f));
+    let own =
+        msg.header_raw(MARKER_HEADER).is_some() || from.as_deref().is_some_and(|f| dir.is_own(f));
 
     let mut recipients: Vec<String> = Vec::new();
     for a in [msg.to(), msg.cc()].into_iter().flatten() {
@@ -156,8 +175,12 @@ pub fn extract_parsed(msg: &Message<'_>, desk: &str, dir: &Directory, rules: &Ru
         .filter(|(_, a)| recipients.iter().any(|r| r == a))
         .map(|(n, _)| n.clone())
         .collect();
-    let addressed_contacts =
-        addressed_desks.len() + dir.contacts.iter().filter(|c| recipients.iter().any(|r| r == *c)).count();
+    let addressed_contacts = addressed_desks.len()
+        + dir
+            .contacts
+            .iter()
+            .filter(|c| recipients.iter().any(|r| r == *c))
+            .count();
 
     let mut body = String::new();
     if let Some(t) = msg.body_text(0) {
@@ -244,12 +267,22 @@ impl Facts {
             (true, _) => Some("headers"),
             (false, _) => Some("copies"),
         };
-        self.responsible_desk = if self.broadcast { Some(self.pick_responsible(&holding, dir)) } else { None };
-        self.responsible = self.responsible_desk.as_ref().is_none_or(|d| *d == self.desk);
+        self.responsible_desk = if self.broadcast {
+            Some(self.pick_responsible(&holding, dir))
+        } else {
+            None
+        };
+        self.responsible = self
+            .responsible_desk
+            .as_ref()
+            .is_none_or(|d| *d == self.desk);
         self.misrouted = !self.broadcast
             && !self.automatic
             && !self.own
-            && self.suggested_desk.as_ref().is_some_and(|s| *s != self.desk && dir.desk_address(s).is_some());
+            && self
+                .suggested_desk
+                .as_ref()
+                .is_some_and(|s| *s != self.desk && dir.desk_address(s).is_some());
     }
 
     /// The desk whose copy of a broadcast is acted on: the suggested desk when it holds or
@@ -276,7 +309,11 @@ impl Facts {
 }
 
 fn first_address(a: Option<&Address<'_>>) -> Option<String> {
-    let s = a?.iter().find_map(|a| a.address())?.trim().to_ascii_lowercase();
+    let s = a?
+        .iter()
+        .find_map(|a| a.address())?
+        .trim()
+        .to_ascii_lowercase();
     crate::rules::compile::looks_like_address(&s).then_some(s)
 }
 

@@ -17,7 +17,8 @@ pub fn suggest_desk(subject: &str, body: &str, desks: &[DeskProfile]) -> Option<
                 .phrases
                 .iter()
                 .map(|(re, w)| {
-                    let hits = 2 * re.find_iter(subject).take(MAX_HITS).count() + re.find_iter(body).take(MAX_HITS).count();
+                    let hits = 2 * re.find_iter(subject).take(MAX_HITS).count()
+                        + re.find_iter(body).take(MAX_HITS).count();
                     w.saturating_mul(u32::try_from(hits).unwrap_or(u32::MAX))
                 })
                 .sum();
@@ -26,7 +27,11 @@ pub fn suggest_desk(subject: &str, body: &str, desks: &[DeskProfile]) -> Option<
         .collect();
     scores.sort_by_key(|s| std::cmp::Reverse(s.0));
     match scores.as_slice() {
-        [(best, name), rest @ ..] if *best >= MIN_SCORE && rest.first().is_none_or(|(second, _)| second < best) => Some((*name).to_string()),
+        [(best, name), rest @ ..]
+            if *best >= MIN_SCORE && rest.first().is_none_or(|(second, _)| second < best) =>
+        {
+            Some((*name).to_string())
+        }
         _ => None,
     }
 }
@@ -38,7 +43,12 @@ mod tests {
 
     fn gem() -> Vec<DeskProfile> {
         let d = Deployment::default();
-        let rules = compile_str(std::path::Path::new("gem.toml"), include_str!("../../rules/gem.toml"), &d).unwrap_or_else(|e| panic!("{e}"));
+        let rules = compile_str(
+            std::path::Path::new("gem.toml"),
+            include_str!("../../rules/gem.toml"),
+            &d,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         rules.desks
     }
 
@@ -46,17 +56,53 @@ mod tests {
     fn the_gem_desks_are_told_apart() {
         let desks = gem();
         for (subject, body, want) in [
-            ("Reverse auction not opening", "The RA for bid GEM/2024/B/1234567 did not start.", Some("bid-ra")),
-            ("Payment not received", "We have not received the payment for our invoice; PFMS shows pending.", Some("payment-process")),
-            ("Budget blocking", "Unable to block budget for the purchase", Some("payment-process")),
-            ("CRAC not generated", "The consignee has not generated CRAC for the supply order.", Some("order-process")),
-            ("Catalogue rejected", "Our product catalogue was rejected in the category Office Chairs.", Some("product-upload")),
-            ("Seller registration", "Cannot complete seller registration, PAN verification fails.", Some("seller-registration")),
-            ("Buyer registration", "Primary user cannot complete buyer registration.", Some("buyer-registration")),
-            ("Direct purchase L1", "L1 selection in direct purchase shows the wrong seller.", Some("direct-purchase")),
+            (
+                "Reverse auction not opening",
+                "The RA for bid GEM/2024/B/1234567 did not start.",
+                Some("bid-ra"),
+            ),
+            (
+                "Payment not received",
+                "We have not received the payment for our invoice; PFMS shows pending.",
+                Some("payment-process"),
+            ),
+            (
+                "Budget blocking",
+                "Unable to block budget for the purchase",
+                Some("payment-process"),
+            ),
+            (
+                "CRAC not generated",
+                "The consignee has not generated CRAC for the supply order.",
+                Some("order-process"),
+            ),
+            (
+                "Catalogue rejected",
+                "Our product catalogue was rejected in the category Office Chairs.",
+                Some("product-upload"),
+            ),
+            (
+                "Seller registration",
+                "Cannot complete seller registration, PAN verification fails.",
+                Some("seller-registration"),
+            ),
+            (
+                "Buyer registration",
+                "Primary user cannot complete buyer registration.",
+                Some("buyer-registration"),
+            ),
+            (
+                "Direct purchase L1",
+                "L1 selection in direct purchase shows the wrong seller.",
+                Some("direct-purchase"),
+            ),
             ("Hello", "Please help me.", None),
         ] {
-            assert_eq!(suggest_desk(subject, body, &desks).as_deref(), want, "{subject}");
+            assert_eq!(
+                suggest_desk(subject, body, &desks).as_deref(),
+                want,
+                "{subject}"
+            );
         }
     }
 }

@@ -10,23 +10,39 @@ use crate::rules::{Limits, TicketPattern, TicketSource};
 /// The shipped GeM patterns (also in rules/gem.toml; tests keep the two in step).
 /// `YYYY-NNNNNNN` anywhere in the subject, not glued to other digits, letters, `/`, `-`
 /// or a decimal point (bid numbers, order numbers, amounts).
-pub const GEM_SUBJECT_PATTERN: &str = r"(?:^|[^0-9A-Za-z/_.-])(?P<ticket>20[0-9]{2}-[0-9]{7})(?:[^0-9A-Za-z/_.-]|\.(?:[^0-9]|$)|$)";
+pub const GEM_SUBJECT_PATTERN: &str =
+    r"(?:^|[^0-9A-Za-z/_.-])(?P<ticket>20[0-9]{2}-[0-9]{7})(?:[^0-9A-Za-z/_.-]|\.(?:[^0-9]|$)|$)";
 /// Elsewhere only right after a label: Ticket No / No. / ID / Number / # / Ticket, CRM
 /// Ticket, Complaint No, with optional punctuation.
 pub const GEM_LABELLED_PATTERN: &str = r"(?i)(?:^|[^a-z0-9])(?:crm\s+)?(?:ticket|complaint)\s*(?:no\.?|number|num|id|#)?\s*[:.#-]?\s*(?P<ticket>20[0-9]{2}-[0-9]{7})(?:[^0-9a-z/_.-]|\.(?:[^0-9]|$)|$)";
 
 /// The ticket number of `msg`, by the precedence of [`TicketSource`]: the first source (in
 /// that order) where any applicable pattern matches wins; within a source, the first match.
-pub fn find_ticket(msg: &Message<'_>, patterns: &[TicketPattern], limits: &Limits) -> Option<Ticket> {
+pub fn find_ticket(
+    msg: &Message<'_>,
+    patterns: &[TicketPattern],
+    limits: &Limits,
+) -> Option<Ticket> {
     let texts = Texts::of(msg, limits);
     for source in TicketSource::ALL {
         for p in patterns.iter().filter(|p| p.sources.contains(&source)) {
             let found = match source {
-                TicketSource::Header => p.headers.iter().filter_map(|h| header(msg, h)).find_map(|t| first_match(p, truncate(&t, limits.max_scan_bytes))),
-                _ => texts.of_source(source).iter().find_map(|t| first_match(p, t)),
+                TicketSource::Header => p
+                    .headers
+                    .iter()
+                    .filter_map(|h| header(msg, h))
+                    .find_map(|t| first_match(p, truncate(&t, limits.max_scan_bytes))),
+                _ => texts
+                    .of_source(source)
+                    .iter()
+                    .find_map(|t| first_match(p, t)),
             };
             if let Some(number) = found {
-                return Some(Ticket { number, source, pattern: p.name.clone() });
+                return Some(Ticket {
+                    number,
+                    source,
+                    pattern: p.name.clone(),
+                });
             }
         }
     }
@@ -40,11 +56,14 @@ fn first_match(p: &TicketPattern, text: &str) -> Option<String> {
 }
 
 fn header(msg: &Message<'_>, name: &str) -> Option<String> {
-    msg.headers().iter().find(|h| h.name.as_str().eq_ignore_ascii_case(name)).and_then(|h| match &h.value {
-        mail_parser::HeaderValue::Text(t) => Some(t.to_string()),
-        mail_parser::HeaderValue::TextList(l) => Some(l.join(" ")),
-        _ => msg.header_raw(name).map(str::to_string),
-    })
+    msg.headers()
+        .iter()
+        .find(|h| h.name.as_str().eq_ignore_ascii_case(name))
+        .and_then(|h| match &h.value {
+            mail_parser::HeaderValue::Text(t) => Some(t.to_string()),
+            mail_parser::HeaderValue::TextList(l) => Some(l.join(" ")),
+            _ => msg.header_raw(name).map(str::to_string),
+        })
 }
 
 /// The texts of a mail, split by source.
@@ -64,10 +83,18 @@ impl Texts {
         let mut html_seen = Vec::new();
         for &i in &msg.text_body {
             match msg.parts.get(i as usize).map(|p| &p.body) {
-                Some(PartType::Text(text)) => t.split_into(truncate(text, limits.max_scan_bytes), false),
+                Some(PartType::Text(text)) => {
+                    t.split_into(truncate(text, limits.max_scan_bytes), false)
+                }
                 Some(PartType::Html(html)) => {
                     html_seen.push(i);
-                    t.split_into(&mail_parser::decoders::html::html_to_text(truncate(html, limits.max_scan_bytes)), true);
+                    t.split_into(
+                        &mail_parser::decoders::html::html_to_text(truncate(
+                            html,
+                            limits.max_scan_bytes,
+                        )),
+                        true,
+                    );
                 }
                 _ => {}
             }
@@ -77,7 +104,13 @@ impl Texts {
                 continue;
             }
             if let Some(PartType::Html(html)) = msg.parts.get(i as usize).map(|p| &p.body) {
-                t.split_into(&mail_parser::decoders::html::html_to_text(truncate(html, limits.max_scan_bytes)), true);
+                t.split_into(
+                    &mail_parser::decoders::html::html_to_text(truncate(
+                        html,
+                        limits.max_scan_bytes,
+                    )),
+                    true,
+                );
             }
         }
         t.attached_from(msg, limits, 1);
@@ -87,7 +120,11 @@ impl Texts {
     /// Own text goes to body (or html), quoted text of earlier mails to quoted.
     fn split_into(&mut self, text: &str, html: bool) {
         let (own, quoted) = split_quoted(text);
-        if html { self.html.push(own) } else { self.body.push(own) }
+        if html {
+            self.html.push(own)
+        } else {
+            self.body.push(own)
+        }
         if !quoted.is_empty() {
             self.quoted.push(quoted);
         }
@@ -102,9 +139,11 @@ impl Texts {
                 self.attached.extend(inner.subject().map(str::to_string));
                 for (i, p) in inner.parts.iter().enumerate() {
                     if let Some(text) = part_text(p, limits)
-                        && (inner.text_body.contains(&(i as u32)) || inner.html_body.contains(&(i as u32))) {
-                            self.attached.push(text);
-                        }
+                        && (inner.text_body.contains(&(i as u32))
+                            || inner.html_body.contains(&(i as u32)))
+                    {
+                        self.attached.push(text);
+                    }
                 }
                 self.attached_from(inner, limits, depth + 1);
             }
@@ -126,7 +165,10 @@ impl Texts {
 fn part_text(p: &MessagePart<'_>, limits: &Limits) -> Option<String> {
     match &p.body {
         PartType::Text(t) => Some(truncate(t, limits.max_scan_bytes).to_string()),
-        PartType::Html(h) => Some(mail_parser::decoders::html::html_to_text(truncate(h, limits.max_scan_bytes))),
+        PartType::Html(h) => Some(mail_parser::decoders::html::html_to_text(truncate(
+            h,
+            limits.max_scan_bytes,
+        ))),
         _ => None,
     }
 }
@@ -174,23 +216,38 @@ mod tests {
     fn gem() -> Vec<TicketPattern> {
         let ok = |s: &str| Regex::new(s).unwrap_or_else(|e| panic!("{e}"));
         vec![
-            TicketPattern { name: "subject".into(), regex: ok(GEM_SUBJECT_PATTERN), sources: vec![TicketSource::Subject], headers: vec![] },
+            TicketPattern {
+                name: "subject".into(),
+                regex: ok(GEM_SUBJECT_PATTERN),
+                sources: vec![TicketSource::Subject],
+                headers: vec![],
+            },
             TicketPattern {
                 name: "labelled".into(),
                 regex: ok(GEM_LABELLED_PATTERN),
-                sources: vec![TicketSource::Subject, TicketSource::Body, TicketSource::Html, TicketSource::Quoted, TicketSource::Attached],
+                sources: vec![
+                    TicketSource::Subject,
+                    TicketSource::Body,
+                    TicketSource::Html,
+                    TicketSource::Quoted,
+                    TicketSource::Attached,
+                ],
                 headers: vec![],
             },
         ]
     }
 
     fn find(raw: &str) -> Option<(String, TicketSource)> {
-        let msg = MessageParser::default().parse(raw.as_bytes()).unwrap_or_else(|| panic!("parse"));
+        let msg = MessageParser::default()
+            .parse(raw.as_bytes())
+            .unwrap_or_else(|| panic!("parse"));
         find_ticket(&msg, &gem(), &Limits::default()).map(|t| (t.number, t.source))
     }
 
     fn plain(subject: &str, body: &str) -> String {
-        format!("From: a@example.in\r\nTo: bid.ra@gem.gov.in\r\nSubject: {subject}\r\n\r\n{body}\r\n")
+        format!(
+            "From: a@example.in\r\nTo: bid.ra@gem.gov.in\r\nSubject: {subject}\r\n\r\n{body}\r\n"
+        )
     }
 
     #[test]
@@ -217,7 +274,11 @@ mod tests {
             "my complaint no. 2024-1234567.",
             "(Ticket No: 2024-1234567)",
         ] {
-            assert_eq!(find(&plain("help", body)), Some(("2024-1234567".into(), TicketSource::Body)), "{body}");
+            assert_eq!(
+                find(&plain("help", body)),
+                Some(("2024-1234567".into(), TicketSource::Body)),
+                "{body}"
+            );
         }
     }
 
@@ -239,44 +300,82 @@ mod tests {
         ] {
             assert_eq!(find(&plain("help", text)), None, "body: {text}");
             if !text.contains("without label") {
-                assert_eq!(find(&plain(text, "no number here")), None, "subject: {text}");
+                assert_eq!(
+                    find(&plain(text, "no number here")),
+                    None,
+                    "subject: {text}"
+                );
             }
         }
     }
 
     #[test]
     fn subject_counts_without_label_and_wins_over_the_body() {
-        assert_eq!(find(&plain("Re: 2024-7654321 pending", "Ticket No: 2024-1234567")), Some(("2024-7654321".into(), TicketSource::Subject)));
-        assert_eq!(find(&plain("=?utf-8?b?VGlja2V0IDIwMjQtMTIzNDU2Nw==?=", "x")), Some(("2024-1234567".into(), TicketSource::Subject)));
+        assert_eq!(
+            find(&plain(
+                "Re: 2024-7654321 pending",
+                "Ticket No: 2024-1234567"
+            )),
+            Some(("2024-7654321".into(), TicketSource::Subject))
+        );
+        assert_eq!(
+            find(&plain("=?utf-8?b?VGlja2V0IDIwMjQtMTIzNDU2Nw==?=", "x")),
+            Some(("2024-1234567".into(), TicketSource::Subject))
+        );
     }
 
     #[test]
     fn body_wins_over_quoted_text() {
         let body = "Still waiting. Ticket No: 2025-1111111\r\n\r\nOn Mon, 1 Jan 2026 Helpdesk wrote:\r\n> Your Ticket No: 2024-2222222";
-        assert_eq!(find(&plain("Re: help", body)), Some(("2025-1111111".into(), TicketSource::Body)));
+        assert_eq!(
+            find(&plain("Re: help", body)),
+            Some(("2025-1111111".into(), TicketSource::Body))
+        );
         let body = "Still waiting.\r\n\r\nOn Mon, 1 Jan 2026 Helpdesk wrote:\r\n> Your Ticket No: 2024-2222222";
-        assert_eq!(find(&plain("Re: help", body)), Some(("2024-2222222".into(), TicketSource::Quoted)));
+        assert_eq!(
+            find(&plain("Re: help", body)),
+            Some(("2024-2222222".into(), TicketSource::Quoted))
+        );
         let body = "See below\r\n\r\n---------- Forwarded message ---------\r\nFrom: helpdesk-gem@gov.in\r\nTicket No: 2024-3333333 registered";
-        assert_eq!(find(&plain("Fwd: ack", body)), Some(("2024-3333333".into(), TicketSource::Quoted)));
+        assert_eq!(
+            find(&plain("Fwd: ack", body)),
+            Some(("2024-3333333".into(), TicketSource::Quoted))
+        );
     }
 
     #[test]
     fn html_only_base64_and_attached_mail() {
         let html = "From: a@example.in\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Ticket&nbsp;No: <b>2024-1234567</b></p>\r\n";
-        assert_eq!(find(html), Some(("2024-1234567".into(), TicketSource::Html)));
+        assert_eq!(
+            find(html),
+            Some(("2024-1234567".into(), TicketSource::Html))
+        );
         let b64 = "From: a@example.in\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\nVGlja2V0IE5vOiAyMDI0LTEyMzQ1Njc=\r\n";
         assert_eq!(find(b64), Some(("2024-1234567".into(), TicketSource::Body)));
         let fwd = "From: a@example.in\r\nSubject: Fwd: acknowledgement\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nplease see attached\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nFrom: helpdesk-gem@gov.in\r\nSubject: Complaint registered\r\n\r\nYour Ticket No: 2024-4444444\r\n--b--\r\n";
-        assert_eq!(find(fwd), Some(("2024-4444444".into(), TicketSource::Attached)));
+        assert_eq!(
+            find(fwd),
+            Some(("2024-4444444".into(), TicketSource::Attached))
+        );
     }
 
     #[test]
     fn header_patterns_apply_to_named_headers() {
         let mut p = gem();
-        p.push(TicketPattern { name: "hdr".into(), regex: Regex::new(r"(?P<ticket>20[0-9]{2}-[0-9]{7})").unwrap_or_else(|e| panic!("{e}")), sources: vec![TicketSource::Header], headers: vec!["x-crm-ticket".into()] });
+        p.push(TicketPattern {
+            name: "hdr".into(),
+            regex: Regex::new(r"(?P<ticket>20[0-9]{2}-[0-9]{7})").unwrap_or_else(|e| panic!("{e}")),
+            sources: vec![TicketSource::Header],
+            headers: vec!["x-crm-ticket".into()],
+        });
         let raw = "From: a@example.in\r\nSubject: hi\r\nX-CRM-Ticket: 2024-5555555\r\n\r\nTicket No: 2024-1234567\r\n";
-        let msg = MessageParser::default().parse(raw.as_bytes()).unwrap_or_else(|| panic!("parse"));
+        let msg = MessageParser::default()
+            .parse(raw.as_bytes())
+            .unwrap_or_else(|| panic!("parse"));
         let t = find_ticket(&msg, &p, &Limits::default());
-        assert_eq!(t.map(|t| (t.number, t.source)), Some(("2024-5555555".into(), TicketSource::Header)));
+        assert_eq!(
+            t.map(|t| (t.number, t.source)),
+            Some(("2024-5555555".into(), TicketSource::Header))
+        );
     }
 }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use regex::{Regex, RegexBuilder};
 
 use super::schema::{
-    OneOrMany, Problem, RawDeskProfile, RawRule, RawRulesFile, RawSettings, RawTemplate, RawTicketPattern,
-    Source,
+    OneOrMany, Problem, RawDeskProfile, RawRule, RawRulesFile, RawSettings, RawTemplate,
+    RawTicketPattern, Source,
 };
 use super::{Condition, DeskProfile, Limits, Rule, Rules, Template, TicketPattern, TicketSource};
 use crate::action::{Action, Target};
@@ -95,7 +95,11 @@ impl Builder {
                         if !looks_like_address(a) {
                             self.problems.push(src.problem_at_key(
                                 start,
-                                if s.contacts.contains(a) { "contacts" } else { "own_addresses" },
+                                if s.contacts.contains(a) {
+                                    "contacts"
+                                } else {
+                                    "own_addresses"
+                                },
                                 format!("`{a}` is not a mail address (expected local@domain)"),
                             ));
                         }
@@ -107,12 +111,18 @@ impl Builder {
         }
         for raw in raw.ticket_pattern {
             let start = raw.span().start;
-            let Ok(p) = src.section::<RawTicketPattern>(raw, "[[ticket_pattern]]").map_err(|p| self.problems.push(p))
+            let Ok(p) = src
+                .section::<RawTicketPattern>(raw, "[[ticket_pattern]]")
+                .map_err(|p| self.problems.push(p))
             else {
                 continue;
             };
             let regex = build_regex(&p.regex).map_err(|e| {
-                self.problems.push(src.problem_at_key(start, "regex", format!("ticket pattern `{}`: {e}", p.name)))
+                self.problems.push(src.problem_at_key(
+                    start,
+                    "regex",
+                    format!("ticket pattern `{}`: {e}", p.name),
+                ))
             });
             let mut sources = Vec::new();
             for s in &p.sources {
@@ -129,7 +139,10 @@ impl Builder {
             }
             if sources.is_empty() {
                 let with_headers = !p.headers.is_empty();
-                sources = TicketSource::ALL.into_iter().filter(|s| with_headers || *s != TicketSource::Header).collect();
+                sources = TicketSource::ALL
+                    .into_iter()
+                    .filter(|s| with_headers || *s != TicketSource::Header)
+                    .collect();
             }
             if sources.contains(&TicketSource::Header) && p.headers.is_empty() {
                 self.problems.push(src.problem_at_key(
@@ -157,7 +170,10 @@ impl Builder {
             if !deployment.desks.is_empty() && !deployment.desks.contains(&name) {
                 self.problems.push(src.problem_at(
                     start,
-                    format!("[desk.{name}]: no desk `{name}` in config.toml; expected one of {}", deployment.desks.join(", ")),
+                    format!(
+                        "[desk.{name}]: no desk `{name}` in config.toml; expected one of {}",
+                        deployment.desks.join(", ")
+                    ),
                 ));
             }
             let mut phrases = Vec::new();
@@ -171,11 +187,18 @@ impl Builder {
                     )),
                 }
             }
-            self.desks.push(DeskProfile { name, nature: d.nature, phrases });
+            self.desks.push(DeskProfile {
+                name,
+                nature: d.nature,
+                phrases,
+            });
         }
         for raw in raw.rule {
             let start = raw.span().start;
-            let Ok(r) = src.section::<RawRule>(raw, "[[rule]]").map_err(|p| self.problems.push(p)) else {
+            let Ok(r) = src
+                .section::<RawRule>(raw, "[[rule]]")
+                .map_err(|p| self.problems.push(p))
+            else {
                 continue;
             };
             let at = src.problem_at_key(start, "actions", String::new());
@@ -187,26 +210,43 @@ impl Builder {
         for (name, raw) in raw.template {
             match src.section::<RawTemplate>(raw, &format!("[template.{name}]")) {
                 Ok(t) => {
-                    self.templates.insert(name, Template { subject: t.subject, body: t.body });
+                    self.templates.insert(
+                        name,
+                        Template {
+                            subject: t.subject,
+                            body: t.body,
+                        },
+                    );
                 }
                 Err(p) => self.problems.push(p),
             }
         }
     }
 
-    fn rule(&mut self, src: &Source<'_>, start: usize, r: RawRule, deployment: &Deployment) -> Option<Rule> {
+    fn rule(
+        &mut self,
+        src: &Source<'_>,
+        start: usize,
+        r: RawRule,
+        deployment: &Deployment,
+    ) -> Option<Rule> {
         let before = self.problems.len();
         let name = r.name.clone();
-        let regex_of = |key: &str, text: Option<String>, problems: &mut Vec<Problem>| -> Option<Regex> {
-            let text = text?;
-            match build_regex(&text) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    problems.push(src.problem_at_key(start, key, format!("rule `{name}`, when.{key}: {e}")));
-                    None
+        let regex_of =
+            |key: &str, text: Option<String>, problems: &mut Vec<Problem>| -> Option<Regex> {
+                let text = text?;
+                match build_regex(&text) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        problems.push(src.problem_at_key(
+                            start,
+                            key,
+                            format!("rule `{name}`, when.{key}: {e}"),
+                        ));
+                        None
+                    }
                 }
-            }
-        };
+            };
         let w = r.when;
         let from = regex_of("from", w.from, &mut self.problems);
         let subject = regex_of("subject", w.subject, &mut self.problems);
@@ -232,7 +272,11 @@ impl Builder {
                 self.problems.push(src.problem_at_key(
                     start,
                     "when",
-                    format!("rule `{}`: no desk `{d}` in config.toml; expected one of {}", r.name, deployment.desks.join(", ")),
+                    format!(
+                        "rule `{}`: no desk `{d}` in config.toml; expected one of {}",
+                        r.name,
+                        deployment.desks.join(", ")
+                    ),
                 ));
             }
         }
@@ -240,17 +284,24 @@ impl Builder {
         for a in &r.actions {
             match Action::parse(a) {
                 Ok(action) => {
-                    if let Action::Redirect(Target::Desk(d)) | Action::Forward(Target::Desk(d)) = &action
-                        && !deployment.desks.is_empty() && !deployment.desks.contains(d) {
-                            self.problems.push(src.problem_at_key(
+                    if let Action::Redirect(Target::Desk(d)) | Action::Forward(Target::Desk(d)) =
+                        &action
+                        && !deployment.desks.is_empty()
+                        && !deployment.desks.contains(d)
+                    {
+                        self.problems.push(src.problem_at_key(
                                 start,
                                 "actions",
                                 format!("rule `{}`: action `{a}`: no desk `{d}` in config.toml; expected helpdesk, suggested, an address or one of {}", r.name, deployment.desks.join(", ")),
                             ));
-                        }
+                    }
                     actions.push(action);
                 }
-                Err(e) => self.problems.push(src.problem_at_key(start, "actions", format!("rule `{}`: {e}", r.name))),
+                Err(e) => self.problems.push(src.problem_at_key(
+                    start,
+                    "actions",
+                    format!("rule `{}`: {e}", r.name),
+                )),
             }
         }
         if self.problems.len() > before {
@@ -278,12 +329,22 @@ impl Builder {
         })
     }
 
-    fn finish(mut self, files: Vec<PathBuf>, _deployment: &Deployment) -> Result<Rules, RulesError> {
+    fn finish(
+        mut self,
+        files: Vec<PathBuf>,
+        _deployment: &Deployment,
+    ) -> Result<Rules, RulesError> {
         let settings = self.settings.take().unwrap_or_default();
         let mut names = BTreeSet::new();
         for (rule, at) in &self.rules {
             if !names.insert(rule.name.clone()) {
-                self.problems.push(Problem { message: format!("rule name `{}` is used twice; names must be unique", rule.name), ..at.clone() });
+                self.problems.push(Problem {
+                    message: format!(
+                        "rule name `{}` is used twice; names must be unique",
+                        rule.name
+                    ),
+                    ..at.clone()
+                });
             }
             for a in &rule.actions {
                 let needed = match a {
@@ -293,15 +354,16 @@ impl Builder {
                     _ => None,
                 };
                 if let Some(t) = needed
-                    && !self.templates.contains_key(t) {
-                        self.problems.push(Problem {
+                    && !self.templates.contains_key(t)
+                {
+                    self.problems.push(Problem {
                             message: format!(
                                 "rule `{}`: action `{a}` needs a template `[template.{t}]` with subject and body; none is defined",
                                 rule.name
                             ),
                             ..at.clone()
                         });
-                    }
+                }
             }
         }
         if self.patterns.is_empty() && self.problems.is_empty() {
@@ -309,7 +371,9 @@ impl Builder {
                 file: files.first().cloned().unwrap_or_default(),
                 line: 1,
                 column: 1,
-                message: "no [[ticket_pattern]] defined: ticketgate cannot find tickets without one".into(),
+                message:
+                    "no [[ticket_pattern]] defined: ticketgate cannot find tickets without one"
+                        .into(),
             });
         }
         if !self.problems.is_empty() {
@@ -326,17 +390,29 @@ impl Builder {
                 r
             })
             .collect();
-        let max_mail_bytes = usize::try_from(settings.max_mail_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+        let max_mail_bytes =
+            usize::try_from(settings.max_mail_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
         Ok(Rules {
             ticket_patterns: self.patterns,
             desks: self.desks,
             broadcast_threshold: settings.broadcast_threshold,
             broadcast_window_secs: settings.broadcast_window_minutes * 60,
-            contacts: settings.contacts.iter().map(|a| a.to_ascii_lowercase()).collect(),
-            own_addresses: settings.own_addresses.iter().map(|a| a.to_ascii_lowercase()).collect(),
+            contacts: settings
+                .contacts
+                .iter()
+                .map(|a| a.to_ascii_lowercase())
+                .collect(),
+            own_addresses: settings
+                .own_addresses
+                .iter()
+                .map(|a| a.to_ascii_lowercase())
+                .collect(),
             rules,
             templates: self.templates,
-            limits: Limits { max_mail_bytes, ..Limits::default() },
+            limits: Limits {
+                max_mail_bytes,
+                ..Limits::default()
+            },
             files,
         })
     }
@@ -346,12 +422,23 @@ fn build_regex(text: &str) -> Result<Regex, String> {
     RegexBuilder::new(text)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
-        .map_err(|e| format!("invalid regex: {}", e.to_string().lines().last().unwrap_or("invalid").trim()))
+        .map_err(|e| {
+            format!(
+                "invalid regex: {}",
+                e.to_string().lines().last().unwrap_or("invalid").trim()
+            )
+        })
 }
 
 pub(crate) fn looks_like_address(a: &str) -> bool {
     match a.split_once('@') {
-        Some((l, d)) => !l.is_empty() && d.contains('.') && !a.chars().any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c)),
+        Some((l, d)) => {
+            !l.is_empty()
+                && d.contains('.')
+                && !a
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c))
+        }
         None => false,
     }
 }

@@ -18,7 +18,14 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
     }
 }
 
@@ -35,7 +42,12 @@ impl Source<'_> {
         let before = self.text.get(..offset).unwrap_or("");
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        Problem { file: self.path.to_path_buf(), line, column, message: message.into() }
+        Problem {
+            file: self.path.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        }
     }
 
     /// Where `key = ...` is first written at or after `from` (the start of its table), so a
@@ -46,9 +58,10 @@ impl Source<'_> {
         for line in rest.split_inclusive('\n') {
             let t = line.trim_start();
             if let Some(after) = t.strip_prefix(key)
-                && after.trim_start().starts_with('=') {
-                    return pos + (line.len() - t.len());
-                }
+                && after.trim_start().starts_with('=')
+            {
+                return pos + (line.len() - t.len());
+            }
             pos += line.len();
         }
         // Inside an inline table: `when = { ..., key = ... }`.
@@ -74,7 +87,11 @@ impl Source<'_> {
 
     /// Deserializes one section that was kept as a raw value, so that every section's errors
     /// are reported, not only the first one's.
-    pub fn section<T: for<'de> Deserialize<'de>>(&self, raw: Spanned<toml::Value>, what: &str) -> Result<T, Problem> {
+    pub fn section<T: for<'de> Deserialize<'de>>(
+        &self,
+        raw: Spanned<toml::Value>,
+        what: &str,
+    ) -> Result<T, Problem> {
         let start = raw.span().start;
         T::deserialize(raw.into_inner()).map_err(|e| {
             let msg = e.message().trim().to_string();

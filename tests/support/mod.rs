@@ -47,16 +47,27 @@ fn claim_offset() -> (u16, PathBuf) {
     for i in 0..400u16 {
         let offset = 1000 + (start - 1000 + i * 20) % 4000;
         let lock = PathBuf::from(format!("/tmp/ticketgate-ports-{offset}.lock"));
-        if std::fs::OpenOptions::new().write(true).create_new(true).open(&lock).is_err() {
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+            .is_err()
+        {
             // A lock left by a killed run is stale after an hour.
-            let stale = std::fs::metadata(&lock).and_then(|m| m.modified()).map(|t| t.elapsed().map(|e| e.as_secs() > 3600).unwrap_or(false)).unwrap_or(false);
+            let stale = std::fs::metadata(&lock)
+                .and_then(|m| m.modified())
+                .map(|t| t.elapsed().map(|e| e.as_secs() > 3600).unwrap_or(false))
+                .unwrap_or(false);
             if !stale {
                 continue;
             }
             let _ = std::fs::remove_file(&lock);
             continue;
         }
-        if [10143u16, 10993, 10024, 10025, 10465].iter().all(|p| free(p + offset)) {
+        if [10143u16, 10993, 10024, 10025, 10465]
+            .iter()
+            .all(|p| free(p + offset))
+        {
             return (offset, lock);
         }
         let _ = std::fs::remove_file(&lock);
@@ -90,17 +101,32 @@ impl MailStack {
 
     fn up(&self) {
         let mut c = Command::new(repo().join("scripts/mailstack/up.sh"));
-        c.arg(&self.dir).env("MAILSTACK_PORT_OFFSET", self.offset.to_string());
+        c.arg(&self.dir)
+            .env("MAILSTACK_PORT_OFFSET", self.offset.to_string());
         if let Some(cap) = &self.opts.imap_capability {
             c.env("MAILSTACK_IMAP_CAPABILITY", cap);
         }
         let out = c.output().expect("run up.sh");
-        assert!(out.status.success(), "up.sh failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "up.sh failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn postfix(&self, verb: &str) {
-        let out = Command::new("postfix").arg("-c").arg(self.dir.join("postfix/etc")).arg(verb).output().expect("postfix");
-        assert!(out.status.success(), "postfix {verb}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("postfix")
+            .arg("-c")
+            .arg(self.dir.join("postfix/etc"))
+            .arg(verb)
+            .output()
+            .expect("postfix");
+        assert!(
+            out.status.success(),
+            "postfix {verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Stops Postfix: SMTP connections are refused until `start_smtp`.
@@ -116,7 +142,8 @@ impl MailStack {
 
     /// Stops and starts Dovecot, dropping every IMAP connection.
     pub fn restart_imap(&self) {
-        let pid = std::fs::read_to_string(self.dir.join("run/dovecot/master.pid")).unwrap_or_default();
+        let pid =
+            std::fs::read_to_string(self.dir.join("run/dovecot/master.pid")).unwrap_or_default();
         let pid = pid.trim();
         if !pid.is_empty() {
             let _ = Command::new("kill").arg(pid).status();
@@ -130,10 +157,16 @@ impl MailStack {
     }
 
     async fn login(&self, user: &str) -> async_imap::Session<tokio::net::TcpStream> {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.imap_port)).await.expect("connect imap");
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.imap_port))
+            .await
+            .expect("connect imap");
         let mut client = async_imap::Client::new(tcp);
         client.read_response().await.expect("greeting");
-        client.login(user, PASSWORD).await.map_err(|(e, _)| e).expect("login")
+        client
+            .login(user, PASSWORD)
+            .await
+            .map_err(|(e, _)| e)
+            .expect("login")
     }
 
     /// APPENDs a mail (creating the mailbox if needed); returns its UID.
@@ -149,7 +182,10 @@ impl MailStack {
     /// Submits a mail over SMTP to Postfix, which delivers it into Dovecot over LMTP.
     pub async fn send(&self, from: &str, rcpts: &[&str], raw: &[u8]) {
         use lettre::AsyncTransport;
-        let t = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1").port(self.smtp_port).build();
+        let t =
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+                .port(self.smtp_port)
+                .build();
         let env = lettre::address::Envelope::new(
             Some(from.parse().expect("from")),
             rcpts.iter().map(|r| r.parse().expect("rcpt")).collect(),
@@ -165,13 +201,23 @@ impl MailStack {
             let _ = s.logout().await;
             return Vec::new();
         }
-        let fetched: Vec<_> = s.uid_fetch("1:*", "(UID FLAGS BODY.PEEK[])").await.expect("fetch").try_collect().await.unwrap_or_default();
+        let fetched: Vec<_> = s
+            .uid_fetch("1:*", "(UID FLAGS BODY.PEEK[])")
+            .await
+            .expect("fetch")
+            .try_collect()
+            .await
+            .unwrap_or_default();
         let mut mails: Vec<StoredMail> = fetched
             .iter()
             .filter_map(|f| {
                 Some(StoredMail {
                     uid: f.uid?,
-                    flags: f.flags().map(|fl| format!("{fl:?}")).map(flag_name).collect(),
+                    flags: f
+                        .flags()
+                        .map(|fl| format!("{fl:?}"))
+                        .map(flag_name)
+                        .collect(),
                     raw: f.body()?.to_vec(),
                 })
             })
@@ -183,7 +229,14 @@ impl MailStack {
     }
 
     /// Re-reads the mailbox until `cond` holds; panics with `what` on timeout.
-    pub async fn wait_for<F: FnMut(&[StoredMail]) -> bool>(&self, user: &str, mailbox: &str, timeout: Duration, what: &str, mut cond: F) -> Vec<StoredMail> {
+    pub async fn wait_for<F: FnMut(&[StoredMail]) -> bool>(
+        &self,
+        user: &str,
+        mailbox: &str,
+        timeout: Duration,
+        what: &str,
+        mut cond: F,
+    ) -> Vec<StoredMail> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let mails = self.mailbox(user, mailbox).await;
@@ -191,8 +244,14 @@ impl MailStack {
                 return mails;
             }
             if tokio::time::Instant::now() >= deadline {
-                let summary: Vec<String> = mails.iter().map(|m| format!("uid {} {:?} {}", m.uid, m.flags, m.subject())).collect();
-                panic!("timed out waiting for {what} in {user}/{mailbox}; it holds:\n{}", summary.join("\n"));
+                let summary: Vec<String> = mails
+                    .iter()
+                    .map(|m| format!("uid {} {:?} {}", m.uid, m.flags, m.subject()))
+                    .collect();
+                panic!(
+                    "timed out waiting for {what} in {user}/{mailbox}; it holds:\n{}",
+                    summary.join("\n")
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -207,7 +266,11 @@ fn flag_name(debug: String) -> String {
         "Deleted" => "\\Deleted".into(),
         "Draft" => "\\Draft".into(),
         "Recent" => "\\Recent".into(),
-        other => other.strip_prefix("Custom(\"").and_then(|s| s.strip_suffix("\")")).unwrap_or(other).to_string(),
+        other => other
+            .strip_prefix("Custom(\"")
+            .and_then(|s| s.strip_suffix("\")"))
+            .unwrap_or(other)
+            .to_string(),
     }
 }
 
@@ -218,12 +281,19 @@ fn wait_port(port: u16, open: bool) {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    panic!("port {port} did not become {}", if open { "open" } else { "closed" });
+    panic!(
+        "port {port} did not become {}",
+        if open { "open" } else { "closed" }
+    );
 }
 
 impl Drop for MailStack {
     fn drop(&mut self) {
-        let _ = Command::new(repo().join("scripts/mailstack/down.sh")).arg(&self.dir).arg("--fast").arg("--purge").output();
+        let _ = Command::new(repo().join("scripts/mailstack/down.sh"))
+            .arg(&self.dir)
+            .arg("--fast")
+            .arg("--purge")
+            .output();
         let _ = std::fs::remove_file(&self.lock);
     }
 }
@@ -239,12 +309,26 @@ impl StoredMail {
     /// First occurrence of a header, decoded and unfolded.
     pub fn header(&self, name: &str) -> Option<String> {
         let m = mail_parser::MessageParser::default().parse(&self.raw)?;
-        let h = m.headers().iter().find(|h| h.name.as_str().eq_ignore_ascii_case(name))?;
+        let h = m
+            .headers()
+            .iter()
+            .find(|h| h.name.as_str().eq_ignore_ascii_case(name))?;
         Some(match &h.value {
             mail_parser::HeaderValue::Text(t) => t.to_string(),
-            mail_parser::HeaderValue::TextList(l) => l.iter().map(|s| format!("<{s}>")).collect::<Vec<_>>().join(" "),
-            mail_parser::HeaderValue::Address(a) => a.iter().filter_map(|x| x.address()).collect::<Vec<_>>().join(", "),
-            _ => m.header_raw(name).map(|s| s.trim().to_string()).unwrap_or_default(),
+            mail_parser::HeaderValue::TextList(l) => l
+                .iter()
+                .map(|s| format!("<{s}>"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            mail_parser::HeaderValue::Address(a) => a
+                .iter()
+                .filter_map(|x| x.address())
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => m
+                .header_raw(name)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
         })
     }
 
@@ -253,7 +337,10 @@ impl StoredMail {
     }
 
     pub fn subject(&self) -> String {
-        mail_parser::MessageParser::default().parse(&self.raw).and_then(|m| m.subject().map(str::to_string)).unwrap_or_default()
+        mail_parser::MessageParser::default()
+            .parse(&self.raw)
+            .and_then(|m| m.subject().map(str::to_string))
+            .unwrap_or_default()
     }
 }
 
