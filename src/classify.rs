@@ -156,15 +156,14 @@ pub fn classify_bytes(
         Ok(f) => f,
         Err(e) => return Classification::error(file, desk, e.to_string()),
     };
-    let facts = match desk {
-        Some(_) => facts,
-        None => match facts.addressed_desks.first() {
-            Some(d) if *d != facts.desk => match extract(raw, d, dir, rules) {
-                Ok(f) => f,
-                Err(e) => return Classification::error(file, desk, e.to_string()),
-            },
-            _ => facts,
-        },
+    let facts = match (desk, facts.addressed_desks.first().cloned()) {
+        (None, Some(d)) if d != facts.desk => {
+            // Seen from the first desk it was sent to: only the desk-dependent facts change.
+            let mut f = facts;
+            f.desk = d.clone();
+            f.with_copies(&[d], dir, rules)
+        }
+        _ => facts,
     };
     from_facts(file, &facts, dir, rules)
 }

@@ -520,3 +520,145 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitSta
     let _ = child.kill();
     None
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_is_verified_against_the_configured_ca() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "");
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace(
+            &format!("port = {}\nsecurity = \"starttls\"", stack.imap_port),
+            &format!("port = {}\nsecurity = \"tls\"", stack.imaps_port),
+        )
+        .replace(
+            &format!("port = {}\nsecurity = \"starttls\"", stack.smtp_port),
+            &format!("port = {}\nsecurity = \"tls\"", stack.smtps_port),
+        );
+    assert!(text.matches("security = \"tls\"").count() == 2, "{text}");
+    std::fs::write(&config, &text).expect("write");
+    let out = ticketgate(&config, &["check", "--connect"])
+        .output()
+        .expect("check --connect");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("imap ok").count(), DESKS.len(), "{stdout}");
+    assert_eq!(stdout.matches("smtp ok").count(), DESKS.len(), "{stdout}");
+    let raw = mail(
+        "tls@example.in",
+        "bid.ra@gem.test",
+        None,
+        "Help",
+        "tls-1@example.in",
+        "no ticket",
+        "",
+    );
+    stack.append("bid.ra", "INBOX", &raw).await;
+    run_once(&config);
+    let h = stack
+        .wait_for("helpdesk", "INBOX", WAIT, "redirect sent over SMTPS", |m| {
+            m.len() == 1
+        })
+        .await;
+    assert_eq!(
+        h[0].header("In-Reply-To").as_deref(),
+        Some("tls-1@example.in")
+    );
+
+    // Without the stack's CA the certificate is not trusted: nothing is sent, check says why.
+    std::fs::write(
+        &config,
+        text.replace(&format!("ca_file = \"{}\"\n", stack.ca_file.display()), ""),
+    )
+    .expect("write");
+    let out = ticketgate(&config, &["check", "--connect"])
+        .output()
+        .expect("check --connect");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(69), "{stdout}");
+    assert!(
+        stdout.contains("imap FAILED") && stdout.contains("invalid peer certificate"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_mailbox_with_a_new_uidvalidity_is_not_redirected_again() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "");
+    // bid-ra watches the folder "Desk" instead of INBOX, so that it can be deleted.
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        "login = \"bid.ra\"\n",
+        "login = \"bid.ra\"\nmailbox = \"Desk\"\n",
+    );
+    std::fs::write(&config, text).expect("write");
+    let raws: Vec<Vec<u8>> = (0..3)
+        .map(|i| {
+            mail(
+                "uv@example.in",
+                "bid.ra@gem.test",
+                None,
+                &format!("Help {i}"),
+                &format!("uv{i}@example.in"),
+                "Ticket No: 2025-0000001 and more",
+                "",
+            )
+        })
+        .collect();
+    let noticket = mail(
+        "uv@example.in",
+        "bid.ra@gem.test",
+        None,
+        "No ticket",
+        "uv-nt@example.in",
+        "no ticket",
+        "",
+    );
+    for r in &raws {
+        stack.append("bid.ra", "Desk", r).await;
+    }
+    stack.append("bid.ra", "Desk", &noticket).await;
+    run_once(&config);
+    stack
+        .wait_for("helpdesk", "INBOX", WAIT, "one redirect", |m| m.len() == 1)
+        .await;
+    // The officer's client deletes and recreates the folder with the same mail (restore).
+    {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", stack.imap_port))
+            .await
+            .expect("connect");
+        let mut c = async_imap::Client::new(tcp);
+        c.read_response().await.expect("greeting");
+        let mut s = c
+            .login("bid.ra", "secret")
+            .await
+            .map_err(|(e, _)| e)
+            .expect("login");
+        s.delete("Desk").await.expect("delete");
+        s.logout().await.expect("logout");
+    }
+    for r in raws.iter().chain([&noticket]) {
+        stack.append("bid.ra", "Desk", r).await;
+    }
+    let log = run_once(&config);
+    assert!(log.contains("UIDVALIDITY changed"), "{log}");
+    let desk = stack.mailbox("bid.ra", "Desk").await;
+    assert_eq!(
+        desk.iter().filter(|m| m.has_flag("$Ticket")).count(),
+        3,
+        "restored mail is tagged again"
+    );
+    let h = stack.mailbox("helpdesk", "INBOX").await;
+    assert_eq!(
+        redirects(&h).get("uv-nt@example.in"),
+        Some(&1),
+        "not redirected a second time"
+    );
+    assert_eq!(h.len(), 1);
+}
