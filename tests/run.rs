@@ -662,3 +662,104 @@ async fn a_recreated_mailbox_with_a_new_uidvalidity_is_not_redirected_again() {
     );
     assert_eq!(h.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_valid_rules_and_keeps_the_old_ones_otherwise() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/gem.toml");
+    let rules = dir.path().join("rules.toml");
+    let good = std::fs::read_to_string(&shipped).expect("rules");
+    std::fs::write(&rules, &good).expect("write rules");
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace(&shipped.display().to_string(), &rules.display().to_string());
+    std::fs::write(&config, text).expect("write config");
+    let log = dir.path().join("daemon.log");
+    let mut child = spawn(&config, &log);
+    wait_log(&log, "watching", DESKS.len()).await;
+    let hup = |child: &Child| {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &child.id().to_string()])
+                .status()
+                .expect("kill")
+                .success()
+        )
+    };
+
+    std::fs::write(
+        &rules,
+        format!("{good}\n[[rule]]\nname = \"broken\"\nactions = [\"explode\"]\n"),
+    )
+    .expect("write");
+    hup(&child);
+    wait_log(&log, "rules reload refused", 1).await;
+    let raw = mail(
+        "hup@example.in",
+        "bid.ra@gem.test",
+        None,
+        "First",
+        "hup-1@example.in",
+        "no ticket",
+        "",
+    );
+    stack
+        .send("hup@example.in", &["bid.ra@gem.test"], &raw)
+        .await;
+    let filed = stack
+        .wait_for(
+            "bid.ra",
+            "Redirected",
+            WAIT,
+            "old rules still in force",
+            |m| m.len() == 1,
+        )
+        .await;
+    assert!(filed[0].has_flag("$NoTicket"));
+
+    std::fs::write(
+        &rules,
+        good.replace(
+            "\"tag:$NoTicket\", \"tag:$Redirected\"",
+            "\"tag:$NeedsTicket\", \"tag:$Redirected\"",
+        ),
+    )
+    .expect("write");
+    hup(&child);
+    wait_log(&log, "rules reloaded", 1).await;
+    let raw = mail(
+        "hup@example.in",
+        "bid.ra@gem.test",
+        None,
+        "Second",
+        "hup-2@example.in",
+        "no ticket",
+        "",
+    );
+    stack
+        .send("hup@example.in", &["bid.ra@gem.test"], &raw)
+        .await;
+    let filed = stack
+        .wait_for("bid.ra", "Redirected", WAIT, "new rules in force", |m| {
+            m.len() == 2
+        })
+        .await;
+    let second = filed
+        .iter()
+        .find(|m| m.subject() == "Second")
+        .expect("second");
+    assert!(
+        second.has_flag("$NeedsTicket") && !second.has_flag("$NoTicket"),
+        "{:?}",
+        second.flags
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("rules.toml") && text.contains("explode"),
+        "the refusal names file and problem:\n{text}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
