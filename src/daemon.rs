@@ -209,19 +209,25 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
     desks.close();
     let outbox_token = token.child_token();
     let drain = once.then_some(Duration::from_secs(60));
-    let outbox = {
+    let outbox_alive = Arc::new(std::sync::atomic::AtomicBool::new(!once));
+    if !once {
         let s = Arc::clone(&shared);
-        let (wake, metrics) = (Arc::clone(&s.outbox_wake), Arc::clone(&s.metrics));
-        let store = s.store.clone();
-        let t = outbox_token.clone();
-        if once {
-            None
-        } else {
-            Some(tracker.spawn(async move {
-                smtp::run_outbox(store, mailer.clone(), wake, t, drain, metrics).await
-            }))
-        }
-    };
+        let (wake, metrics, store) = (
+            Arc::clone(&s.outbox_wake),
+            Arc::clone(&s.metrics),
+            s.store.clone(),
+        );
+        let (t, alive, mailer) = (
+            outbox_token.clone(),
+            Arc::clone(&outbox_alive),
+            mailer.clone(),
+        );
+        tracker.spawn(async move {
+            smtp::run_outbox(store, mailer, wake, t, None, metrics).await;
+            alive.store(false, Ordering::Relaxed);
+        });
+        spawn_watchdog(&desks, shared.config.desks.len(), &outbox_alive, &token);
+    }
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(
         desks = shared.config.desks.len(),
@@ -231,7 +237,6 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
 
     if once {
         desks.wait().await;
-        let mailer = Mailer::new(&shared.config).context("cannot set up SMTP")?;
         smtp::run_outbox(
             shared.store.clone(),
             mailer,
@@ -256,7 +261,6 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
     notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping: finishing the current step of every desk");
     tracker.close();
-    let _ = outbox;
     let grace = Duration::from_secs(20);
     if tokio::time::timeout(grace, async {
         desks.wait().await;
@@ -271,6 +275,41 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Pings systemd's watchdog (WatchdogSec=) at half its interval, but only while every desk
+/// watcher and the outbox task are running: a dead task makes systemd restart the service.
+fn spawn_watchdog(
+    desks: &TaskTracker,
+    expected: usize,
+    outbox_alive: &Arc<std::sync::atomic::AtomicBool>,
+    token: &CancellationToken,
+) {
+    let mut usec = 0u64;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let period = Duration::from_micros(usec / 2);
+    let (desks, outbox_alive, token) = (desks.clone(), Arc::clone(outbox_alive), token.clone());
+    tokio::spawn(async move {
+        loop {
+            let running = desks.len();
+            if running == expected && outbox_alive.load(Ordering::Relaxed) {
+                notify(&[sd_notify::NotifyState::Watchdog]);
+            } else {
+                tracing::error!(
+                    running,
+                    expected,
+                    outbox = outbox_alive.load(Ordering::Relaxed),
+                    "a task has stopped; not pinging the watchdog"
+                );
+            }
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep(period) => {}
+            }
+        }
+    });
 }
 
 fn notify(state: &[sd_notify::NotifyState<'_>]) {

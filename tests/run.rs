@@ -763,3 +763,72 @@ async fn sighup_reloads_valid_rules_and_keeps_the_old_ones_otherwise() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Reads systemd notify messages the daemon sends to our socket until `want` arrives.
+fn expect_notify(sock: &std::os::unix::net::UnixDatagram, want: &str, seen: &mut Vec<String>) {
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+            seen.push(msg.clone());
+            if msg.lines().any(|l| l == want) {
+                return;
+            }
+        }
+    }
+    panic!("no {want} from the daemon; got {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_notify_protocol_ready_watchdog_reloading_stopping() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "");
+    let path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let log = dir.path().join("daemon.log");
+    let file = std::fs::File::create(&log).expect("log");
+    // systemd sets WATCHDOG_PID to the service's pid: exec keeps the shell's pid.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "WATCHDOG_PID=$$ exec '{}' run --config '{}'",
+            env!("CARGO_BIN_EXE_ticketgate"),
+            config.display()
+        ))
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "1000000")
+        .env_remove("TICKETGATE_DATABASE")
+        .stderr(file)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut seen = Vec::new();
+    expect_notify(&sock, "READY=1", &mut seen);
+    expect_notify(&sock, "WATCHDOG=1", &mut seen);
+    expect_notify(&sock, "WATCHDOG=1", &mut seen);
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    expect_notify(&sock, "RELOADING=1", &mut seen);
+    expect_notify(&sock, "READY=1", &mut seen);
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    expect_notify(&sock, "STOPPING=1", &mut seen);
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(25)).and_then(|s| s.code()),
+        Some(0)
+    );
+}
