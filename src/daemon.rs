@@ -103,9 +103,38 @@ pub fn init_logging(l: &Logging) {
         .with_writer(std::io::stderr);
     let _ = match l.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Auto if under_systemd => builder.without_time().with_ansi(false).try_init(),
+        LogFormat::Auto if under_systemd => {
+            builder.with_ansi(false).event_format(Journald).try_init()
+        }
         LogFormat::Auto | LogFormat::Text => builder.with_ansi(false).try_init(),
     };
+}
+
+/// One line per event for journald: `<priority>` (sd-daemon(3) prefix, so journalctl shows
+/// the right level), no timestamp (the journal has its own), no colours, the fields.
+struct Journald;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Journald
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }
 
 fn endpoint(cfg: &Config) -> anyhow::Result<Endpoint> {
