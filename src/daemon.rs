@@ -70,6 +70,8 @@ pub struct Shared {
     pub store: Store,
     policy: RwLock<Arc<Policy>>,
     pub outbox_wake: Arc<Notify>,
+    /// Wakes every waiting desk watcher: a copy revealed a broadcast that other desks hold.
+    pub recheck: Notify,
     pub metrics: Arc<Metrics>,
 }
 
@@ -214,6 +216,7 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
         store,
         policy: RwLock::new(Arc::new(Policy { rules, dir })),
         outbox_wake: Arc::new(Notify::new()),
+        recheck: Notify::new(),
         metrics: Arc::new(Metrics::default()),
     });
     let token = CancellationToken::new();
@@ -477,6 +480,7 @@ async fn session(
                 }
             }
         }
+        pipeline::tag_late_broadcasts(&mut s, shared, desk).await?;
         if once {
             let _ = s.logout().await;
             return Ok(());
@@ -484,6 +488,7 @@ async fn session(
         match s
             .wait(
                 cancel,
+                &shared.recheck,
                 shared.config.imap.idle_refresh,
                 shared.config.imap.poll_interval,
             )

@@ -10,7 +10,7 @@ use crate::rules::{Condition, Rules};
 /// State the decision depends on, read by the shell before deciding.
 #[derive(Debug, Clone, Default)]
 pub struct Known {
-    /// Rules whose reply already went to this sender within the rule's period.
+    /// Reply templates that already went to this sender within their rule's period.
     pub replied_recently: BTreeSet<String>,
 }
 
@@ -39,7 +39,7 @@ pub fn decide(facts: &Facts, rules: &Rules, known: &Known) -> Decision {
         }
         d.rules.push(rule.name.clone());
         for action in &rule.actions {
-            if let Some(why) = forbidden(action, facts, &rule.name, known) {
+            if let Some(why) = forbidden(action, facts, known) {
                 if !d.suppressed.iter().any(|(a, _)| a == action) {
                     d.suppressed.push((action.clone(), why));
                 }
@@ -74,7 +74,7 @@ pub fn decide(facts: &Facts, rules: &Rules, known: &Known) -> Decision {
 }
 
 /// Why an action must not run for these facts, if it must not. No mail loops, ever.
-fn forbidden(action: &Action, facts: &Facts, rule: &str, known: &Known) -> Option<&'static str> {
+fn forbidden(action: &Action, facts: &Facts, known: &Known) -> Option<&'static str> {
     if action.sends_mail() {
         if facts.automatic {
             return Some("automatic mail is never answered or redirected");
@@ -90,7 +90,7 @@ fn forbidden(action: &Action, facts: &Facts, rule: &str, known: &Known) -> Optio
         }
     }
     match action {
-        Action::Reply(_) if known.replied_recently.contains(rule) => {
+        Action::Reply(template) if known.replied_recently.contains(template) => {
             Some("this sender already got this reply within the rule's period")
         }
         Action::Forward(Target::SuggestedDesk) | Action::Redirect(Target::SuggestedDesk) => {
@@ -273,7 +273,12 @@ mod tests {
         let (_, other) = actions(&raw, "order-process", &[], &Known::default());
         assert_eq!(
             other,
-            ["tag:$Broadcast", "tag:$Duplicate", "file:Broadcast"]
+            [
+                "tag:$Broadcast",
+                "tag:$Duplicate",
+                "reply:broadcast-advisory",
+                "file:Broadcast"
+            ]
         );
     }
 
@@ -299,7 +304,15 @@ mod tests {
         assert!(f.broadcast);
         assert_eq!(f.broadcast_by, Some("copies"));
         assert_eq!(f.responsible_desk.as_deref(), Some("payment-process"));
-        assert_eq!(a, ["tag:$Broadcast", "tag:$Duplicate", "file:Broadcast"]);
+        assert_eq!(
+            a,
+            [
+                "tag:$Broadcast",
+                "tag:$Duplicate",
+                "reply:broadcast-advisory",
+                "file:Broadcast"
+            ]
+        );
     }
 
     #[test]
@@ -312,7 +325,7 @@ mod tests {
             "bid",
         );
         let mut known = Known::default();
-        known.replied_recently.insert("broadcast".into());
+        known.replied_recently.insert("broadcast-advisory".into());
         let (_, a) = actions(&raw, "bid-ra", &[], &known);
         assert_eq!(
             a,

@@ -440,16 +440,19 @@ impl DeskSession {
     }
 
     /// Waits for new mail: IDLE (re-issued every `idle_refresh`, RFC 2177) when offered, else
-    /// a NOOP every `poll_every`. Returns promptly, after leaving IDLE, when cancelled.
+    /// a NOOP every `poll_every`. Returns promptly, after leaving IDLE, when cancelled;
+    /// `nudge` wakes it early (another desk found work for this one).
     pub async fn wait(
         &mut self,
         cancel: &CancellationToken,
+        nudge: &tokio::sync::Notify,
         idle_refresh: Duration,
         poll_every: Duration,
     ) -> Result<Wake, ImapError> {
         if !self.caps.idle {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(Wake::Cancelled),
+                () = nudge.notified() => return Ok(Wake::Changed),
                 () = tokio::time::sleep(poll_every) => {}
             }
             let t = self.timeout;
@@ -467,11 +470,19 @@ impl DeskSession {
             let (fut, stop) = idle.wait_with_timeout(idle_refresh);
             tokio::pin!(fut);
             tokio::select! {
-                r = &mut fut => r.map_err(proto("wait in IDLE"))?,
+                r = &mut fut => match r.map_err(proto("wait in IDLE"))? {
+                    IdleResponse::NewData(_) | IdleResponse::ManualInterrupt => Wake::Changed,
+                    IdleResponse::Timeout => Wake::Timeout,
+                },
+                () = nudge.notified() => {
+                    drop(stop);
+                    let _ = fut.await;
+                    Wake::Changed
+                }
                 () = cancel.cancelled() => {
                     drop(stop);
                     let _ = fut.await;
-                    IdleResponse::ManualInterrupt
+                    Wake::Cancelled
                 }
             }
         };
@@ -479,12 +490,49 @@ impl DeskSession {
             .await?
             .map_err(proto("leave IDLE"))?;
         self.session = Some(session);
-        Ok(match outcome {
-            IdleResponse::NewData(_) => Wake::Changed,
-            IdleResponse::Timeout => Wake::Timeout,
-            IdleResponse::ManualInterrupt if cancel.is_cancelled() => Wake::Cancelled,
-            IdleResponse::ManualInterrupt => Wake::Changed,
-        })
+        Ok(outcome)
+    }
+
+    /// Adds `flags` to the mail with this Message-ID in `folder` (selecting it for the
+    /// moment, then the desk's mailbox again); returns how many mails were tagged.
+    pub async fn tag_by_message_id(
+        &mut self,
+        folder: &str,
+        message_id: &str,
+        flags: &[String],
+    ) -> Result<usize, ImapError> {
+        if message_id.is_empty()
+            || message_id
+                .chars()
+                .any(|c| c == '"' || c == '\\' || c.is_control())
+        {
+            return Ok(0);
+        }
+        let t = self.timeout;
+        let home = self.mailbox.clone();
+        let away = folder != home;
+        if away && timed(t, "SELECT", self.s()?.select(folder)).await?.is_err() {
+            // The folder does not exist (the mail was never filed there).
+            timed(t, "SELECT", self.s()?.select(&home))
+                .await?
+                .map_err(proto("select the mailbox"))?;
+            return Ok(0);
+        }
+        let query = format!(
+            "HEADER Message-ID \"{}\"",
+            message_id.trim_start_matches('<').trim_end_matches('>')
+        );
+        let found = timed(t, "UID SEARCH", self.s()?.uid_search(query))
+            .await?
+            .map_err(proto("search a message id"));
+        let uids: Vec<u32> = found?.into_iter().collect();
+        self.add_flags(&uids, flags).await?;
+        if away {
+            timed(t, "SELECT", self.s()?.select(&home))
+                .await?
+                .map_err(proto("select the mailbox"))?;
+        }
+        Ok(uids.len())
     }
 
     pub async fn logout(mut self) -> Result<(), ImapError> {

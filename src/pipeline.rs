@@ -144,13 +144,15 @@ async fn decide_mail(
     let mut known = Known::default();
     if let Some(sender) = &facts.sender {
         for rule in &rules.rules {
-            if rule.actions.iter().any(|a| matches!(a, Action::Reply(_)))
-                && shared
-                    .store
-                    .replied_since(sender, &rule.name, now - rule.reply_period_secs as i64)
-                    .await?
-            {
-                known.replied_recently.insert(rule.name.clone());
+            for a in &rule.actions {
+                if let Action::Reply(template) = a {
+                    let since = now - i64::try_from(rule.reply_period_secs).unwrap_or(i64::MAX / 4);
+                    if !known.replied_recently.contains(template)
+                        && shared.store.replied_since(sender, template, since).await?
+                    {
+                        known.replied_recently.insert(template.clone());
+                    }
+                }
             }
         }
     }
@@ -198,6 +200,10 @@ async fn decide_mail(
     }
     if !queued.is_empty() {
         shared.outbox_wake.notify_one();
+    }
+    if facts.broadcast && facts.copies_seen > 1 {
+        // Copies in other desks may have been handled before this one revealed the broadcast.
+        shared.recheck.notify_waiters();
     }
     let imap_actions = actions
         .into_iter()
@@ -256,16 +262,18 @@ fn outgoing(
                     .iter()
                     .find(|r| r.name == *rule_name)
                     .map_or(0, |r| r.reply_period_secs);
+                // One ledger entry per template: the same advisory asked for by two rules
+                // (a broadcast's acting copy and its duplicates) goes out once.
                 let claim = ReplyClaim {
                     sender: sender.clone(),
-                    rule: rule_name.clone(),
-                    period_secs: period as i64,
+                    rule: template.clone(),
+                    period_secs: i64::try_from(period).unwrap_or(i64::MAX / 4),
                 };
                 (
                     Kind::Reply,
                     sender.clone(),
                     template.clone(),
-                    format!("reply:{rule_name}:{sender}:{}", facts.group_key),
+                    format!("reply:{template}:{sender}:{}", facts.group_key),
                     Some(claim),
                 )
             }
@@ -434,6 +442,51 @@ async fn execute(
         session.ensure_folder(folder).await?;
         session.move_to(uids, folder).await?;
         shared.metrics.count_actions("file", uids.len());
+    }
+    Ok(())
+}
+
+/// Tags the copies this desk handled before later copies elsewhere revealed a broadcast
+/// (mail sent to many desks in Bcc arrives everywhere at once): each gets the broadcast
+/// keyword where it now is (the desk's mailbox or the folder a rule filed it in).
+pub async fn tag_late_broadcasts(
+    session: &mut DeskSession,
+    shared: &Shared,
+    desk: &Desk,
+) -> Result<(), PipelineError> {
+    let policy = shared.policy();
+    let rules = &policy.rules;
+    let since = unix_now() - i64::try_from(rules.broadcast_window_secs).unwrap_or(i64::MAX / 4);
+    let late = shared
+        .store
+        .late_broadcasts(&desk.name, since, rules.broadcast_threshold)
+        .await?;
+    for entry in late {
+        let folder = entry
+            .actions
+            .iter()
+            .filter_map(|(a, _)| a.strip_prefix("file:"))
+            .last()
+            .unwrap_or(&desk.mailbox)
+            .to_string();
+        let tagged = match &entry.message_id {
+            Some(id) => {
+                session
+                    .tag_by_message_id(&folder, id, std::slice::from_ref(&rules.broadcast_keyword))
+                    .await?
+            }
+            None => 0,
+        };
+        shared.store.mark_broadcast(&entry.key).await?;
+        tracing::info!(
+            desk = %desk.name,
+            uid = entry.key.uid,
+            message_id = entry.message_id.as_deref().unwrap_or("-"),
+            folder = %folder,
+            tagged,
+            action = %format!("tag:{}", rules.broadcast_keyword),
+            "copy found to be part of a broadcast after it was handled"
+        );
     }
     Ok(())
 }

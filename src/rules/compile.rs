@@ -104,6 +104,10 @@ impl Builder {
                             ));
                         }
                     }
+                    if let Err(e) = Action::parse(&format!("tag:{}", s.broadcast_keyword)) {
+                        self.problems
+                            .push(src.problem_at_key(start, "broadcast_keyword", e));
+                    }
                     self.settings = Some(s);
                 }
                 Err(p) => self.problems.push(p),
@@ -397,6 +401,7 @@ impl Builder {
             desks: self.desks,
             broadcast_threshold: settings.broadcast_threshold,
             broadcast_window_secs: settings.broadcast_window_minutes * 60,
+            broadcast_keyword: settings.broadcast_keyword.clone(),
             contacts: settings
                 .contacts
                 .iter()

@@ -137,6 +137,8 @@ pub struct Rules {
     pub broadcast_threshold: usize,
     /// Copies of one mail in several desks count together within this window.
     pub broadcast_window_secs: u64,
+    /// Added to earlier copies when later ones reveal a broadcast (Bcc to many desks).
+    pub broadcast_keyword: String,
     /// Extra contact-list addresses (lower-case) besides the desks of config.toml.
     pub contacts: Vec<String>,
     /// Extra own addresses (lower-case) besides helpdesk and desks: their mail is never answered.

@@ -145,6 +145,13 @@ pub struct RawSettings {
     pub contacts: Vec<String>,
     #[serde(default)]
     pub own_addresses: Vec<String>,
+    /// Keyword added to copies found to be a broadcast only after they were handled.
+    #[serde(default = "default_broadcast_keyword")]
+    pub broadcast_keyword: String,
+}
+
+fn default_broadcast_keyword() -> String {
+    "$Broadcast".into()
 }
 
 fn default_threshold() -> usize {
@@ -169,6 +176,7 @@ impl Default for RawSettings {
             max_mail_mb: default_max_mail_mb(),
             contacts: Vec::new(),
             own_addresses: Vec::new(),
+            broadcast_keyword: default_broadcast_keyword(),
         }
     }
 }

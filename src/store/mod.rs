@@ -551,6 +551,55 @@ impl Store {
         self.journal(&key).await
     }
 
+    /// Mails of `desk` decided since `since` as not broadcast whose copies have since been
+    /// seen in at least `threshold` desks (copies delivered in Bcc are only recognised as a
+    /// broadcast once enough of them arrived): the earlier copies still need the keyword.
+    pub async fn late_broadcasts(
+        &self,
+        desk: &str,
+        since: i64,
+        threshold: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        let op = "find copies that turned out to be a broadcast";
+        let rows = sqlx::query(
+            "SELECT j.uidvalidity, j.uid FROM journal j WHERE j.desk = $1 AND j.broadcast = 0 \
+             AND j.decided_at >= $2 AND j.status <> 'failed' \
+             AND (SELECT COUNT(DISTINCT s.desk) FROM sighting s WHERE s.group_key = j.group_key AND s.seen_at >= $2) >= $3",
+        )
+        .bind(desk)
+        .bind(since)
+        .bind(i64::try_from(threshold).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(op))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let key = MailKey {
+                desk: desk.to_owned(),
+                uidvalidity: get_u32(&row, "uidvalidity", op)?,
+                uid: get_u32(&row, "uid", op)?,
+            };
+            if let Some(e) = self.journal(&key).await? {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records that a mail was found to be part of a broadcast (and tagged so).
+    pub async fn mark_broadcast(&self, key: &MailKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE journal SET broadcast = 1 WHERE desk = $1 AND uidvalidity = $2 AND uid = $3",
+        )
+        .bind(&key.desk)
+        .bind(i64::from(key.uidvalidity))
+        .bind(i64::from(key.uid))
+        .execute(&self.pool)
+        .await
+        .map_err(query_error("mark a mail as broadcast"))?;
+        Ok(())
+    }
+
     /// Records a decision in ONE transaction: the journal row, its planned actions, reply
     /// claims and outbox rows. Idempotent: when the mail is already journaled nothing changes
     /// and the ids it queued before are returned.

@@ -1,0 +1,310 @@
+//! Broadcast mail across the desks (SPEC 1 rule 2), on the real servers: every copy is
+//! tagged in every desk, one redirect and one advisory in all, the right desk acts.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed expectation is a failed test"
+)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::{MailStack, StoredMail};
+
+const DESKS: [(&str, &str); 7] = [
+    ("buyer-registration", "buyer.registration"),
+    ("seller-registration", "seller.registration"),
+    ("product-upload", "upload.product"),
+    ("direct-purchase", "direct.purchase"),
+    ("bid-ra", "bid.ra"),
+    ("order-process", "order.process"),
+    ("payment-process", "payment.process"),
+];
+const WAIT: Duration = Duration::from_secs(60);
+
+fn deployment(stack: &MailStack, dir: &Path) -> PathBuf {
+    let mut desks = String::new();
+    for (name, user) in DESKS {
+        desks.push_str(&format!("[desk.{name}]\naddress = \"{user}@gem.test\"\nlogin = \"{user}\"\npassword_env = \"TG_PW\"\n\n"));
+    }
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/gem.toml");
+    let text = format!(
+        "[imap]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\n\n[smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\n\n\
+         [helpdesk]\naddress = \"helpdesk@gem.test\"\n\n[state]\ndatabase = \"sqlite://{}/state.db\"\n\n[rules]\nfiles = [\"{}\"]\n\n{desks}",
+        stack.imap_port,
+        stack.smtp_port,
+        dir.display(),
+        rules.display()
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+fn ticketgate(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ticketgate"));
+    c.arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("TG_PW", "secret")
+        .env("RUST_LOG", "ticketgate=debug")
+        .env_remove("TICKETGATE_DATABASE");
+    c
+}
+
+fn mail(to: &str, cc: &str, id: &str) -> Vec<u8> {
+    format!(
+        "From: Harish Gupta <harish.gupta@example.in>\r\nTo: {to}\r\n{cc}Subject: URGENT payment not received\r\nMessage-ID: <{id}>\r\n\
+         Date: Mon, 2 Nov 2026 10:00:00 +0530\r\n\r\nPayment for our invoice is not received for 3 months and the budget is blocked.\r\n"
+    )
+    .into_bytes()
+}
+
+/// Every copy of the mail with this Message-ID in each desk, wherever it was filed.
+async fn copies(stack: &MailStack, id: &str) -> Vec<(String, StoredMail)> {
+    let mut out = Vec::new();
+    for (_, user) in DESKS {
+        for folder in ["INBOX", "Redirected", "Broadcast"] {
+            for m in stack.mailbox(user, folder).await {
+                if m.header("Message-ID").as_deref() == Some(id) {
+                    out.push((format!("{user}/{folder}"), m));
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn wait_all_tagged(stack: &MailStack, id: &str, n: usize) -> Vec<(String, StoredMail)> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let c = copies(stack, id).await;
+        if c.len() == n && c.iter().all(|(_, m)| m.has_flag("$Broadcast")) {
+            return c;
+        }
+        let state: Vec<String> = c
+            .iter()
+            .map(|(w, m)| format!("{w} {:?}", m.flags))
+            .collect();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every copy got $Broadcast: {state:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Mail ticketgate sent about the original `id`, by kind.
+async fn sent_about(stack: &MailStack, user: &str, id: &str) -> (usize, usize) {
+    let mails = stack.mailbox(user, "INBOX").await;
+    let ours: Vec<&StoredMail> = mails
+        .iter()
+        .filter(|m| {
+            m.header("X-Ticketgate").is_some() && m.header("In-Reply-To").as_deref() == Some(id)
+        })
+        .collect();
+    let redirects = ours
+        .iter()
+        .filter(|m| m.subject().starts_with("[No CRM ticket]"))
+        .count();
+    (redirects, ours.len() - redirects)
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bcc_to_all_seven_desks_is_tagged_everywhere_and_answered_once() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path());
+    let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log");
+    let child = ticketgate(&config)
+        .stderr(log)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let raw = mail("gem-support@example.in", "", "bcc-1@example.in");
+    let rcpts: Vec<String> = DESKS.iter().map(|(_, u)| MailStack::address(u)).collect();
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    stack.send("harish.gupta@example.in", &rcpts, &raw).await;
+    let c = wait_all_tagged(&stack, "bcc-1@example.in", 7).await;
+    stack
+        .wait_for("helpdesk", "INBOX", WAIT, "the redirect", |m| !m.is_empty())
+        .await;
+    stack
+        .wait_for(
+            "outside",
+            "INBOX",
+            WAIT,
+            "cc of the redirect and the advisory",
+            |m| m.len() >= 2,
+        )
+        .await;
+    stop(child);
+    assert_eq!(
+        sent_about(&stack, "helpdesk", "bcc-1@example.in").await,
+        (1, 0),
+        "exactly one redirect to the helpdesk"
+    );
+    assert_eq!(
+        sent_about(&stack, "outside", "bcc-1@example.in").await,
+        (1, 1),
+        "the sender: one copy of the redirect, one advisory"
+    );
+    let advisory = stack
+        .mailbox("outside", "INBOX")
+        .await
+        .into_iter()
+        .find(|m| m.subject().starts_with("Re:"))
+        .expect("advisory");
+    let text = String::from_utf8_lossy(&advisory.raw).to_string();
+    assert!(
+        text.contains("payment-process"),
+        "the advisory names the responsible desk:\n{text}"
+    );
+    assert!(c.len() == 7, "{c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seven_desks_in_to_and_cc_one_desk_acts_the_others_file_duplicates() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path());
+    let to: Vec<String> = DESKS[..4]
+        .iter()
+        .map(|(_, u)| MailStack::address(u))
+        .collect();
+    let cc: Vec<String> = DESKS[4..]
+        .iter()
+        .map(|(_, u)| MailStack::address(u))
+        .collect();
+    let raw = mail(
+        &to.join(", "),
+        &format!("Cc: {}, director@example.in\r\n", cc.join(", ")),
+        "hdr-1@example.in",
+    );
+    let mut rcpts: Vec<&str> = to.iter().chain(cc.iter()).map(String::as_str).collect();
+    rcpts.push("director@example.in");
+    stack.send("harish.gupta@example.in", &rcpts, &raw).await;
+    for (_, user) in DESKS {
+        stack
+            .wait_for(user, "INBOX", WAIT, "delivery", |m| m.len() == 1)
+            .await;
+    }
+    let out = ticketgate(&config).arg("--once").output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = wait_all_tagged(&stack, "hdr-1@example.in", 7).await;
+    let duplicates: Vec<&String> = c
+        .iter()
+        .filter(|(_, m)| m.has_flag("$Duplicate"))
+        .map(|(w, _)| w)
+        .collect();
+    assert_eq!(duplicates.len(), 6, "{duplicates:?}");
+    assert!(
+        duplicates.iter().all(|w| w.ends_with("/Broadcast")),
+        "{duplicates:?}"
+    );
+    let acting: Vec<&String> = c
+        .iter()
+        .filter(|(_, m)| !m.has_flag("$Duplicate"))
+        .map(|(w, _)| w)
+        .collect();
+    assert_eq!(acting, [&"payment.process/Redirected".to_string()]);
+    stack
+        .wait_for("helpdesk", "INBOX", WAIT, "the redirect", |m| !m.is_empty())
+        .await;
+    assert_eq!(
+        sent_about(&stack, "helpdesk", "hdr-1@example.in").await,
+        (1, 0)
+    );
+    stack
+        .wait_for("outside", "INBOX", WAIT, "original, cc, advisory", |m| {
+            m.len() >= 3
+        })
+        .await;
+    assert_eq!(
+        sent_about(&stack, "outside", "hdr-1@example.in").await,
+        (1, 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_arriving_apart_across_a_restart_are_still_one_broadcast() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path());
+    let raw = mail("gem-support@example.in", "", "apart-1@example.in");
+    stack
+        .send("harish.gupta@example.in", &["bid.ra@gem.test"], &raw)
+        .await;
+    stack
+        .wait_for("bid.ra", "INBOX", WAIT, "first copy", |m| m.len() == 1)
+        .await;
+    let out = ticketgate(&config).arg("--once").output().expect("run");
+    assert!(out.status.success());
+    // Handled as a single mail: redirected, not a broadcast (yet).
+    let first = stack
+        .wait_for("bid.ra", "Redirected", WAIT, "first copy filed", |m| {
+            m.len() == 1
+        })
+        .await;
+    assert!(!first[0].has_flag("$Broadcast"));
+    stack
+        .send(
+            "harish.gupta@example.in",
+            &["order.process@gem.test", "payment.process@gem.test"],
+            &raw,
+        )
+        .await;
+    stack
+        .wait_for("payment.process", "INBOX", WAIT, "later copy", |m| {
+            m.len() == 1
+        })
+        .await;
+    stack
+        .wait_for("order.process", "INBOX", WAIT, "later copy", |m| {
+            m.len() == 1
+        })
+        .await;
+    // Two runs: the one that sees the third copy, and one in which bid-ra tags its old copy.
+    for _ in 0..2 {
+        let out = ticketgate(&config).arg("--once").output().expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_all_tagged(&stack, "apart-1@example.in", 3).await;
+    stack
+        .wait_for("helpdesk", "INBOX", WAIT, "the redirect", |m| !m.is_empty())
+        .await;
+    assert_eq!(
+        sent_about(&stack, "helpdesk", "apart-1@example.in").await,
+        (1, 0),
+        "still one redirect"
+    );
+    stack
+        .wait_for("outside", "INBOX", WAIT, "advisory", |m| {
+            m.iter().any(|x| x.subject().starts_with("Re:"))
+        })
+        .await;
+    assert_eq!(
+        sent_about(&stack, "outside", "apart-1@example.in").await.1,
+        1,
+        "one advisory"
+    );
+}
