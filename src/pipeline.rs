@@ -466,7 +466,7 @@ pub async fn tag_late_broadcasts(
             .actions
             .iter()
             .filter_map(|(a, _)| a.strip_prefix("file:"))
-            .last()
+            .next_back()
             .unwrap_or(&desk.mailbox)
             .to_string();
         let tagged = match &entry.message_id {
