@@ -31,42 +31,39 @@ struct Cli {
     command: Command,
 }
 
+/// Where config.toml is; shared by every subcommand.
+#[derive(clap::Args, Debug)]
+struct ConfigArg {
+    #[arg(
+        long,
+        short,
+        env = "TICKETGATE_CONFIG",
+        default_value = "/etc/ticketgate/config.toml"
+    )]
+    config: PathBuf,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Watch the desk inboxes and act on every new mail (the daemon).
     Run {
-        #[arg(
-            long,
-            short,
-            env = "TICKETGATE_CONFIG",
-            default_value = "/etc/ticketgate/config.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Handle everything waiting in every desk, send the outbox, then exit.
         #[arg(long)]
         once: bool,
     },
     /// Validate config.toml and the rules; with --connect, also log in to every account.
     Check {
-        #[arg(
-            long,
-            short,
-            env = "TICKETGATE_CONFIG",
-            default_value = "/etc/ticketgate/config.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         #[arg(long)]
         connect: bool,
     },
     /// Dry run on .eml files: facts, matched rules and actions; touches no server.
     Classify {
-        #[arg(
-            long,
-            short,
-            env = "TICKETGATE_CONFIG",
-            default_value = "/etc/ticketgate/config.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Classify as if the mail were in this desk's mailbox (default: the first desk it is addressed to).
         #[arg(long)]
         desk: Option<String>,
@@ -78,13 +75,8 @@ enum Command {
     },
     /// Counts per desk and day from the state database.
     Report {
-        #[arg(
-            long,
-            short,
-            env = "TICKETGATE_CONFIG",
-            default_value = "/etc/ticketgate/config.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// How many days back.
         #[arg(long, default_value_t = 30)]
         days: u32,
@@ -94,15 +86,15 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config, connect } => check(&config, connect),
+        Command::Check { config, connect } => check(&config.config, connect),
         Command::Classify {
-            config,
+            config: ConfigArg { config },
             desk,
             json,
             files,
         } => classify(&config, desk.as_deref(), json, &files),
-        Command::Run { config, once } => run(&config, once),
-        Command::Report { config, days } => report(&config, days),
+        Command::Run { config, once } => run(&config.config, once),
+        Command::Report { config, days } => report(&config.config, days),
     }
 }
 

@@ -13,18 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::{MailStack, StoredMail};
-
-const DESKS: [(&str, &str); 7] = [
-    ("buyer-registration", "buyer.registration"),
-    ("seller-registration", "seller.registration"),
-    ("product-upload", "upload.product"),
-    ("direct-purchase", "direct.purchase"),
-    ("bid-ra", "bid.ra"),
-    ("order-process", "order.process"),
-    ("payment-process", "payment.process"),
-];
-const WAIT: Duration = Duration::from_secs(60);
+use support::{DESKS, MailStack, StoredMail, WAIT};
 
 fn deployment(stack: &MailStack, dir: &Path) -> PathBuf {
     let mut desks = String::new();

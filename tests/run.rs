@@ -15,18 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::{MailStack, StackOptions, StoredMail};
-
-const DESKS: [(&str, &str); 7] = [
-    ("buyer-registration", "buyer.registration"),
-    ("seller-registration", "seller.registration"),
-    ("product-upload", "upload.product"),
-    ("direct-purchase", "direct.purchase"),
-    ("bid-ra", "bid.ra"),
-    ("order-process", "order.process"),
-    ("payment-process", "payment.process"),
-];
-const WAIT: Duration = Duration::from_secs(60);
+use support::{DESKS, MailStack, StackOptions, StoredMail, WAIT};
 
 /// A deployment of three desks on `stack`, STARTTLS with the stack's CA, state in `dir`.
 fn deployment(stack: &MailStack, dir: &Path, extra_imap: &str) -> PathBuf {

@@ -11,6 +11,18 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 
 pub const DOMAIN: &str = "gem.test";
+/// The seven GeM desks: (desk name in config.toml, IMAP user of the stack).
+pub const DESKS: [(&str, &str); 7] = [
+    ("buyer-registration", "buyer.registration"),
+    ("seller-registration", "seller.registration"),
+    ("product-upload", "upload.product"),
+    ("direct-purchase", "direct.purchase"),
+    ("bid-ra", "bid.ra"),
+    ("order-process", "order.process"),
+    ("payment-process", "payment.process"),
+];
+/// How long a test waits for an outcome it expects.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 pub const PASSWORD: &str = "secret";
 
 #[derive(Debug, Default, Clone)]
