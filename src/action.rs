@@ -3,6 +3,9 @@
 
 use std::fmt;
 
+/// Placeholder in a keyword, replaced by the suggested desk's name (`tag:$To-{suggested_desk}`).
+pub const SUGGESTED_DESK: &str = "{suggested_desk}";
+
 /// Who receives a redirect or forward.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
@@ -95,7 +98,7 @@ impl Action {
             "reply" => Ok(Action::Reply(need("a template name")?)),
             "tag" => {
                 let kw = need("a keyword")?;
-                check_keyword(&kw)?;
+                check_keyword(&kw.replace(SUGGESTED_DESK, "desk"))?;
                 Ok(Action::Tag(kw))
             }
             "flag" => no_arg(Action::Tag("\\Flagged".into())),

@@ -45,8 +45,17 @@ pub fn decide(facts: &Facts, rules: &Rules, known: &Known) -> Decision {
                 }
                 continue;
             }
-            if !d.actions.iter().any(|(a, _)| a == action) {
-                d.actions.push((action.clone(), rule.name.clone()));
+            let action = match action {
+                Action::Tag(k) if k.contains(crate::action::SUGGESTED_DESK) => {
+                    match &facts.suggested_desk {
+                        Some(s) => Action::Tag(k.replace(crate::action::SUGGESTED_DESK, s)),
+                        None => continue,
+                    }
+                }
+                other => other.clone(),
+            };
+            if !d.actions.iter().any(|(a, _)| *a == action) {
+                d.actions.push((action, rule.name.clone()));
             }
         }
         if rule.stop {
