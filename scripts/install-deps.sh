@@ -2,9 +2,10 @@
 # install-deps.sh: installs what ticketgate's demo, tests and benchmarks need on Debian 12,
 # only what is missing. Idempotent; needs root for apt-get.
 #   mail stack: dovecot-imapd dovecot-lmtpd postfix openssl   schema test: postgresql
-#   unit checks: systemd (systemd-analyze)                    benchmarks: imapfilter
+#   unit checks: systemd (systemd-analyze)   C parts of ring and SQLite: gcc libc6-dev
+#   benchmarks: imapfilter (TICKETGATE_BENCH_DEPS=1)
 set -euo pipefail
-want=(dovecot-imapd dovecot-lmtpd postfix openssl ca-certificates python3 postgresql systemd)
+want=(dovecot-imapd dovecot-lmtpd postfix openssl ca-certificates python3 postgresql systemd gcc libc6-dev)
 [ "${TICKETGATE_BENCH_DEPS:-0}" = 1 ] && want+=(imapfilter)
 missing=()
 for p in "${want[@]}"; do
