@@ -119,6 +119,21 @@ fn load(path: &Path) -> Result<(Config, Rules), Vec<Problem>> {
     }
 }
 
+/// The tokio runtime: two workers for the daemon, one thread for the short commands.
+fn runtime(daemon: bool) -> Option<tokio::runtime::Runtime> {
+    let mut b = if daemon {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    b.enable_all()
+        .build()
+        .map_err(|e| eprintln!("ticketgate: cannot start runtime: {e}"))
+        .ok()
+}
+
 fn print_problems(problems: &[Problem]) -> ExitCode {
     for p in problems {
         eprintln!("{p}");
@@ -151,15 +166,8 @@ fn check(path: &Path, connect: bool) -> ExitCode {
     if !connect {
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ticketgate: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(false) else {
+        return ExitCode::FAILURE;
     };
     let failures = runtime.block_on(ticketgate::daemon::check_connect(&cfg));
     if failures == 0 {
@@ -218,16 +226,8 @@ fn run(path: &Path, once: bool) -> ExitCode {
         Err(problems) => return print_problems(&problems),
     };
     ticketgate::daemon::init_logging(&cfg.logging);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ticketgate: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(true) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(ticketgate::daemon::run(cfg, rules, once)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -244,15 +244,8 @@ fn report(path: &Path, days: u32) -> ExitCode {
         Ok(c) => c,
         Err(e) => return print_problems(&e.0),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ticketgate: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(false) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(ticketgate::daemon::report(&cfg, days)) {
         Ok(text) => {
