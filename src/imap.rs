@@ -493,46 +493,26 @@ impl DeskSession {
         Ok(outcome)
     }
 
-    /// Adds `flags` to the mail with this Message-ID in `folder` (selecting it for the
-    /// moment, then the desk's mailbox again); returns how many mails were tagged.
-    pub async fn tag_by_message_id(
-        &mut self,
-        folder: &str,
-        message_id: &str,
-        flags: &[String],
-    ) -> Result<usize, ImapError> {
+    /// UIDs of the mail with this Message-ID in the selected mailbox.
+    pub async fn search_message_id(&mut self, message_id: &str) -> Result<Vec<u32>, ImapError> {
         if message_id.is_empty()
             || message_id
                 .chars()
                 .any(|c| c == '"' || c == '\\' || c.is_control())
         {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let t = self.timeout;
-        let home = self.mailbox.clone();
-        let away = folder != home;
-        if away && timed(t, "SELECT", self.s()?.select(folder)).await?.is_err() {
-            // The folder does not exist (the mail was never filed there).
-            timed(t, "SELECT", self.s()?.select(&home))
-                .await?
-                .map_err(proto("select the mailbox"))?;
-            return Ok(0);
-        }
         let query = format!(
             "HEADER Message-ID \"{}\"",
             message_id.trim_start_matches('<').trim_end_matches('>')
         );
         let found = timed(t, "UID SEARCH", self.s()?.uid_search(query))
             .await?
-            .map_err(proto("search a message id"));
-        let uids: Vec<u32> = found?.into_iter().collect();
-        self.add_flags(&uids, flags).await?;
-        if away {
-            timed(t, "SELECT", self.s()?.select(&home))
-                .await?
-                .map_err(proto("select the mailbox"))?;
-        }
-        Ok(uids.len())
+            .map_err(proto("search a message id"))?;
+        let mut uids: Vec<u32> = found.into_iter().collect();
+        uids.sort_unstable();
+        Ok(uids)
     }
 
     pub async fn logout(mut self) -> Result<(), ImapError> {

@@ -446,9 +446,12 @@ async fn execute(
     Ok(())
 }
 
-/// Tags the copies this desk handled before later copies elsewhere revealed a broadcast
-/// (mail sent to many desks in Bcc arrives everywhere at once): each gets the broadcast
-/// keyword where it now is (the desk's mailbox or the folder a rule filed it in).
+/// Corrects the copies this desk handled before later copies elsewhere revealed a
+/// broadcast (mail sent to many desks in Bcc arrives everywhere at once, or across a
+/// restart): each is read again where it now is (the desk's mailbox or the folder a rule
+/// filed it in) and gets the keywords and folder the rules give a broadcast copy, as if it
+/// had been known from the start. Nothing is sent: the mail it queued, if any, is keyed by
+/// the message and already counts as the broadcast's one redirect.
 pub async fn tag_late_broadcasts(
     session: &mut DeskSession,
     shared: &Shared,
@@ -461,6 +464,10 @@ pub async fn tag_late_broadcasts(
         .store
         .late_broadcasts(&desk.name, since, rules.broadcast_threshold)
         .await?;
+    if late.is_empty() {
+        return Ok(());
+    }
+    let max_bytes = u32::try_from(rules.limits.max_mail_bytes).unwrap_or(u32::MAX);
     for entry in late {
         let folder = entry
             .actions
@@ -469,22 +476,67 @@ pub async fn tag_late_broadcasts(
             .next_back()
             .unwrap_or(&desk.mailbox)
             .to_string();
-        let tagged = match &entry.message_id {
-            Some(id) => {
-                session
-                    .tag_by_message_id(&folder, id, std::slice::from_ref(&rules.broadcast_keyword))
-                    .await?
+        let mut applied = Vec::new();
+        if let Some(id) = &entry.message_id {
+            if session.select(&folder).await.is_err() {
+                // The folder is gone (an officer deleted it): nothing left to correct.
+                session.select(&desk.mailbox).await?;
+                shared.store.mark_broadcast(&entry.key).await?;
+                continue;
             }
-            None => 0,
-        };
+            let uids = session.search_message_id(id).await?;
+            let mails = session.fetch(&uids, max_bytes).await?;
+            let holders: Vec<String> = shared
+                .store
+                .sightings(&entry.group_key)
+                .await?
+                .into_iter()
+                .map(|k| k.desk)
+                .collect();
+            for mail in &mails {
+                let Some(raw) = &mail.raw else { continue };
+                let Ok(facts) = facts::extract(raw, &desk.name, &policy.dir, rules) else {
+                    continue;
+                };
+                let facts = facts.with_copies(&holders, &policy.dir, rules);
+                // Replies and redirects were dealt with when the copy was first decided.
+                let mut known = Known::default();
+                known
+                    .replied_recently
+                    .extend(rules.templates.keys().cloned());
+                let decision = decide(&facts, rules, &known);
+                let mut flags: Vec<String> = decision
+                    .actions()
+                    .filter_map(|a| match a {
+                        Action::Tag(k) => Some(k.clone()),
+                        Action::MarkSeen => Some("\\Seen".to_string()),
+                        _ => None,
+                    })
+                    .collect();
+                if !flags.contains(&rules.broadcast_keyword) {
+                    flags.push(rules.broadcast_keyword.clone());
+                }
+                session.add_flags(&[mail.uid], &flags).await?;
+                applied.extend(flags.iter().map(|f| format!("tag:{f}")));
+                let target = decision.actions().find_map(|a| match a {
+                    Action::File(f) => Some(f.clone()),
+                    _ => None,
+                });
+                if let Some(target) = target.filter(|t| *t != folder) {
+                    session.ensure_folder(&target).await?;
+                    session.move_to(&[mail.uid], &target).await?;
+                    applied.push(format!("file:{target}"));
+                }
+            }
+            session.select(&desk.mailbox).await?;
+        }
         shared.store.mark_broadcast(&entry.key).await?;
         tracing::info!(
             desk = %desk.name,
             uid = entry.key.uid,
             message_id = entry.message_id.as_deref().unwrap_or("-"),
             folder = %folder,
-            tagged,
-            action = %format!("tag:{}", rules.broadcast_keyword),
+            actions = %applied.join(" "),
             "copy found to be part of a broadcast after it was handled"
         );
     }
