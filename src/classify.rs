@@ -129,7 +129,7 @@ pub fn classify_file(
             .map(str::to_string)
             .or_else(|| dir.desks.first().map(|(n, _)| n.clone()))
             .unwrap_or_default();
-        let facts = Facts::oversized(&desk, usize::try_from(size).unwrap_or(usize::MAX), dir);
+        let facts = Facts::oversized(&desk, usize::try_from(size).unwrap_or(usize::MAX));
         return from_facts(&file, &facts, dir, rules);
     }
     match std::fs::read(path) {

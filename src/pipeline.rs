@@ -103,11 +103,7 @@ async fn decide_mail(
         .seen
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let facts = match &mail.raw {
-        None => Ok(Facts::oversized(
-            &desk.name,
-            mail.size as usize,
-            &policy.dir,
-        )),
+        None => Ok(Facts::oversized(&desk.name, mail.size as usize)),
         Some(raw) => facts::extract(raw, &desk.name, &policy.dir, rules),
     };
     let facts = match facts {

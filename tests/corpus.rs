@@ -8,9 +8,13 @@
     reason = "test code: a failed expectation is a failed test"
 )]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
+
+use support::DESKS;
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).expect("read corpus dir").flatten() {
@@ -49,15 +53,7 @@ fn the_whole_corpus_classifies_without_a_crash() {
         "[rules]\nfiles = [\"{}\"]\n",
         root.join("rules/gem.toml").display()
     ));
-    for (name, user) in [
-        ("buyer-registration", "buyer.registration"),
-        ("seller-registration", "seller.registration"),
-        ("product-upload", "upload.product"),
-        ("direct-purchase", "direct.purchase"),
-        ("bid-ra", "bid.ra"),
-        ("order-process", "order.process"),
-        ("payment-process", "payment.process"),
-    ] {
+    for (name, user) in DESKS {
         text.push_str(&format!("[desk.{name}]\naddress = \"{user}@gem.gov.in\"\nlogin = \"{user}\"\npassword_env = \"TG_PW\"\n"));
     }
     std::fs::write(&config, text).expect("config");

@@ -356,9 +356,8 @@ async fn daemon_idles_acts_on_new_mail_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = deployment(&stack, dir.path(), "");
     let log = dir.path().join("daemon.log");
-    let mut child = spawn(&config, &log);
-    // Wait until the watchers are idle in IDLE, then deliver.
-    wait_log(&log, "watching", DESKS.len()).await;
+    // The watchers are waiting (IDLE) before anything is delivered.
+    let mut child = spawn_watching(&config, &log).await;
     let raw = mail(
         "new@example.in",
         "payment.process@gem.test",
@@ -456,8 +455,7 @@ async fn works_without_idle_move_and_uidplus() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = deployment(&stack, dir.path(), "");
     let log = dir.path().join("daemon.log");
-    let mut child = spawn(&config, &log);
-    wait_log(&log, "watching", DESKS.len()).await;
+    let mut child = spawn_watching(&config, &log).await;
     let raw = mail(
         "poll@example.in",
         "order.process@gem.test",
@@ -492,6 +490,13 @@ async fn works_without_idle_move_and_uidplus() {
         !text.contains("UID MOVE"),
         "MOVE must not be sent when not advertised"
     );
+}
+
+/// Starts the daemon and returns once every desk watcher has logged in and selected.
+async fn spawn_watching(config: &Path, log: &Path) -> Child {
+    let child = spawn(config, log);
+    wait_log(log, "watching", DESKS.len()).await;
+    child
 }
 
 async fn wait_log(log: &Path, needle: &str, times: usize) {
@@ -677,8 +682,7 @@ async fn sighup_reloads_valid_rules_and_keeps_the_old_ones_otherwise() {
         .replace(&shipped.display().to_string(), &rules.display().to_string());
     std::fs::write(&config, text).expect("write config");
     let log = dir.path().join("daemon.log");
-    let mut child = spawn(&config, &log);
-    wait_log(&log, "watching", DESKS.len()).await;
+    let mut child = spawn_watching(&config, &log).await;
     let hup = |child: &Child| {
         assert!(
             Command::new("kill")

@@ -117,7 +117,7 @@ pub struct MailError(pub String);
 /// calls [`Facts::with_copies`] with what the store knows.
 pub fn extract(raw: &[u8], desk: &str, dir: &Directory, rules: &Rules) -> Result<Facts, MailError> {
     if raw.len() > rules.limits.max_mail_bytes {
-        return Ok(Facts::oversized(desk, raw.len(), dir));
+        return Ok(Facts::oversized(desk, raw.len()));
     }
     if raw.is_empty() {
         return Err(MailError("empty file".into()));
@@ -220,8 +220,7 @@ pub fn extract_parsed(msg: &Message<'_>, desk: &str, dir: &Directory, rules: &Ru
 
 impl Facts {
     /// Facts of a mail too large to read: only its size is known.
-    pub fn oversized(desk: &str, size: usize, dir: &Directory) -> Facts {
-        let _ = dir;
+    pub fn oversized(desk: &str, size: usize) -> Facts {
         Facts {
             desk: desk.to_string(),
             message_id: None,

@@ -4,7 +4,7 @@
 //! lettre, as a user's client would).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -354,8 +354,4 @@ impl StoredMail {
             .and_then(|m| m.subject().map(str::to_string))
             .unwrap_or_default()
     }
-}
-
-pub fn path_str(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
