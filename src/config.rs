@@ -41,7 +41,7 @@ impl fmt::Display for Secret {
 }
 
 /// A mail server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
     pub host: String,
     pub port: u16,
@@ -52,7 +52,7 @@ pub struct Server {
 }
 
 /// IMAP server plus how desks are watched.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Imap {
     pub server: Server,
     /// IDLE is re-issued this often (RFC 2177: servers may drop it after 30 min).
@@ -64,7 +64,7 @@ pub struct Imap {
 }
 
 /// One escalation desk: its mailbox and the account that reads and sends for it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desk {
     pub name: String,
     pub address: String,

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, Desk, LogFormat, Logging};
 use crate::facts::Directory;
 use crate::imap::{DeskSession, Endpoint, Wake};
+use crate::metrics::Metrics;
 use crate::pipeline::{self, Policy};
 use crate::rules::Rules;
 use crate::smtp::{self, Mailer};
@@ -38,29 +39,6 @@ pub fn utc_day(unix: i64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// Counters for logs and the metrics endpoint.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub seen: AtomicU64,
-    pub sent: AtomicU64,
-    pub send_failures: AtomicU64,
-    pub errors: AtomicU64,
-    pub outbox_depth: AtomicU64,
-    pub tagged: AtomicU64,
-    pub filed: AtomicU64,
-}
-
-impl Metrics {
-    pub fn count_actions(&self, kind: &str, n: usize) {
-        let c = match kind {
-            "tag" => &self.tagged,
-            "file" => &self.filed,
-            _ => return,
-        };
-        c.fetch_add(n as u64, Ordering::Relaxed);
-    }
 }
 
 /// What every task shares.
@@ -93,23 +71,47 @@ impl Shared {
     }
 }
 
-pub fn init_logging(l: &Logging) {
+/// Swaps the log filter when config.toml's `[logging] level` changes on reload.
+static LOG_FILTER: std::sync::OnceLock<
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+> = std::sync::OnceLock::new();
+
+fn log_filter(level: &str) -> tracing_subscriber::EnvFilter {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("RUST_LOG")
-        .or_else(|_| EnvFilter::try_new(format!("ticketgate={},warn", l.level)))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    EnvFilter::try_new(format!("ticketgate={level},warn"))
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// Logging as config.toml says; `RUST_LOG`, when set, wins over `[logging] level`.
+pub fn init_logging(l: &Logging) {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, Layer, reload};
+    let from_env = EnvFilter::try_from_env("RUST_LOG").ok();
+    let fixed = from_env.is_some();
+    let (filter, handle) = reload::Layer::new(from_env.unwrap_or_else(|| log_filter(&l.level)));
     let under_systemd =
         std::env::var_os("JOURNAL_STREAM").is_some() || std::env::var_os("INVOCATION_ID").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match l.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Auto if under_systemd => {
-            builder.with_ansi(false).event_format(Journald).try_init()
-        }
-        LogFormat::Auto | LogFormat::Text => builder.with_ansi(false).try_init(),
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    type Filtered = tracing_subscriber::layer::Layered<
+        reload::Layer<EnvFilter, tracing_subscriber::Registry>,
+        tracing_subscriber::Registry,
+    >;
+    let output: Box<dyn Layer<Filtered> + Send + Sync> = match l.format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Auto if under_systemd => fmt.event_format(Journald).boxed(),
+        LogFormat::Auto | LogFormat::Text => fmt.boxed(),
     };
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .try_init()
+        .is_ok()
+        && !fixed
+    {
+        let _ = LOG_FILTER.set(handle);
+    }
 }
 
 /// One line per event for journald: `<priority>` (sd-daemon(3) prefix, so journalctl shows
@@ -211,17 +213,33 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
     let mailer = Mailer::new(&cfg).context("cannot set up SMTP")?;
     let ep = Arc::new(endpoint(&cfg)?);
     let dir = Directory::new(&cfg, &rules);
+    let metrics = Arc::new(Metrics::new(cfg.desks.iter().map(|d| d.name.as_str())));
+    let metrics_listener = match cfg.metrics {
+        Some(addr) if !once => Some(crate::metrics::bind(addr).await?),
+        _ => None,
+    };
     let shared = Arc::new(Shared {
         config: cfg,
         store,
         policy: RwLock::new(Arc::new(Policy { rules, dir })),
         outbox_wake: Arc::new(Notify::new()),
         recheck: Notify::new(),
-        metrics: Arc::new(Metrics::default()),
+        metrics,
     });
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     spawn_signals(&shared, &token);
+    if let Some(listener) = metrics_listener {
+        let addr = listener
+            .local_addr()
+            .map_or_else(|_| "?".to_string(), |a| a.to_string());
+        tracing::info!(%addr, "metrics on http://{addr}/metrics, health on /health");
+        tracker.spawn(crate::metrics::serve(
+            listener,
+            Arc::clone(&shared.metrics),
+            token.clone(),
+        ));
+    }
 
     let desks = TaskTracker::new();
     let gave_up = Arc::new(AtomicU64::new(0));
@@ -254,9 +272,11 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
             Arc::clone(&outbox_alive),
             mailer.clone(),
         );
+        shared.metrics.outbox_alive.store(true, Ordering::Relaxed);
         tracker.spawn(async move {
-            smtp::run_outbox(store, mailer, wake, t, None, metrics).await;
+            smtp::run_outbox(store, mailer, wake, t, None, Arc::clone(&metrics)).await;
             alive.store(false, Ordering::Relaxed);
+            metrics.outbox_alive.store(false, Ordering::Relaxed);
         });
         spawn_watchdog(&desks, shared.config.desks.len(), &outbox_alive, &token);
     }
@@ -279,7 +299,12 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
         )
         .await;
         tracing::info!(
-            seen = shared.metrics.seen.load(Ordering::Relaxed),
+            seen = shared
+                .config
+                .desks
+                .iter()
+                .map(|d| shared.metrics.desk(&d.name).seen.load(Ordering::Relaxed))
+                .sum::<u64>(),
             sent = shared.metrics.sent.load(Ordering::Relaxed),
             "exiting (--once)"
         );
@@ -372,23 +397,78 @@ fn spawn_signals(shared: &Arc<Shared>, token: &CancellationToken) {
     });
 }
 
-/// Recompiles the rules; swaps them in only if they are valid.
+/// SIGHUP: reads config.toml and the rules again and swaps in what can change without
+/// reconnecting (the rules, the helpdesk, the rules files, the log level), only if all of it
+/// is valid. Changes to servers, desks, the database or the metrics address are reported as
+/// needing a restart and otherwise ignored.
 fn reload(shared: &Shared) {
     notify(&[sd_notify::NotifyState::Reloading]);
-    let cfg = &shared.config;
-    match crate::rules::load(&cfg.rules_files, &cfg.deployment()) {
-        Ok(rules) => {
-            let dir = Directory::new(cfg, &rules);
-            tracing::info!(rules = rules.rules.len(), "rules reloaded");
-            shared.set_policy(Policy { rules, dir });
-        }
-        Err(e) => {
-            for p in &e.0 {
-                tracing::error!(file = %p.file.display(), line = p.line, problem = %p.message, "rules reload refused; the old rules stay in force");
+    match load_reloadable(&shared.config) {
+        Ok((merged, rules, restart_needed)) => {
+            for part in restart_needed {
+                tracing::warn!(
+                    part,
+                    "changed in config.toml; takes effect only after a restart (systemctl restart ticketgate)"
+                );
             }
+            if let Some(handle) = LOG_FILTER.get() {
+                let _ = handle.reload(log_filter(&merged.logging.level));
+            }
+            let dir = Directory::new(&merged, &rules);
+            tracing::info!(
+                rules = rules.rules.len(),
+                helpdesk = %merged.helpdesk,
+                level = %merged.logging.level,
+                "config and rules reloaded"
+            );
+            shared.set_policy(Policy { rules, dir });
+            shared.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(problems) => {
+            for p in &problems {
+                tracing::error!(file = %p.file.display(), line = p.line, problem = %p.message, "reload refused; the old config and rules stay in force");
+            }
+            shared
+                .metrics
+                .reloads_failed
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
     notify(&[sd_notify::NotifyState::Ready]);
+}
+
+/// The running config with config.toml's reloadable parts taken from disk, the rules it
+/// names, and the parts that changed but need a restart.
+fn load_reloadable(
+    running: &Config,
+) -> Result<(Config, Rules, Vec<&'static str>), Vec<crate::rules::Problem>> {
+    let fresh = crate::config::load(&running.path).map_err(|e| e.0)?;
+    let mut restart = Vec::new();
+    if fresh.imap != running.imap {
+        restart.push("[imap]");
+    }
+    if fresh.smtp != running.smtp {
+        restart.push("[smtp]");
+    }
+    if fresh.desks != running.desks {
+        restart.push("[desk.*]");
+    }
+    if fresh.database != running.database {
+        restart.push("[state]");
+    }
+    if fresh.metrics != running.metrics {
+        restart.push("[metrics]");
+    }
+    if fresh.logging.format != running.logging.format {
+        restart.push("[logging] format");
+    }
+    let mut merged = running.clone();
+    merged.helpdesk = fresh.helpdesk;
+    merged.helpdesk_name = fresh.helpdesk_name;
+    merged.rules_files = fresh.rules_files;
+    merged.logging.level = fresh.logging.level;
+    let rules = crate::rules::load(&merged.rules_files, &merged.deployment()).map_err(|e| e.0)?;
+    Ok((merged, rules, restart))
 }
 
 /// Reconnect delay after `failures` consecutive failures: 1 s doubling to 5 min, ±25 % jitter.
@@ -410,10 +490,19 @@ async fn watch_desk(
     let mut failures = 0u32;
     loop {
         match session(&shared, &ep, &desk, &cancel, once, &mut failures).await {
-            Ok(()) => return true,
+            Ok(()) => {
+                shared
+                    .metrics
+                    .desk(&desk.name)
+                    .connected
+                    .store(false, Ordering::Relaxed);
+                return true;
+            }
             Err(e) => {
                 failures += 1;
-                shared.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                let gauges = shared.metrics.desk(&desk.name);
+                gauges.connected.store(false, Ordering::Relaxed);
+                gauges.errors.fetch_add(1, Ordering::Relaxed);
                 let delay = reconnect_delay(failures);
                 tracing::warn!(desk = %desk.name, error = %e, retry_in_ms = delay.as_millis() as u64, "desk session failed; reconnecting");
                 if once && failures >= 3 {
@@ -441,6 +530,8 @@ async fn session(
     let mut s = DeskSession::connect(ep, &desk.login, desk.password.expose()).await?;
     let state = s.select(&desk.mailbox).await?;
     *failures = 0;
+    let gauges = shared.metrics.desk(&desk.name);
+    gauges.connected.store(true, Ordering::Relaxed);
     let store = &shared.store;
     let mut last = match store.desk_progress(&desk.name).await? {
         Some((v, last)) if v == state.uidvalidity => last,
@@ -481,6 +572,7 @@ async fn session(
             }
         }
         pipeline::tag_late_broadcasts(&mut s, shared, desk).await?;
+        gauges.last_sync.store(unix_now(), Ordering::Relaxed);
         if once {
             let _ = s.logout().await;
             return Ok(());

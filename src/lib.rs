@@ -16,6 +16,7 @@
 //! - [`smtp`]: drains the durable outbox through lettre, retrying transient failures.
 //! - [`pipeline`]: one mail from fetch to done, journaled so that kill -9 is safe.
 //! - [`daemon`]: desk watchers, the outbox task, signals, reload, systemd notification.
+//! - [`metrics`]: counters and gauges, the Prometheus `/metrics` and `/health` endpoint.
 #![forbid(unsafe_code)]
 
 pub mod action;
@@ -26,6 +27,7 @@ pub mod daemon;
 pub mod decide;
 pub mod facts;
 pub mod imap;
+pub mod metrics;
 pub mod pipeline;
 pub mod rules;
 pub mod smtp;

@@ -81,7 +81,7 @@ pub async fn process_batch(
             }
         }
     }
-    execute(session, shared, &plans).await?;
+    execute(session, &plans).await?;
     for plan in plans.iter().filter(|p| !p.failed) {
         shared.store.complete_mail(&plan.key, unix_now()).await?;
     }
@@ -100,6 +100,7 @@ async fn decide_mail(
     let now = unix_now();
     shared
         .metrics
+        .desk(&desk.name)
         .seen
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let facts = match &mail.raw {
@@ -112,7 +113,7 @@ async fn decide_mail(
             tracing::warn!(desk = %desk.name, uid = key.uid, error = %e, "mail set aside");
             shared
                 .metrics
-                .errors
+                .set_aside
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let actions = vec![Action::Tag(UNREADABLE.into())];
             shared.store.fail_mail(&key, &e.to_string(), now).await?;
@@ -179,6 +180,15 @@ async fn decide_mail(
         now,
     };
     let queued = shared.store.record_decision(&record).await?.queued;
+    for a in &actions {
+        shared.metrics.count_action(a.kind(), 1);
+    }
+    if facts.broadcast {
+        shared
+            .metrics
+            .broadcasts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     tracing::info!(
         desk = %desk.name,
         uid = key.uid,
@@ -402,11 +412,7 @@ fn domain_of(address: &str) -> &str {
 
 /// Carries out the IMAP actions of a batch with as few commands as possible: one
 /// `UID STORE` per distinct keyword set, one `UID MOVE` per folder, moves last.
-async fn execute(
-    session: &mut DeskSession,
-    shared: &Shared,
-    plans: &[Plan],
-) -> Result<(), ImapError> {
+async fn execute(session: &mut DeskSession, plans: &[Plan]) -> Result<(), ImapError> {
     let mut by_flags: BTreeMap<Vec<String>, Vec<u32>> = BTreeMap::new();
     let mut by_folder: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for plan in plans {
@@ -432,12 +438,10 @@ async fn execute(
     }
     for (flags, uids) in &by_flags {
         session.add_flags(uids, flags).await?;
-        shared.metrics.count_actions("tag", uids.len());
     }
     for (folder, uids) in &by_folder {
         session.ensure_folder(folder).await?;
         session.move_to(uids, folder).await?;
-        shared.metrics.count_actions("file", uids.len());
     }
     Ok(())
 }

@@ -166,7 +166,7 @@ pub async fn run_outbox(
     wake: Arc<Notify>,
     cancel: CancellationToken,
     until_empty: Option<Duration>,
-    metrics: Arc<crate::daemon::Metrics>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     let started = tokio::time::Instant::now();
     loop {

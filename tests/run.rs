@@ -699,7 +699,7 @@ async fn sighup_reloads_valid_rules_and_keeps_the_old_ones_otherwise() {
     )
     .expect("write");
     hup(&child);
-    wait_log(&log, "rules reload refused", 1).await;
+    wait_log(&log, "reload refused", 1).await;
     let raw = mail(
         "hup@example.in",
         "bid.ra@gem.test",
@@ -763,6 +763,48 @@ async fn sighup_reloads_valid_rules_and_keeps_the_old_ones_otherwise() {
     assert!(
         text.contains("rules.toml") && text.contains("explode"),
         "the refusal names file and problem:\n{text}"
+    );
+
+    // config.toml: a new helpdesk applies at once; a server change waits for a restart.
+    let cfg = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        cfg.replace("helpdesk@gem.test", "alice@gem.test")
+            .replace("poll_seconds = 1", "poll_seconds = 2"),
+    )
+    .expect("write config");
+    hup(&child);
+    wait_log(&log, "config and rules reloaded", 2).await;
+    let raw = mail(
+        "hup@example.in",
+        "bid.ra@gem.test",
+        None,
+        "Third",
+        "hup-3@example.in",
+        "no ticket",
+        "",
+    );
+    stack
+        .send("hup@example.in", &["bid.ra@gem.test"], &raw)
+        .await;
+    let alice = stack
+        .wait_for(
+            "alice",
+            "INBOX",
+            WAIT,
+            "redirect to the new helpdesk",
+            |m| m.len() == 1,
+        )
+        .await;
+    assert_eq!(
+        alice[0].header("In-Reply-To").as_deref(),
+        Some("hup-3@example.in")
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("[imap]") && l.contains("only after a restart")),
+        "the ignored server change is reported:\n{text}"
     );
     let _ = child.kill();
     let _ = child.wait();
@@ -835,4 +877,135 @@ async fn systemd_notify_protocol_ready_watchdog_reloading_stopping() {
         wait_exit(&mut child, Duration::from_secs(25)).and_then(|s| s.code()),
         Some(0)
     );
+}
+
+/// One HTTP GET on loopback, as a Prometheus scraper or a health probe does it.
+async fn http_get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the metrics endpoint");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.expect("response");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
+/// Polls `path` until `ok` accepts (status, body), or fails the test after WAIT.
+async fn wait_http(port: u16, path: &str, what: &str, ok: impl Fn(u16, &str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = http_get(port, path).await;
+        if ok(status, &body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {path} answered {status}:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_show_desks_actions_and_an_imap_outage() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    std::fs::write(&config, text).expect("write config");
+    let log = dir.path().join("daemon.log");
+    let mut child = spawn_watching(&config, &log).await;
+
+    let health = wait_http(port, "/health", "all desks connected", |s, _| s == 200).await;
+    assert!(health.contains("desk bid-ra: connected"), "{health}");
+
+    let raw = mail(
+        "metrics@example.in",
+        "bid.ra@gem.test",
+        None,
+        "Where is my bid?",
+        "metrics-1@example.in",
+        "No ticket here.",
+        "",
+    );
+    stack
+        .send("metrics@example.in", &["bid.ra@gem.test"], &raw)
+        .await;
+    stack
+        .wait_for("helpdesk", "INBOX", WAIT, "the redirect", |m| m.len() == 1)
+        .await;
+    let body = wait_http(port, "/metrics", "the redirect counted as sent", |_, b| {
+        sample(b, "ticketgate_mail_sent_total") == Some(1.0)
+    })
+    .await;
+    for (name, want) in [
+        ("ticketgate_mails_seen_total{desk=\"bid-ra\"}", 1.0),
+        ("ticketgate_mails_seen_total{desk=\"payment-process\"}", 0.0),
+        ("ticketgate_redirects_total", 1.0),
+        ("ticketgate_actions_total{kind=\"redirect\"}", 1.0),
+        ("ticketgate_actions_total{kind=\"file\"}", 1.0),
+        ("ticketgate_broadcasts_total", 0.0),
+        ("ticketgate_outbox_depth", 0.0),
+        ("ticketgate_desk_connected{desk=\"bid-ra\"}", 1.0),
+        ("ticketgate_outbox_running", 1.0),
+    ] {
+        assert_eq!(sample(&body, name), Some(want), "{name} in:\n{body}");
+    }
+    let synced = sample(
+        &body,
+        "ticketgate_desk_last_sync_timestamp_seconds{desk=\"bid-ra\"}",
+    )
+    .expect("last sync");
+    assert!(synced > 1.7e9, "last sync is a Unix time: {synced}");
+
+    // Dovecot goes away: every desk shows as disconnected and the health check fails.
+    let pid = std::fs::read_to_string(stack.dir.join("run/dovecot/master.pid")).expect("pid");
+    assert!(
+        Command::new("kill")
+            .arg(pid.trim())
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let down = wait_http(port, "/health", "desks down", |s, b| {
+        s == 503 && b.matches("NOT CONNECTED").count() == DESKS.len()
+    })
+    .await;
+    assert!(down.contains("desk bid-ra: NOT CONNECTED"), "{down}");
+    let body = wait_http(port, "/metrics", "disconnected desks", |_, b| {
+        sample(b, "ticketgate_desk_connected{desk=\"bid-ra\"}") == Some(0.0)
+    })
+    .await;
+    assert!(
+        sample(&body, "ticketgate_errors_total{desk=\"bid-ra\"}").unwrap_or(0.0) >= 1.0,
+        "{body}"
+    );
+    stack.restart_imap();
+    wait_http(port, "/health", "desks back after the outage", |s, _| {
+        s == 200
+    })
+    .await;
+    let (status, _) = http_get(port, "/nothing").await;
+    assert_eq!(status, 404);
+    let _ = child.kill();
+    let _ = child.wait();
 }

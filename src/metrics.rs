@@ -1,0 +1,398 @@
+//! Counters and gauges the daemon keeps about itself, their Prometheus text rendering, and
+//! the small loopback HTTP endpoint that serves them (`/metrics`) with a health page
+//! (`/health`). What is counted is decided where it happens (`pipeline`, `smtp`, `daemon`);
+//! this module only holds the numbers and shows them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// The action kinds counted in `ticketgate_actions_total` (see `Action::kind`).
+pub const ACTION_KINDS: [&str; 7] = [
+    "redirect", "forward", "reply", "tag", "file", "seen", "record",
+];
+
+/// What one desk watcher reports about itself.
+#[derive(Debug, Default)]
+pub struct DeskGauges {
+    /// Mails decided (not counting those found already done after a restart).
+    pub seen: AtomicU64,
+    /// Sessions that failed (connection, login, a command refused); each is followed by a
+    /// reconnect after backoff.
+    pub errors: AtomicU64,
+    /// Logged in with the mailbox selected.
+    pub connected: AtomicBool,
+    /// Unix time of the last completed catch-up (everything in the mailbox handled); 0: never.
+    pub last_sync: AtomicI64,
+}
+
+/// Every number the daemon exposes. Shared by all tasks; updates are relaxed atomics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    desks: BTreeMap<String, DeskGauges>,
+    actions: [AtomicU64; ACTION_KINDS.len()],
+    pub broadcasts: AtomicU64,
+    pub set_aside: AtomicU64,
+    pub sent: AtomicU64,
+    pub send_failures: AtomicU64,
+    pub outbox_depth: AtomicU64,
+    pub outbox_alive: AtomicBool,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    /// Errors outside any desk (the outbox task, the database).
+    pub errors: AtomicU64,
+}
+
+impl Metrics {
+    /// Metrics for these desks (the set is fixed for the life of the process).
+    pub fn new<'a>(desks: impl IntoIterator<Item = &'a str>) -> Metrics {
+        Metrics {
+            desks: desks
+                .into_iter()
+                .map(|d| (d.to_string(), DeskGauges::default()))
+                .collect(),
+            ..Metrics::default()
+        }
+    }
+
+    /// The gauges of one desk; a desk not configured gets a throwaway set.
+    pub fn desk(&self, name: &str) -> &DeskGauges {
+        static NONE: std::sync::OnceLock<DeskGauges> = std::sync::OnceLock::new();
+        self.desks
+            .get(name)
+            .unwrap_or_else(|| NONE.get_or_init(DeskGauges::default))
+    }
+
+    /// Counts `n` actions of a kind (`Action::kind`).
+    pub fn count_action(&self, kind: &str, n: u64) {
+        if let Some(i) = ACTION_KINDS.iter().position(|k| *k == kind) {
+            self.actions[i].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub fn actions(&self, kind: &str) -> u64 {
+        ACTION_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.actions[i].load(Ordering::Relaxed))
+    }
+
+    /// Desks not connected now, by name.
+    pub fn disconnected(&self) -> Vec<&str> {
+        self.desks
+            .iter()
+            .filter(|(_, g)| !g.connected.load(Ordering::Relaxed))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let per_desk = |f: &dyn Fn(&DeskGauges) -> String| -> Vec<(String, String)> {
+            self.desks
+                .iter()
+                .map(|(name, g)| (format!("{{desk=\"{}\"}}", escape(name)), f(g)))
+                .collect()
+        };
+        let one = |v: u64| vec![(String::new(), v.to_string())];
+        family(
+            "ticketgate_mails_seen_total",
+            "counter",
+            "Mails decided, per desk.",
+            &per_desk(&|g| load(&g.seen).to_string()),
+        );
+        family(
+            "ticketgate_actions_total",
+            "counter",
+            "Actions decided, by kind (a tag or file action counts once per mail).",
+            &ACTION_KINDS
+                .iter()
+                .map(|k| (format!("{{kind=\"{k}\"}}"), self.actions(k).to_string()))
+                .collect::<Vec<_>>(),
+        );
+        family(
+            "ticketgate_redirects_total",
+            "counter",
+            "Mails redirected (to the helpdesk or another target).",
+            &one(self.actions("redirect")),
+        );
+        family(
+            "ticketgate_broadcasts_total",
+            "counter",
+            "Mails found to be broadcast to many desks (every copy counts).",
+            &one(load(&self.broadcasts)),
+        );
+        family(
+            "ticketgate_set_aside_total",
+            "counter",
+            "Mails that could not be read and were tagged and left in place.",
+            &one(load(&self.set_aside)),
+        );
+        family(
+            "ticketgate_mail_sent_total",
+            "counter",
+            "Outgoing mails accepted by the SMTP server.",
+            &one(load(&self.sent)),
+        );
+        family(
+            "ticketgate_send_failures_total",
+            "counter",
+            "Outgoing mails refused for good (kept in the outbox as failed).",
+            &one(load(&self.send_failures)),
+        );
+        family(
+            "ticketgate_outbox_depth",
+            "gauge",
+            "Outgoing mails waiting to be sent (including those waiting for a retry).",
+            &one(load(&self.outbox_depth)),
+        );
+        family(
+            "ticketgate_errors_total",
+            "counter",
+            "Errors: failed desk sessions per desk, and errors outside any desk (desk=\"\").",
+            &per_desk(&|g| load(&g.errors).to_string())
+                .into_iter()
+                .chain([("{desk=\"\"}".to_string(), load(&self.errors).to_string())])
+                .collect::<Vec<_>>(),
+        );
+        family(
+            "ticketgate_desk_connected",
+            "gauge",
+            "1 while the desk's IMAP session is logged in with its mailbox selected.",
+            &per_desk(&|g| u8::from(g.connected.load(Ordering::Relaxed)).to_string()),
+        );
+        family(
+            "ticketgate_desk_last_sync_timestamp_seconds",
+            "gauge",
+            "Unix time the desk's mailbox was last fully caught up (0: not yet).",
+            &per_desk(&|g| g.last_sync.load(Ordering::Relaxed).to_string()),
+        );
+        family(
+            "ticketgate_outbox_running",
+            "gauge",
+            "1 while the outbox task runs.",
+            &one(u64::from(self.outbox_alive.load(Ordering::Relaxed))),
+        );
+        family(
+            "ticketgate_reloads_total",
+            "counter",
+            "Rules reloads (SIGHUP), by result.",
+            &[
+                (
+                    "{result=\"ok\"}".to_string(),
+                    load(&self.reloads_ok).to_string(),
+                ),
+                (
+                    "{result=\"refused\"}".to_string(),
+                    load(&self.reloads_failed).to_string(),
+                ),
+            ],
+        );
+        out
+    }
+
+    /// The health page: status 200 when every desk is connected and the outbox task runs,
+    /// else 503; the body says which part is not.
+    pub fn health(&self) -> (u16, String) {
+        let down = self.disconnected();
+        let outbox = self.outbox_alive.load(Ordering::Relaxed);
+        let mut body = String::new();
+        for (name, g) in &self.desks {
+            let _ = writeln!(
+                body,
+                "desk {name}: {} (last sync {})",
+                if g.connected.load(Ordering::Relaxed) {
+                    "connected"
+                } else {
+                    "NOT CONNECTED"
+                },
+                g.last_sync.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            body,
+            "outbox: {} ({} waiting)",
+            if outbox { "running" } else { "NOT RUNNING" },
+            self.outbox_depth.load(Ordering::Relaxed)
+        );
+        if down.is_empty() && outbox {
+            (200, format!("ok\n{body}"))
+        } else {
+            (503, format!("unhealthy\n{body}"))
+        }
+    }
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Serves `/metrics` and `/health` on `addr` until cancelled. Plain HTTP/1.0-style: one
+/// request per connection, GET or HEAD only; meant for loopback and a Prometheus scraper.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, cancel: CancellationToken) {
+    loop {
+        let conn = tokio::select! {
+            () = cancel.cancelled() => return,
+            c = listener.accept() => c,
+        };
+        match conn {
+            Ok((stream, _)) => {
+                let m = Arc::clone(&metrics);
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, &m)).await;
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics endpoint: cannot accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Binds the metrics endpoint; an error names the address.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))
+}
+
+async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 || buf.len() > 8192 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let mut words = head.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    let (status, ctype, body) = match (method, path) {
+        ("GET" | "HEAD", "/metrics") => (
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        ("GET" | "HEAD", "/health") => {
+            let (s, b) = metrics.health();
+            (s, "text/plain; charset=utf-8", b)
+        }
+        ("GET" | "HEAD", _) => (
+            404,
+            "text/plain",
+            "not found: try /metrics or /health\n".into(),
+        ),
+        _ => (405, "text/plain", "only GET and HEAD\n".into()),
+    };
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    let mut response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if method != "HEAD" {
+        response.push_str(&body);
+    }
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_desk_labels() {
+        let m = Metrics::new(["bid-ra", "payment-process"]);
+        m.desk("bid-ra").seen.fetch_add(3, Ordering::Relaxed);
+        m.desk("bid-ra").connected.store(true, Ordering::Relaxed);
+        m.desk("payment-process")
+            .errors
+            .fetch_add(2, Ordering::Relaxed);
+        m.count_action("redirect", 2);
+        m.count_action("tag", 5);
+        m.count_action("no-such-kind", 9);
+        m.outbox_depth.store(4, Ordering::Relaxed);
+        let text = m.render();
+        for line in [
+            "ticketgate_mails_seen_total{desk=\"bid-ra\"} 3",
+            "ticketgate_mails_seen_total{desk=\"payment-process\"} 0",
+            "ticketgate_actions_total{kind=\"redirect\"} 2",
+            "ticketgate_actions_total{kind=\"tag\"} 5",
+            "ticketgate_redirects_total 2",
+            "ticketgate_outbox_depth 4",
+            "ticketgate_errors_total{desk=\"payment-process\"} 2",
+            "ticketgate_desk_connected{desk=\"bid-ra\"} 1",
+            "ticketgate_desk_connected{desk=\"payment-process\"} 0",
+            "# TYPE ticketgate_outbox_depth gauge",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
+        }
+        // Every sample line belongs to a family declared before it.
+        let mut declared = std::collections::HashSet::new();
+        for l in text.lines() {
+            if let Some(rest) = l.strip_prefix("# TYPE ") {
+                declared.insert(rest.split(' ').next().unwrap_or("").to_string());
+            } else if !l.starts_with('#') {
+                let name = l.split(['{', ' ']).next().unwrap_or("");
+                assert!(declared.contains(name), "undeclared sample `{l}`");
+            }
+        }
+    }
+
+    #[test]
+    fn health_names_what_is_down() {
+        let m = Metrics::new(["bid-ra", "payment-process"]);
+        m.desk("bid-ra").connected.store(true, Ordering::Relaxed);
+        m.outbox_alive.store(true, Ordering::Relaxed);
+        let (status, body) = m.health();
+        assert_eq!(status, 503);
+        assert!(
+            body.contains("desk payment-process: NOT CONNECTED"),
+            "{body}"
+        );
+        m.desk("payment-process")
+            .connected
+            .store(true, Ordering::Relaxed);
+        assert_eq!(m.health().0, 200);
+        m.outbox_alive.store(false, Ordering::Relaxed);
+        let (status, body) = m.health();
+        assert_eq!(status, 503);
+        assert!(body.contains("outbox: NOT RUNNING"), "{body}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
