@@ -1009,3 +1009,58 @@ async fn metrics_and_health_show_desks_actions_and_an_imap_outage() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_name_desk_message_and_actions_on_every_decision() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str("\n[logging]\nformat = \"json\"\n");
+    std::fs::write(&config, text).expect("write config");
+    for (i, subject) in ["Ticket No: 2024-1234567 pending", "No ticket at all"]
+        .iter()
+        .enumerate()
+    {
+        let raw = mail(
+            "json@example.in",
+            "payment.process@gem.test",
+            None,
+            subject,
+            &format!("json-{i}@example.in"),
+            "Please help.",
+            "",
+        );
+        stack.append("payment.process", "INBOX", &raw).await;
+    }
+    let log = run_once(&config);
+    let mut decisions = Vec::new();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        if v["message"] == "decided" {
+            decisions.push(v);
+        }
+    }
+    assert_eq!(decisions.len(), 2, "{log}");
+    for d in &decisions {
+        assert_eq!(d["desk"], "payment-process", "{d}");
+        assert_eq!(d["level"], "INFO", "{d}");
+        assert!(
+            d["actions"].as_str().is_some_and(|a| a.contains("tag:")),
+            "{d}"
+        );
+    }
+    let by_id = |id: &str| {
+        decisions
+            .iter()
+            .find(|d| d["message_id"] == id)
+            .unwrap_or_else(|| panic!("no decision for {id}: {decisions:?}"))
+    };
+    assert_eq!(by_id("json-0@example.in")["ticket"], "2024-1234567");
+    assert!(
+        by_id("json-1@example.in")["actions"]
+            .as_str()
+            .is_some_and(|a| a.contains("redirect:helpdesk"))
+    );
+}
