@@ -700,18 +700,7 @@ async fn sighup_reloads_valid_rules_and_keeps_the_old_ones_otherwise() {
     .expect("write");
     hup(&child);
     wait_log(&log, "reload refused", 1).await;
-    let raw = mail(
-        "hup@example.in",
-        "bid.ra@gem.test",
-        None,
-        "First",
-        "hup-1@example.in",
-        "no ticket",
-        "",
-    );
-    stack
-        .send("hup@example.in", &["bid.ra@gem.test"], &raw)
-        .await;
+    send_ticketless(&stack, "First", "hup-1@example.in").await;
     let filed = stack
         .wait_for(
             "bid.ra",
@@ -733,18 +722,7 @@ async fn sighup_reloads_valid_rules_and_keeps_the_old_ones_otherwise() {
     .expect("write");
     hup(&child);
     wait_log(&log, "rules reloaded", 1).await;
-    let raw = mail(
-        "hup@example.in",
-        "bid.ra@gem.test",
-        None,
-        "Second",
-        "hup-2@example.in",
-        "no ticket",
-        "",
-    );
-    stack
-        .send("hup@example.in", &["bid.ra@gem.test"], &raw)
-        .await;
+    send_ticketless(&stack, "Second", "hup-2@example.in").await;
     let filed = stack
         .wait_for("bid.ra", "Redirected", WAIT, "new rules in force", |m| {
             m.len() == 2
@@ -775,18 +753,7 @@ async fn sighup_reloads_valid_rules_and_keeps_the_old_ones_otherwise() {
     .expect("write config");
     hup(&child);
     wait_log(&log, "config and rules reloaded", 2).await;
-    let raw = mail(
-        "hup@example.in",
-        "bid.ra@gem.test",
-        None,
-        "Third",
-        "hup-3@example.in",
-        "no ticket",
-        "",
-    );
-    stack
-        .send("hup@example.in", &["bid.ra@gem.test"], &raw)
-        .await;
+    send_ticketless(&stack, "Third", "hup-3@example.in").await;
     let alice = stack
         .wait_for(
             "alice",
@@ -808,6 +775,22 @@ async fn sighup_reloads_valid_rules_and_keeps_the_old_ones_otherwise() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A ticketless mail from hup@example.in to bid-ra, through SMTP.
+async fn send_ticketless(stack: &MailStack, subject: &str, id: &str) {
+    let raw = mail(
+        "hup@example.in",
+        "bid.ra@gem.test",
+        None,
+        subject,
+        id,
+        "no ticket",
+        "",
+    );
+    stack
+        .send("hup@example.in", &["bid.ra@gem.test"], &raw)
+        .await;
 }
 
 /// Reads systemd notify messages the daemon sends to our socket until `want` arrives.
