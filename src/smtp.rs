@@ -157,9 +157,33 @@ pub fn backoff(attempts: u32) -> Duration {
     base.mul_f64(jitter)
 }
 
+/// What became of a send attempt, to be written to the outbox.
+#[derive(Debug, Clone)]
+enum Record {
+    Sent,
+    Failed(String),
+    Retry { at: i64, error: String },
+}
+
+async fn record(
+    store: &Store,
+    id: &str,
+    r: &Record,
+    now: i64,
+) -> Result<(), crate::store::StoreError> {
+    match r {
+        Record::Sent => store.outbox_sent(id, now).await,
+        Record::Failed(err) => store.outbox_failed(id, err, now).await,
+        Record::Retry { at, error } => store.outbox_retry(id, *at, error).await,
+    }
+}
+
 /// Sends whatever is due until cancelled; `wake` is notified when the pipeline queues mail.
 /// Returns when cancelled, or, with `until_empty`, when nothing is due or waiting for retry
 /// within `drain_limit`.
+///
+/// A result that cannot be written to the database (disk full, database gone) is kept in
+/// memory and written again until it is; meanwhile that mail is not sent again.
 pub async fn run_outbox(
     store: Store,
     mailer: Mailer,
@@ -168,76 +192,103 @@ pub async fn run_outbox(
     until_empty: Option<Duration>,
     metrics: Arc<crate::metrics::Metrics>,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
     let started = tokio::time::Instant::now();
+    let mut unrecorded: HashMap<String, Record> = HashMap::new();
+    let mut store_failures = 0u32;
     loop {
         let now = crate::daemon::unix_now();
-        let due = match store.outbox_due(now, 50).await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the outbox; retrying");
-                Vec::new()
+        let mut store_ok = true;
+        for (id, r) in std::mem::take(&mut unrecorded) {
+            if let Err(e) = record(&store, &id, &r, now).await {
+                store_ok = false;
+                unrecorded.insert(id, r);
+                tracing::debug!(error = %chain(e), "still cannot record send results");
+                break;
             }
+        }
+        let due = if store_ok {
+            match store.outbox_due(now, 50).await {
+                Ok(d) => d,
+                Err(e) => {
+                    store_ok = false;
+                    tracing::error!(error = %chain(e), "cannot read the outbox; retrying");
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
         };
-        for item in &due {
+        let mut sent_any = false;
+        for item in due.iter().filter(|i| !unrecorded.contains_key(&i.id)) {
             if cancel.is_cancelled() {
                 return;
             }
             let outcome = mailer.send(item).await;
             let now = crate::daemon::unix_now();
-            let recorded = match &outcome {
+            let result = match &outcome {
                 Outcome::Sent => {
                     tracing::info!(desk = %item.desk, outbox_id = %item.id, recipients = %item.recipients.join(","), "mail sent");
-                    metrics
-                        .sent
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    store.outbox_sent(&item.id, now).await
+                    metrics.sent.fetch_add(1, Relaxed);
+                    Record::Sent
                 }
                 Outcome::Permanent(err) => {
                     tracing::error!(desk = %item.desk, outbox_id = %item.id, error = %err, "mail refused permanently; kept in the outbox as failed");
-                    metrics
-                        .send_failures
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    store.outbox_failed(&item.id, err, now).await
+                    metrics.send_failures.fetch_add(1, Relaxed);
+                    Record::Failed(err.clone())
                 }
                 Outcome::Transient(err) if item.attempts + 1 >= GIVE_UP_AFTER_ATTEMPTS => {
                     tracing::error!(desk = %item.desk, outbox_id = %item.id, error = %err, attempts = item.attempts + 1, "giving up after repeated temporary failures");
-                    metrics
-                        .send_failures
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    store.outbox_failed(&item.id, err, now).await
+                    metrics.send_failures.fetch_add(1, Relaxed);
+                    Record::Failed(err.clone())
                 }
                 Outcome::Transient(err) => {
                     let delay = backoff(item.attempts);
                     tracing::warn!(desk = %item.desk, outbox_id = %item.id, error = %err, retry_in_s = delay.as_secs(), "temporary send failure; will retry");
-                    store
-                        .outbox_retry(
-                            &item.id,
-                            now + i64::try_from(delay.as_secs()).unwrap_or(i64::MAX / 2),
-                            err,
-                        )
-                        .await
+                    Record::Retry {
+                        at: now + i64::try_from(delay.as_secs()).unwrap_or(i64::MAX / 2),
+                        error: err.clone(),
+                    }
                 }
             };
-            if let Err(e) = recorded {
-                tracing::error!(outbox_id = %item.id, error = %e, "cannot record send result; the mail may be sent again");
+            sent_any = true;
+            if let Err(e) = record(&store, &item.id, &result, now).await {
+                tracing::error!(outbox_id = %item.id, error = %chain(e), "cannot record the send result; holding it until the database takes it (the mail is not sent again meanwhile)");
+                metrics.errors.fetch_add(1, Relaxed);
+                unrecorded.insert(item.id.clone(), result);
+                store_ok = false;
+                break;
             }
         }
-        if !due.is_empty() {
-            continue;
+        if store_ok {
+            store_failures = 0;
+            if sent_any {
+                continue;
+            }
+        } else {
+            store_failures = store_failures.saturating_add(1);
         }
-        let pending = store.outbox_depth().await.unwrap_or(0);
-        metrics
-            .outbox_depth
-            .store(pending, std::sync::atomic::Ordering::Relaxed);
+        let pending = store
+            .outbox_depth()
+            .await
+            .unwrap_or(unrecorded.len() as u64);
+        metrics.outbox_depth.store(pending, Relaxed);
         if let Some(limit) = until_empty
-            && (pending == 0 || started.elapsed() >= limit)
+            && ((pending == 0 && unrecorded.is_empty()) || started.elapsed() >= limit)
         {
-            if pending > 0 {
-                tracing::warn!(pending, "leaving mail in the outbox for the next run");
+            if pending > 0 || !unrecorded.is_empty() {
+                tracing::warn!(
+                    pending,
+                    unrecorded = unrecorded.len(),
+                    "leaving mail in the outbox for the next run"
+                );
             }
             return;
         }
-        let nap = if pending > 0 {
+        let nap = if !store_ok {
+            // The database refuses writes: back off (1 s doubling to 1 min).
+            Duration::from_secs(1u64 << store_failures.min(6))
+        } else if pending > 0 {
             Duration::from_secs(1)
         } else {
             Duration::from_secs(30)
@@ -248,4 +299,9 @@ pub async fn run_outbox(
             () = tokio::time::sleep(nap) => {}
         }
     }
+}
+
+/// An error with its causes, `outer: inner: innermost`, for log lines.
+fn chain(e: impl std::error::Error + Send + Sync + 'static) -> String {
+    format!("{:#}", anyhow::Error::new(e))
 }

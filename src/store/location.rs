@@ -103,8 +103,31 @@ impl Location {
         if path.exists() {
             check_writable(path)?;
         }
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            check_dir_writable(dir)?;
+        }
         Ok(())
     }
+}
+
+/// SQLite needs to create its journal files beside the database: writes a byte to a probe
+/// file there so that a read-only or full file system is reported as such, not as SQLite's
+/// "unable to open database file".
+fn check_dir_writable(dir: &Path) -> Result<(), StoreError> {
+    use std::io::Write;
+    let probe = dir.join(format!(".ticketgate-probe-{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+        .and_then(|mut f| f.write_all(b"\n").and_then(|()| f.sync_all()));
+    let _ = std::fs::remove_file(&probe);
+    written.map_err(|source| StoreError::Path {
+        path: dir.to_path_buf(),
+        what: "write in the database directory",
+        source,
+    })
 }
 
 fn check_writable(path: &Path) -> Result<(), StoreError> {
