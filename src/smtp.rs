@@ -183,6 +183,9 @@ pub async fn run_outbox(
                 return;
             }
             let outcome = mailer.send(item).await;
+            if matches!(outcome, Outcome::Sent) {
+                crate::crash::point("sent");
+            }
             let now = crate::daemon::unix_now();
             let recorded = match &outcome {
                 Outcome::Sent => {
