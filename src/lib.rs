@@ -23,6 +23,7 @@ pub mod action;
 pub mod classify;
 pub mod compose;
 pub mod config;
+pub mod crash;
 pub mod daemon;
 pub mod decide;
 pub mod facts;

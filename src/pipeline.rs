@@ -51,6 +51,7 @@ pub async fn process_batch(
     uidvalidity: u32,
     mails: Vec<FetchedMail>,
 ) -> Result<(), PipelineError> {
+    crate::crash::point("fetched");
     let policy = shared.policy();
     let mut plans = Vec::with_capacity(mails.len());
     for mail in mails {
@@ -85,6 +86,7 @@ pub async fn process_batch(
     for plan in plans.iter().filter(|p| !p.failed) {
         shared.store.complete_mail(&plan.key, unix_now()).await?;
     }
+    crate::crash::point("done");
     Ok(())
 }
 
@@ -179,7 +181,9 @@ async fn decide_mail(
         outbox,
         now,
     };
+    crate::crash::point("decided");
     let queued = shared.store.record_decision(&record).await?.queued;
+    crate::crash::point("journaled");
     for a in &actions {
         shared.metrics.count_action(a.kind(), 1);
     }
@@ -438,10 +442,12 @@ async fn execute(session: &mut DeskSession, plans: &[Plan]) -> Result<(), ImapEr
     }
     for (flags, uids) in &by_flags {
         session.add_flags(uids, flags).await?;
+        crate::crash::point("flagged");
     }
     for (folder, uids) in &by_folder {
         session.ensure_folder(folder).await?;
         session.move_to(uids, folder).await?;
+        crate::crash::point("moved");
     }
     Ok(())
 }

@@ -47,10 +47,16 @@ pub enum Outcome {
     Permanent(String),
 }
 
+/// How many `timeout_seconds` one send (connect, TLS, AUTH, envelope, data) may take in all.
+pub const SEND_LIMIT_TIMEOUTS: u32 = 3;
+
 /// One authenticated transport per desk (each desk sends as itself).
 #[derive(Clone)]
 pub struct Mailer {
     transports: Arc<HashMap<String, AsyncSmtpTransport<Tokio1Executor>>>,
+    /// lettre's async transport bounds only the connect with its timeout: a server that
+    /// stops answering later would hold the outbox forever, so each send is bounded here.
+    send_limit: Duration,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -75,6 +81,7 @@ impl Mailer {
         }
         Ok(Mailer {
             transports: Arc::new(transports),
+            send_limit: config.smtp.timeout.saturating_mul(SEND_LIMIT_TIMEOUTS),
         })
     }
 
@@ -87,10 +94,14 @@ impl Mailer {
             Ok(e) => e,
             Err(e) => return Outcome::Permanent(e.to_string()),
         };
-        match t.send_raw(&envelope, &item.bytes).await {
-            Ok(_) => Outcome::Sent,
-            Err(e) if e.is_permanent() => Outcome::Permanent(e.to_string()),
-            Err(e) => Outcome::Transient(e.to_string()),
+        match tokio::time::timeout(self.send_limit, t.send_raw(&envelope, &item.bytes)).await {
+            Ok(Ok(_)) => Outcome::Sent,
+            Ok(Err(e)) if e.is_permanent() => Outcome::Permanent(e.to_string()),
+            Ok(Err(e)) => Outcome::Transient(e.to_string()),
+            Err(_) => Outcome::Transient(format!(
+                "the SMTP server did not complete the send within {} s",
+                self.send_limit.as_secs()
+            )),
         }
     }
 
@@ -225,6 +236,9 @@ pub async fn run_outbox(
                 return;
             }
             let outcome = mailer.send(item).await;
+            if matches!(outcome, Outcome::Sent) {
+                crate::crash::point("sent");
+            }
             let now = crate::daemon::unix_now();
             let result = match &outcome {
                 Outcome::Sent => {

@@ -1,0 +1,294 @@
+//! Helpers of the fault-tolerance tests (tests/faults.rs, tests/crash.rs, tests/badinput.rs)
+//! on top of `support`: a deployment of the seven desks on a test stack, the daemon as a
+//! child process with its log in a file, and the whole state of the mail system as a user
+//! sees it (every folder of every account, each mail's Message-ID and keywords).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+
+use crate::support::{DESKS, MailStack, PASSWORD, StoredMail, WAIT};
+
+/// Writes config.toml for the seven desks on `stack` (STARTTLS, the stack's CA, state in
+/// `dir`), with `extra_imap` and `extra_smtp` appended to those sections and `rules` as the
+/// rules file (the shipped rules/gem.toml if None).
+pub fn deployment(
+    stack: &MailStack,
+    dir: &Path,
+    extra_imap: &str,
+    extra_smtp: &str,
+    rules: Option<&Path>,
+) -> PathBuf {
+    deployment_on(stack, stack.imap_port, dir, extra_imap, extra_smtp, rules)
+}
+
+/// Same, with IMAP at `imap_port` (a proxy in front of the stack's Dovecot).
+pub fn deployment_on(
+    stack: &MailStack,
+    imap_port: u16,
+    dir: &Path,
+    extra_imap: &str,
+    extra_smtp: &str,
+    rules: Option<&Path>,
+) -> PathBuf {
+    let creds = dir.join("credentials");
+    std::fs::create_dir_all(&creds).expect("credentials dir");
+    let mut desks = String::new();
+    for (name, user) in DESKS {
+        std::fs::write(creds.join(user), format!("{PASSWORD}\n")).expect("credential");
+        desks.push_str(&format!(
+            "[desk.{name}]\naddress = \"{user}@gem.test\"\nlogin = \"{user}\"\npassword_file = \"credentials/{user}\"\n\n"
+        ));
+    }
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/gem.toml");
+    let rules = rules.unwrap_or(&shipped);
+    let text = format!(
+        "[imap]\nhost = \"127.0.0.1\"\nport = {imap_port}\nsecurity = \"starttls\"\nca_file = \"{}\"\nbatch_size = 7\npoll_seconds = 1\n{extra_imap}\n\
+         [smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"starttls\"\nca_file = \"{}\"\ntimeout_seconds = 5\n{extra_smtp}\n\
+         [helpdesk]\naddress = \"helpdesk@gem.test\"\n\n[state]\ndatabase = \"sqlite://{}/state.db\"\n\n\
+         [rules]\nfiles = [\"{}\"]\n\n{desks}",
+        stack.ca_file.display(),
+        stack.smtp_port,
+        stack.ca_file.display(),
+        dir.display(),
+        rules.display(),
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// The shipped rules with `max_mail_mb` replaced, written to `dir/rules.toml`.
+pub fn rules_with(dir: &Path, replace: &[(&str, &str)]) -> PathBuf {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/gem.toml");
+    let mut text = std::fs::read_to_string(shipped).expect("rules");
+    for (from, to) in replace {
+        assert!(text.contains(from), "rules/gem.toml has no `{from}`");
+        text = text.replace(from, to);
+    }
+    let path = dir.join("rules.toml");
+    std::fs::write(&path, text).expect("write rules");
+    path
+}
+
+pub fn ticketgate(config: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ticketgate"));
+    c.args(args)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "ticketgate=debug")
+        .env_remove("TICKETGATE_DATABASE")
+        .env_remove("TICKETGATE_CRASH_AT");
+    c
+}
+
+/// `ticketgate run --once`; its log. Panics if it fails.
+pub fn run_once(config: &Path) -> String {
+    let out = ticketgate(config, &["run", "--once"])
+        .output()
+        .expect("run --once");
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "run --once failed:\n{log}");
+    log
+}
+
+/// The daemon (`ticketgate run`) with its log in `log`, and `env` set.
+pub fn spawn_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
+    let file = std::fs::File::create(log).expect("log file");
+    let mut c = ticketgate(config, &["run"]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.stderr(file)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn daemon")
+}
+
+pub fn spawn(config: &Path, log: &Path) -> Child {
+    spawn_env(config, log, &[])
+}
+
+/// Starts the daemon and returns once every desk watcher has logged in and selected.
+pub async fn spawn_watching(config: &Path, log: &Path) -> Child {
+    let child = spawn(config, log);
+    wait_log(log, "watching", DESKS.len()).await;
+    child
+}
+
+pub fn log_text(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+/// Waits until `needle` appears `times` times in the log.
+pub async fn wait_log(log: &Path, needle: &str, times: usize) {
+    wait_log_lines(log, times, &format!("`{needle}`"), |l| l.contains(needle)).await;
+}
+
+/// Waits until `times` lines of the log satisfy `pred`.
+pub async fn wait_log_lines(log: &Path, times: usize, what: &str, pred: impl Fn(&str) -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = log_text(log);
+        if text.lines().filter(|l| pred(l)).count() >= times {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} x{times} not in the daemon log:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (up to `limit`) for the child to exit.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+pub fn stop(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+pub fn mail(
+    from: &str,
+    to: &str,
+    cc: Option<&str>,
+    subject: &str,
+    id: &str,
+    body: &str,
+    extra: &str,
+) -> Vec<u8> {
+    let cc = cc.map(|c| format!("Cc: {c}\r\n")).unwrap_or_default();
+    format!(
+        "From: {from}\r\nTo: {to}\r\n{cc}Subject: {subject}\r\nMessage-ID: <{id}>\r\nDate: Mon, 2 Nov 2026 10:00:00 +0530\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n{extra}\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+/// Mails sent by ticketgate in a mailbox, counted per original Message-ID (In-Reply-To).
+pub fn redirects(mails: &[StoredMail]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for mail in mails.iter().filter(|m| m.header("X-Ticketgate").is_some()) {
+        *m.entry(mail.header("In-Reply-To").unwrap_or_default())
+            .or_insert(0) += 1;
+    }
+    m
+}
+
+pub async fn login(stack: &MailStack, user: &str) -> async_imap::Session<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", stack.imap_port))
+        .await
+        .expect("connect imap");
+    let mut client = async_imap::Client::new(tcp);
+    client.read_response().await.expect("greeting");
+    client
+        .login(user, PASSWORD)
+        .await
+        .map_err(|(e, _)| e)
+        .expect("login")
+}
+
+/// One mail as an officer's client sees it: account, folder, Message-ID, sorted keywords
+/// and flags (without \Recent, which depends on who looked first).
+pub type MailView = (String, String, String, Vec<String>);
+
+/// Every mail of every folder of `user`.
+pub async fn account(stack: &MailStack, user: &str) -> Vec<MailView> {
+    let mut s = login(stack, user).await;
+    let names: Vec<String> = s
+        .list(None, Some("*"))
+        .await
+        .expect("list")
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("list")
+        .iter()
+        .map(|n| n.name().to_string())
+        .collect();
+    let _ = s.logout().await;
+    let mut out = Vec::new();
+    for folder in names {
+        for m in stack.mailbox(user, &folder).await {
+            let mut flags: Vec<String> = m
+                .flags
+                .iter()
+                .filter(|f| *f != "\\Recent")
+                .cloned()
+                .collect();
+            flags.sort();
+            out.push((
+                user.to_string(),
+                folder.clone(),
+                m.header("Message-ID").unwrap_or_default(),
+                flags,
+            ));
+        }
+    }
+    out
+}
+
+/// The whole mail system: every desk, the helpdesk and `outside` (where mail to senders
+/// lands), as a multiset of mail views.
+pub async fn world(stack: &MailStack) -> BTreeMap<MailView, usize> {
+    let mut users: Vec<&str> = DESKS.iter().map(|(_, u)| *u).collect();
+    users.extend(["helpdesk", "outside"]);
+    let mut w = BTreeMap::new();
+    for u in users {
+        for v in account(stack, u).await {
+            *w.entry(v).or_insert(0) += 1;
+        }
+    }
+    w
+}
+
+/// The outbox rows of the deployment's state database.
+pub async fn outbox(dir: &Path) -> Vec<ticketgate::store::OutboxRecord> {
+    let store = ticketgate::store::Store::open(&format!("sqlite://{}/state.db", dir.display()))
+        .await
+        .expect("open state database");
+    let rows = store.outbox_all().await.expect("outbox");
+    store.close().await;
+    rows
+}
+
+/// Postfix of `stack` answers RCPT TO per `access` (a check_recipient_access table, e.g.
+/// `helpdesk@gem.test 451 4.3.2 try later`) and applies `client` restrictions (e.g.
+/// `sleep 8`); empty strings lift the faults. New SMTP sessions see the change.
+pub fn smtp_faults(stack: &MailStack, access: &str, client: &str) {
+    let pc = stack.dir.join("postfix/etc");
+    let table = pc.join("faults");
+    std::fs::write(&table, access).expect("access table");
+    let pc = pc.display();
+    sh(&format!(
+        "touch -d 2000-01-01 {t} && postconf -c {pc} -e \
+         'smtpd_recipient_restrictions = check_recipient_access texthash:{t}, permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination' \
+         'smtpd_client_restrictions = {client}' && touch -d 2000-01-01 {pc}/main.cf && postfix -c {pc} reload",
+        t = table.display()
+    ));
+}
+
+/// Runs a shell command; panics with its output if it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}

@@ -1,0 +1,396 @@
+//! SPEC 5 against injected faults of the real servers (issue #7): SMTP answering 4xx, 5xx
+//! or slowly; Dovecot restarted during IDLE and during a backlog; a desk's login refused for
+//! a while. What is asserted is what users see: mailbox contents, headers and keywords, the
+//! outbox rows in the state database, and the per-desk log lines a sysadmin reads.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed expectation is a failed test"
+)]
+
+mod faultkit;
+mod support;
+
+use std::path::PathBuf;
+
+use faultkit::{
+    deployment, log_text, mail, outbox, redirects, sh, smtp_faults, spawn_watching, stop, wait_log,
+    wait_log_lines,
+};
+use support::{MailStack, WAIT};
+use ticketgate::store::OutboxStatus;
+
+fn noticket(from: &str, desk: &str, id: &str) -> Vec<u8> {
+    mail(
+        from,
+        &format!("{desk}@gem.test"),
+        None,
+        &format!("Help needed {id}"),
+        id,
+        "no ticket number here",
+        "",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_4xx_is_retried_from_the_outbox_until_delivered_once() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "", "", None);
+    smtp_faults(
+        &stack,
+        "helpdesk@gem.test 451 4.3.2 helpdesk queue full, try later\n",
+        "",
+    );
+    let log = dir.path().join("daemon.log");
+    let child = spawn_watching(&config, &log).await;
+    stack
+        .append(
+            "bid.ra",
+            "INBOX",
+            &noticket("t4@example.in", "bid.ra", "t4@example.in"),
+        )
+        .await;
+    // The desk's work does not wait for SMTP: filed and tagged while the helpdesk says 451.
+    let filed = stack
+        .wait_for("bid.ra", "Redirected", WAIT, "filed during the 4xx", |m| {
+            m.len() == 1
+        })
+        .await;
+    assert!(filed[0].has_flag("$NoTicket"));
+    wait_log(&log, "temporary send failure", 2).await;
+    let text = log_text(&log);
+    assert!(text.contains("451"), "the 4xx answer is logged:\n{text}");
+    assert!(stack.mailbox("helpdesk", "INBOX").await.is_empty());
+    smtp_faults(&stack, "", "");
+    let h = stack
+        .wait_for("helpdesk", "INBOX", WAIT, "the retried redirect", |m| {
+            !m.is_empty()
+        })
+        .await;
+    stop(child);
+    assert_eq!(
+        redirects(&stack.mailbox("helpdesk", "INBOX").await).get("t4@example.in"),
+        Some(&1),
+        "delivered exactly once: {:?}",
+        h.iter().map(|m| m.subject()).collect::<Vec<_>>()
+    );
+    let rows = outbox(dir.path()).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].status, OutboxStatus::Sent, "{rows:?}");
+    assert!(
+        rows[0].attempts >= 3,
+        "two refused attempts, then success: {rows:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_5xx_is_recorded_as_failed_visible_and_never_retried() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "", "", None);
+    smtp_faults(
+        &stack,
+        "gone@example.in 550 5.1.1 <gone@example.in>: Recipient address rejected: no such user\n",
+        "",
+    );
+    let log = dir.path().join("daemon.log");
+    let child = spawn_watching(&config, &log).await;
+    // The redirect of a mail from `gone` (Cc gone) is refused for good; a later mail from
+    // someone else still goes out: the outbox is not stuck behind a failed mail.
+    stack
+        .append(
+            "bid.ra",
+            "INBOX",
+            &noticket("gone@example.in", "bid.ra", "gone-1@example.in"),
+        )
+        .await;
+    wait_log(&log, "mail refused permanently", 1).await;
+    stack
+        .append(
+            "order.process",
+            "INBOX",
+            &noticket("fine@example.in", "order.process", "fine-1@example.in"),
+        )
+        .await;
+    let h = stack
+        .wait_for("helpdesk", "INBOX", WAIT, "the later redirect", |m| {
+            !m.is_empty()
+        })
+        .await;
+    // Let the outbox task run through more rounds than the first retry delay (5 s) would
+    // allow: the failed mail must not be tried again.
+    wait_log(&log, "mail sent", 1).await;
+    let text = log_text(&log);
+    stop(child);
+    assert_eq!(
+        redirects(&h).get("fine-1@example.in"),
+        Some(&1),
+        "{:?}",
+        redirects(&h)
+    );
+    assert_eq!(redirects(&h).get("gone-1@example.in"), None);
+    let refused: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("mail refused permanently"))
+        .collect();
+    assert_eq!(refused.len(), 1, "logged once, never retried:\n{text}");
+    assert!(
+        refused[0].contains("550") && refused[0].contains("desk=bid-ra"),
+        "{}",
+        refused[0]
+    );
+    let rows = outbox(dir.path()).await;
+    let failed: Vec<_> = rows
+        .iter()
+        .filter(|r| r.status == OutboxStatus::Failed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{rows:?}");
+    assert_eq!(failed[0].attempts, 1, "{rows:?}");
+    assert!(
+        failed[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("550")),
+        "{rows:?}"
+    );
+    // A restart does not retry it either.
+    let log2 = dir.path().join("daemon2.log");
+    let out = faultkit::run_once(&config);
+    std::fs::write(&log2, &out).expect("log");
+    assert!(!out.contains("mail refused permanently"), "{out}");
+    let rows = outbox(dir.path()).await;
+    assert!(
+        rows.iter()
+            .any(|r| r.status == OutboxStatus::Failed && r.attempts == 1),
+        "{rows:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_smtp_server_times_out_is_retried_and_delivers_once() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // timeout_seconds = 5 (deployment): a send may take 15 s in all; the server first
+    // answers RCPT after 20 s.
+    let config = deployment(&stack, dir.path(), "", "", None);
+    smtp_faults(&stack, "", "sleep 20");
+    let log = dir.path().join("daemon.log");
+    let child = spawn_watching(&config, &log).await;
+    stack
+        .append(
+            "bid.ra",
+            "INBOX",
+            &noticket("slow@example.in", "bid.ra", "slow-1@example.in"),
+        )
+        .await;
+    stack
+        .wait_for(
+            "bid.ra",
+            "Redirected",
+            WAIT,
+            "filed while SMTP is slow",
+            |m| m.len() == 1,
+        )
+        .await;
+    wait_log(&log, "did not complete the send within 15 s", 1).await;
+    // Slow but within the limit: delivered, once.
+    smtp_faults(&stack, "", "sleep 2");
+    stack
+        .wait_for(
+            "helpdesk",
+            "INBOX",
+            WAIT,
+            "redirect via the slow server",
+            |m| !m.is_empty(),
+        )
+        .await;
+    stack
+        .wait_for("outside", "INBOX", WAIT, "copy to the sender", |m| {
+            !m.is_empty()
+        })
+        .await;
+    stop(child);
+    assert_eq!(
+        redirects(&stack.mailbox("helpdesk", "INBOX").await).get("slow-1@example.in"),
+        Some(&1)
+    );
+    assert_eq!(
+        redirects(&stack.mailbox("outside", "INBOX").await).get("slow-1@example.in"),
+        Some(&1)
+    );
+    let rows = outbox(dir.path()).await;
+    assert_eq!(rows[0].status, OutboxStatus::Sent, "{rows:?}");
+}
+
+/// `retry_in_ms` values of the reconnect lines of `desk`, in order.
+fn reconnects(log: &str, desk: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|l| l.contains("desk session failed; reconnecting"))
+        .filter(|l| l.contains(&format!("desk={desk} ")))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("retry_in_ms="))
+                .and_then(|v| v.parse().ok())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_restart_during_idle_and_during_a_backlog_loses_and_repeats_nothing() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "", "", None);
+    let log = dir.path().join("daemon.log");
+    let child = spawn_watching(&config, &log).await;
+
+    // 1. Every desk is in IDLE: the server goes away and comes back.
+    stack.restart_imap();
+    wait_log(&log, "desk session failed; reconnecting", 7).await;
+    for (desk, id) in [("payment.process", "idle-a"), ("order.process", "idle-b")] {
+        stack
+            .append(desk, "INBOX", &noticket("r@example.in", desk, id))
+            .await;
+    }
+    stack
+        .wait_for("helpdesk", "INBOX", WAIT, "both redirects", |m| {
+            m.len() == 2
+        })
+        .await;
+
+    // 2. A backlog is being fetched, decided, tagged and moved when the server restarts.
+    let n = 40;
+    let padding = "x".repeat(60_000);
+    for i in 0..n {
+        let raw = mail(
+            "b@example.in",
+            "bid.ra@gem.test",
+            None,
+            &format!("Backlog {i}"),
+            &format!("bl{i}@example.in"),
+            &format!("no ticket\r\n{padding}"),
+            "",
+        );
+        stack.append("bid.ra", "INBOX", &raw).await;
+    }
+    stack
+        .wait_for("bid.ra", "Redirected", WAIT, "part of the backlog", |m| {
+            !m.is_empty()
+        })
+        .await;
+    stack.restart_imap();
+    let filed = stack
+        .wait_for("bid.ra", "Redirected", WAIT, "the whole backlog", |m| {
+            m.len() == n
+        })
+        .await;
+    let h = stack
+        .wait_for("helpdesk", "INBOX", WAIT, "every redirect", |m| {
+            m.len() >= n + 2
+        })
+        .await;
+    let text = log_text(&log);
+    stop(child);
+    let counts = redirects(&h);
+    assert_eq!(counts.len(), n + 2, "{counts:?}");
+    assert!(counts.values().all(|c| *c == 1), "{counts:?}");
+    assert!(filed.iter().all(|m| m.has_flag("$NoTicket")));
+    assert!(stack.mailbox("bid.ra", "INBOX").await.is_empty());
+    // Each desk logged its own reconnect with a delay.
+    for (name, _) in support::DESKS {
+        assert!(
+            !reconnects(&text, name).is_empty(),
+            "no reconnect line for {name}:\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_refused_for_a_while_backs_off_and_other_desks_keep_working() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "", "", None);
+    let log = dir.path().join("daemon.log");
+    let child = spawn_watching(&config, &log).await;
+    let users: PathBuf = stack.dir.join("users");
+    let good = std::fs::read_to_string(&users).expect("users");
+    // bid.ra's password changes on the server and its session is dropped.
+    std::fs::write(
+        &users,
+        good.replace("bid.ra:{PLAIN}secret", "bid.ra:{PLAIN}changed"),
+    )
+    .expect("users");
+    sh(&format!(
+        "doveadm -c {}/dovecot.conf kick bid.ra",
+        stack.dir.display()
+    ));
+    // Mail for bid.ra still arrives (Postfix delivers over LMTP, no login needed).
+    stack
+        .send(
+            "w@example.in",
+            &["bid.ra@gem.test"],
+            &noticket("w@example.in", "bid.ra", "refused-1@example.in"),
+        )
+        .await;
+    wait_log_lines(&log, 3, "bid-ra reconnect", |l| {
+        l.contains("desk session failed; reconnecting") && l.contains("desk=bid-ra ")
+    })
+    .await;
+    // Meanwhile the other desks work.
+    stack
+        .append(
+            "order.process",
+            "INBOX",
+            &noticket("w@example.in", "order.process", "other-1@example.in"),
+        )
+        .await;
+    let h = stack
+        .wait_for(
+            "helpdesk",
+            "INBOX",
+            WAIT,
+            "the other desk's redirect",
+            |m| !m.is_empty(),
+        )
+        .await;
+    assert_eq!(
+        redirects(&h).keys().collect::<Vec<_>>(),
+        ["other-1@example.in"]
+    );
+    // The password is restored: bid.ra catches up on its own.
+    std::fs::write(&users, &good).expect("users");
+    stack
+        .wait_for("helpdesk", "INBOX", WAIT, "bid.ra's redirect", |m| {
+            m.len() == 2
+        })
+        .await;
+    let text = log_text(&log);
+    stop(child);
+    let delays = reconnects(&text, "bid-ra");
+    assert!(delays.len() >= 3, "{text}");
+    // Exponential backoff with ±25 % jitter: 2 s, 4 s, 8 s... (the ranges never overlap).
+    for (i, d) in delays.iter().take(5).enumerate() {
+        let base = 2000u64 << i;
+        assert!(
+            (base * 3 / 4..=base * 5 / 4).contains(d),
+            "backoff {i} is {d} ms, not 2^{} s ±25 %: {delays:?}",
+            i + 1
+        );
+    }
+    let refused = text
+        .lines()
+        .find(|l| l.contains("desk=bid-ra ") && l.contains("refused"))
+        .unwrap_or_default();
+    assert!(
+        refused.to_lowercase().contains("login") || refused.contains("AUTHENTICATIONFAILED"),
+        "the log says why: {refused}"
+    );
+    assert!(!text.contains("secret"), "no password in the log");
+    for (name, _) in support::DESKS.iter().filter(|(n, _)| *n != "bid-ra") {
+        assert!(
+            reconnects(&text, name).is_empty(),
+            "{name} was not disturbed:\n{text}"
+        );
+    }
+}
