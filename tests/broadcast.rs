@@ -10,10 +10,10 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{DESKS, MailStack, StoredMail, WAIT};
+use support::{DESKS, Daemon, MailStack, StoredMail, WAIT};
 
 fn deployment(stack: &MailStack, dir: &Path) -> PathBuf {
     let mut desks = String::new();
@@ -109,7 +109,7 @@ async fn sent_about(stack: &MailStack, user: &str, id: &str) -> (usize, usize) {
     (redirects, ours.len() - redirects)
 }
 
-fn stop(mut child: Child) {
+fn stop(mut child: Daemon) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -122,11 +122,13 @@ async fn bcc_to_all_seven_desks_is_tagged_everywhere_and_answered_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = deployment(&stack, dir.path());
     let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log");
-    let child = ticketgate(&config)
-        .stderr(log)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let child = Daemon(
+        ticketgate(&config)
+            .stderr(log)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
     let raw = mail("gem-support@example.in", "", "bcc-1@example.in");
     let rcpts: Vec<String> = DESKS.iter().map(|(_, u)| MailStack::address(u)).collect();
     let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::{DESKS, MailStack, StackOptions, StoredMail, WAIT};
+use support::{DESKS, Daemon, MailStack, StackOptions, StoredMail, WAIT};
 
 /// A deployment of three desks on `stack`, STARTTLS with the stack's CA, state in `dir`.
 fn deployment(stack: &MailStack, dir: &Path, extra_imap: &str) -> PathBuf {
@@ -65,13 +65,15 @@ fn run_once(config: &Path) -> String {
     log
 }
 
-fn spawn(config: &Path, log: &Path) -> Child {
+fn spawn(config: &Path, log: &Path) -> Daemon {
     let file = std::fs::File::create(log).expect("log file");
-    ticketgate(config, &["run"])
-        .stderr(file)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn daemon")
+    Daemon(
+        ticketgate(config, &["run"])
+            .stderr(file)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn daemon"),
+    )
 }
 
 fn mail(
@@ -493,7 +495,7 @@ async fn works_without_idle_move_and_uidplus() {
 }
 
 /// Starts the daemon and returns once every desk watcher has logged in and selected.
-async fn spawn_watching(config: &Path, log: &Path) -> Child {
+async fn spawn_watching(config: &Path, log: &Path) -> Daemon {
     let child = spawn(config, log);
     wait_log(log, "watching", DESKS.len()).await;
     child
@@ -821,20 +823,22 @@ async fn systemd_notify_protocol_ready_watchdog_reloading_stopping() {
     let log = dir.path().join("daemon.log");
     let file = std::fs::File::create(&log).expect("log");
     // systemd sets WATCHDOG_PID to the service's pid: exec keeps the shell's pid.
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "WATCHDOG_PID=$$ exec '{}' run --config '{}'",
-            env!("CARGO_BIN_EXE_ticketgate"),
-            config.display()
-        ))
-        .env("NOTIFY_SOCKET", &path)
-        .env("WATCHDOG_USEC", "1000000")
-        .env_remove("TICKETGATE_DATABASE")
-        .stderr(file)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = Daemon(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "WATCHDOG_PID=$$ exec '{}' run --config '{}'",
+                env!("CARGO_BIN_EXE_ticketgate"),
+                config.display()
+            ))
+            .env("NOTIFY_SOCKET", &path)
+            .env("WATCHDOG_USEC", "1000000")
+            .env_remove("TICKETGATE_DATABASE")
+            .stderr(file)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
     let mut seen = Vec::new();
     expect_notify(&sock, "READY=1", &mut seen);
     expect_notify(&sock, "WATCHDOG=1", &mut seen);

@@ -25,6 +25,30 @@ pub const DESKS: [(&str, &str); 7] = [
 pub const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 pub const PASSWORD: &str = "secret";
 
+/// A daemon started by a test; killed when dropped, so that a failed test leaves no daemon
+/// running behind it.
+pub struct Daemon(pub std::process::Child);
+
+impl std::ops::Deref for Daemon {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct StackOptions {
     /// Replaces Dovecot's advertised capabilities (MAILSTACK_IMAP_CAPABILITY).
