@@ -1,0 +1,172 @@
+//! The state database in trouble (issue #7): a state directory that cannot be written at
+//! start, a disk that fills up while the daemon runs, and a database written by an earlier
+//! release. In every case: a clear error, and no mail lost or acted on twice.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed expectation is a failed test"
+)]
+
+mod faultkit;
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use faultkit::{
+    deployment, log_text, mail, redirects, run_once, sh, spawn_watching, stop, ticketgate, wait_log,
+};
+use support::{MailStack, WAIT};
+
+fn noticket(desk: &str, id: &str) -> Vec<u8> {
+    mail(
+        "db@example.in",
+        &format!("{desk}@gem.test"),
+        None,
+        &format!("Help {id}"),
+        id,
+        "no ticket number here",
+        "",
+    )
+}
+
+/// A small tmpfs at a fresh path, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(kib: u32) -> SmallDisk {
+        let p = PathBuf::from(format!(
+            "/tmp/ticketgate-smalldisk-{}-{kib}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&p).expect("mount point");
+        sh(&format!(
+            "mount -t tmpfs -o size={kib}k tmpfs {}",
+            p.display()
+        ));
+        SmallDisk(p)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Points the deployment's database at `dir/state.db`.
+fn database_in(config: &Path, dir: &Path) {
+    let text = std::fs::read_to_string(config).expect("config");
+    let start = text.find("database = ").expect("database line");
+    let end = start + text[start..].find('\n').expect("eol");
+    let text = format!(
+        "{}database = \"sqlite://{}/state.db\"{}",
+        &text[..start],
+        dir.display(),
+        &text[end..]
+    );
+    std::fs::write(config, text).expect("config");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_directory_that_cannot_be_written_stops_the_start_with_a_clear_error() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "", "", None);
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    database_in(&config, &state);
+    stack
+        .append("bid.ra", "INBOX", &noticket("bid.ra", "ro-1@example.in"))
+        .await;
+    // Read-only even for root: the immutable attribute.
+    sh(&format!("chattr +i {}", state.display()));
+    let out = ticketgate(&config, &["run", "--once"])
+        .output()
+        .expect("run");
+    sh(&format!("chattr -i {}", state.display()));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains("cannot open state database") && log.contains(&state.display().to_string()),
+        "the error names the database:\n{log}"
+    );
+    // Nothing was touched: the mail waits, untagged, in the inbox.
+    let inbox = stack.mailbox("bid.ra", "INBOX").await;
+    assert_eq!(inbox.len(), 1);
+    assert!(
+        inbox[0].flags.iter().all(|f| f == "\\Recent"),
+        "{:?}",
+        inbox[0].flags
+    );
+    // Writable again: handled, once.
+    run_once(&config);
+    let h = stack
+        .wait_for("helpdesk", "INBOX", WAIT, "the redirect", |m| !m.is_empty())
+        .await;
+    assert_eq!(redirects(&h).get("ro-1@example.in"), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_while_running_delays_mail_and_loses_none() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "", "", None);
+    let disk = SmallDisk::mount(4096);
+    database_in(&config, &disk.0);
+    let log = dir.path().join("daemon.log");
+    let child = spawn_watching(&config, &log).await;
+    // The disk fills up (another program's file).
+    let filler = disk.0.join("filler");
+    let _ = std::process::Command::new("dd")
+        .args([
+            "if=/dev/zero",
+            "bs=64k",
+            &format!("of={}", filler.display()),
+        ])
+        .output();
+    for i in 0..3 {
+        stack
+            .append(
+                "bid.ra",
+                "INBOX",
+                &noticket("bid.ra", &format!("full-{i}@example.in")),
+            )
+            .await;
+    }
+    wait_log(&log, "desk session failed; reconnecting", 2).await;
+    let text = log_text(&log);
+    let line = text
+        .lines()
+        .find(|l| l.contains("desk session failed") && l.contains("desk=bid-ra"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("full") || line.contains("disk"),
+        "the error says the disk is full: {line}\n{text}"
+    );
+    // Nothing was filed or sent while the journal could not be written.
+    assert!(stack.mailbox("bid.ra", "Redirected").await.is_empty());
+    assert!(stack.mailbox("helpdesk", "INBOX").await.is_empty());
+    std::fs::remove_file(&filler).expect("free the disk");
+    let filed = stack
+        .wait_for(
+            "bid.ra",
+            "Redirected",
+            WAIT,
+            "every mail after the disk is freed",
+            |m| m.len() == 3,
+        )
+        .await;
+    assert!(filed.iter().all(|m| m.has_flag("$NoTicket")));
+    let h = stack
+        .wait_for("helpdesk", "INBOX", WAIT, "three redirects", |m| {
+            m.len() >= 3
+        })
+        .await;
+    stop(child);
+    let counts = redirects(&h);
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    drop(disk);
+}
