@@ -504,7 +504,7 @@ async fn watch_desk(
                 gauges.connected.store(false, Ordering::Relaxed);
                 gauges.errors.fetch_add(1, Ordering::Relaxed);
                 let delay = reconnect_delay(failures);
-                tracing::warn!(desk = %desk.name, error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "desk session failed; reconnecting");
+                tracing::warn!(desk = %desk.name, error = %format_args!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "desk session failed; reconnecting");
                 if once && failures >= 3 {
                     tracing::error!(desk = %desk.name, "giving up on this desk for this run");
                     return false;

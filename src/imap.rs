@@ -93,6 +93,10 @@ pub enum ImapError {
     Closed(&'static str),
     #[error("mailbox {0} has no UIDVALIDITY")]
     NoUidValidity(String),
+    /// async-imap ends a FETCH's stream at the tagged answer whatever it says: a NO or BAD
+    /// shows only as missing data.
+    #[error("the server returned no {what} for UID {uid} (it refused the fetch?)")]
+    Incomplete { what: &'static str, uid: u32 },
 }
 
 impl ImapError {
@@ -326,6 +330,13 @@ impl DeskSession {
             .collect();
         mails.sort_by_key(|m| m.uid);
         mails.dedup_by_key(|m| m.uid);
+        // A mail expunged since the search is missing too; the retry's search skips it.
+        if let Some(&uid) = uids
+            .iter()
+            .find(|u| mails.binary_search_by_key(*u, |m| m.uid).is_err())
+        {
+            return Err(ImapError::Incomplete { what: "size", uid });
+        }
         let small: Vec<u32> = mails
             .iter()
             .filter(|m| m.size <= max_bytes)
@@ -352,6 +363,16 @@ impl DeskSession {
                     mails[i].raw = Some(body.to_vec());
                 }
             }
+            // Without this, a refused body fetch would pass the mail on as oversized.
+            if let Some(m) = mails
+                .iter()
+                .find(|m| m.size <= max_bytes && m.raw.is_none())
+            {
+                return Err(ImapError::Incomplete {
+                    what: "body",
+                    uid: m.uid,
+                });
+            }
         }
         Ok(mails)
     }
@@ -363,18 +384,12 @@ impl DeskSession {
         }
         let t = self.timeout;
         let set = uid_set(uids);
-        let query = format!("+FLAGS.SILENT ({})", flags.join(" "));
-        timed(t, "UID STORE", async {
-            self.s()?
-                .uid_store(&set, &query)
-                .await
-                .map_err(proto("store flags"))?
-                .try_collect::<Vec<_>>()
-                .await
-                .map_err(proto("store flags"))
-        })
-        .await??;
-        Ok(())
+        // Not `uid_store`: its stream ends at the tagged answer without looking at it, so a NO
+        // or BAD would pass for success and the mail be filed without its keywords.
+        let command = format!("UID STORE {set} +FLAGS.SILENT ({})", flags.join(" "));
+        timed(t, "UID STORE", self.s()?.run_command_and_check_ok(&command))
+            .await?
+            .map_err(proto("store flags"))
     }
 
     /// Creates `folder` unless it exists (or was created earlier in this session).

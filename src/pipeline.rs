@@ -106,7 +106,16 @@ async fn decide_mail(
         .seen
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let facts = match &mail.raw {
-        None => Ok(Facts::oversized(&desk.name, mail.size as usize)),
+        None => {
+            tracing::warn!(
+                desk = %desk.name,
+                uid = key.uid,
+                size = mail.size,
+                limit = rules.limits.max_mail_bytes,
+                "mail larger than max_mail_mb: not downloaded, set aside by the oversized rule"
+            );
+            Ok(Facts::oversized(&desk.name, mail.size as usize))
+        }
         Some(raw) => facts::extract(raw, &desk.name, &policy.dir, rules),
     };
     let facts = match facts {

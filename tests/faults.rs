@@ -394,3 +394,103 @@ async fn login_refused_for_a_while_backs_off_and_other_desks_keep_working() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_no_bad_and_a_connection_cut_mid_literal_are_survived() {
+    use faultkit::proxy::{self, Fault};
+    let stack = MailStack::start();
+    let scenarios = [
+        (
+            "bid.ra",
+            Fault::Answer {
+                command: "UID STORE",
+                answer: "NO [SERVERBUG] injected fault",
+            },
+        ),
+        (
+            "order.process",
+            Fault::Answer {
+                command: "UID MOVE",
+                answer: "BAD injected fault",
+            },
+        ),
+        (
+            "payment.process",
+            Fault::Answer {
+                command: "BODY.PEEK[]",
+                answer: "NO [UNAVAILABLE] injected fault",
+            },
+        ),
+        (
+            "upload.product",
+            Fault::CutBefore {
+                marker: "CUT-MARKER",
+            },
+        ),
+    ];
+    for (i, (user, fault)) in scenarios.into_iter().enumerate() {
+        let times = 2;
+        let proxy = proxy::start(stack.imap_port, fault.clone(), times).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = faultkit::deployment_on(&stack, proxy.port, dir.path(), "", "", None);
+        // Plain IMAP to the proxy (allowed on loopback), so that it can read the commands.
+        let text = std::fs::read_to_string(&config).expect("config").replacen(
+            "security = \"starttls\"",
+            "security = \"plain\"",
+            1,
+        );
+        std::fs::write(&config, text).expect("config");
+        let id = format!("proxy-{i}@example.in");
+        let raw = mail(
+            "p@example.in",
+            &format!("{user}@gem.test"),
+            None,
+            "Help",
+            &id,
+            &format!(
+                "no ticket\r\n{}\r\nCUT-MARKER and more text",
+                "padding ".repeat(500)
+            ),
+            "",
+        );
+        stack.append(user, "INBOX", &raw).await;
+        let log = dir.path().join("daemon.log");
+        let child = faultkit::spawn(&config, &log);
+        let filed = stack
+            .wait_for(
+                user,
+                "Redirected",
+                WAIT,
+                &format!("{fault:?} survived"),
+                |m| m.len() == 1,
+            )
+            .await;
+        let h = stack
+            .wait_for("helpdesk", "INBOX", WAIT, "the redirect", |m| m.len() > i)
+            .await;
+        let text = log_text(&log);
+        stop(child);
+        assert_eq!(
+            proxy.fired.load(std::sync::atomic::Ordering::SeqCst),
+            times,
+            "{fault:?} fired:\n{text}"
+        );
+        assert!(filed[0].has_flag("$NoTicket"), "{:?}", filed[0].flags);
+        assert!(stack.mailbox(user, "INBOX").await.is_empty());
+        assert_eq!(
+            redirects(&h).get(&id),
+            Some(&1),
+            "{fault:?}: {:?}",
+            redirects(&h)
+        );
+        let desk = support::DESKS
+            .iter()
+            .find(|(_, u)| *u == user)
+            .map(|(n, _)| *n)
+            .unwrap_or_default();
+        assert!(
+            reconnects(&text, desk).len() >= times,
+            "{fault:?}: the desk logged its reconnects:\n{text}"
+        );
+    }
+}

@@ -1129,6 +1129,21 @@ async fn a_read_only_state_directory_is_a_clear_error_and_no_mail_is_touched() {
         inbox[0].flags
     );
     assert!(stack.mailbox("helpdesk", "INBOX").await.is_empty());
+
+    // Writable again: the mail is handled, once.
+    assert!(
+        Command::new("mount")
+            .args(["-o", "remount,rw"])
+            .arg(&state)
+            .status()
+            .expect("remount")
+            .success()
+    );
+    run_once(&config);
+    let helpdesk = stack
+        .wait_for("helpdesk", "INBOX", WAIT, "the redirect", |m| !m.is_empty())
+        .await;
+    assert_eq!(redirects(&helpdesk).get("ro-1@example.in"), Some(&1));
 }
 
 /// Fills the file system holding `path` to the last byte.

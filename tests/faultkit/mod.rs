@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 
+pub mod proxy;
+
 use crate::support::{DESKS, MailStack, PASSWORD, StoredMail, WAIT};
 
 /// Writes config.toml for the seven desks on `stack` (STARTTLS, the stack's CA, state in

@@ -1,0 +1,334 @@
+//! SPEC 5 "bad input gets a logged, clear outcome and never stops the daemon", on the real
+//! servers: real-world mails of ../shared/corpus in the desks' mailboxes, a mail over the
+//! size limit, header injection attempts, and a sender flooding a desk.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed expectation is a failed test"
+)]
+
+mod faultkit;
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use faultkit::{
+    deployment, log_text, login, mail, redirects, rules_with, run_once, spawn_watching, stop,
+};
+use support::{DESKS, MailStack, WAIT};
+
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("read corpus dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files(&p, out);
+        } else if p.is_file() && p.extension().is_none_or(|x| x != "md") {
+            out.push(p);
+        }
+    }
+}
+
+/// How many corpus mails go through the servers (every k-th file of the sorted corpus);
+/// `TICKETGATE_CORPUS_ALL=1` takes all of them.
+const SAMPLE: usize = 300;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corpus_mails_in_the_desks_are_all_handled_and_no_desk_gets_stuck() {
+    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+    assert!(
+        corpus.is_dir(),
+        "{} is not beside this checkout",
+        corpus.display()
+    );
+    let mut all = Vec::new();
+    files(&corpus, &mut all);
+    all.sort();
+    let step = if std::env::var_os("TICKETGATE_CORPUS_ALL").is_some() {
+        1
+    } else {
+        (all.len() / SAMPLE).max(1)
+    };
+    let sample: Vec<&PathBuf> = all.iter().step_by(step).collect();
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "", "", None);
+    let log = dir.path().join("daemon.log");
+    let mut child = spawn_watching(&config, &log).await;
+
+    // Delivered with IMAP APPEND (Postfix would refuse some of these files at the door);
+    // spread over the seven desks while the daemon watches them.
+    let mut appended = [0usize; 7];
+    let mut refused = Vec::new();
+    let mut sessions = Vec::new();
+    for (_, user) in DESKS {
+        sessions.push(login(&stack, user).await);
+    }
+    for (i, path) in sample.iter().enumerate() {
+        let raw = std::fs::read(path).expect("read corpus file");
+        let d = i % DESKS.len();
+        match sessions[d].append("INBOX", None, None, &raw).await {
+            Ok(()) => appended[d] += 1,
+            Err(e) => refused.push(format!("{}: {e}", path.display())),
+        }
+    }
+    for mut s in sessions {
+        let _ = s.logout().await;
+    }
+    // Then one plain ticketless mail per desk: its redirect proves the desk still works
+    // after everything before it.
+    for (name, user) in DESKS {
+        let raw = mail(
+            "sentinel@example.in",
+            &format!("{user}@gem.test"),
+            None,
+            &format!("Sentinel {name}"),
+            &format!("sentinel-{name}@example.in"),
+            "no ticket",
+            "",
+        );
+        stack.append(user, "INBOX", &raw).await;
+    }
+    let deadline = std::time::Duration::from_secs(240);
+    stack
+        .wait_for(
+            "helpdesk",
+            "INBOX",
+            deadline,
+            "the sentinel of every desk",
+            |m| {
+                let r = redirects(m);
+                DESKS
+                    .iter()
+                    .all(|(n, _)| r.contains_key(&format!("sentinel-{n}@example.in")))
+            },
+        )
+        .await;
+    let alive = child.try_wait().expect("try_wait").is_none();
+    let text = log_text(&log);
+    stop(child);
+    assert!(alive, "the daemon stopped:\n{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    // Every mail is where the rules put it and carries a keyword: none was skipped.
+    for (d, (_, user)) in DESKS.iter().enumerate() {
+        let views = faultkit::account(&stack, user).await;
+        let desk_mail: Vec<_> = views
+            .iter()
+            .filter(|v| ["INBOX", "Redirected", "Broadcast"].contains(&v.1.as_str()))
+            .collect();
+        assert_eq!(
+            desk_mail.len(),
+            appended[d] + 1,
+            "{user}: mails lost or duplicated"
+        );
+        let untagged: Vec<_> = desk_mail
+            .iter()
+            .filter(|v| !v.3.iter().any(|f| f.starts_with('$')))
+            .collect();
+        assert!(untagged.is_empty(), "{user}: untagged {untagged:#?}");
+    }
+    eprintln!(
+        "{} corpus mails handled, {} refused by Dovecot's APPEND: {refused:?}",
+        appended.iter().sum::<usize>(),
+        refused.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_over_the_size_limit_is_set_aside_with_a_tag_and_a_log_line() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules_with(dir.path(), &[("max_mail_mb = 25", "max_mail_mb = 1")]);
+    let config = deployment(&stack, dir.path(), "", "", Some(&rules));
+    let big = mail(
+        "big@example.in",
+        "bid.ra@gem.test",
+        None,
+        "Scanned documents",
+        "big-1@example.in",
+        &"no ticket, huge attachment\r\n".repeat(80_000),
+        "",
+    );
+    assert!(big.len() > 2 * 1024 * 1024);
+    stack.append("bid.ra", "INBOX", &big).await;
+    stack
+        .append(
+            "bid.ra",
+            "INBOX",
+            &mail(
+                "small@example.in",
+                "bid.ra@gem.test",
+                None,
+                "Small",
+                "small-1@example.in",
+                "no ticket",
+                "",
+            ),
+        )
+        .await;
+    let log = run_once(&config);
+    let inbox = stack.mailbox("bid.ra", "INBOX").await;
+    assert_eq!(inbox.len(), 1, "the big mail stays in the inbox");
+    assert!(inbox[0].has_flag("$Oversized"), "{:?}", inbox[0].flags);
+    assert!(!inbox[0].has_flag("\\Seen"));
+    assert_eq!(inbox[0].raw.len(), big.len(), "kept unchanged");
+    let line = log
+        .lines()
+        .find(|l| l.contains("desk=bid-ra") && l.contains("larger than"))
+        .unwrap_or_else(|| panic!("no log line for the big mail:\n{log}"));
+    assert!(
+        line.contains(&format!("size={}", big.len())) && line.contains("limit=1048576"),
+        "the log line says why: {line}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("desk=bid-ra") && l.contains("actions=tag:$Oversized")),
+        "{log}"
+    );
+    // It is not redirected (the helpdesk would get a 2 MB attachment); the small one is.
+    let h = stack
+        .wait_for(
+            "helpdesk",
+            "INBOX",
+            WAIT,
+            "the small mail's redirect",
+            |m| !m.is_empty(),
+        )
+        .await;
+    assert_eq!(
+        redirects(&h).keys().collect::<Vec<_>>(),
+        ["small-1@example.in"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_injection_cannot_add_recipients_to_outgoing_mail() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "", "", None);
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let attempts: Vec<(String, String)> = vec![
+        // CRLF in an encoded-word subject, which the redirect's subject repeats.
+        (
+            format!("From: a@example.in\r\nSubject: =?utf-8?b?{}?=\r\n", b64("Help\r\nBcc: evil1@attacker.test")),
+            "inj-1@example.in".into(),
+        ),
+        // A folded subject whose continuation looks like a header.
+        (
+            "From: b@example.in\r\nSubject: Help\r\n Bcc: evil2@attacker.test\r\n".into(),
+            "inj-2@example.in".into(),
+        ),
+        // CRLF in an encoded-word display name of the sender (copied in Cc).
+        (
+            format!("From: =?utf-8?b?{}?= <c@example.in>\r\nSubject: Help\r\n", b64("C\r\nBcc: evil3@attacker.test")),
+            "inj-3@example.in".into(),
+        ),
+        // A quoted local part with CRLF in Reply-To (whom the copy goes to).
+        (
+            "From: d@example.in\r\nReply-To: \"d\\\r\nBcc: evil4@attacker.test\"@example.in\r\nSubject: Help\r\n".into(),
+            "inj-4@example.in".into(),
+        ),
+        // The incoming mail's own Bcc and Cc headers are not copied into the redirect.
+        (
+            "From: e@example.in\r\nBcc: evil5@attacker.test\r\nSubject: Help\r\n".into(),
+            "inj-5@example.in".into(),
+        ),
+        // An encoded-word address list in Reply-To.
+        (
+            format!("From: f@example.in\r\nReply-To: =?utf-8?b?{}?=\r\nSubject: Help\r\n", b64("f@example.in, evil6@attacker.test")),
+            "inj-6@example.in".into(),
+        ),
+    ];
+    for (head, id) in &attempts {
+        let raw = format!(
+            "{head}To: bid.ra@gem.test\r\nMessage-ID: <{id}>\r\nDate: Mon, 2 Nov 2026 10:00:00 +0530\r\n\r\nno ticket\r\n"
+        );
+        stack.append("bid.ra", "INBOX", raw.as_bytes()).await;
+    }
+    let log = run_once(&config);
+    let h = stack
+        .wait_for("helpdesk", "INBOX", WAIT, "redirects", |m| {
+            m.len() >= attempts.len()
+        })
+        .await;
+    for m in &h {
+        for name in ["To", "Cc", "Bcc", "Reply-To"] {
+            let v = m.header(name).unwrap_or_default();
+            assert!(
+                !v.contains("attacker"),
+                "{name}: {v} in\n{}",
+                String::from_utf8_lossy(&m.raw)
+            );
+        }
+        let head = String::from_utf8_lossy(&m.raw);
+        let head = head.split("\r\n\r\n").next().unwrap_or_default();
+        assert!(
+            !head
+                .lines()
+                .any(|l| l.to_ascii_lowercase().starts_with("bcc:")),
+            "{head}"
+        );
+    }
+    // The mail system's own record of every recipient it was given.
+    let postfix = std::fs::read_to_string(stack.dir.join("log/postfix.log")).unwrap_or_default();
+    let evil: Vec<&str> = postfix
+        .lines()
+        .filter(|l| l.contains("attacker.test") && l.contains("to=<"))
+        .collect();
+    assert!(evil.is_empty(), "{evil:#?}\n{log}");
+    assert_eq!(
+        redirects(&h).len(),
+        attempts.len(),
+        "every attempt was still redirected to the helpdesk:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_flooding_a_desk_gets_one_advisory_per_period() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "", "", None);
+    let n = 25;
+    for i in 0..n {
+        // Each one a broadcast To three desks with a ticket: tagged, advisory at most once.
+        let raw = mail(
+            "flood@example.in",
+            "bid.ra@gem.test, order.process@gem.test, payment.process@gem.test",
+            None,
+            &format!("Ticket 2025-0000{i:03} URGENT {i}"),
+            &format!("flood-{i}@example.in"),
+            "Please act now on my payment.",
+            "",
+        );
+        for desk in ["bid.ra", "order.process", "payment.process"] {
+            stack.append(desk, "INBOX", &raw).await;
+        }
+    }
+    let log = run_once(&config);
+    // A second run later still sends nothing more.
+    run_once(&config);
+    let outside = stack
+        .wait_for("outside", "INBOX", WAIT, "the advisory", |m| !m.is_empty())
+        .await;
+    let to_flooder: Vec<_> = outside
+        .iter()
+        .filter(|m| {
+            m.header("To")
+                .is_some_and(|t| t.contains("flood@example.in"))
+        })
+        .collect();
+    assert_eq!(to_flooder.len(), 1, "{log}");
+    // And no other answer is waiting to go out: the outbox holds exactly that one.
+    let rows = faultkit::outbox(dir.path()).await;
+    assert_eq!(
+        rows.len(),
+        1,
+        "reply_period_hours = 168: one advisory for 25 mails: {rows:#?}"
+    );
+    let tagged = stack.mailbox("payment.process", "INBOX").await;
+    assert!(
+        tagged.iter().all(|m| m.has_flag("$Broadcast")),
+        "every copy still tagged"
+    );
+}
