@@ -41,17 +41,30 @@ s = socket.create_connection(("127.0.0.1", IMAP_PORT))
 f = s.makefile("rb")
 f.readline()
 s.sendall(b"a LOGIN %s secret\r\nb SELECT INBOX\r\nc IDLE\r\n" % a.user.encode())
-while not f.readline().startswith(b"+"):
-    pass
+exists = [0]  # messages in the INBOX as this connection knows it
+while True:
+    line = f.readline()
+    if line.endswith(b"EXISTS\r\n"):
+        exists[0] = int(line.split()[1])
+    if line.startswith(b"+"):
+        break
 
 
 def watch():
+    """Times only EXISTS that announce new mail: the daemon moving probes out of the INBOX
+    makes the server send EXPUNGE (and, with it, EXISTS of a smaller count)."""
     while True:
         line = f.readline()
         if not line:
             return
-        if line.endswith(b"EXISTS\r\n"):
-            idle_evt.append(time.time())
+        parts = line.split()
+        if len(parts) >= 3 and parts[2] == b"EXPUNGE":
+            exists[0] -= 1
+        elif len(parts) >= 3 and parts[2] == b"EXISTS":
+            n = int(parts[1])
+            if n > exists[0]:
+                idle_evt.append(time.time())
+            exists[0] = n
 
 
 threading.Thread(target=watch, daemon=True).start()
