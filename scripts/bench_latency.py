@@ -6,8 +6,11 @@ moved" and prints only medians; the issue asks for "SMTP accepted -> the redirec
 the SMTP server", p50 and p99. For each probe (a mail without a ticket, so it is redirected
 to the helpdesk):
   t0        our SMTP submission of the probe was accepted (DATA 250)
-  idle      an IDLEing connection of our own on the same desk INBOX got "* n EXISTS": the
-            server's own notification delay (Dovecot 2.3: ~500 ms), the floor for any IDLE client
+  idle      an IDLEing connection of our own got "* n EXISTS" for the probe's copy in --watch
+            (a mailbox nothing else touches; the probe goes to it too, in the same SMTP
+            transaction): the server's own notification delay (Dovecot 2.3: ~500 ms), the floor
+            for any IDLE client. Watching the desk INBOX itself is skewed: the daemon's moves
+            there restart the server's notification timer of every session on it
   accepted  the daemon's "mail sent" log event for the probe's redirect (logged right after
             the SMTP server answered 250 to its DATA), read from its JSON log (--log)
   delivered the redirect is visible in the helpdesk INBOX (adds Postfix -> LMTP delivery)
@@ -26,6 +29,7 @@ from datetime import datetime, timezone
 ap = argparse.ArgumentParser()
 ap.add_argument("--user", default="bid.ra")
 ap.add_argument("--helpdesk", default="helpdesk")
+ap.add_argument("--watch", default="bob", help="user whose INBOX our IDLE watcher is on")
 ap.add_argument("--port-offset", type=int, default=0)
 ap.add_argument("--log", required=True, help="the daemon's stderr with logging.format = json")
 ap.add_argument("-n", type=int, default=60)
@@ -40,7 +44,7 @@ idle_evt = []
 s = socket.create_connection(("127.0.0.1", IMAP_PORT))
 f = s.makefile("rb")
 f.readline()
-s.sendall(b"a LOGIN %s secret\r\nb SELECT INBOX\r\nc IDLE\r\n" % a.user.encode())
+s.sendall(b"a LOGIN %s secret\r\nb SELECT INBOX\r\nc IDLE\r\n" % a.watch.encode())
 exists = [0]  # messages in the INBOX as this connection knows it
 while True:
     line = f.readline()
@@ -114,7 +118,7 @@ for i in range(a.n):
                                                                       time.gmtime())))
     n_idle = len(idle_evt)
     with smtplib.SMTP("127.0.0.1", SMTP_PORT) as smtp:
-        smtp.sendmail("probe%d@example.org" % i, ["%s@gem.test" % a.user], msg)
+        smtp.sendmail("probe%d@example.org" % i, ["%s@gem.test" % a.user, "%s@gem.test" % a.watch], msg)
     t0 = time.time()
     t_acc = t_del = None
     while time.time() - t0 < a.timeout and (t_acc is None or t_del is None):
