@@ -42,8 +42,21 @@ struct Plan {
     failed: bool,
 }
 
+/// A mail of the batch on its way to a decision.
+struct Pending<'m> {
+    key: MailKey,
+    mail: &'m FetchedMail,
+    facts: Facts,
+}
+
 /// Handles fetched mails of one desk. Returns after every mail of the batch is done (or set
 /// aside), so the caller may then advance.
+///
+/// The state database is written per batch, not per mail: one query for what is already
+/// journaled, one transaction for the sightings, one for all decisions with their outgoing
+/// mail (committed before any IMAP action of the batch runs), one marking them done after
+/// the IMAP actions. A kill -9 anywhere still leaves each mail either undecided (decided
+/// again) or decided with its actions outstanding (redone, all idempotent).
 pub async fn process_batch(
     session: &mut DeskSession,
     shared: &Shared,
@@ -53,18 +66,28 @@ pub async fn process_batch(
 ) -> Result<(), PipelineError> {
     crate::crash::point("fetched");
     let policy = shared.policy();
+    let rules = &policy.rules;
+    let uids: Vec<u32> = mails.iter().map(|m| m.uid).collect();
+    let statuses = shared
+        .store
+        .journal_statuses(&desk.name, uidvalidity, &uids)
+        .await?;
     let mut plans = Vec::with_capacity(mails.len());
-    for mail in mails {
+    let mut pending = Vec::with_capacity(mails.len());
+    let now = unix_now();
+    for mail in &mails {
         let key = MailKey {
             desk: desk.name.clone(),
             uidvalidity,
             uid: mail.uid,
         };
-        match shared.store.journal(&key).await? {
-            Some(j) if j.status != MailStatus::Decided => continue,
-            Some(j) => {
+        match statuses.get(&mail.uid) {
+            Some(MailStatus::Decided) => {
                 // Decided before a crash: redo the IMAP actions (all idempotent); its outgoing
                 // mail is already in the outbox.
+                let Some(j) = shared.store.journal(&key).await? else {
+                    continue;
+                };
                 let actions = j
                     .actions
                     .iter()
@@ -76,163 +99,199 @@ pub async fn process_batch(
                     failed: false,
                 });
             }
+            Some(_) => continue,
             None => {
-                let plan = decide_mail(shared, &policy, desk, key, &mail).await?;
-                plans.push(plan);
-            }
-        }
-    }
-    execute(session, &plans).await?;
-    for plan in plans.iter().filter(|p| !p.failed) {
-        shared.store.complete_mail(&plan.key, unix_now()).await?;
-    }
-    crate::crash::point("done");
-    Ok(())
-}
-
-/// Decides one mail and journals the decision with its outgoing mail.
-async fn decide_mail(
-    shared: &Shared,
-    policy: &Policy,
-    desk: &Desk,
-    key: MailKey,
-    mail: &FetchedMail,
-) -> Result<Plan, PipelineError> {
-    let rules = &policy.rules;
-    let now = unix_now();
-    shared
-        .metrics
-        .desk(&desk.name)
-        .seen
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let facts = match &mail.raw {
-        None => {
-            tracing::warn!(
-                desk = %desk.name,
-                uid = key.uid,
-                size = mail.size,
-                limit = rules.limits.max_mail_bytes,
-                "mail larger than max_mail_mb: not downloaded, set aside by the oversized rule"
-            );
-            Ok(Facts::oversized(&desk.name, mail.size as usize))
-        }
-        Some(raw) => facts::extract(raw, &desk.name, &policy.dir, rules),
-    };
-    let facts = match facts {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!(desk = %desk.name, uid = key.uid, error = %e, "mail set aside");
-            shared
-                .metrics
-                .set_aside
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let actions = vec![Action::Tag(UNREADABLE.into())];
-            shared.store.fail_mail(&key, &e.to_string(), now).await?;
-            return Ok(Plan {
-                key,
-                actions,
-                failed: true,
-            });
-        }
-    };
-    let holders = if facts.oversized {
-        vec![desk.name.clone()]
-    } else {
-        shared
-            .store
-            .sight(
-                &facts.group_key,
-                &key,
-                now,
-                rules.broadcast_window_secs as i64,
-            )
-            .await?
-    };
-    let facts = facts.with_copies(&holders, &policy.dir, rules);
-    let mut known = Known::default();
-    if let Some(sender) = &facts.sender {
-        for rule in &rules.rules {
-            for a in &rule.actions {
-                if let Action::Reply(template) = a {
-                    let since = now - i64::try_from(rule.reply_period_secs).unwrap_or(i64::MAX / 4);
-                    if !known.replied_recently.contains(template)
-                        && shared.store.replied_since(sender, template, since).await?
-                    {
-                        known.replied_recently.insert(template.clone());
+                shared
+                    .metrics
+                    .desk(&desk.name)
+                    .seen
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let facts = match &mail.raw {
+                    None => {
+                        tracing::warn!(
+                            desk = %desk.name,
+                            uid = key.uid,
+                            size = mail.size,
+                            limit = rules.limits.max_mail_bytes,
+                            "mail larger than max_mail_mb: not downloaded, set aside by the oversized rule"
+                        );
+                        Ok(Facts::oversized(&desk.name, mail.size as usize))
+                    }
+                    Some(raw) => facts::extract(raw, &desk.name, &policy.dir, rules),
+                };
+                match facts {
+                    Ok(facts) => pending.push(Pending { key, mail, facts }),
+                    Err(e) => {
+                        tracing::warn!(desk = %desk.name, uid = key.uid, error = %e, "mail set aside");
+                        shared
+                            .metrics
+                            .set_aside
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        shared.store.fail_mail(&key, &e.to_string(), now).await?;
+                        plans.push(Plan {
+                            key,
+                            actions: vec![Action::Tag(UNREADABLE.into())],
+                            failed: true,
+                        });
                     }
                 }
             }
         }
     }
-    let decision = decide(&facts, rules, &known);
-    let outbox = outgoing(
-        &facts,
-        &decision,
-        policy,
-        desk,
-        mail.raw.as_deref().unwrap_or_default(),
-        now,
-    );
-    let actions: Vec<Action> = decision.actions().cloned().collect();
-    let record = NewDecision {
-        key: key.clone(),
-        message_id: facts.message_id.clone(),
-        group_key: facts.group_key.clone(),
-        sender: facts.sender.clone(),
-        subject: facts.subject.clone(),
-        ticket: facts.ticket.as_ref().map(|t| t.number.clone()),
-        ticket_source: facts.ticket.as_ref().map(|t| t.source.as_str().to_string()),
-        broadcast: facts.broadcast,
-        automatic: facts.automatic,
-        redirected: actions.iter().any(|a| matches!(a, Action::Redirect(_))),
-        rule: decision.rules.last().cloned(),
-        actions: actions_text(&actions),
-        outbox,
-        now,
-    };
+    let decided = decide_all(shared, &policy, desk, pending, now).await?;
+    plans.extend(decided);
+    execute(session, &plans).await?;
+    let done: Vec<MailKey> = plans
+        .iter()
+        .filter(|p| !p.failed)
+        .map(|p| p.key.clone())
+        .collect();
+    shared.store.complete_mails(&done, unix_now()).await?;
+    crate::crash::point("done");
+    Ok(())
+}
+
+/// Decides the batch's new mails and journals all decisions with their outgoing mail in one
+/// transaction.
+async fn decide_all(
+    shared: &Shared,
+    policy: &Policy,
+    desk: &Desk,
+    pending: Vec<Pending<'_>>,
+    now: i64,
+) -> Result<Vec<Plan>, PipelineError> {
+    let rules = &policy.rules;
+    let sightings: Vec<(&str, &MailKey)> = pending
+        .iter()
+        .filter(|p| !p.facts.oversized)
+        .map(|p| (p.facts.group_key.as_str(), &p.key))
+        .collect();
+    let mut holders = shared
+        .store
+        .sight_all(&sightings, now, rules.broadcast_window_secs as i64)
+        .await?
+        .into_iter();
+    // Replies this batch decides on, so that a later mail of the same sender in the batch
+    // sees them as it would have seen them journaled (sender lower-cased, template).
+    let mut replying: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut records = Vec::with_capacity(pending.len());
+    let mut decisions = Vec::with_capacity(pending.len());
+    for p in pending {
+        let holding = if p.facts.oversized {
+            vec![desk.name.clone()]
+        } else {
+            holders.next().unwrap_or_else(|| vec![desk.name.clone()])
+        };
+        let facts = p.facts.with_copies(&holding, &policy.dir, rules);
+        let mut known = Known::default();
+        if let Some(sender) = &facts.sender {
+            let lower = sender.to_lowercase();
+            for rule in &rules.rules {
+                for a in &rule.actions {
+                    if let Action::Reply(template) = a {
+                        if known.replied_recently.contains(template) {
+                            continue;
+                        }
+                        let since =
+                            now - i64::try_from(rule.reply_period_secs).unwrap_or(i64::MAX / 4);
+                        if replying.contains(&(lower.clone(), template.clone()))
+                            || shared.store.replied_since(sender, template, since).await?
+                        {
+                            known.replied_recently.insert(template.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let decision = decide(&facts, rules, &known);
+        if let Some(sender) = &facts.sender {
+            for a in decision.actions() {
+                if let Action::Reply(template) = a {
+                    replying.insert((sender.to_lowercase(), template.clone()));
+                }
+            }
+        }
+        let outbox = outgoing(
+            &facts,
+            &decision,
+            policy,
+            desk,
+            p.mail.raw.as_deref().unwrap_or_default(),
+            now,
+        );
+        let actions: Vec<Action> = decision.actions().cloned().collect();
+        records.push(NewDecision {
+            key: p.key,
+            message_id: facts.message_id.clone(),
+            group_key: facts.group_key.clone(),
+            sender: facts.sender.clone(),
+            subject: facts.subject.clone(),
+            ticket: facts.ticket.as_ref().map(|t| t.number.clone()),
+            ticket_source: facts.ticket.as_ref().map(|t| t.source.as_str().to_string()),
+            broadcast: facts.broadcast,
+            automatic: facts.automatic,
+            redirected: actions.iter().any(|a| matches!(a, Action::Redirect(_))),
+            rule: decision.rules.last().cloned(),
+            actions: actions_text(&actions),
+            outbox,
+            now,
+        });
+        decisions.push((facts, decision, actions));
+    }
     crate::crash::point("decided");
-    let queued = shared.store.record_decision(&record).await?.queued;
+    let recorded = shared.store.record_decisions(&records).await?;
     crate::crash::point("journaled");
-    for a in &actions {
-        shared.metrics.count_action(a.kind(), 1);
+    let mut plans = Vec::with_capacity(records.len());
+    let mut queued_any = false;
+    let mut late_broadcast = false;
+    for ((record, (facts, decision, actions)), rec) in
+        records.into_iter().zip(decisions).zip(recorded)
+    {
+        let key = record.key;
+        tracing::info!(
+            desk = %desk.name,
+            uid = key.uid,
+            message_id = facts.message_id.as_deref().unwrap_or("-"),
+            ticket = facts.ticket.as_ref().map_or("-", |t| t.number.as_str()),
+            broadcast = facts.broadcast,
+            automatic = facts.automatic,
+            rules = %decision.rules.join(","),
+            actions = %record.actions.join(" "),
+            queued = rec.queued.len(),
+            "decided"
+        );
+        for (a, why) in &decision.suppressed {
+            tracing::debug!(desk = %desk.name, uid = key.uid, action = %a, reason = why, "action suppressed");
+        }
+        for a in &actions {
+            shared.metrics.count_action(a.kind(), 1);
+        }
+        if facts.broadcast {
+            shared
+                .metrics
+                .broadcasts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        queued_any |= !rec.queued.is_empty();
+        // Copies in other desks may have been handled before this one revealed the broadcast.
+        late_broadcast |= facts.broadcast && facts.copies_seen > 1;
+        let imap_actions = actions
+            .into_iter()
+            .filter(|a| !a.sends_mail() && *a != Action::Record)
+            .collect();
+        plans.push(Plan {
+            key,
+            actions: imap_actions,
+            failed: false,
+        });
     }
-    if facts.broadcast {
-        shared
-            .metrics
-            .broadcasts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    tracing::info!(
-        desk = %desk.name,
-        uid = key.uid,
-        message_id = facts.message_id.as_deref().unwrap_or("-"),
-        ticket = facts.ticket.as_ref().map_or("-", |t| t.number.as_str()),
-        broadcast = facts.broadcast,
-        automatic = facts.automatic,
-        rules = %decision.rules.join(","),
-        actions = %record.actions.join(" "),
-        queued = queued.len(),
-        "decided"
-    );
-    for (a, why) in &decision.suppressed {
-        tracing::debug!(desk = %desk.name, uid = key.uid, action = %a, reason = why, "action suppressed");
-    }
-    if !queued.is_empty() {
+    if queued_any {
         shared.outbox_wake.notify_one();
     }
-    if facts.broadcast && facts.copies_seen > 1 {
-        // Copies in other desks may have been handled before this one revealed the broadcast.
+    if late_broadcast {
         shared.recheck.notify_waiters();
     }
-    let imap_actions = actions
-        .into_iter()
-        .filter(|a| !a.sends_mail() && *a != Action::Record)
-        .collect();
-    Ok(Plan {
-        key,
-        actions: imap_actions,
-        failed: false,
-    })
+    Ok(plans)
 }
 
 fn actions_text(actions: &[Action]) -> Vec<String> {

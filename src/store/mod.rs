@@ -14,7 +14,7 @@ mod report;
 mod tests;
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -33,6 +33,10 @@ pub use report::{ReportRow, format_report};
 /// How long waiting for a free (or new) connection may take before it fails with a
 /// transient error.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Group keys per query of [`Store::sight_all`] (bind parameters stay far below the limits
+/// of SQLite and PostgreSQL).
+const SIGHTING_QUERY_KEYS: usize = 200;
 
 /// Longest error text kept in the journal or the outbox; longer texts are cut.
 const MAX_ERROR_LEN: usize = 2000;
@@ -520,6 +524,41 @@ impl Store {
         }))
     }
 
+    /// How far each of `uids` (one desk mailbox) got, for those journaled: one query for a
+    /// whole fetch batch instead of one [`Store::journal`] per mail.
+    pub async fn journal_statuses(
+        &self,
+        desk: &str,
+        uidvalidity: u32,
+        uids: &[u32],
+    ) -> Result<HashMap<u32, MailStatus>, StoreError> {
+        let op = "read the journal";
+        let mut out = HashMap::new();
+        let (Some(first), Some(last)) = (uids.iter().min(), uids.iter().max()) else {
+            return Ok(out);
+        };
+        let rows = sqlx::query(
+            "SELECT uid, status FROM journal \
+             WHERE desk = $1 AND uidvalidity = $2 AND uid >= $3 AND uid <= $4",
+        )
+        .bind(desk)
+        .bind(i64::from(uidvalidity))
+        .bind(i64::from(*first))
+        .bind(i64::from(*last))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(op))?;
+        let wanted: HashSet<u32> = uids.iter().copied().collect();
+        for row in rows {
+            let uid = get_u32(&row, "uid", op)?;
+            if wanted.contains(&uid) {
+                let status: String = get(&row, "status", op)?;
+                out.insert(uid, MailStatus::parse(&status)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// The latest journal entry of this desk for the message with this group key, under any
     /// UIDVALIDITY: was this message handled before the mailbox was renumbered?
     pub async fn journal_by_group(
@@ -610,131 +649,31 @@ impl Store {
     /// (sender, rule) order and outbox rows inserted in id order, so concurrent decisions lock
     /// rows in the same order and cannot deadlock each other.
     pub async fn record_decision(&self, d: &NewDecision) -> Result<Recorded, StoreError> {
+        let mut recorded = self.record_decisions(std::slice::from_ref(d)).await?;
+        recorded.pop().ok_or(StoreError::Unknown {
+            op: "record a decision",
+            what: format!("the result for mail {}", d.key),
+        })
+    }
+
+    /// [`Store::record_decision`] for the decisions of a whole fetch batch, in ONE
+    /// transaction (one commit instead of one per mail): all of them are recorded before any
+    /// of their side effects, or none is. Results in the order of `decisions`.
+    pub async fn record_decisions(
+        &self,
+        decisions: &[NewDecision],
+    ) -> Result<Vec<Recorded>, StoreError> {
         let op = "record a decision";
+        let mut out = Vec::with_capacity(decisions.len());
+        if decisions.is_empty() {
+            return Ok(out);
+        }
         let mut tx = self.pool.begin().await.map_err(query_error(op))?;
-        let inserted = sqlx::query(
-            "INSERT INTO journal (desk, uidvalidity, uid, status, group_key, message_id, sender, \
-             subject, ticket, ticket_source, broadcast, automatic, redirected, rule, error, \
-             decided_at, finished_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, $15, NULL) \
-             ON CONFLICT (desk, uidvalidity, uid) DO NOTHING",
-        )
-        .bind(&d.key.desk)
-        .bind(i64::from(d.key.uidvalidity))
-        .bind(i64::from(d.key.uid))
-        .bind(MailStatus::Decided.as_str())
-        .bind(&d.group_key)
-        .bind(d.message_id.as_deref())
-        .bind(d.sender.as_deref())
-        .bind(&d.subject)
-        .bind(d.ticket.as_deref())
-        .bind(d.ticket_source.as_deref())
-        .bind(i64::from(d.broadcast))
-        .bind(i64::from(d.automatic))
-        .bind(i64::from(d.redirected))
-        .bind(d.rule.as_deref())
-        .bind(d.now)
-        .execute(&mut *tx)
-        .await
-        .map_err(query_error(op))?
-        .rows_affected();
-        if inserted == 0 {
-            tx.rollback().await.map_err(query_error(op))?;
-            return Ok(Recorded {
-                first_time: false,
-                queued: queued_by(&self.pool, &d.key).await?,
-            });
-        }
-
-        for (position, action) in d.actions.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO journal_action (desk, uidvalidity, uid, position, action, done) \
-                 VALUES ($1, $2, $3, $4, $5, 0)",
-            )
-            .bind(&d.key.desk)
-            .bind(i64::from(d.key.uidvalidity))
-            .bind(i64::from(d.key.uid))
-            .bind(i64::try_from(position).unwrap_or(i64::MAX))
-            .bind(action)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_error(op))?;
-        }
-
-        let mut claims: Vec<(String, &ReplyClaim, &NewOutgoing)> = d
-            .outbox
-            .iter()
-            .filter_map(|out| {
-                let claim = out.reply_claim.as_ref()?;
-                Some((claim.sender.to_lowercase(), claim, out))
-            })
-            .collect();
-        claims.sort_by(|a, b| (&a.0, &a.1.rule, &a.2.id).cmp(&(&b.0, &b.1.rule, &b.2.id)));
-        let mut refused: HashSet<&str> = HashSet::new();
-        for (sender, claim, out) in &claims {
-            let taken = sqlx::query(
-                "INSERT INTO reply_ledger (sender, rule, replied_at, outbox_id) \
-                 VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (sender, rule) DO UPDATE \
-                 SET replied_at = excluded.replied_at, outbox_id = excluded.outbox_id \
-                 WHERE reply_ledger.replied_at <= $5",
-            )
-            .bind(sender)
-            .bind(&claim.rule)
-            .bind(d.now)
-            .bind(&out.id)
-            .bind(d.now.saturating_sub(claim.period_secs))
-            .execute(&mut *tx)
-            .await
-            .map_err(query_error(op))?
-            .rows_affected();
-            if taken == 0 {
-                refused.insert(out.id.as_str());
-            }
-        }
-
-        let mut outgoing: Vec<&NewOutgoing> = d
-            .outbox
-            .iter()
-            .filter(|out| !refused.contains(out.id.as_str()))
-            .collect();
-        outgoing.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut queued = Vec::new();
-        for out in outgoing {
-            let recipients =
-                serde_json::to_string(&out.recipients).map_err(|e| StoreError::Corrupt {
-                    what: "outgoing recipients",
-                    value: e.to_string(),
-                })?;
-            let added = sqlx::query(
-                "INSERT INTO outbox (id, desk, envelope_from, recipients, body_base64, status, \
-                 attempts, next_attempt_at, last_error, created_at, finished_at, \
-                 mail_desk, mail_uidvalidity, mail_uid) \
-                 VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, NULL, $6, NULL, $7, $8, $9) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&out.id)
-            .bind(&out.desk)
-            .bind(&out.envelope_from)
-            .bind(recipients)
-            .bind(BASE64.encode(&out.bytes))
-            .bind(d.now)
-            .bind(&d.key.desk)
-            .bind(i64::from(d.key.uidvalidity))
-            .bind(i64::from(d.key.uid))
-            .execute(&mut *tx)
-            .await
-            .map_err(query_error(op))?
-            .rows_affected();
-            if added == 1 {
-                queued.push(out.id.clone());
-            }
+        for d in decisions {
+            out.push(record_one(&mut tx, d).await?);
         }
         tx.commit().await.map_err(query_error(op))?;
-        Ok(Recorded {
-            first_time: true,
-            queued,
-        })
+        Ok(out)
     }
 
     /// Marks planned action `index` (0-based, as in [`NewDecision::actions`]) as carried out.
@@ -764,41 +703,63 @@ impl Store {
     /// Marks the mail done and advances the desk's progress, in one transaction. The mail
     /// must have been journaled. Calling it again is a no-op.
     pub async fn complete_mail(&self, key: &MailKey, now: i64) -> Result<(), StoreError> {
+        self.complete_mails(std::slice::from_ref(key), now).await
+    }
+
+    /// [`Store::complete_mail`] for several mails in ONE transaction: each is marked done
+    /// and each desk's progress advanced to its highest UID among them. Every mail must have
+    /// been journaled; if one was not, nothing changes.
+    pub async fn complete_mails(&self, keys: &[MailKey], now: i64) -> Result<(), StoreError> {
         let op = "mark a mail done";
+        if keys.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await.map_err(query_error(op))?;
-        let changed = sqlx::query(
-            "UPDATE journal SET status = 'done', finished_at = $4 \
-             WHERE desk = $1 AND uidvalidity = $2 AND uid = $3 AND status <> 'done'",
-        )
-        .bind(&key.desk)
-        .bind(i64::from(key.uidvalidity))
-        .bind(i64::from(key.uid))
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(query_error(op))?
-        .rows_affected();
-        if changed == 0 {
-            let exists = sqlx::query(
-                "SELECT status FROM journal WHERE desk = $1 AND uidvalidity = $2 AND uid = $3",
+        let mut highest: Vec<(&str, u32, u32)> = Vec::new();
+        for key in keys {
+            let changed = sqlx::query(
+                "UPDATE journal SET status = 'done', finished_at = $4 \
+                 WHERE desk = $1 AND uidvalidity = $2 AND uid = $3 AND status <> 'done'",
             )
             .bind(&key.desk)
             .bind(i64::from(key.uidvalidity))
             .bind(i64::from(key.uid))
-            .fetch_optional(&mut *tx)
+            .bind(now)
+            .execute(&mut *tx)
             .await
             .map_err(query_error(op))?
-            .is_some();
-            if !exists {
-                return Err(StoreError::Unknown {
-                    op,
-                    what: format!("mail {key}"),
-                });
+            .rows_affected();
+            if changed == 0 {
+                let exists = sqlx::query(
+                    "SELECT status FROM journal WHERE desk = $1 AND uidvalidity = $2 AND uid = $3",
+                )
+                .bind(&key.desk)
+                .bind(i64::from(key.uidvalidity))
+                .bind(i64::from(key.uid))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(query_error(op))?
+                .is_some();
+                if !exists {
+                    return Err(StoreError::Unknown {
+                        op,
+                        what: format!("mail {key}"),
+                    });
+                }
+            }
+            match highest
+                .iter_mut()
+                .find(|(d, v, _)| *d == key.desk && *v == key.uidvalidity)
+            {
+                Some(h) => h.2 = h.2.max(key.uid),
+                None => highest.push((&key.desk, key.uidvalidity, key.uid)),
             }
         }
-        advance(&mut *tx, &key.desk, key.uidvalidity, key.uid)
-            .await
-            .map_err(query_error(op))?;
+        for (desk, uidvalidity, uid) in highest {
+            advance(&mut *tx, desk, uidvalidity, uid)
+                .await
+                .map_err(query_error(op))?;
+        }
         tx.commit().await.map_err(query_error(op))
     }
 
@@ -877,6 +838,71 @@ impl Store {
             desks.insert(at, key.desk.clone());
         }
         Ok(desks)
+    }
+
+    /// [`Store::sight`] for a whole fetch batch: every sighting is recorded and committed
+    /// first (one transaction), then the desks holding each message are read. Results in the
+    /// order of `sightings`.
+    pub async fn sight_all(
+        &self,
+        sightings: &[(&str, &MailKey)],
+        now: i64,
+        window_secs: i64,
+    ) -> Result<Vec<Vec<String>>, StoreError> {
+        let op = "record a sighting";
+        if sightings.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await.map_err(query_error(op))?;
+        for (group_key, key) in sightings {
+            sqlx::query(
+                "INSERT INTO sighting (group_key, desk, uidvalidity, uid, seen_at) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (group_key, desk, uidvalidity, uid) DO NOTHING",
+            )
+            .bind(*group_key)
+            .bind(&key.desk)
+            .bind(i64::from(key.uidvalidity))
+            .bind(i64::from(key.uid))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error(op))?;
+        }
+        tx.commit().await.map_err(query_error(op))?;
+        let mut holders: HashMap<&str, Vec<String>> = HashMap::new();
+        let mut keys: Vec<&str> = sightings.iter().map(|(g, _)| *g).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for chunk in keys.chunks(SIGHTING_QUERY_KEYS) {
+            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "SELECT DISTINCT group_key, desk FROM sighting WHERE seen_at >= $1 \
+                 AND group_key IN ({}) ORDER BY group_key, desk",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(now.saturating_sub(window_secs));
+            for g in chunk {
+                q = q.bind(*g);
+            }
+            for row in q.fetch_all(&self.pool).await.map_err(query_error(op))? {
+                let g: String = get(&row, "group_key", op)?;
+                let desk: String = get(&row, "desk", op)?;
+                if let Some(k) = chunk.iter().find(|k| **k == g) {
+                    holders.entry(k).or_default().push(desk);
+                }
+            }
+        }
+        Ok(sightings
+            .iter()
+            .map(|(g, key)| {
+                let mut desks = holders.get(g).cloned().unwrap_or_default();
+                if let Err(at) = desks.binary_search(&key.desk) {
+                    desks.insert(at, key.desk.clone());
+                }
+                desks
+            })
+            .collect())
     }
 
     /// Every mailbox position where the message was seen, sorted.
@@ -1152,6 +1178,132 @@ impl Store {
 }
 
 /// Monotonic progress; see [`Store::advance`]. Usable inside a transaction.
+/// One decision of [`Store::record_decisions`], inside its transaction.
+async fn record_one(tx: &mut AnyConnection, d: &NewDecision) -> Result<Recorded, StoreError> {
+    let op = "record a decision";
+    let inserted = sqlx::query(
+        "INSERT INTO journal (desk, uidvalidity, uid, status, group_key, message_id, sender, \
+         subject, ticket, ticket_source, broadcast, automatic, redirected, rule, error, \
+         decided_at, finished_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, $15, NULL) \
+         ON CONFLICT (desk, uidvalidity, uid) DO NOTHING",
+    )
+    .bind(&d.key.desk)
+    .bind(i64::from(d.key.uidvalidity))
+    .bind(i64::from(d.key.uid))
+    .bind(MailStatus::Decided.as_str())
+    .bind(&d.group_key)
+    .bind(d.message_id.as_deref())
+    .bind(d.sender.as_deref())
+    .bind(&d.subject)
+    .bind(d.ticket.as_deref())
+    .bind(d.ticket_source.as_deref())
+    .bind(i64::from(d.broadcast))
+    .bind(i64::from(d.automatic))
+    .bind(i64::from(d.redirected))
+    .bind(d.rule.as_deref())
+    .bind(d.now)
+    .execute(&mut *tx)
+    .await
+    .map_err(query_error(op))?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(Recorded {
+            first_time: false,
+            queued: queued_by(&mut *tx, &d.key).await?,
+        });
+    }
+
+    for (position, action) in d.actions.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO journal_action (desk, uidvalidity, uid, position, action, done) \
+             VALUES ($1, $2, $3, $4, $5, 0)",
+        )
+        .bind(&d.key.desk)
+        .bind(i64::from(d.key.uidvalidity))
+        .bind(i64::from(d.key.uid))
+        .bind(i64::try_from(position).unwrap_or(i64::MAX))
+        .bind(action)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error(op))?;
+    }
+
+    let mut claims: Vec<(String, &ReplyClaim, &NewOutgoing)> = d
+        .outbox
+        .iter()
+        .filter_map(|out| {
+            let claim = out.reply_claim.as_ref()?;
+            Some((claim.sender.to_lowercase(), claim, out))
+        })
+        .collect();
+    claims.sort_by(|a, b| (&a.0, &a.1.rule, &a.2.id).cmp(&(&b.0, &b.1.rule, &b.2.id)));
+    let mut refused: HashSet<&str> = HashSet::new();
+    for (sender, claim, out) in &claims {
+        let taken = sqlx::query(
+            "INSERT INTO reply_ledger (sender, rule, replied_at, outbox_id) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (sender, rule) DO UPDATE \
+             SET replied_at = excluded.replied_at, outbox_id = excluded.outbox_id \
+             WHERE reply_ledger.replied_at <= $5",
+        )
+        .bind(sender)
+        .bind(&claim.rule)
+        .bind(d.now)
+        .bind(&out.id)
+        .bind(d.now.saturating_sub(claim.period_secs))
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error(op))?
+        .rows_affected();
+        if taken == 0 {
+            refused.insert(out.id.as_str());
+        }
+    }
+
+    let mut outgoing: Vec<&NewOutgoing> = d
+        .outbox
+        .iter()
+        .filter(|out| !refused.contains(out.id.as_str()))
+        .collect();
+    outgoing.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut queued = Vec::new();
+    for out in outgoing {
+        let recipients =
+            serde_json::to_string(&out.recipients).map_err(|e| StoreError::Corrupt {
+                what: "outgoing recipients",
+                value: e.to_string(),
+            })?;
+        let added = sqlx::query(
+            "INSERT INTO outbox (id, desk, envelope_from, recipients, body_base64, status, \
+             attempts, next_attempt_at, last_error, created_at, finished_at, \
+             mail_desk, mail_uidvalidity, mail_uid) \
+             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, NULL, $6, NULL, $7, $8, $9) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&out.id)
+        .bind(&out.desk)
+        .bind(&out.envelope_from)
+        .bind(recipients)
+        .bind(BASE64.encode(&out.bytes))
+        .bind(d.now)
+        .bind(&d.key.desk)
+        .bind(i64::from(d.key.uidvalidity))
+        .bind(i64::from(d.key.uid))
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error(op))?
+        .rows_affected();
+        if added == 1 {
+            queued.push(out.id.clone());
+        }
+    }
+    Ok(Recorded {
+        first_time: true,
+        queued,
+    })
+}
+
 async fn advance<'e, E>(executor: E, desk: &str, uidvalidity: u32, uid: u32) -> sqlx::Result<()>
 where
     E: Executor<'e, Database = sqlx::Any>,
@@ -1170,7 +1322,10 @@ where
     .map(drop)
 }
 
-async fn queued_by(pool: &AnyPool, key: &MailKey) -> Result<Vec<String>, StoreError> {
+async fn queued_by<'e, E>(executor: E, key: &MailKey) -> Result<Vec<String>, StoreError>
+where
+    E: Executor<'e, Database = sqlx::Any>,
+{
     let op = "read the outbox";
     sqlx::query(
         "SELECT id FROM outbox WHERE mail_desk = $1 AND mail_uidvalidity = $2 AND mail_uid = $3 \
@@ -1179,7 +1334,7 @@ async fn queued_by(pool: &AnyPool, key: &MailKey) -> Result<Vec<String>, StoreEr
     .bind(&key.desk)
     .bind(i64::from(key.uidvalidity))
     .bind(i64::from(key.uid))
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await
     .map_err(query_error(op))?
     .iter()
