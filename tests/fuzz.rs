@@ -30,7 +30,7 @@ fn seeds() -> Vec<Vec<u8>> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if !p.extension().is_some_and(|x| x == "md") {
+            } else if p.extension().is_none_or(|x| x != "md") {
                 found.push(p);
             }
         }
