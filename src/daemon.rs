@@ -602,7 +602,32 @@ pub async fn report(cfg: &Config, days: u32) -> anyhow::Result<String> {
         .with_context(|| format!("cannot open state database {}", cfg.database))?;
     let since = unix_now() - i64::from(days) * 86_400;
     let rows = store.report(since).await?;
-    Ok(crate::store::format_report(&rows))
+    let mut out = crate::store::format_report(&rows);
+    // Outgoing mail the SMTP server refused for good is kept, never retried: list it here so
+    // that it is not only in the log.
+    let outbox = store.outbox_all().await?;
+    let pending = outbox
+        .iter()
+        .filter(|r| r.status == crate::store::OutboxStatus::Pending)
+        .count();
+    let failed: Vec<_> = outbox
+        .iter()
+        .filter(|r| r.status == crate::store::OutboxStatus::Failed)
+        .collect();
+    out.push_str(&format!(
+        "\noutbox: {pending} waiting to be sent, {} refused permanently\n",
+        failed.len()
+    ));
+    for r in failed {
+        out.push_str(&format!(
+            "  refused: desk {} mail {} ({} attempt(s)): {}\n",
+            r.desk,
+            r.id,
+            r.attempts,
+            r.last_error.as_deref().unwrap_or("-")
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

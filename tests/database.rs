@@ -96,3 +96,57 @@ async fn a_database_of_an_earlier_release_is_migrated_and_its_memory_kept() {
     let out = ticketgate(&config, &["report"]).output().expect("report");
     assert!(out.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_database_turned_read_only_while_running_delays_mail_and_loses_none() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "", "", None);
+    let log = dir.path().join("daemon.log");
+    let child = spawn_watching(&config, &log).await;
+    // The database files become read-only, even for root and for the files the daemon
+    // already has open (the immutable attribute).
+    let files = format!("{0}/state.db {0}/state.db-wal", dir.path().display());
+    sh(&format!("chattr +i {files}"));
+    for i in 0..3 {
+        stack
+            .append(
+                "bid.ra",
+                "INBOX",
+                &noticket("bid.ra", &format!("ro-run-{i}@example.in")),
+            )
+            .await;
+    }
+    wait_log(&log, "desk session failed; reconnecting", 2).await;
+    let text = log_text(&log);
+    let line = text
+        .lines()
+        .find(|l| l.contains("desk session failed") && l.contains("desk=bid-ra"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("state database:"),
+        "the error says why the database cannot be written: {line}\n{text}"
+    );
+    assert!(stack.mailbox("bid.ra", "Redirected").await.is_empty());
+    assert!(stack.mailbox("helpdesk", "INBOX").await.is_empty());
+    sh(&format!("chattr -i {files}"));
+    let filed = stack
+        .wait_for(
+            "bid.ra",
+            "Redirected",
+            WAIT,
+            "every mail once writable",
+            |m| m.len() == 3,
+        )
+        .await;
+    assert!(filed.iter().all(|m| m.has_flag("$NoTicket")));
+    let h = stack
+        .wait_for("helpdesk", "INBOX", WAIT, "three redirects", |m| {
+            m.len() >= 3
+        })
+        .await;
+    stop(child);
+    let counts = redirects(&h);
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+}

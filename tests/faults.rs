@@ -155,6 +155,19 @@ async fn smtp_5xx_is_recorded_as_failed_visible_and_never_retried() {
             .is_some_and(|e| e.contains("550")),
         "{rows:?}"
     );
+    // `ticketgate report` shows it to the sysadmin.
+    let out = faultkit::ticketgate(&config, &["report"])
+        .output()
+        .expect("report");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains("1 refused permanently")
+            && report
+                .lines()
+                .any(|l| l.contains("refused: desk bid-ra") && l.contains("550")),
+        "{report}"
+    );
     // A restart does not retry it either.
     let log2 = dir.path().join("daemon2.log");
     let out = faultkit::run_once(&config);

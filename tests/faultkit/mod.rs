@@ -98,25 +98,51 @@ pub fn run_once(config: &Path) -> String {
     log
 }
 
+/// The daemon as a child process, killed when dropped, also when a test fails half-way.
+#[derive(Debug)]
+pub struct Daemon(pub Child);
+
+impl std::ops::Deref for Daemon {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The daemon (`ticketgate run`) with its log in `log`, and `env` set.
-pub fn spawn_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
+pub fn spawn_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Daemon {
     let file = std::fs::File::create(log).expect("log file");
     let mut c = ticketgate(config, &["run"]);
     for (k, v) in env {
         c.env(k, v);
     }
-    c.stderr(file)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn daemon")
+    Daemon(
+        c.stderr(file)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn daemon"),
+    )
 }
 
-pub fn spawn(config: &Path, log: &Path) -> Child {
+pub fn spawn(config: &Path, log: &Path) -> Daemon {
     spawn_env(config, log, &[])
 }
 
 /// Starts the daemon and returns once every desk watcher has logged in and selected.
-pub async fn spawn_watching(config: &Path, log: &Path) -> Child {
+pub async fn spawn_watching(config: &Path, log: &Path) -> Daemon {
     let child = spawn(config, log);
     wait_log(log, "watching", DESKS.len()).await;
     child
@@ -159,9 +185,8 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::Exi
     None
 }
 
-pub fn stop(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+pub fn stop(child: Daemon) {
+    drop(child);
 }
 
 pub fn mail(
