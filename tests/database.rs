@@ -1,6 +1,7 @@
-//! A state database written by an earlier release: migrated, and what it remembers (mail
-//! already redirected) is not done again. A read-only state directory at start and a disk
-//! that fills up while the daemon runs are tested in `run.rs` (`Tmpfs`).
+//! The state database in trouble: one written by an earlier release (migrated, and what it
+//! remembers is not done again) and one turned read-only while the daemon runs (mail waits,
+//! none lost or repeated). A read-only state directory at start and a disk that fills up
+//! while the daemon runs are tested in `run.rs` (`Tmpfs`).
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -11,7 +12,9 @@
 mod faultkit;
 mod support;
 
-use faultkit::{deployment, mail, redirects, run_once, ticketgate};
+use faultkit::{
+    deployment, log_text, mail, redirects, run_once, sh, spawn_watching, stop, ticketgate, wait_log,
+};
 use support::{MailStack, WAIT};
 
 fn noticket(desk: &str, id: &str) -> Vec<u8> {
