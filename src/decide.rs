@@ -12,6 +12,9 @@ use crate::rules::{Condition, Rules};
 pub struct Known {
     /// Reply templates that already went to this sender within their rule's period.
     pub replied_recently: BTreeSet<String>,
+    /// Mails queued to this sender (redirects with it in Cc, replies) within the rules'
+    /// `sender_answer_window`.
+    pub answers_to_sender: u32,
 }
 
 /// What to do with one mail.
@@ -34,12 +37,12 @@ impl Decision {
 pub fn decide(facts: &Facts, rules: &Rules, known: &Known) -> Decision {
     let mut d = Decision::default();
     for rule in &rules.rules {
-        if !holds(&rule.when, facts) {
+        if !holds(&rule.when, facts, flooding(rules, known)) {
             continue;
         }
         d.rules.push(rule.name.clone());
         for action in &rule.actions {
-            if let Some(why) = forbidden(action, facts, known) {
+            if let Some(why) = forbidden(action, facts, rules, known) {
                 if !d.suppressed.iter().any(|(a, _)| a == action) {
                     d.suppressed.push((action.clone(), why));
                 }
@@ -62,6 +65,12 @@ pub fn decide(facts: &Facts, rules: &Rules, known: &Known) -> Decision {
             break;
         }
     }
+    if d.suppressed.iter().any(|(_, why)| *why == FLOOD) {
+        let flood = Action::Tag(rules.flood_keyword.clone());
+        if !d.actions.iter().any(|(a, _)| *a == flood) {
+            d.actions.push((flood, "sender_answer_limit".to_string()));
+        }
+    }
     // Tags before the move, so that a filed mail carries its keywords; the move last.
     d.actions.sort_by_key(|(a, _)| matches!(a, Action::File(_)));
     let files: Vec<usize> = d
@@ -82,8 +91,12 @@ pub fn decide(facts: &Facts, rules: &Rules, known: &Known) -> Decision {
     d
 }
 
+/// Why a mail to the sender is withheld: a sender flooding a desk gets a bounded number of
+/// answers.
+pub const FLOOD: &str = "this sender reached sender_answer_limit within its window";
+
 /// Why an action must not run for these facts, if it must not. No mail loops, ever.
-fn forbidden(action: &Action, facts: &Facts, known: &Known) -> Option<&'static str> {
+fn forbidden(action: &Action, facts: &Facts, rules: &Rules, known: &Known) -> Option<&'static str> {
     if action.sends_mail() {
         if facts.automatic {
             return Some("automatic mail is never answered or redirected");
@@ -102,6 +115,7 @@ fn forbidden(action: &Action, facts: &Facts, known: &Known) -> Option<&'static s
         Action::Reply(template) if known.replied_recently.contains(template) => {
             Some("this sender already got this reply within the rule's period")
         }
+        Action::Reply(_) | Action::Redirect(_) if flooding(rules, known) => Some(FLOOD),
         Action::Forward(Target::SuggestedDesk) | Action::Redirect(Target::SuggestedDesk) => {
             match &facts.suggested_desk {
                 None => Some("no desk is suggested for this mail"),
@@ -118,7 +132,12 @@ fn forbidden(action: &Action, facts: &Facts, known: &Known) -> Option<&'static s
     }
 }
 
-fn holds(c: &Condition, f: &Facts) -> bool {
+/// The sender already got as many answers as `sender_answer_limit` allows.
+fn flooding(rules: &Rules, known: &Known) -> bool {
+    rules.sender_answer_limit > 0 && known.answers_to_sender >= rules.sender_answer_limit
+}
+
+fn holds(c: &Condition, f: &Facts, flooding: bool) -> bool {
     let eq = |want: Option<bool>, have: bool| want.is_none_or(|w| w == have);
     eq(c.ticket, f.ticket.is_some())
         && c.ticket_source
@@ -130,6 +149,7 @@ fn holds(c: &Condition, f: &Facts) -> bool {
         && eq(c.responsible, f.responsible)
         && eq(c.misrouted, f.misrouted)
         && eq(c.oversized, f.oversized)
+        && eq(c.flooding, flooding)
         && c.desk.as_ref().is_none_or(|d| d.contains(&f.desk))
         && c.from
             .as_ref()
@@ -340,5 +360,37 @@ mod tests {
             a,
             ["tag:$Broadcast", "tag:\\Flagged", "tag:$Ticket", "record"]
         );
+    }
+
+    #[test]
+    fn a_sender_over_the_answer_limit_gets_no_more_mail_and_the_mail_is_tagged() {
+        let raw = mail(
+            "From: a@example.in\r\nTo: bid.ra@gem.gov.in\r\nSubject: help\r\n",
+            "please help",
+        );
+        let (rules, _) = gem();
+        assert_eq!(rules.sender_answer_limit, 10, "the shipped default");
+        let mut known = Known {
+            answers_to_sender: 9,
+            ..Known::default()
+        };
+        let (_, a) = actions(&raw, "bid-ra", &[], &known);
+        assert!(a.contains(&"redirect:helpdesk".to_string()), "{a:?}");
+        known.answers_to_sender = 10;
+        let (_, a) = actions(&raw, "bid-ra", &[], &known);
+        assert_eq!(a, ["tag:$NoTicket", "tag:$Flood"], "the shipped flood rule");
+        // Without that rule the limit still holds, and the mail is tagged all the same.
+        let (mut rules, dir) = gem();
+        rules.rules.retain(|r| r.name != "no-ticket-flood");
+        let facts = extract(&raw, "bid-ra", &dir, &rules).unwrap_or_else(|e| panic!("{e}"));
+        let d = decide(&facts, &rules, &known);
+        assert!(!d.actions().any(Action::sends_mail), "{:?}", d.actions);
+        assert!(d.actions().any(|a| *a == Action::Tag("$Flood".into())));
+        assert!(d.suppressed.iter().any(|(_, why)| *why == FLOOD));
+        // 0 switches the limit off.
+        rules.sender_answer_limit = 0;
+        let facts = extract(&raw, "bid-ra", &dir, &rules).unwrap_or_else(|e| panic!("{e}"));
+        let d = decide(&facts, &rules, &known);
+        assert!(d.actions().any(Action::sends_mail), "{:?}", d.actions);
     }
 }

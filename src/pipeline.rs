@@ -174,6 +174,9 @@ async fn decide_all(
     // Replies this batch decides on, so that a later mail of the same sender in the batch
     // sees them as it would have seen them journaled (sender lower-cased, template).
     let mut replying: BTreeSet<(String, String)> = BTreeSet::new();
+    // Answers per sender (lower-cased): from the journal once per batch, plus this batch's.
+    let mut answers: BTreeMap<String, u32> = BTreeMap::new();
+    let answer_window = i64::try_from(rules.sender_answer_window_secs).unwrap_or(i64::MAX / 4);
     let mut records = Vec::with_capacity(pending.len());
     let mut decisions = Vec::with_capacity(pending.len());
     for p in pending {
@@ -186,6 +189,19 @@ async fn decide_all(
         let mut known = Known::default();
         if let Some(sender) = &facts.sender {
             let lower = sender.to_lowercase();
+            if rules.sender_answer_limit > 0 {
+                known.answers_to_sender = match answers.get(&lower) {
+                    Some(n) => *n,
+                    None => {
+                        let n = shared
+                            .store
+                            .answers_since(sender, now - answer_window)
+                            .await?;
+                        answers.insert(lower.clone(), n);
+                        n
+                    }
+                };
+            }
             for rule in &rules.rules {
                 for a in &rule.actions {
                     if let Action::Reply(template) = a {
@@ -205,9 +221,15 @@ async fn decide_all(
         }
         let decision = decide(&facts, rules, &known);
         if let Some(sender) = &facts.sender {
+            let lower = sender.to_lowercase();
             for a in decision.actions() {
-                if let Action::Reply(template) = a {
-                    replying.insert((sender.to_lowercase(), template.clone()));
+                match a {
+                    Action::Reply(template) => {
+                        replying.insert((lower.clone(), template.clone()));
+                        *answers.entry(lower.clone()).or_insert(0) += 1;
+                    }
+                    Action::Redirect(_) => *answers.entry(lower.clone()).or_insert(0) += 1,
+                    _ => {}
                 }
             }
         }

@@ -74,7 +74,7 @@ fn check_accepts_the_shipped_config() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("ok: 7 desk(s), 8 rule(s), 2 ticket pattern(s)"),
+        stdout.contains("ok: 7 desk(s), 9 rule(s), 2 ticket pattern(s)"),
         "{stdout}"
     );
 }

@@ -104,9 +104,13 @@ impl Builder {
                             ));
                         }
                     }
-                    if let Err(e) = Action::parse(&format!("tag:{}", s.broadcast_keyword)) {
-                        self.problems
-                            .push(src.problem_at_key(start, "broadcast_keyword", e));
+                    for (key, keyword) in [
+                        ("broadcast_keyword", &s.broadcast_keyword),
+                        ("flood_keyword", &s.flood_keyword),
+                    ] {
+                        if let Err(e) = Action::parse(&format!("tag:{keyword}")) {
+                            self.problems.push(src.problem_at_key(start, key, e));
+                        }
                     }
                     self.settings = Some(s);
                 }
@@ -322,6 +326,7 @@ impl Builder {
                 responsible: w.responsible,
                 misrouted: w.misrouted,
                 oversized: w.oversized,
+                flooding: w.flooding,
                 desk,
                 from,
                 subject,
@@ -418,6 +423,9 @@ impl Builder {
                 max_mail_bytes,
                 ..Limits::default()
             },
+            sender_answer_limit: settings.sender_answer_limit,
+            sender_answer_window_secs: settings.sender_answer_window_hours * 3600,
+            flood_keyword: settings.flood_keyword.clone(),
             files,
         })
     }

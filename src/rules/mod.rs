@@ -104,6 +104,8 @@ pub struct Condition {
     pub responsible: Option<bool>,
     pub misrouted: Option<bool>,
     pub oversized: Option<bool>,
+    /// The sender already got `sender_answer_limit` answers within the window.
+    pub flooding: Option<bool>,
     pub desk: Option<Vec<String>>,
     pub from: Option<Regex>,
     pub subject: Option<Regex>,
@@ -146,6 +148,12 @@ pub struct Rules {
     pub rules: Vec<Rule>,
     pub templates: BTreeMap<String, Template>,
     pub limits: Limits,
+    /// At most this many answers (redirects Cc'ing the sender, replies) per sender within
+    /// `sender_answer_window_secs`; 0: no limit.
+    pub sender_answer_limit: u32,
+    pub sender_answer_window_secs: u64,
+    /// Tagged on mail whose answers that limit withheld.
+    pub flood_keyword: String,
     /// Files the rules were read from, for messages.
     pub files: Vec<std::path::PathBuf>,
 }

@@ -148,6 +148,25 @@ pub struct RawSettings {
     /// Keyword added to copies found to be a broadcast only after they were handled.
     #[serde(default = "default_broadcast_keyword")]
     pub broadcast_keyword: String,
+    /// At most this many mails (redirects with the sender in Cc, replies) go to one sender
+    /// within `sender_answer_window_hours`; 0: no limit.
+    #[serde(default = "default_sender_answer_limit")]
+    pub sender_answer_limit: u32,
+    #[serde(default = "default_sender_answer_window")]
+    pub sender_answer_window_hours: u64,
+    /// Keyword on mail whose answers were withheld by that limit.
+    #[serde(default = "default_flood_keyword")]
+    pub flood_keyword: String,
+}
+
+fn default_sender_answer_limit() -> u32 {
+    10
+}
+fn default_sender_answer_window() -> u64 {
+    24
+}
+fn default_flood_keyword() -> String {
+    "$Flood".into()
 }
 
 fn default_broadcast_keyword() -> String {
@@ -177,6 +196,9 @@ impl Default for RawSettings {
             contacts: Vec::new(),
             own_addresses: Vec::new(),
             broadcast_keyword: default_broadcast_keyword(),
+            sender_answer_limit: default_sender_answer_limit(),
+            sender_answer_window_hours: default_sender_answer_window(),
+            flood_keyword: default_flood_keyword(),
         }
     }
 }
@@ -203,6 +225,7 @@ pub struct RawCondition {
     pub responsible: Option<bool>,
     pub misrouted: Option<bool>,
     pub oversized: Option<bool>,
+    pub flooding: Option<bool>,
     pub desk: Option<OneOrMany>,
     pub from: Option<String>,
     pub subject: Option<String>,

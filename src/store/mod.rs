@@ -302,11 +302,18 @@ pub struct OutboxRecord {
 /// Listed by hand instead of `sqlx::migrate!` so that sqlx's `macros` feature (a second,
 /// host-side build of sqlx and the bundled SQLite) is not needed; a test checks that this
 /// list and the directory agree.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "journal by sender",
+        include_str!("../../migrations/0002_journal_by_sender.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct EmbeddedMigrations;
@@ -1104,6 +1111,24 @@ impl Store {
             .await
             .map_err(query_error(op))?;
         get_u64(&row, "n", op)
+    }
+
+    /// How many answers `sender` got since `since`: mails redirected with the sender in Cc
+    /// (journaled as redirected) and automatic replies (the reply ledger), for the rules'
+    /// `sender_answer_limit`. Case-insensitive on the address.
+    pub async fn answers_since(&self, sender: &str, since: i64) -> Result<u32, StoreError> {
+        let op = "count the answers to a sender";
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM journal \
+                     WHERE lower(sender) = $1 AND decided_at >= $2 AND redirected = 1) \
+                  + (SELECT COUNT(*) FROM reply_ledger WHERE sender = $1 AND replied_at >= $2) AS n",
+        )
+        .bind(sender.to_lowercase())
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error(op))?;
+        Ok(u32::try_from(get_u64(&row, "n", op)?).unwrap_or(u32::MAX))
     }
 
     /// Every outbox row, without bodies, oldest first.
