@@ -8,99 +8,19 @@
     reason = "test code: a failed expectation is a failed test"
 )]
 
+mod faultkit;
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use faultkit::{mail, redirects, run_once, spawn, spawn_watching, ticketgate, wait_exit, wait_log};
 use support::{DESKS, Daemon, MailStack, StackOptions, StoredMail, WAIT};
 
-/// A deployment of three desks on `stack`, STARTTLS with the stack's CA, state in `dir`.
+/// The seven desks on `stack`, STARTTLS with the stack's CA, state in `dir`.
 fn deployment(stack: &MailStack, dir: &Path, extra_imap: &str) -> PathBuf {
-    let creds = dir.join("credentials");
-    std::fs::create_dir_all(&creds).expect("credentials dir");
-    let mut desks = String::new();
-    for (name, user) in DESKS {
-        std::fs::write(creds.join(user), "secret\n").expect("credential");
-        desks.push_str(&format!(
-            "[desk.{name}]\naddress = \"{user}@gem.test\"\nlogin = \"{user}\"\npassword_file = \"credentials/{user}\"\n\n"
-        ));
-    }
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/gem.toml");
-    let text = format!(
-        "[imap]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"starttls\"\nca_file = \"{}\"\nbatch_size = 7\npoll_seconds = 1\n{extra_imap}\n\
-         [smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"starttls\"\nca_file = \"{}\"\ntimeout_seconds = 5\n\n\
-         [helpdesk]\naddress = \"helpdesk@gem.test\"\n\n[state]\ndatabase = \"sqlite://{}/state.db\"\n\n\
-         [rules]\nfiles = [\"{}\"]\n\n{desks}",
-        stack.imap_port,
-        stack.ca_file.display(),
-        stack.smtp_port,
-        stack.ca_file.display(),
-        dir.display(),
-        rules.display(),
-    );
-    let path = dir.join("config.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
-}
-
-fn ticketgate(config: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ticketgate"));
-    c.args(args)
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "ticketgate=debug")
-        .env_remove("TICKETGATE_DATABASE");
-    c
-}
-
-fn run_once(config: &Path) -> String {
-    let out = ticketgate(config, &["run", "--once"])
-        .output()
-        .expect("run --once");
-    let log = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "run --once failed:\n{log}");
-    log
-}
-
-fn spawn(config: &Path, log: &Path) -> Daemon {
-    let file = std::fs::File::create(log).expect("log file");
-    Daemon(
-        ticketgate(config, &["run"])
-            .stderr(file)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn daemon"),
-    )
-}
-
-fn mail(
-    from: &str,
-    to: &str,
-    cc: Option<&str>,
-    subject: &str,
-    id: &str,
-    body: &str,
-    extra: &str,
-) -> Vec<u8> {
-    let cc = cc.map(|c| format!("Cc: {c}\r\n")).unwrap_or_default();
-    format!(
-        "From: {from}\r\nTo: {to}\r\n{cc}Subject: {subject}\r\nMessage-ID: <{id}>\r\nDate: Mon, 2 Nov 2026 10:00:00 +0530\r\n\
-         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n{extra}\r\n{body}\r\n"
-    )
-    .into_bytes()
-}
-
-/// Redirects in a mailbox, counted per original Message-ID (In-Reply-To).
-fn redirects(mails: &[StoredMail]) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for mail in mails.iter().filter(|m| m.header("X-Ticketgate").is_some()) {
-        *m.entry(mail.header("In-Reply-To").unwrap_or_default())
-            .or_insert(0) += 1;
-    }
-    m
+    faultkit::deployment(stack, dir, extra_imap, "", None)
 }
 
 fn attached_original(redirect: &StoredMail) -> Vec<u8> {
@@ -492,40 +412,6 @@ async fn works_without_idle_move_and_uidplus() {
         !text.contains("UID MOVE"),
         "MOVE must not be sent when not advertised"
     );
-}
-
-/// Starts the daemon and returns once every desk watcher has logged in and selected.
-async fn spawn_watching(config: &Path, log: &Path) -> Daemon {
-    let child = spawn(config, log);
-    wait_log(log, "watching", DESKS.len()).await;
-    child
-}
-
-async fn wait_log(log: &Path, needle: &str, times: usize) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.matches(needle).count() >= times {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "`{needle}` x{times} not in the daemon log:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        if let Ok(Some(s)) = child.try_wait() {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

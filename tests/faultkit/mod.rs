@@ -13,6 +13,7 @@ use futures_util::TryStreamExt;
 
 pub mod proxy;
 
+pub use crate::support::Daemon;
 use crate::support::{DESKS, MailStack, PASSWORD, StoredMail, WAIT};
 
 /// Writes config.toml for the seven desks on `stack` (STARTTLS, the stack's CA, state in
@@ -96,30 +97,6 @@ pub fn run_once(config: &Path) -> String {
     let log = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "run --once failed:\n{log}");
     log
-}
-
-/// The daemon as a child process, killed when dropped, also when a test fails half-way.
-#[derive(Debug)]
-pub struct Daemon(pub Child);
-
-impl std::ops::Deref for Daemon {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Daemon {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The daemon (`ticketgate run`) with its log in `log`, and `env` set.
@@ -217,16 +194,7 @@ pub fn redirects(mails: &[StoredMail]) -> BTreeMap<String, usize> {
 }
 
 pub async fn login(stack: &MailStack, user: &str) -> async_imap::Session<tokio::net::TcpStream> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", stack.imap_port))
-        .await
-        .expect("connect imap");
-    let mut client = async_imap::Client::new(tcp);
-    client.read_response().await.expect("greeting");
-    client
-        .login(user, PASSWORD)
-        .await
-        .map_err(|(e, _)| e)
-        .expect("login")
+    stack.login(user).await
 }
 
 /// One mail as an officer's client sees it: account, folder, Message-ID, sorted keywords

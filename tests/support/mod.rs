@@ -27,6 +27,7 @@ pub const PASSWORD: &str = "secret";
 
 /// A daemon started by a test; killed when dropped, so that a failed test leaves no daemon
 /// running behind it.
+#[derive(Debug)]
 pub struct Daemon(pub std::process::Child);
 
 impl std::ops::Deref for Daemon {
@@ -192,7 +193,8 @@ impl MailStack {
         format!("{user}@{DOMAIN}")
     }
 
-    async fn login(&self, user: &str) -> async_imap::Session<tokio::net::TcpStream> {
+    /// A plain IMAP session as `user`, as an officer's client would log in.
+    pub async fn login(&self, user: &str) -> async_imap::Session<tokio::net::TcpStream> {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.imap_port))
             .await
             .expect("connect imap");
