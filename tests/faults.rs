@@ -276,8 +276,9 @@ async fn imap_restart_during_idle_and_during_a_backlog_loses_and_repeats_nothing
     let n = 40;
     let padding = "x".repeat(60_000);
     for i in 0..n {
+        // One sender per mail: one sender's 40 mails would meet the flood limit.
         let raw = mail(
-            "b@example.in",
+            &format!("b{i}@example.in"),
             "bid.ra@gem.test",
             None,
             &format!("Backlog {i}"),

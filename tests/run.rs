@@ -225,8 +225,9 @@ async fn kill_9_in_the_middle_of_a_backlog_loses_nothing_and_repeats_nothing() {
     let config = deployment(&stack, dir.path(), "");
     let n = 60;
     for i in 0..n {
+        // One sender per mail: one sender's 60 mails would meet the flood limit.
         let raw = mail(
-            "sender@example.in",
+            &format!("sender{i}@example.in"),
             "bid.ra@gem.test",
             None,
             &format!("Help {i}"),
@@ -1045,6 +1046,50 @@ fn fill_disk(path: &Path) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_at_start_is_a_clear_error_and_no_mail_is_touched() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let _fs = Tmpfs::mount(&state, "size=1m");
+    let filler = state.join("filler");
+    fill_disk(&filler);
+    let config = deployment_with_state(&stack, dir.path(), &state);
+    let raw = mail(
+        "full@example.in",
+        "bid.ra@gem.test",
+        None,
+        "Bid query",
+        "full-start@example.in",
+        "no ticket",
+        "",
+    );
+    stack.append("bid.ra", "INBOX", &raw).await;
+    let out = ticketgate(&config, &["run", "--once"])
+        .output()
+        .expect("run --once");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "must not start without room for its state:\n{err}"
+    );
+    assert!(
+        err.contains(&state.display().to_string()) && err.contains("No space left on device"),
+        "the error names the directory and the cause:\n{err}"
+    );
+    let inbox = stack.mailbox("bid.ra", "INBOX").await;
+    assert!(
+        inbox.len() == 1 && inbox[0].flags.iter().all(|f| !f.starts_with('$')),
+        "untouched: {inbox:?}"
+    );
+    std::fs::remove_file(&filler).expect("free the disk");
+    run_once(&config);
+    let helpdesk = stack
+        .wait_for("helpdesk", "INBOX", WAIT, "the redirect", |m| !m.is_empty())
+        .await;
+    assert_eq!(redirects(&helpdesk).get("full-start@example.in"), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_while_running_delays_mail_and_loses_or_repeats_none() {
     let stack = MailStack::start();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1054,7 +1099,7 @@ async fn a_full_disk_while_running_delays_mail_and_loses_or_repeats_none() {
     let log = dir.path().join("daemon.log");
     let ticketless = |i: usize| {
         mail(
-            "full@example.in",
+            &format!("full{i}@example.in"),
             "bid.ra@gem.test",
             None,
             &format!("Bid query {i}"),
