@@ -259,26 +259,21 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
     desks.close();
     let outbox_token = token.child_token();
     let drain = once.then_some(Duration::from_secs(60));
-    let outbox_alive = Arc::new(std::sync::atomic::AtomicBool::new(!once));
     if !once {
-        let s = Arc::clone(&shared);
         let (wake, metrics, store) = (
-            Arc::clone(&s.outbox_wake),
-            Arc::clone(&s.metrics),
-            s.store.clone(),
+            Arc::clone(&shared.outbox_wake),
+            Arc::clone(&shared.metrics),
+            shared.store.clone(),
         );
-        let (t, alive, mailer) = (
-            outbox_token.clone(),
-            Arc::clone(&outbox_alive),
-            mailer.clone(),
-        );
-        shared.metrics.outbox_alive.store(true, Ordering::Relaxed);
+        let (t, mailer) = (outbox_token.clone(), mailer.clone());
+        // The metrics' flag is the one truth about the outbox task: /health and the
+        // watchdog both read it.
+        metrics.outbox_alive.store(true, Ordering::Relaxed);
         tracker.spawn(async move {
             smtp::run_outbox(store, mailer, wake, t, None, Arc::clone(&metrics)).await;
-            alive.store(false, Ordering::Relaxed);
             metrics.outbox_alive.store(false, Ordering::Relaxed);
         });
-        spawn_watchdog(&desks, shared.config.desks.len(), &outbox_alive, &token);
+        spawn_watchdog(&desks, shared.config.desks.len(), &shared.metrics, &token);
     }
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(
@@ -339,7 +334,7 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
 fn spawn_watchdog(
     desks: &TaskTracker,
     expected: usize,
-    outbox_alive: &Arc<std::sync::atomic::AtomicBool>,
+    metrics: &Arc<Metrics>,
     token: &CancellationToken,
 ) {
     let mut usec = 0u64;
@@ -347,17 +342,18 @@ fn spawn_watchdog(
         return;
     }
     let period = Duration::from_micros(usec / 2);
-    let (desks, outbox_alive, token) = (desks.clone(), Arc::clone(outbox_alive), token.clone());
+    let (desks, metrics, token) = (desks.clone(), Arc::clone(metrics), token.clone());
     tokio::spawn(async move {
         loop {
             let running = desks.len();
-            if running == expected && outbox_alive.load(Ordering::Relaxed) {
+            let outbox = metrics.outbox_alive.load(Ordering::Relaxed);
+            if running == expected && outbox {
                 notify(&[sd_notify::NotifyState::Watchdog]);
             } else {
                 tracing::error!(
                     running,
                     expected,
-                    outbox = outbox_alive.load(Ordering::Relaxed),
+                    outbox,
                     "a task has stopped; not pinging the watchdog"
                 );
             }

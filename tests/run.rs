@@ -985,35 +985,11 @@ async fn a_read_only_state_directory_is_a_clear_error_and_no_mail_is_touched() {
     let state = dir.path().join("state");
     let _fs = Tmpfs::mount(&state, "ro,size=1m");
     let config = deployment_with_state(&stack, dir.path(), &state);
-    let raw = mail(
-        "ro@example.in",
-        "bid.ra@gem.test",
-        None,
-        "Bid query",
-        "ro-1@example.in",
-        "no ticket",
-        "",
-    );
-    stack.append("bid.ra", "INBOX", &raw).await;
-    let out = ticketgate(&config, &["run", "--once"])
-        .output()
-        .expect("run --once");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "must not start without its state:\n{err}"
-    );
+    let err = start_refused(&stack, &config, "ro-1@example.in").await;
     assert!(
         err.contains(&state.join("state.db").display().to_string())
             && err.to_lowercase().contains("read-only"),
         "the error names the database and the cause:\n{err}"
-    );
-    let inbox = stack.mailbox("bid.ra", "INBOX").await;
-    assert_eq!(inbox.len(), 1);
-    assert!(
-        inbox[0].flags.iter().all(|f| !f.starts_with('$')),
-        "untouched: {:?}",
-        inbox[0].flags
     );
     assert!(stack.mailbox("helpdesk", "INBOX").await.is_empty());
 
@@ -1026,11 +1002,45 @@ async fn a_read_only_state_directory_is_a_clear_error_and_no_mail_is_touched() {
             .expect("remount")
             .success()
     );
-    run_once(&config);
+    handled_once(&stack, &config, "ro-1@example.in").await;
+}
+
+/// Puts a ticketless mail `id` in bid-ra's inbox and runs the daemon once, which must fail
+/// to start and leave the mail untouched; returns what it printed.
+async fn start_refused(stack: &MailStack, config: &Path, id: &str) -> String {
+    let raw = mail(
+        "state@example.in",
+        "bid.ra@gem.test",
+        None,
+        "Bid query",
+        id,
+        "no ticket",
+        "",
+    );
+    stack.append("bid.ra", "INBOX", &raw).await;
+    let out = ticketgate(config, &["run", "--once"])
+        .output()
+        .expect("run --once");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "must not start without a usable state directory:\n{err}"
+    );
+    let inbox = stack.mailbox("bid.ra", "INBOX").await;
+    assert!(
+        inbox.len() == 1 && inbox[0].flags.iter().all(|f| !f.starts_with('$')),
+        "untouched: {inbox:?}"
+    );
+    err
+}
+
+/// Runs the daemon once; mail `id` must then have been redirected exactly once.
+async fn handled_once(stack: &MailStack, config: &Path, id: &str) {
+    run_once(config);
     let helpdesk = stack
         .wait_for("helpdesk", "INBOX", WAIT, "the redirect", |m| !m.is_empty())
         .await;
-    assert_eq!(redirects(&helpdesk).get("ro-1@example.in"), Some(&1));
+    assert_eq!(redirects(&helpdesk).get(id), Some(&1));
 }
 
 /// Fills the file system holding `path` to the last byte.
@@ -1054,39 +1064,13 @@ async fn a_full_disk_at_start_is_a_clear_error_and_no_mail_is_touched() {
     let filler = state.join("filler");
     fill_disk(&filler);
     let config = deployment_with_state(&stack, dir.path(), &state);
-    let raw = mail(
-        "full@example.in",
-        "bid.ra@gem.test",
-        None,
-        "Bid query",
-        "full-start@example.in",
-        "no ticket",
-        "",
-    );
-    stack.append("bid.ra", "INBOX", &raw).await;
-    let out = ticketgate(&config, &["run", "--once"])
-        .output()
-        .expect("run --once");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "must not start without room for its state:\n{err}"
-    );
+    let err = start_refused(&stack, &config, "full-start@example.in").await;
     assert!(
         err.contains(&state.display().to_string()) && err.contains("No space left on device"),
         "the error names the directory and the cause:\n{err}"
     );
-    let inbox = stack.mailbox("bid.ra", "INBOX").await;
-    assert!(
-        inbox.len() == 1 && inbox[0].flags.iter().all(|f| !f.starts_with('$')),
-        "untouched: {inbox:?}"
-    );
     std::fs::remove_file(&filler).expect("free the disk");
-    run_once(&config);
-    let helpdesk = stack
-        .wait_for("helpdesk", "INBOX", WAIT, "the redirect", |m| !m.is_empty())
-        .await;
-    assert_eq!(redirects(&helpdesk).get("full-start@example.in"), Some(&1));
+    handled_once(&stack, &config, "full-start@example.in").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
