@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Desk, LogFormat, Logging};
 use crate::facts::Directory;
-use crate::imap::{DeskSession, Endpoint, Wake};
+use crate::imap::{DeskSession, Endpoint, FetchedMail, ImapError, Wake};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Policy};
 use crate::rules::Rules;
@@ -467,6 +467,11 @@ fn load_reloadable(
     Ok((merged, rules, restart))
 }
 
+/// During a catch-up, mail is decided a batch (`[imap] batch_size`) at a time but filed in
+/// groups of up to this many: each UID STORE and UID MOVE costs the server time in
+/// proportion to the mailbox's size, so few large commands beat many small ones.
+const FILE_EVERY: usize = 2000;
+
 /// Reconnect delay after `failures` consecutive failures: 1 s doubling to 5 min, ±25 % jitter.
 fn reconnect_delay(failures: u32) -> Duration {
     let base = Duration::from_secs(1)
@@ -514,6 +519,19 @@ async fn watch_desk(
     }
 }
 
+/// Fetches one batch; returns it with its highest UID.
+async fn fetch_batch(
+    s: &mut DeskSession,
+    desk: &Desk,
+    chunk: &[u32],
+    max_bytes: u32,
+) -> Result<(Vec<FetchedMail>, u32), ImapError> {
+    let started = std::time::Instant::now();
+    let mails = s.fetch(chunk, max_bytes).await?;
+    tracing::debug!(desk = %desk.name, mails = mails.len(), fetch_ms = started.elapsed().as_secs_f64() * 1000.0, "batch fetched");
+    Ok((mails, chunk.iter().copied().max().unwrap_or(0)))
+}
+
 /// One connection's life: returns Ok when cancelled (or caught up, with `once`).
 async fn session(
     shared: &Shared,
@@ -545,26 +563,61 @@ async fn session(
     let max_bytes = u32::try_from(shared.policy().rules.limits.max_mail_bytes).unwrap_or(u32::MAX);
     let batch = shared.config.imap.batch_size;
     loop {
-        // Catch up on everything after the last mail done.
+        // Catch up on everything after the last mail done: fetched and decided a batch at a
+        // time, filed (keywords, moves, done, progress) every FILE_EVERY mails and when
+        // caught up. The durable progress only passes filed mail, so a crash in between
+        // redoes the filing of mail already decided (idempotent).
+        let mut decided_up_to = last;
+        let mut unfiled: Vec<pipeline::Plan> = Vec::new();
         loop {
+            let uids = if cancel.is_cancelled() {
+                Vec::new()
+            } else {
+                s.uids_from(decided_up_to.saturating_add(1)).await?
+            };
+            // Each batch is decided while the next one is fetched.
+            let mut chunks = uids.chunks(batch);
+            let mut fetched = match chunks.next() {
+                Some(chunk) => Some(fetch_batch(&mut s, desk, chunk, max_bytes).await?),
+                None => None,
+            };
+            while let Some((mails, highest)) = fetched.take() {
+                let room = unfiled.len() + mails.len() < FILE_EVERY && !cancel.is_cancelled();
+                let next = if room { chunks.next() } else { None };
+                let (plans, next) = tokio::join!(
+                    pipeline::decide_batch(shared, desk, state.uidvalidity, mails),
+                    async {
+                        match next {
+                            Some(chunk) => {
+                                fetch_batch(&mut s, desk, chunk, max_bytes).await.map(Some)
+                            }
+                            None => Ok(None),
+                        }
+                    }
+                );
+                unfiled.extend(plans?);
+                decided_up_to = decided_up_to.max(highest);
+                fetched = next?;
+            }
+            if decided_up_to > last {
+                pipeline::file(
+                    &mut s,
+                    shared,
+                    desk,
+                    state.uidvalidity,
+                    &unfiled,
+                    decided_up_to,
+                )
+                .await?;
+                unfiled.clear();
+                last = decided_up_to;
+            }
             if cancel.is_cancelled() {
                 let _ = s.logout().await;
                 return Ok(());
             }
-            let uids = s.uids_from(last.saturating_add(1)).await?;
             if uids.is_empty() {
                 break;
-            }
-            for chunk in uids.chunks(batch) {
-                let mails = s.fetch(chunk, max_bytes).await?;
-                pipeline::process_batch(&mut s, shared, desk, state.uidvalidity, mails).await?;
-                if let Some(max) = chunk.iter().max() {
-                    last = last.max(*max);
-                    store.advance(&desk.name, state.uidvalidity, last).await?;
-                }
-                if cancel.is_cancelled() {
-                    break;
-                }
             }
         }
         pipeline::tag_late_broadcasts(&mut s, shared, desk).await?;

@@ -345,24 +345,25 @@ impl DeskSession {
         if !small.is_empty() {
             let set = uid_set(&small);
             // Bodies may be large: allow more time than for a plain command.
-            let bodies: Vec<_> = timed(t * 4, "UID FETCH BODY.PEEK[]", async {
-                self.s()?
+            // Each body is copied out as it arrives, so that only one copy of the batch is
+            // held at a time.
+            timed(t * 4, "UID FETCH BODY.PEEK[]", async {
+                let mut stream = self
+                    .s()?
                     .uid_fetch(&set, "(UID BODY.PEEK[])")
                     .await
-                    .map_err(proto("fetch mail"))?
-                    .try_collect::<Vec<_>>()
-                    .await
-                    .map_err(proto("fetch mail"))
+                    .map_err(proto("fetch mail"))?;
+                while let Some(f) = stream.try_next().await.map_err(proto("fetch mail"))? {
+                    let (Some(uid), Some(body)) = (f.uid, f.body()) else {
+                        continue;
+                    };
+                    if let Ok(i) = mails.binary_search_by_key(&uid, |m| m.uid) {
+                        mails[i].raw = Some(body.to_vec());
+                    }
+                }
+                Ok::<_, ImapError>(())
             })
             .await??;
-            for f in &bodies {
-                let (Some(uid), Some(body)) = (f.uid, f.body()) else {
-                    continue;
-                };
-                if let Ok(i) = mails.binary_search_by_key(&uid, |m| m.uid) {
-                    mails[i].raw = Some(body.to_vec());
-                }
-            }
             // Without this, a refused body fetch would pass the mail on as oversized.
             if let Some(m) = mails
                 .iter()

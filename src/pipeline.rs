@@ -4,6 +4,7 @@
 //! point neither repeats a completed action nor loses a pending one.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::action::{Action, Target};
 use crate::compose::{self, Kind, OutgoingSpec};
@@ -31,11 +32,13 @@ pub enum PipelineError {
     Imap(#[from] ImapError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the mail parsing thread ended early")]
+    Worker(#[from] tokio::task::JoinError),
 }
 
 /// The IMAP part of a decision, for one mail.
 #[derive(Debug)]
-struct Plan {
+pub struct Plan {
     key: MailKey,
     actions: Vec<Action>,
     /// Set aside (journaled as failed): its tag is stored, but it is not marked done.
@@ -49,22 +52,22 @@ struct Pending<'m> {
     facts: Facts,
 }
 
-/// Handles fetched mails of one desk. Returns after every mail of the batch is done (or set
-/// aside), so the caller may then advance.
+/// Decides fetched mails of one desk and journals the decisions; returns the IMAP part of
+/// each (to be carried out by [`file`], possibly together with later batches').
 ///
 /// The state database is written per batch, not per mail: one query for what is already
 /// journaled, one transaction for the sightings, one for all decisions with their outgoing
-/// mail (committed before any IMAP action of the batch runs), one marking them done after
-/// the IMAP actions. A kill -9 anywhere still leaves each mail either undecided (decided
-/// again) or decided with its actions outstanding (redone, all idempotent).
-pub async fn process_batch(
-    session: &mut DeskSession,
+/// mail (committed before any IMAP action runs). A kill -9 anywhere still leaves each mail
+/// either undecided (decided again) or decided with its actions outstanding (redone by the
+/// next run, all idempotent: the desk's progress only passes a mail once it is filed).
+pub async fn decide_batch(
     shared: &Shared,
     desk: &Desk,
     uidvalidity: u32,
     mails: Vec<FetchedMail>,
-) -> Result<(), PipelineError> {
+) -> Result<Vec<Plan>, PipelineError> {
     crate::crash::point("fetched");
+    let started = std::time::Instant::now();
     let policy = shared.policy();
     let rules = &policy.rules;
     let uids: Vec<u32> = mails.iter().map(|m| m.uid).collect();
@@ -72,10 +75,34 @@ pub async fn process_batch(
         .store
         .journal_statuses(&desk.name, uidvalidity, &uids)
         .await?;
+    // Parsing is the CPU-heavy part: on a blocking thread, so that the desk's task can go on
+    // with IMAP (the next batch's fetch) meanwhile.
+    let new: Vec<bool> = mails
+        .iter()
+        .map(|m| !statuses.contains_key(&m.uid))
+        .collect();
+    let (mails, mut extracted) = {
+        let policy = Arc::clone(&policy);
+        let desk = desk.name.clone();
+        tokio::task::spawn_blocking(move || {
+            let facts: Vec<_> = mails
+                .iter()
+                .zip(new)
+                .map(|(m, new)| match (&m.raw, new) {
+                    (Some(raw), true) => {
+                        Some(facts::extract(raw, &desk, &policy.dir, &policy.rules))
+                    }
+                    _ => None,
+                })
+                .collect();
+            (mails, facts)
+        })
+        .await?
+    };
     let mut plans = Vec::with_capacity(mails.len());
     let mut pending = Vec::with_capacity(mails.len());
     let now = unix_now();
-    for mail in &mails {
+    for (i, mail) in mails.iter().enumerate() {
         let key = MailKey {
             desk: desk.name.clone(),
             uidvalidity,
@@ -117,7 +144,9 @@ pub async fn process_batch(
                         );
                         Ok(Facts::oversized(&desk.name, mail.size as usize))
                     }
-                    Some(raw) => facts::extract(raw, &desk.name, &policy.dir, rules),
+                    Some(raw) => extracted[i]
+                        .take()
+                        .unwrap_or_else(|| facts::extract(raw, &desk.name, &policy.dir, rules)),
                 };
                 match facts {
                     Ok(facts) => pending.push(Pending { key, mail, facts }),
@@ -138,9 +167,37 @@ pub async fn process_batch(
             }
         }
     }
+    let parsed = started.elapsed();
     let decided = decide_all(shared, &policy, desk, pending, now).await?;
     plans.extend(decided);
-    execute(session, &plans).await?;
+    tracing::debug!(
+        desk = %desk.name,
+        mails = mails.len(),
+        parse_ms = ms(parsed),
+        decide_ms = ms(started.elapsed() - parsed),
+        "batch decided"
+    );
+    Ok(plans)
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Carries out the IMAP part of decided mails (keywords, then filing; grouped into as few
+/// commands as possible), marks them done and moves the desk's progress to `up_to` (the
+/// highest UID decided). Mails set aside are only tagged and never marked done.
+pub async fn file(
+    session: &mut DeskSession,
+    shared: &Shared,
+    desk: &Desk,
+    uidvalidity: u32,
+    plans: &[Plan],
+    up_to: u32,
+) -> Result<(), PipelineError> {
+    let started = std::time::Instant::now();
+    execute(session, plans).await?;
+    let acted = started.elapsed();
     let done: Vec<MailKey> = plans
         .iter()
         .filter(|p| !p.failed)
@@ -148,6 +205,14 @@ pub async fn process_batch(
         .collect();
     shared.store.complete_mails(&done, unix_now()).await?;
     crate::crash::point("done");
+    shared.store.advance(&desk.name, uidvalidity, up_to).await?;
+    tracing::debug!(
+        desk = %desk.name,
+        mails = plans.len(),
+        imap_ms = ms(acted),
+        done_ms = ms(started.elapsed() - acted),
+        "mails filed"
+    );
     Ok(())
 }
 
@@ -530,15 +595,24 @@ async fn execute(session: &mut DeskSession, plans: &[Plan]) -> Result<(), ImapEr
                 .push(plan.key.uid);
         }
     }
+    let started = std::time::Instant::now();
     for (flags, uids) in &by_flags {
         session.add_flags(uids, flags).await?;
         crate::crash::point("flagged");
     }
+    let flagged = started.elapsed();
     for (folder, uids) in &by_folder {
         session.ensure_folder(folder).await?;
         session.move_to(uids, folder).await?;
         crate::crash::point("moved");
     }
+    tracing::trace!(
+        stores = by_flags.len(),
+        store_ms = ms(flagged),
+        moves = by_folder.len(),
+        move_ms = ms(started.elapsed() - flagged),
+        "batch acted on"
+    );
     Ok(())
 }
 

@@ -14,7 +14,7 @@ mod report;
 mod tests;
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -37,6 +37,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Group keys per query of [`Store::sight_all`] (bind parameters stay far below the limits
 /// of SQLite and PostgreSQL).
 const SIGHTING_QUERY_KEYS: usize = 200;
+
+/// Rows per multi-row statement. Few statements save round trips to the database, but
+/// SQLite looks up each `$N` parameter by a linear scan, so a statement's cost grows with
+/// the square of its parameters: 32 rows (at most 480 parameters) is the measured balance.
+const ROWS_PER_INSERT: usize = 32;
 
 /// Longest error text kept in the journal or the outbox; longer texts are cut.
 const MAX_ERROR_LEN: usize = 2000;
@@ -391,7 +396,7 @@ impl Store {
                 .max_lifetime(None)
                 .after_connect(|conn, _| {
                     Box::pin(async move {
-                        conn.execute("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;")
+                        conn.execute("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY;")
                             .await
                             .map(drop)
                     })
@@ -676,8 +681,31 @@ impl Store {
             return Ok(out);
         }
         let mut tx = self.pool.begin().await.map_err(query_error(op))?;
+        let mut inserted: HashSet<(String, u32, u32)> = HashSet::new();
+        for chunk in decisions.chunks(ROWS_PER_INSERT) {
+            inserted.extend(insert_journal_rows(&mut tx, chunk).await?);
+        }
+        let first: Vec<&NewDecision> = decisions
+            .iter()
+            .filter(|d| inserted.contains(&(d.key.desk.clone(), d.key.uidvalidity, d.key.uid)))
+            .collect();
+        for chunk in first.chunks(ROWS_PER_INSERT) {
+            insert_action_rows(&mut tx, chunk).await?;
+        }
         for d in decisions {
-            out.push(record_one(&mut tx, d).await?);
+            let key = (d.key.desk.clone(), d.key.uidvalidity, d.key.uid);
+            // Removed once seen: the same mail twice in one call is journaled once.
+            out.push(if inserted.remove(&key) {
+                Recorded {
+                    first_time: true,
+                    queued: record_outgoing(&mut tx, d).await?,
+                }
+            } else {
+                Recorded {
+                    first_time: false,
+                    queued: queued_by(&mut *tx, &d.key).await?,
+                }
+            });
         }
         tx.commit().await.map_err(query_error(op))?;
         Ok(out)
@@ -721,45 +749,65 @@ impl Store {
         if keys.is_empty() {
             return Ok(());
         }
+        let mut by_mailbox: BTreeMap<(&str, u32), BTreeSet<u32>> = BTreeMap::new();
+        for key in keys {
+            by_mailbox
+                .entry((&key.desk, key.uidvalidity))
+                .or_default()
+                .insert(key.uid);
+        }
         let mut tx = self.pool.begin().await.map_err(query_error(op))?;
         let mut highest: Vec<(&str, u32, u32)> = Vec::new();
-        for key in keys {
-            let changed = sqlx::query(
-                "UPDATE journal SET status = 'done', finished_at = $4 \
-                 WHERE desk = $1 AND uidvalidity = $2 AND uid = $3 AND status <> 'done'",
-            )
-            .bind(&key.desk)
-            .bind(i64::from(key.uidvalidity))
-            .bind(i64::from(key.uid))
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_error(op))?
-            .rows_affected();
-            if changed == 0 {
-                let exists = sqlx::query(
-                    "SELECT status FROM journal WHERE desk = $1 AND uidvalidity = $2 AND uid = $3",
-                )
-                .bind(&key.desk)
-                .bind(i64::from(key.uidvalidity))
-                .bind(i64::from(key.uid))
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(query_error(op))?
-                .is_some();
-                if !exists {
-                    return Err(StoreError::Unknown {
-                        op,
-                        what: format!("mail {key}"),
-                    });
+        for (&(desk, uidvalidity), uids) in &by_mailbox {
+            let uids: Vec<u32> = uids.iter().copied().collect();
+            for chunk in uids.chunks(ROWS_PER_INSERT) {
+                let marks = row_marks(5, 1, chunk.len());
+                let update = format!(
+                    "UPDATE journal SET status = 'done', finished_at = $1 \
+                     WHERE desk = $2 AND uidvalidity = $3 AND status <> $4 AND uid IN {marks}"
+                );
+                let mut q = sqlx::query(&update)
+                    .bind(now)
+                    .bind(desk)
+                    .bind(i64::from(uidvalidity))
+                    .bind(MailStatus::Done.as_str());
+                for uid in chunk {
+                    q = q.bind(i64::from(*uid));
+                }
+                let changed = q.execute(&mut *tx).await.map_err(query_error(op))?;
+                if changed.rows_affected() < chunk.len() as u64 {
+                    // Some were done already (a no-op), or were never journaled (an error).
+                    let select = format!(
+                        "SELECT uid FROM journal WHERE desk = $1 AND uidvalidity = $2 \
+                         AND uid IN {}",
+                        row_marks(3, 1, chunk.len())
+                    );
+                    let mut q = sqlx::query(&select).bind(desk).bind(i64::from(uidvalidity));
+                    for uid in chunk {
+                        q = q.bind(i64::from(*uid));
+                    }
+                    let rows = q.fetch_all(&mut *tx).await.map_err(query_error(op))?;
+                    let known: HashSet<u32> = rows
+                        .iter()
+                        .map(|r| get_u32(r, "uid", op))
+                        .collect::<Result<_, _>>()?;
+                    if let Some(uid) = chunk.iter().find(|u| !known.contains(u)) {
+                        return Err(StoreError::Unknown {
+                            op,
+                            what: format!(
+                                "mail {}",
+                                MailKey {
+                                    desk: desk.to_string(),
+                                    uidvalidity,
+                                    uid: *uid
+                                }
+                            ),
+                        });
+                    }
                 }
             }
-            match highest
-                .iter_mut()
-                .find(|(d, v, _)| *d == key.desk && *v == key.uidvalidity)
-            {
-                Some(h) => h.2 = h.2.max(key.uid),
-                None => highest.push((&key.desk, key.uidvalidity, key.uid)),
+            if let Some(&last) = uids.last() {
+                highest.push((desk, uidvalidity, last));
             }
         }
         for (desk, uidvalidity, uid) in highest {
@@ -861,20 +909,22 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await.map_err(query_error(op))?;
-        for (group_key, key) in sightings {
-            sqlx::query(
-                "INSERT INTO sighting (group_key, desk, uidvalidity, uid, seen_at) \
-                 VALUES ($1, $2, $3, $4, $5) \
+        for chunk in sightings.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "INSERT INTO sighting (group_key, desk, uidvalidity, uid, seen_at) VALUES {} \
                  ON CONFLICT (group_key, desk, uidvalidity, uid) DO NOTHING",
-            )
-            .bind(*group_key)
-            .bind(&key.desk)
-            .bind(i64::from(key.uidvalidity))
-            .bind(i64::from(key.uid))
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_error(op))?;
+                row_marks(1, chunk.len(), 5)
+            );
+            let mut q = sqlx::query(&sql);
+            for (group_key, key) in chunk {
+                q = q
+                    .bind(*group_key)
+                    .bind(&key.desk)
+                    .bind(i64::from(key.uidvalidity))
+                    .bind(i64::from(key.uid))
+                    .bind(now);
+            }
+            q.execute(&mut *tx).await.map_err(query_error(op))?;
         }
         tx.commit().await.map_err(query_error(op))?;
         let mut holders: HashMap<&str, Vec<String>> = HashMap::new();
@@ -1204,56 +1254,111 @@ impl Store {
 
 /// Monotonic progress; see [`Store::advance`]. Usable inside a transaction.
 /// One decision of [`Store::record_decisions`], inside its transaction.
-async fn record_one(tx: &mut AnyConnection, d: &NewDecision) -> Result<Recorded, StoreError> {
+/// `($s, $s+1, ...), (...)`: placeholders for `rows` rows of `cols` values, numbered from
+/// `first` (the `Any` driver has no portable placeholder of its own).
+fn row_marks(first: usize, rows: usize, cols: usize) -> String {
+    let mut out = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("${}", first + r * cols + c));
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// Journals decisions (status decided) in one statement; returns the keys that were new.
+async fn insert_journal_rows(
+    tx: &mut AnyConnection,
+    decisions: &[NewDecision],
+) -> Result<Vec<(String, u32, u32)>, StoreError> {
     let op = "record a decision";
-    let inserted = sqlx::query(
+    let sql = format!(
         "INSERT INTO journal (desk, uidvalidity, uid, status, group_key, message_id, sender, \
-         subject, ticket, ticket_source, broadcast, automatic, redirected, rule, error, \
-         decided_at, finished_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, $15, NULL) \
-         ON CONFLICT (desk, uidvalidity, uid) DO NOTHING",
-    )
-    .bind(&d.key.desk)
-    .bind(i64::from(d.key.uidvalidity))
-    .bind(i64::from(d.key.uid))
-    .bind(MailStatus::Decided.as_str())
-    .bind(&d.group_key)
-    .bind(d.message_id.as_deref())
-    .bind(d.sender.as_deref())
-    .bind(&d.subject)
-    .bind(d.ticket.as_deref())
-    .bind(d.ticket_source.as_deref())
-    .bind(i64::from(d.broadcast))
-    .bind(i64::from(d.automatic))
-    .bind(i64::from(d.redirected))
-    .bind(d.rule.as_deref())
-    .bind(d.now)
-    .execute(&mut *tx)
-    .await
-    .map_err(query_error(op))?
-    .rows_affected();
-    if inserted == 0 {
-        return Ok(Recorded {
-            first_time: false,
-            queued: queued_by(&mut *tx, &d.key).await?,
-        });
+         subject, ticket, ticket_source, broadcast, automatic, redirected, rule, decided_at) \
+         VALUES {} ON CONFLICT (desk, uidvalidity, uid) DO NOTHING \
+         RETURNING desk, uidvalidity, uid",
+        row_marks(1, decisions.len(), 15)
+    );
+    let mut q = sqlx::query(&sql);
+    for d in decisions {
+        q = q
+            .bind(&d.key.desk)
+            .bind(i64::from(d.key.uidvalidity))
+            .bind(i64::from(d.key.uid))
+            .bind(MailStatus::Decided.as_str())
+            .bind(&d.group_key)
+            .bind(d.message_id.as_deref())
+            .bind(d.sender.as_deref())
+            .bind(&d.subject)
+            .bind(d.ticket.as_deref())
+            .bind(d.ticket_source.as_deref())
+            .bind(i64::from(d.broadcast))
+            .bind(i64::from(d.automatic))
+            .bind(i64::from(d.redirected))
+            .bind(d.rule.as_deref())
+            .bind(d.now);
     }
+    let rows = q.fetch_all(&mut *tx).await.map_err(query_error(op))?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                get(row, "desk", op)?,
+                get_u32(row, "uidvalidity", op)?,
+                get_u32(row, "uid", op)?,
+            ))
+        })
+        .collect()
+}
 
-    for (position, action) in d.actions.iter().enumerate() {
-        sqlx::query(
+/// The planned actions of newly journaled decisions, in one statement.
+async fn insert_action_rows(
+    tx: &mut AnyConnection,
+    decisions: &[&NewDecision],
+) -> Result<(), StoreError> {
+    let op = "record a decision";
+    let rows: Vec<(&NewDecision, usize, &String)> = decisions
+        .iter()
+        .flat_map(|d| d.actions.iter().enumerate().map(move |(i, a)| (*d, i, a)))
+        .collect();
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
             "INSERT INTO journal_action (desk, uidvalidity, uid, position, action, done) \
-             VALUES ($1, $2, $3, $4, $5, 0)",
-        )
-        .bind(&d.key.desk)
-        .bind(i64::from(d.key.uidvalidity))
-        .bind(i64::from(d.key.uid))
-        .bind(i64::try_from(position).unwrap_or(i64::MAX))
-        .bind(action)
-        .execute(&mut *tx)
-        .await
-        .map_err(query_error(op))?;
+             VALUES {}",
+            row_marks(1, chunk.len(), 6)
+        );
+        let mut q = sqlx::query(&sql);
+        for (d, position, action) in chunk {
+            q = q
+                .bind(&d.key.desk)
+                .bind(i64::from(d.key.uidvalidity))
+                .bind(i64::from(d.key.uid))
+                .bind(i64::try_from(*position).unwrap_or(i64::MAX))
+                .bind(*action)
+                .bind(0_i64);
+        }
+        q.execute(&mut *tx).await.map_err(query_error(op))?;
     }
+    Ok(())
+}
 
+/// Takes the reply claims and queues the outgoing mail of a newly journaled decision;
+/// returns the outbox ids it queued, sorted.
+async fn record_outgoing(
+    tx: &mut AnyConnection,
+    d: &NewDecision,
+) -> Result<Vec<String>, StoreError> {
+    let op = "record a decision";
+    if d.outbox.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut claims: Vec<(String, &ReplyClaim, &NewOutgoing)> = d
         .outbox
         .iter()
@@ -1323,10 +1428,7 @@ async fn record_one(tx: &mut AnyConnection, d: &NewDecision) -> Result<Recorded,
             queued.push(out.id.clone());
         }
     }
-    Ok(Recorded {
-        first_time: true,
-        queued,
-    })
+    Ok(queued)
 }
 
 async fn advance<'e, E>(executor: E, desk: &str, uidvalidity: u32, uid: u32) -> sqlx::Result<()>
