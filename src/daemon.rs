@@ -283,7 +283,22 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
     );
 
     if once {
+        // Mail queued while the desks catch up is sent meanwhile; once they are done, the
+        // outbox is drained (a send under way is finished and recorded first).
+        let sending = outbox_token.child_token();
+        let live = tokio::spawn(smtp::run_outbox(
+            shared.store.clone(),
+            mailer.clone(),
+            Arc::clone(&shared.outbox_wake),
+            sending.clone(),
+            None,
+            Arc::clone(&shared.metrics),
+        ));
         desks.wait().await;
+        sending.cancel();
+        if let Err(e) = live.await {
+            tracing::error!(error = %e, "the outbox task failed");
+        }
         smtp::run_outbox(
             shared.store.clone(),
             mailer,
@@ -468,9 +483,16 @@ fn load_reloadable(
 }
 
 /// During a catch-up, mail is decided a batch (`[imap] batch_size`) at a time but filed in
-/// groups of up to this many: each UID STORE and UID MOVE costs the server time in
-/// proportion to the mailbox's size, so few large commands beat many small ones.
+/// groups: each UID STORE and UID MOVE costs the server time in proportion to the
+/// mailbox's size, so few large commands beat many small ones. A group is this many mails,
+/// or a tenth of the mailbox when that is more (so that a catch-up's filing cost grows
+/// linearly with the backlog, not with its square); a group holds only UIDs and actions.
 const FILE_EVERY: usize = 2000;
+
+/// The filing group for a mailbox of `exists` mails.
+fn file_every(exists: u32) -> usize {
+    FILE_EVERY.max(exists as usize / 10)
+}
 
 /// Reconnect delay after `failures` consecutive failures: 1 s doubling to 5 min, ±25 % jitter.
 fn reconnect_delay(failures: u32) -> Duration {
@@ -562,9 +584,10 @@ async fn session(
     tracing::info!(desk = %desk.name, mailbox = %desk.mailbox, exists = state.exists, "watching");
     let max_bytes = u32::try_from(shared.policy().rules.limits.max_mail_bytes).unwrap_or(u32::MAX);
     let batch = shared.config.imap.batch_size;
+    let group = file_every(state.exists);
     loop {
         // Catch up on everything after the last mail done: fetched and decided a batch at a
-        // time, filed (keywords, moves, done, progress) every FILE_EVERY mails and when
+        // time, filed (keywords, moves, done, progress) in groups (`file_every`) and when
         // caught up. The durable progress only passes filed mail, so a crash in between
         // redoes the filing of mail already decided (idempotent).
         let mut decided_up_to = last;
@@ -582,7 +605,7 @@ async fn session(
                 None => None,
             };
             while let Some((mails, highest)) = fetched.take() {
-                let room = unfiled.len() + mails.len() < FILE_EVERY && !cancel.is_cancelled();
+                let room = unfiled.len() + mails.len() < group && !cancel.is_cancelled();
                 let next = if room { chunks.next() } else { None };
                 let (plans, next) = tokio::join!(
                     pipeline::decide_batch(shared, desk, state.uidvalidity, mails),
