@@ -61,6 +61,8 @@ pub struct Imap {
     pub poll_interval: Duration,
     /// Mails fetched per round trip.
     pub batch_size: usize,
+    /// During a catch-up, mails filed (keywords, moves) together, at least.
+    pub file_group: usize,
 }
 
 /// One escalation desk: its mailbox and the account that reads and sends for it.
@@ -158,6 +160,7 @@ struct RawServer {
     idle_refresh_minutes: Option<u64>,
     poll_seconds: Option<u64>,
     batch_size: Option<usize>,
+    file_group: Option<usize>,
 }
 
 fn default_security() -> Security {
@@ -270,6 +273,7 @@ pub fn parse(path: &Path, text: &str, env: &dyn Environment) -> Result<Config, C
             ),
             poll_interval: Duration::from_secs(r.poll_seconds.unwrap_or(60).max(1)),
             batch_size: r.batch_size.unwrap_or(200).clamp(1, 5000),
+            file_group: r.file_group.unwrap_or(2000).clamp(1, 100_000),
         }),
     };
     let smtp = match raw.smtp {

@@ -484,14 +484,12 @@ fn load_reloadable(
 
 /// During a catch-up, mail is decided a batch (`[imap] batch_size`) at a time but filed in
 /// groups: each UID STORE and UID MOVE costs the server time in proportion to the
-/// mailbox's size, so few large commands beat many small ones. A group is this many mails,
-/// or a tenth of the mailbox when that is more (so that a catch-up's filing cost grows
-/// linearly with the backlog, not with its square); a group holds only UIDs and actions.
-const FILE_EVERY: usize = 2000;
-
-/// The filing group for a mailbox of `exists` mails.
-fn file_every(exists: u32) -> usize {
-    FILE_EVERY.max(exists as usize / 10)
+/// mailbox's size, so few large commands beat many small ones. A group is `[imap]
+/// file_group` mails (2,000), or a tenth of the mailbox when that is more, so that a
+/// catch-up's filing cost grows linearly with the backlog, not with its square. A group
+/// holds only UIDs and actions, not mail.
+fn file_group(configured: usize, exists: u32) -> usize {
+    configured.max(exists as usize / 10)
 }
 
 /// Reconnect delay after `failures` consecutive failures: 1 s doubling to 5 min, ±25 % jitter.
@@ -584,10 +582,10 @@ async fn session(
     tracing::info!(desk = %desk.name, mailbox = %desk.mailbox, exists = state.exists, "watching");
     let max_bytes = u32::try_from(shared.policy().rules.limits.max_mail_bytes).unwrap_or(u32::MAX);
     let batch = shared.config.imap.batch_size;
-    let group = file_every(state.exists);
+    let group = file_group(shared.config.imap.file_group, state.exists);
     loop {
         // Catch up on everything after the last mail done: fetched and decided a batch at a
-        // time, filed (keywords, moves, done, progress) in groups (`file_every`) and when
+        // time, filed (keywords, moves, done, progress) in groups (`file_group`) and when
         // caught up. The durable progress only passes filed mail, so a crash in between
         // redoes the filing of mail already decided (idempotent).
         let mut decided_up_to = last;

@@ -50,7 +50,7 @@ pub fn deployment_on(
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/gem.toml");
     let rules = rules.unwrap_or(&shipped);
     let text = format!(
-        "[imap]\nhost = \"127.0.0.1\"\nport = {imap_port}\nsecurity = \"starttls\"\nca_file = \"{}\"\nbatch_size = 7\npoll_seconds = 1\n{extra_imap}\n\
+        "[imap]\nhost = \"127.0.0.1\"\nport = {imap_port}\nsecurity = \"starttls\"\nca_file = \"{}\"\nbatch_size = 7\nfile_group = 10\npoll_seconds = 1\n{extra_imap}\n\
          [smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"starttls\"\nca_file = \"{}\"\ntimeout_seconds = 5\n{extra_smtp}\n\
          [helpdesk]\naddress = \"helpdesk@gem.test\"\n\n[state]\ndatabase = \"sqlite://{}/state.db\"\n\n\
          [rules]\nfiles = [\"{}\"]\n\n{desks}",
