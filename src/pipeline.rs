@@ -1,6 +1,7 @@
-//! One batch of mails from fetch to done: parse → facts → decide → journal (with outgoing
-//! mail queued in the same transaction) → IMAP actions → done. The only place where the
-//! pure core meets I/O. Every step is idempotent or journaled, so that a kill -9 at any
+//! Mails from fetch to done: each fetched batch is parsed → facts → decided → journaled
+//! (with outgoing mail queued in the same transaction) by [`decide_batch`]; the IMAP
+//! actions of one or more batches are then carried out and the mails marked done by
+//! [`file`]. The only place where the pure core meets I/O. Every step is idempotent or journaled, so that a kill -9 at any
 //! point neither repeats a completed action nor loses a pending one.
 
 use std::collections::{BTreeMap, BTreeSet};
