@@ -508,9 +508,9 @@ async fn watch_desk(
     cancel: CancellationToken,
     once: bool,
 ) -> bool {
-    let mut failures = 0u32;
+    let mut trouble = Trouble::default();
     loop {
-        match session(&shared, &ep, &desk, &cancel, once, &mut failures).await {
+        match session(&shared, &ep, &desk, &cancel, once, &mut trouble).await {
             Ok(()) => {
                 shared
                     .metrics
@@ -520,7 +520,11 @@ async fn watch_desk(
                 return true;
             }
             Err(e) => {
-                failures += 1;
+                trouble.failures += 1;
+                if is_refusal(&e) {
+                    trouble.refusals += 1;
+                }
+                let failures = trouble.failures;
                 let gauges = shared.metrics.desk(&desk.name);
                 gauges.connected.store(false, Ordering::Relaxed);
                 gauges.errors.fetch_add(1, Ordering::Relaxed);
@@ -537,6 +541,71 @@ async fn watch_desk(
             }
         }
     }
+}
+
+/// A desk's consecutive failed sessions, and how many of them ended in a server refusal.
+#[derive(Debug, Default)]
+struct Trouble {
+    failures: u32,
+    refusals: u32,
+}
+
+/// After this many sessions in a row ended in a refusal (NO/BAD to a fetch, store or move),
+/// the next catch-up goes mail by mail and sets aside each mail the server refuses, so that
+/// one mail it will not fetch or file cannot hold up the desk.
+const REFUSALS_BEFORE_CAREFUL: u32 = 2;
+
+/// True when the error is the server refusing a command about mail.
+fn is_refusal(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<ImapError>()
+            .or_else(|| {
+                c.downcast_ref::<pipeline::PipelineError>()
+                    .and_then(pipeline::PipelineError::imap)
+            })
+            .is_some_and(ImapError::is_refusal)
+    })
+}
+
+/// Catch-up mail by mail (after repeated refusals): each mail is fetched, decided and
+/// filed on its own; a mail the server refuses is journaled as failed with the server's
+/// answer and left where it is. Returns the highest UID handled.
+async fn careful_catch_up(
+    s: &mut DeskSession,
+    shared: &Shared,
+    desk: &Desk,
+    uidvalidity: u32,
+    uids: &[u32],
+    max_bytes: u32,
+) -> anyhow::Result<u32> {
+    let mut last = 0;
+    for &uid in uids {
+        let handled = async {
+            let (mails, _) = fetch_batch(s, desk, &[uid], max_bytes).await?;
+            let plans = pipeline::decide_batch(shared, desk, uidvalidity, mails).await?;
+            pipeline::file(s, shared, desk, uidvalidity, &plans, uid).await?;
+            anyhow::Ok(())
+        }
+        .await;
+        match handled {
+            Ok(()) => {}
+            Err(e) if is_refusal(&e) => {
+                let error = format!("{e:#}");
+                tracing::error!(desk = %desk.name, uid, error = %error, "the server keeps refusing this mail: set aside where it is (see `ticketgate report`)");
+                shared.metrics.set_aside.fetch_add(1, Ordering::Relaxed);
+                let key = crate::store::MailKey {
+                    desk: desk.name.clone(),
+                    uidvalidity,
+                    uid,
+                };
+                shared.store.fail_mail(&key, &error, unix_now()).await?;
+                shared.store.advance(&desk.name, uidvalidity, uid).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        last = uid;
+    }
+    Ok(last)
 }
 
 /// Fetches one batch; returns it with its highest UID.
@@ -559,11 +628,12 @@ async fn session(
     desk: &Desk,
     cancel: &CancellationToken,
     once: bool,
-    failures: &mut u32,
+    trouble: &mut Trouble,
 ) -> anyhow::Result<()> {
     let mut s = DeskSession::connect(ep, &desk.login, desk.password.expose()).await?;
     let state = s.select(&desk.mailbox).await?;
-    *failures = 0;
+    trouble.failures = 0;
+    let mut careful = trouble.refusals >= REFUSALS_BEFORE_CAREFUL;
     let gauges = shared.metrics.desk(&desk.name);
     gauges.connected.store(true, Ordering::Relaxed);
     let store = &shared.store;
@@ -596,6 +666,17 @@ async fn session(
             } else {
                 s.uids_from(decided_up_to.saturating_add(1)).await?
             };
+            if careful && !uids.is_empty() {
+                tracing::warn!(desk = %desk.name, mails = uids.len(), "the server refused commands repeatedly: handling this catch-up mail by mail");
+                let handled =
+                    careful_catch_up(&mut s, shared, desk, state.uidvalidity, &uids, max_bytes)
+                        .await?;
+                decided_up_to = decided_up_to.max(handled);
+                last = decided_up_to;
+                careful = false;
+                trouble.refusals = 0;
+                continue;
+            }
             // Each batch is decided while the next one is fetched.
             let mut chunks = uids.chunks(batch);
             let mut fetched = match chunks.next() {
@@ -638,6 +719,8 @@ async fn session(
                 return Ok(());
             }
             if uids.is_empty() {
+                // Caught up: refusals before this one no longer count.
+                trouble.refusals = 0;
                 break;
             }
         }

@@ -100,6 +100,20 @@ pub enum ImapError {
 }
 
 impl ImapError {
+    /// True when the server answered NO or BAD to a command about mail (or a fetch came
+    /// back without the data asked for): it may refuse the same again, unlike a lost
+    /// connection or a timeout.
+    pub fn is_refusal(&self) -> bool {
+        use async_imap::error::Error;
+        matches!(
+            self,
+            ImapError::Protocol {
+                source: Error::No(_) | Error::Bad(_),
+                ..
+            } | ImapError::Incomplete { .. }
+        )
+    }
+
     /// True when reconnecting later may help (everything but a refused configuration).
     pub fn is_transient(&self) -> bool {
         !matches!(self, ImapError::PlainRefused(_) | ImapError::ServerName(_))

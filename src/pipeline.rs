@@ -37,6 +37,16 @@ pub enum PipelineError {
     Worker(#[from] tokio::task::JoinError),
 }
 
+impl PipelineError {
+    /// The IMAP error behind this one, if any.
+    pub fn imap(&self) -> Option<&ImapError> {
+        match self {
+            PipelineError::Imap(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// The IMAP part of a decision, for one mail.
 #[derive(Debug)]
 pub struct Plan {

@@ -508,3 +508,111 @@ async fn imap_no_bad_and_a_connection_cut_mid_literal_are_survived() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_the_server_keeps_refusing_to_file_is_set_aside_and_the_desk_goes_on() {
+    use faultkit::proxy::{self, Fault};
+    let stack = MailStack::start();
+    // Two refused group moves (two sessions), then one refused move for each of the three
+    // mails handled one by one; the fourth mail, later, is filed normally.
+    let times = 5;
+    let fault = Fault::Answer {
+        command: "UID MOVE",
+        answer: "NO [NOPERM] injected fault",
+    };
+    let proxy = proxy::start(stack.imap_port, fault, times).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = faultkit::deployment_on(&stack, proxy.port, dir.path(), "", "", None);
+    let text = std::fs::read_to_string(&config).expect("config").replacen(
+        "security = \"starttls\"",
+        "security = \"plain\"",
+        1,
+    );
+    std::fs::write(&config, text).expect("config");
+    let mut uids = Vec::new();
+    for i in 0..3 {
+        let id = format!("refused-{i}@example.in");
+        uids.push(
+            stack
+                .append(
+                    "bid.ra",
+                    "INBOX",
+                    &noticket(&format!("r{i}@example.in"), "bid.ra", &id),
+                )
+                .await,
+        );
+    }
+    let log = dir.path().join("daemon.log");
+    let child = faultkit::spawn(&config, &log);
+    wait_log(&log, "set aside where it is", 3).await;
+    let id = "after-refusals@example.in";
+    stack
+        .append("bid.ra", "INBOX", &noticket("r9@example.in", "bid.ra", id))
+        .await;
+    let filed = stack
+        .wait_for("bid.ra", "Redirected", WAIT, "the later mail filed", |m| {
+            m.len() == 1
+        })
+        .await;
+    let helpdesk = stack
+        .wait_for("helpdesk", "INBOX", WAIT, "four redirects", |m| {
+            m.len() >= 4
+        })
+        .await;
+    let text = log_text(&log);
+    stop(child);
+
+    assert_eq!(
+        proxy.fired.load(std::sync::atomic::Ordering::SeqCst),
+        times,
+        "{text}"
+    );
+    assert!(
+        text.contains("handling this catch-up mail by mail"),
+        "the log says why the desk slowed down:\n{text}"
+    );
+    assert_eq!(filed[0].header("Message-ID").as_deref(), Some(id));
+    let inbox = stack.mailbox("bid.ra", "INBOX").await;
+    assert_eq!(inbox.len(), 3, "the refused mails stay where they were");
+    assert!(
+        inbox.iter().all(|m| m.has_flag("$NoTicket")),
+        "and keep their keywords: {:?}",
+        inbox.iter().map(|m| &m.flags).collect::<Vec<_>>()
+    );
+    let counts = redirects(&helpdesk);
+    assert_eq!(counts.len(), 4, "{counts:?}");
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "each redirected once: {counts:?}"
+    );
+
+    // The journal says what the server answered, for `ticketgate report`.
+    let store =
+        ticketgate::store::Store::open(&format!("sqlite://{}/state.db", dir.path().display()))
+            .await
+            .expect("open state database");
+    let (uidvalidity, _) = store
+        .desk_progress("bid-ra")
+        .await
+        .expect("progress")
+        .expect("bid-ra progress");
+    for uid in uids {
+        let key = ticketgate::store::MailKey {
+            desk: "bid-ra".into(),
+            uidvalidity,
+            uid,
+        };
+        let entry = store.journal(&key).await.expect("journal").expect("entry");
+        assert_eq!(entry.status, ticketgate::store::MailStatus::Failed, "{key}");
+        assert!(
+            entry
+                .error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("NOPERM"),
+            "{key}: {:?}",
+            entry.error
+        );
+    }
+    store.close().await;
+}

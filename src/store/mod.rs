@@ -819,11 +819,12 @@ impl Store {
     }
 
     /// Sets the mail aside after an error: journaled as failed (created if it was never
-    /// decided), counted in the report, not retried; the desk's progress moves past it.
-    /// A mail already done stays done.
+    /// decided), counted in the report, not retried. A mail already done stays done.
+    /// The desk's progress is left alone: it moves past the mail with the rest of its
+    /// group ([`crate::pipeline::file`]), so that mail decided before it in the same group
+    /// is still redone after a crash.
     pub async fn fail_mail(&self, key: &MailKey, error: &str, now: i64) -> Result<(), StoreError> {
         let op = "set a mail aside";
-        let mut tx = self.pool.begin().await.map_err(query_error(op))?;
         sqlx::query(
             "INSERT INTO journal (desk, uidvalidity, uid, status, group_key, message_id, sender, \
              subject, ticket, ticket_source, broadcast, automatic, redirected, rule, error, \
@@ -838,13 +839,10 @@ impl Store {
         .bind(i64::from(key.uid))
         .bind(truncate(error))
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await
-        .map_err(query_error(op))?;
-        advance(&mut *tx, &key.desk, key.uidvalidity, key.uid)
-            .await
-            .map_err(query_error(op))?;
-        tx.commit().await.map_err(query_error(op))
+        .map_err(query_error(op))
+        .map(drop)
     }
 
     // ---------------------------------------------------------------- sightings
