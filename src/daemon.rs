@@ -577,9 +577,13 @@ async fn careful_catch_up(
     uidvalidity: u32,
     uids: &[u32],
     max_bytes: u32,
+    cancel: &CancellationToken,
 ) -> anyhow::Result<u32> {
     let mut last = 0;
     for &uid in uids {
+        if cancel.is_cancelled() {
+            break;
+        }
         let handled = async {
             let (mails, _) = fetch_batch(s, desk, &[uid], max_bytes).await?;
             let plans = pipeline::decide_batch(shared, desk, uidvalidity, mails).await?;
@@ -668,13 +672,19 @@ async fn session(
             };
             if careful && !uids.is_empty() {
                 tracing::warn!(desk = %desk.name, mails = uids.len(), "the server refused commands repeatedly: handling this catch-up mail by mail");
-                let handled =
-                    careful_catch_up(&mut s, shared, desk, state.uidvalidity, &uids, max_bytes)
-                        .await?;
+                let handled = careful_catch_up(
+                    &mut s,
+                    shared,
+                    desk,
+                    state.uidvalidity,
+                    &uids,
+                    max_bytes,
+                    cancel,
+                )
+                .await?;
                 decided_up_to = decided_up_to.max(handled);
                 last = decided_up_to;
                 careful = false;
-                trouble.refusals = 0;
                 continue;
             }
             // Each batch is decided while the next one is fetched.
