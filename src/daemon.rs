@@ -777,9 +777,15 @@ pub async fn report(cfg: &Config, days: u32) -> anyhow::Result<String> {
         .iter()
         .filter(|r| r.status == crate::store::OutboxStatus::Failed)
         .collect();
+    // Sent, but refused for good for some recipients (the row keeps which and why).
+    let partly: Vec<_> = outbox
+        .iter()
+        .filter(|r| r.status == crate::store::OutboxStatus::Sent && r.last_error.is_some())
+        .collect();
     out.push_str(&format!(
-        "\noutbox: {pending} waiting to be sent, {} refused permanently\n",
-        failed.len()
+        "\noutbox: {pending} waiting to be sent, {} refused permanently, {} sent to only some recipients\n",
+        failed.len(),
+        partly.len()
     ));
     for r in failed {
         out.push_str(&format!(
@@ -787,6 +793,14 @@ pub async fn report(cfg: &Config, days: u32) -> anyhow::Result<String> {
             r.desk,
             r.id,
             r.attempts,
+            r.last_error.as_deref().unwrap_or("-")
+        ));
+    }
+    for r in partly {
+        out.push_str(&format!(
+            "  partly refused: desk {} mail {}: {}\n",
+            r.desk,
+            r.id,
             r.last_error.as_deref().unwrap_or("-")
         ));
     }

@@ -15,7 +15,8 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{
     AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
 };
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -52,8 +53,77 @@ pub enum SmtpError {
 #[derive(Debug)]
 pub enum Outcome {
     Sent,
+    /// Accepted for some recipients; the server refused the others for good (their
+    /// addresses and its answers). Not sent again.
+    SentExcept(String),
     Transient(String),
     Permanent(String),
+}
+
+/// How one SMTP transaction ended.
+enum Transaction {
+    /// The server took the mail; `refused` lists the recipients it refused for good.
+    Delivered {
+        refused: Vec<String>,
+    },
+    /// The server refused every recipient for good.
+    AllRefused(String),
+    Failed(lettre::transport::smtp::Error),
+}
+
+/// One SMTP transaction, recipient by recipient, so that one address the server refuses
+/// for good (a sender's mailbox that no longer exists, say) does not keep the mail from the
+/// others: such a recipient is left out and reported. A temporary refusal (4xx) of any
+/// recipient fails the whole attempt, to be retried.
+async fn transact(
+    conn: &mut AsyncSmtpConnection,
+    envelope: &Envelope,
+    email: &[u8],
+) -> Transaction {
+    let mut options = Vec::new();
+    let non_ascii = envelope
+        .to()
+        .iter()
+        .chain(envelope.from())
+        .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
+    if non_ascii
+        || (!email.is_ascii() && !conn.server_info().supports_feature(Extension::EightBitMime))
+    {
+        // Rare cases lettre knows how to handle or refuse: its own transaction.
+        return match conn.send(envelope, email).await {
+            Ok(_) => Transaction::Delivered {
+                refused: Vec::new(),
+            },
+            Err(e) => Transaction::Failed(e),
+        };
+    }
+    if !email.is_ascii() {
+        options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    if let Err(e) = conn
+        .command(Mail::new(envelope.from().cloned(), options))
+        .await
+    {
+        return Transaction::Failed(e);
+    }
+    let mut refused = Vec::new();
+    for to in envelope.to() {
+        match conn.command(Rcpt::new(to.clone(), Vec::new())).await {
+            Ok(_) => {}
+            Err(e) if e.is_permanent() => refused.push(format!("{to}: {e}")),
+            Err(e) => return Transaction::Failed(e),
+        }
+    }
+    if refused.len() == envelope.to().len() {
+        return Transaction::AllRefused(refused.join("; "));
+    }
+    if let Err(e) = conn.command(Data).await {
+        return Transaction::Failed(e);
+    }
+    match conn.message(email).await {
+        Ok(_) => Transaction::Delivered { refused },
+        Err(e) => Transaction::Failed(e),
+    }
 }
 
 /// One SMTP connection per desk (each desk sends as itself, authenticated), kept open
@@ -196,12 +266,20 @@ impl Mailer {
                 Err(e) => return Outcome::Transient(e.to_string()),
             },
         };
-        match tokio::time::timeout(ep.timeout, conn.send(&envelope, &item.bytes)).await {
-            Ok(Ok(_)) => {
+        match tokio::time::timeout(ep.timeout, transact(&mut conn, &envelope, &item.bytes)).await {
+            Ok(Transaction::Delivered { refused }) => {
                 *slot = Some((conn, Instant::now()));
-                Outcome::Sent
+                if refused.is_empty() {
+                    Outcome::Sent
+                } else {
+                    Outcome::SentExcept(refused.join("; "))
+                }
             }
-            Ok(Err(e)) => {
+            Ok(Transaction::AllRefused(refused)) => {
+                conn.abort().await;
+                Outcome::Permanent(refused)
+            }
+            Ok(Transaction::Failed(e)) => {
                 conn.abort().await;
                 if e.is_permanent() {
                     Outcome::Permanent(e.to_string())
@@ -367,6 +445,7 @@ pub fn backoff(attempts: u32) -> Duration {
 #[derive(Debug, Clone)]
 enum Record {
     Sent,
+    SentExcept(String),
     Failed(String),
     Retry { at: i64, error: String },
 }
@@ -379,6 +458,7 @@ async fn record(
 ) -> Result<(), crate::store::StoreError> {
     match r {
         Record::Sent => store.outbox_sent(id, now).await,
+        Record::SentExcept(refused) => store.outbox_sent_except(id, refused, now).await,
         Record::Failed(err) => store.outbox_failed(id, err, now).await,
         Record::Retry { at, error } => store.outbox_retry(id, *at, error).await,
     }
@@ -433,7 +513,7 @@ pub async fn run_outbox(
                 return;
             }
             let outcome = mailer.send(item).await;
-            if matches!(outcome, Outcome::Sent) {
+            if matches!(outcome, Outcome::Sent | Outcome::SentExcept(_)) {
                 crate::crash::point("sent");
             }
             let now = crate::daemon::unix_now();
@@ -442,6 +522,11 @@ pub async fn run_outbox(
                     tracing::info!(desk = %item.desk, outbox_id = %item.id, recipients = %item.recipients.join(","), "mail sent");
                     metrics.sent.fetch_add(1, Relaxed);
                     Record::Sent
+                }
+                Outcome::SentExcept(refused) => {
+                    tracing::warn!(desk = %item.desk, outbox_id = %item.id, recipients = %item.recipients.join(","), refused = %refused, "mail sent, but refused for good for some recipients (not sent to them again)");
+                    metrics.sent.fetch_add(1, Relaxed);
+                    Record::SentExcept(refused.clone())
                 }
                 Outcome::Permanent(err) => {
                     tracing::error!(desk = %item.desk, outbox_id = %item.id, error = %err, "mail refused permanently; kept in the outbox as failed");

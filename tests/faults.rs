@@ -90,15 +90,17 @@ async fn smtp_5xx_is_recorded_as_failed_visible_and_never_retried() {
     let stack = MailStack::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = deployment(&stack, dir.path(), "", "", None);
+    let gone =
+        "gone@example.in 550 5.1.1 <gone@example.in>: Recipient address rejected: no such user\n";
     smtp_faults(
         &stack,
-        "gone@example.in 550 5.1.1 <gone@example.in>: Recipient address rejected: no such user\n",
+        &format!("{gone}helpdesk@gem.test 550 5.7.1 <helpdesk@gem.test>: refused for this test\n"),
         "",
     );
     let log = dir.path().join("daemon.log");
     let child = spawn_watching(&config, &log).await;
-    // The redirect of a mail from `gone` (Cc gone) is refused for good; a later mail from
-    // someone else still goes out: the outbox is not stuck behind a failed mail.
+    // Every recipient of this redirect (the helpdesk, and `gone` in Cc) is refused for good:
+    // kept as failed, never tried again.
     stack
         .append(
             "bid.ra",
@@ -107,16 +109,28 @@ async fn smtp_5xx_is_recorded_as_failed_visible_and_never_retried() {
         )
         .await;
     wait_log(&log, "mail refused permanently", 1).await;
+    // Only `gone` is refused: the helpdesk still gets the redirect (sent by another desk,
+    // so over a new SMTP session that sees the changed table).
+    smtp_faults(&stack, gone, "");
     stack
         .append(
             "order.process",
             "INBOX",
-            &noticket("fine@example.in", "order.process", "fine-1@example.in"),
+            &noticket("gone@example.in", "order.process", "gone-2@example.in"),
+        )
+        .await;
+    wait_log(&log, "refused for good for some recipients", 1).await;
+    // A later mail from someone else still goes out: the outbox is not stuck.
+    stack
+        .append(
+            "payment.process",
+            "INBOX",
+            &noticket("fine@example.in", "payment.process", "fine-1@example.in"),
         )
         .await;
     let h = stack
-        .wait_for("helpdesk", "INBOX", WAIT, "the later redirect", |m| {
-            !m.is_empty()
+        .wait_for("helpdesk", "INBOX", WAIT, "the two later redirects", |m| {
+            m.len() >= 2
         })
         .await;
     // Let the outbox task run through more rounds than the first retry delay (5 s) would
@@ -124,13 +138,10 @@ async fn smtp_5xx_is_recorded_as_failed_visible_and_never_retried() {
     wait_log(&log, "mail sent", 1).await;
     let text = log_text(&log);
     stop(child);
-    assert_eq!(
-        redirects(&h).get("fine-1@example.in"),
-        Some(&1),
-        "{:?}",
-        redirects(&h)
-    );
-    assert_eq!(redirects(&h).get("gone-1@example.in"), None);
+    let counts = redirects(&h);
+    assert_eq!(counts.get("fine-1@example.in"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("gone-2@example.in"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("gone-1@example.in"), None, "{counts:?}");
     let refused: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("mail refused permanently"))
@@ -140,6 +151,18 @@ async fn smtp_5xx_is_recorded_as_failed_visible_and_never_retried() {
         refused[0].contains("550") && refused[0].contains("desk=bid-ra"),
         "{}",
         refused[0]
+    );
+    let partly: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("refused for good for some recipients"))
+        .collect();
+    assert_eq!(partly.len(), 1, "logged once, never retried:\n{text}");
+    assert!(
+        partly[0].contains("gone@example.in")
+            && partly[0].contains("550")
+            && partly[0].contains("desk=order-process"),
+        "{}",
+        partly[0]
     );
     let rows = outbox(dir.path()).await;
     let failed: Vec<_> = rows
@@ -152,27 +175,47 @@ async fn smtp_5xx_is_recorded_as_failed_visible_and_never_retried() {
         failed[0]
             .last_error
             .as_deref()
-            .is_some_and(|e| e.contains("550")),
+            .is_some_and(|e| e.contains("550") && e.contains("helpdesk@gem.test")),
         "{rows:?}"
     );
-    // `ticketgate report` shows it to the sysadmin.
+    let sent_except: Vec<_> = rows
+        .iter()
+        .filter(|r| r.status == OutboxStatus::Sent && r.last_error.is_some())
+        .collect();
+    assert_eq!(sent_except.len(), 1, "{rows:?}");
+    assert!(
+        sent_except[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("gone@example.in") && !e.contains("helpdesk")),
+        "{rows:?}"
+    );
+    // `ticketgate report` shows both to the sysadmin.
     let out = faultkit::ticketgate(&config, &["report"])
         .output()
         .expect("report");
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{report}");
     assert!(
-        report.contains("1 refused permanently")
+        report.contains("1 refused permanently, 1 sent to only some recipients")
             && report
                 .lines()
-                .any(|l| l.contains("refused: desk bid-ra") && l.contains("550")),
+                .any(|l| l.contains("refused: desk bid-ra") && l.contains("550"))
+            && report
+                .lines()
+                .any(|l| l.contains("partly refused: desk order-process")
+                    && l.contains("gone@example.in")),
         "{report}"
     );
-    // A restart does not retry it either.
+    // A restart does not retry either.
     let log2 = dir.path().join("daemon2.log");
     let out = faultkit::run_once(&config);
     std::fs::write(&log2, &out).expect("log");
     assert!(!out.contains("mail refused permanently"), "{out}");
+    assert!(
+        !out.contains("refused for good for some recipients"),
+        "{out}"
+    );
     let rows = outbox(dir.path()).await;
     assert!(
         rows.iter()

@@ -1082,6 +1082,25 @@ impl Store {
         .await
     }
 
+    /// Accepted by the SMTP server for some recipients and refused for good for the others
+    /// (`refused`, kept as the row's error for `ticketgate report`). Not sent again.
+    pub async fn outbox_sent_except(
+        &self,
+        id: &str,
+        refused: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.outbox_update(
+            "mark outgoing mail sent",
+            id,
+            "UPDATE outbox SET status = 'sent', attempts = attempts + 1, finished_at = $2, \
+             body_base64 = '', last_error = $3 WHERE id = $1 AND status = 'pending'",
+            now,
+            Some(refused),
+        )
+        .await
+    }
+
     /// A transient failure: count the attempt, keep the error, try again at `next_attempt_at`.
     pub async fn outbox_retry(
         &self,
