@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_imap::extensions::idle::IdleResponse;
-use async_imap::types::Flag;
+use async_imap::types::{Flag, UnsolicitedResponse};
 use async_imap::{Client, Session};
 use futures_util::TryStreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -491,12 +491,21 @@ impl DeskSession {
                 .map_err(proto("poll the mailbox"))?;
             return Ok(Wake::Changed);
         }
+        // Mail that arrived while other commands ran was announced then: async-imap keeps
+        // such announcements aside instead of waking IDLE.
+        if self.announced_new_mail() {
+            return Ok(Wake::Changed);
+        }
         let session = self.session.take().ok_or(ImapError::Closed("start IDLE"))?;
+        let announced = session.unsolicited_responses.clone();
         let mut idle = session.idle();
         timed(self.timeout, "IDLE", idle.init())
             .await?
             .map_err(proto("start IDLE"))?;
-        let outcome = {
+        // ... or just before the server confirmed IDLE.
+        let outcome = if new_mail_announced(|| announced.try_recv().ok()) {
+            Wake::Changed
+        } else {
             let (fut, stop) = idle.wait_with_timeout(idle_refresh);
             tokio::pin!(fut);
             tokio::select! {
@@ -521,6 +530,15 @@ impl DeskSession {
             .map_err(proto("leave IDLE"))?;
         self.session = Some(session);
         Ok(outcome)
+    }
+
+    /// True when the server announced new mail (EXISTS/RECENT) outside IDLE since the last
+    /// check; also when the announcements overflowed async-imap's buffer, so that one may
+    /// have been dropped. Empties the buffer.
+    fn announced_new_mail(&mut self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| new_mail_announced(|| s.unsolicited_responses.try_recv().ok()))
     }
 
     /// UIDs of the mail with this Message-ID in the selected mailbox.
@@ -551,6 +569,24 @@ impl DeskSession {
             .await?
             .map_err(proto("log out"))
     }
+}
+
+/// async-imap keeps at most this many announcements; more are dropped.
+const ANNOUNCEMENTS_KEPT: usize = 100;
+
+/// Reads announcements to the end (`next` yields the next one kept, if any); true when
+/// one announced new mail or some may have been lost.
+fn new_mail_announced(mut next: impl FnMut() -> Option<UnsolicitedResponse>) -> bool {
+    let mut count = 0;
+    let mut new_mail = false;
+    while let Some(r) = next() {
+        count += 1;
+        new_mail |= matches!(
+            r,
+            UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_)
+        );
+    }
+    new_mail || count >= ANNOUNCEMENTS_KEPT
 }
 
 async fn greeting(c: &mut Client<Stream>, t: Duration) -> Result<(), ImapError> {
