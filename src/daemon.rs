@@ -2,6 +2,7 @@
 //! with backoff), the outbox task, signals (SIGTERM/SIGINT stop, SIGHUP reloads rules),
 //! systemd notification, and the shared state they use. Decisions are `pipeline`'s.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -543,11 +544,13 @@ async fn watch_desk(
     }
 }
 
-/// A desk's consecutive failed sessions, and how many of them ended in a server refusal.
+/// A desk's consecutive failed sessions, how many of them ended in a server refusal, and,
+/// in careful catch-ups, how many times each mail (UIDVALIDITY, UID) was refused.
 #[derive(Debug, Default)]
 struct Trouble {
     failures: u32,
     refusals: u32,
+    refused: HashMap<(u32, u32), u32>,
 }
 
 /// After this many sessions in a row ended in a refusal (NO/BAD to a fetch, store or move),
@@ -568,7 +571,8 @@ fn is_refusal(e: &anyhow::Error) -> bool {
 }
 
 /// Catch-up mail by mail (after repeated refusals): each mail is fetched, decided and
-/// filed on its own; a mail the server refuses is journaled as failed with the server's
+/// filed on its own. A mail the server refuses ends the session (retried after the usual
+/// delay); refused again in a later session, it is journaled as failed with the server's
 /// answer and left where it is. Returns the highest UID handled.
 async fn careful_catch_up(
     s: &mut DeskSession,
@@ -576,9 +580,10 @@ async fn careful_catch_up(
     desk: &Desk,
     uidvalidity: u32,
     uids: &[u32],
-    max_bytes: u32,
     cancel: &CancellationToken,
+    refused: &mut HashMap<(u32, u32), u32>,
 ) -> anyhow::Result<u32> {
+    let max_bytes = u32::try_from(shared.policy().rules.limits.max_mail_bytes).unwrap_or(u32::MAX);
     let mut last = 0;
     for &uid in uids {
         if cancel.is_cancelled() {
@@ -594,6 +599,12 @@ async fn careful_catch_up(
         match handled {
             Ok(()) => {}
             Err(e) if is_refusal(&e) => {
+                let times = refused.entry((uidvalidity, uid)).or_insert(0);
+                *times += 1;
+                if *times < 2 {
+                    tracing::warn!(desk = %desk.name, uid, error = %format_args!("{e:#}"), "the server refused this mail; trying it again after a pause");
+                    return Err(e);
+                }
                 let error = format!("{e:#}");
                 tracing::error!(desk = %desk.name, uid, error = %error, "the server keeps refusing this mail: set aside where it is (see `ticketgate report`)");
                 shared.metrics.set_aside.fetch_add(1, Ordering::Relaxed);
@@ -678,8 +689,8 @@ async fn session(
                     desk,
                     state.uidvalidity,
                     &uids,
-                    max_bytes,
                     cancel,
+                    &mut trouble.refused,
                 )
                 .await?;
                 decided_up_to = decided_up_to.max(handled);
@@ -731,6 +742,7 @@ async fn session(
             if uids.is_empty() {
                 // Caught up: refusals before this one no longer count.
                 trouble.refusals = 0;
+                trouble.refused.clear();
                 break;
             }
         }

@@ -100,18 +100,27 @@ pub enum ImapError {
 }
 
 impl ImapError {
-    /// True when the server answered NO or BAD to a command about mail (or a fetch came
-    /// back without the data asked for): it may refuse the same again, unlike a lost
-    /// connection or a timeout.
+    /// True when the server answered NO or BAD to a fetch, store or move of mail (or a
+    /// body fetch came back without the body): it may refuse the same mail again, unlike a
+    /// lost connection or a timeout. Not: answers that say the condition is passing or
+    /// server-wide (RFC 5530 UNAVAILABLE, INUSE, LIMIT, OVERQUOTA), a refused folder
+    /// creation (a configuration matter), nor a mail gone between search and fetch.
     pub fn is_refusal(&self) -> bool {
         use async_imap::error::Error;
-        matches!(
-            self,
+        match self {
             ImapError::Protocol {
-                source: Error::No(_) | Error::Bad(_),
-                ..
-            } | ImapError::Incomplete { .. }
-        )
+                op,
+                source: Error::No(text) | Error::Bad(text),
+            } => {
+                let upper = text.to_ascii_uppercase();
+                *op != "create a folder"
+                    && !["[UNAVAILABLE]", "[INUSE]", "[LIMIT]", "[OVERQUOTA]"]
+                        .iter()
+                        .any(|code| upper.contains(code))
+            }
+            ImapError::Incomplete { what, .. } => *what == "body",
+            _ => false,
+        }
     }
 
     /// True when reconnecting later may help (everything but a refused configuration).
@@ -661,6 +670,48 @@ mod tests {
         assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8, 9, 12]), "1:3,5,7:9,12");
         assert_eq!(uid_set(&[9, 1, 2, 2]), "1:2,9");
         assert_eq!(uid_set(&[4]), "4");
+    }
+
+    #[test]
+    fn only_refusals_that_may_concern_one_mail_count() {
+        use async_imap::error::Error;
+        let answer = |op, text: &str| ImapError::Protocol {
+            op,
+            source: Error::No(text.to_string()),
+        };
+        assert!(answer("move mail", "[NOPERM] not allowed").is_refusal());
+        assert!(answer("fetch mail", "[SERVERBUG] Internal error").is_refusal());
+        assert!(
+            ImapError::Protocol {
+                op: "move mail",
+                source: Error::Bad("bad".into())
+            }
+            .is_refusal()
+        );
+        for passing in [
+            "[UNAVAILABLE] later",
+            "[InUse] locked",
+            "[LIMIT] too many",
+            "[OVERQUOTA] full",
+        ] {
+            assert!(!answer("move mail", passing).is_refusal(), "{passing}");
+        }
+        assert!(!answer("create a folder", "[NOPERM] no").is_refusal());
+        assert!(
+            ImapError::Incomplete {
+                what: "body",
+                uid: 3
+            }
+            .is_refusal()
+        );
+        assert!(
+            !ImapError::Incomplete {
+                what: "size",
+                uid: 3
+            }
+            .is_refusal()
+        );
+        assert!(!ImapError::Timeout("UID MOVE").is_refusal());
     }
 
     #[tokio::test]

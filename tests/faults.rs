@@ -556,9 +556,9 @@ async fn imap_no_bad_and_a_connection_cut_mid_literal_are_survived() {
 async fn mail_the_server_keeps_refusing_to_file_is_set_aside_and_the_desk_goes_on() {
     use faultkit::proxy::{self, Fault};
     let stack = MailStack::start();
-    // Two refused group moves (two sessions), then one refused move for each of the three
-    // mails handled one by one; the fourth mail, later, is filed normally.
-    let times = 5;
+    // Two refused group moves (two sessions), then two refused moves, in two sessions, for
+    // each of the three mails handled one by one; the fourth mail, later, is filed normally.
+    let times = 8;
     let fault = Fault::Answer {
         command: "UID MOVE",
         answer: "NO [NOPERM] injected fault",
@@ -611,7 +611,11 @@ async fn mail_the_server_keeps_refusing_to_file_is_set_aside_and_the_desk_goes_o
         "{text}"
     );
     assert!(
-        text.contains("handling this catch-up mail by mail"),
+        text.contains("handling this catch-up mail by mail")
+            && text
+                .matches("the server refused this mail; trying it again")
+                .count()
+                == 3,
         "the log says why the desk slowed down:\n{text}"
     );
     assert_eq!(filed[0].header("Message-ID").as_deref(), Some(id));
