@@ -259,7 +259,6 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
     }
     desks.close();
     let outbox_token = token.child_token();
-    let drain = once.then_some(Duration::from_secs(60));
     if !once {
         let (wake, metrics, store) = (
             Arc::clone(&shared.outbox_wake),
@@ -285,30 +284,24 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
 
     if once {
         // Mail queued while the desks catch up is sent meanwhile; once they are done, the
-        // outbox is drained (a send under way is finished and recorded first).
-        let sending = outbox_token.child_token();
-        let live = tokio::spawn(smtp::run_outbox(
-            shared.store.clone(),
-            mailer.clone(),
-            Arc::clone(&shared.outbox_wake),
-            sending.clone(),
-            None,
-            Arc::clone(&shared.metrics),
-        ));
-        desks.wait().await;
-        sending.cancel();
-        if let Err(e) = live.await {
-            tracing::error!(error = %e, "the outbox task failed");
-        }
-        smtp::run_outbox(
+        // same task drains the outbox (for at most a minute) and ends.
+        let desks_done = CancellationToken::new();
+        let outbox = tokio::spawn(smtp::run_outbox(
             shared.store.clone(),
             mailer,
             Arc::clone(&shared.outbox_wake),
             outbox_token,
-            drain,
+            Some(smtp::Drain {
+                after: desks_done.clone(),
+                limit: Duration::from_secs(60),
+            }),
             Arc::clone(&shared.metrics),
-        )
-        .await;
+        ));
+        desks.wait().await;
+        desks_done.cancel();
+        if let Err(e) = outbox.await {
+            tracing::error!(error = %e, "the outbox task failed");
+        }
         tracing::info!(
             seen = shared
                 .config

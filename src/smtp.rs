@@ -464,9 +464,17 @@ async fn record(
     }
 }
 
+/// When [`run_outbox`] ends by itself (`ticketgate run --once`): once `after` is cancelled
+/// (the desks are done), as soon as nothing is due or waiting for retry, or `limit` after
+/// that.
+#[derive(Debug)]
+pub struct Drain {
+    pub after: CancellationToken,
+    pub limit: Duration,
+}
+
 /// Sends whatever is due until cancelled; `wake` is notified when the pipeline queues mail.
-/// Returns when cancelled, or, with `until_empty`, when nothing is due or waiting for retry
-/// within `drain_limit`.
+/// With `drain`, it also returns when the outbox is drained (see [`Drain`]).
 ///
 /// A result that cannot be written to the database (disk full, database gone) is kept in
 /// memory and written again until it is; meanwhile that mail is not sent again.
@@ -475,11 +483,11 @@ pub async fn run_outbox(
     mailer: Mailer,
     wake: Arc<Notify>,
     cancel: CancellationToken,
-    until_empty: Option<Duration>,
+    drain: Option<Drain>,
     metrics: Arc<crate::metrics::Metrics>,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
-    let started = tokio::time::Instant::now();
+    let mut draining_since: Option<tokio::time::Instant> = None;
     let mut unrecorded: HashMap<String, Record> = HashMap::new();
     let mut store_failures = 0u32;
     loop {
@@ -569,8 +577,12 @@ pub async fn run_outbox(
             .await
             .unwrap_or(unrecorded.len() as u64);
         metrics.outbox_depth.store(pending, Relaxed);
-        if let Some(limit) = until_empty
-            && ((pending == 0 && unrecorded.is_empty()) || started.elapsed() >= limit)
+        if let Some(d) = drain.as_ref().filter(|d| d.after.is_cancelled())
+            && ((pending == 0 && unrecorded.is_empty())
+                || draining_since
+                    .get_or_insert_with(tokio::time::Instant::now)
+                    .elapsed()
+                    >= d.limit)
         {
             if pending > 0 || !unrecorded.is_empty() {
                 tracing::warn!(
@@ -589,10 +601,18 @@ pub async fn run_outbox(
         } else {
             Duration::from_secs(30)
         };
+        // Wakes once when the desks are done, to start draining.
+        let desks_done = async {
+            match &drain {
+                Some(d) if !d.after.is_cancelled() => d.after.cancelled().await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = cancel.cancelled() => return,
             () = wake.notified() => {}
             () = tokio::time::sleep(nap) => {}
+            () = desks_done => {}
         }
     }
 }
