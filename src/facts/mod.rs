@@ -150,7 +150,7 @@ fn is_mail(m: &Message<'_>) -> bool {
 }
 
 pub fn extract_parsed(msg: &Message<'_>, desk: &str, dir: &Directory, rules: &Rules) -> Facts {
-    let subject = msg.subject().unwrap_or_default().to_string();
+    let subject = without_nul(msg.subject().unwrap_or_default());
     let from = first_address(msg.from());
     let sender = first_address(msg.reply_to()).or_else(|| from.clone());
     let ticket = ticket::find_ticket(msg, &rules.ticket_patterns, &rules.limits);
@@ -193,7 +193,7 @@ pub fn extract_parsed(msg: &Message<'_>, desk: &str, dir: &Directory, rules: &Ru
 
     let mut facts = Facts {
         desk: desk.to_string(),
-        message_id: msg.message_id().map(str::to_string),
+        message_id: msg.message_id().map(without_nul),
         group_key: group_key(msg, from.as_deref(), &subject),
         from,
         sender,
@@ -305,6 +305,12 @@ impl Facts {
             .cloned()
             .unwrap_or_else(|| self.desk.clone())
     }
+}
+
+/// Header text without NUL characters (an encoded word may decode to one): PostgreSQL
+/// refuses them in text columns, which would keep the mail from being journaled.
+fn without_nul(text: &str) -> String {
+    text.replace('\0', "")
 }
 
 fn first_address(a: Option<&Address<'_>>) -> Option<String> {

@@ -1486,15 +1486,14 @@ where
     .collect()
 }
 
-fn truncate(text: &str) -> &str {
-    if text.len() <= MAX_ERROR_LEN {
-        return text;
-    }
-    let mut end = MAX_ERROR_LEN;
+/// An error text as stored: at most MAX_ERROR_LEN bytes, without NUL (which PostgreSQL
+/// refuses in text columns).
+fn truncate(text: &str) -> String {
+    let mut end = text.len().min(MAX_ERROR_LEN);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    &text[..end]
+    text[..end].replace('\0', "")
 }
 
 fn get<'r, T>(row: &'r AnyRow, column: &'static str, op: &'static str) -> Result<T, StoreError>
