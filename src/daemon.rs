@@ -515,6 +515,7 @@ async fn watch_desk(
             }
             Err(e) => {
                 trouble.failures += 1;
+                trouble.stalled += 1;
                 if is_refusal(&e) {
                     trouble.refusals += 1;
                 }
@@ -524,7 +525,7 @@ async fn watch_desk(
                 gauges.errors.fetch_add(1, Ordering::Relaxed);
                 let delay = reconnect_delay(failures);
                 tracing::warn!(desk = %desk.name, error = %format_args!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "desk session failed; reconnecting");
-                if once && failures >= 3 {
+                if once && trouble.stalled >= ONCE_STALLED_SESSIONS {
                     tracing::error!(desk = %desk.name, "giving up on this desk for this run");
                     return false;
                 }
@@ -537,14 +538,21 @@ async fn watch_desk(
     }
 }
 
-/// A desk's consecutive failed sessions, how many of them ended in a server refusal, and,
-/// in careful catch-ups, how many times each mail (UIDVALIDITY, UID) was refused.
+/// A desk's consecutive failed sessions (counted from the last successful SELECT, for the
+/// reconnect delay); those in a row that handled no mail at all (`stalled`); how many in a
+/// row ended in a server refusal; and, in careful catch-ups, how many times each mail
+/// (UIDVALIDITY, UID) was refused.
 #[derive(Debug, Default)]
 struct Trouble {
     failures: u32,
+    stalled: u32,
     refusals: u32,
     refused: HashMap<(u32, u32), u32>,
 }
+
+/// `run --once` gives up on a desk after this many failed sessions in a row that handled no
+/// mail (a careful catch-up needs up to three in a row).
+const ONCE_STALLED_SESSIONS: u32 = 5;
 
 /// After this many sessions in a row ended in a refusal (NO/BAD to a fetch, store or move),
 /// the next catch-up goes mail by mail and sets aside each mail the server refuses, so that
@@ -574,7 +582,7 @@ async fn careful_catch_up(
     uidvalidity: u32,
     uids: &[u32],
     cancel: &CancellationToken,
-    refused: &mut HashMap<(u32, u32), u32>,
+    trouble: &mut Trouble,
 ) -> anyhow::Result<u32> {
     let max_bytes = u32::try_from(shared.policy().rules.limits.max_mail_bytes).unwrap_or(u32::MAX);
     let mut last = 0;
@@ -590,9 +598,9 @@ async fn careful_catch_up(
         }
         .await;
         match handled {
-            Ok(()) => {}
+            Ok(()) => trouble.stalled = 0,
             Err(e) if is_refusal(&e) => {
-                let times = refused.entry((uidvalidity, uid)).or_insert(0);
+                let times = trouble.refused.entry((uidvalidity, uid)).or_insert(0);
                 *times += 1;
                 if *times < 2 {
                     tracing::warn!(desk = %desk.name, uid, error = %format_args!("{e:#}"), "the server refused this mail; trying it again after a pause");
@@ -608,6 +616,7 @@ async fn careful_catch_up(
                 };
                 shared.store.fail_mail(&key, &error, unix_now()).await?;
                 shared.store.advance(&desk.name, uidvalidity, uid).await?;
+                trouble.stalled = 0;
             }
             Err(e) => return Err(e),
         }
@@ -683,7 +692,7 @@ async fn session(
                     state.uidvalidity,
                     &uids,
                     cancel,
-                    &mut trouble.refused,
+                    trouble,
                 )
                 .await?;
                 decided_up_to = decided_up_to.max(handled);
@@ -725,6 +734,7 @@ async fn session(
                     decided_up_to,
                 )
                 .await?;
+                trouble.stalled = 0;
                 unfiled.clear();
                 last = decided_up_to;
             }
