@@ -669,7 +669,13 @@ async fn session(
     tracing::info!(desk = %desk.name, mailbox = %desk.mailbox, exists = state.exists, "watching");
     let max_bytes = u32::try_from(shared.policy().rules.limits.max_mail_bytes).unwrap_or(u32::MAX);
     let batch = shared.config.imap.batch_size;
-    let group = file_group(shared.config.imap.file_group, state.exists);
+    // Without MOVE, filing is COPY + \Deleted + EXPUNGE: a crash before the EXPUNGE copies
+    // the group again, so the group stays one batch there.
+    let group = if s.capabilities().r#move {
+        file_group(shared.config.imap.file_group, state.exists)
+    } else {
+        batch
+    };
     loop {
         // Catch up on everything after the last mail done: fetched and decided a batch at a
         // time, filed (keywords, moves, done, progress) in groups (`file_group`) and when
