@@ -454,7 +454,7 @@ async fn login_refused_for_a_while_backs_off_and_other_desks_keep_working() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imap_no_bad_and_a_connection_cut_mid_literal_are_survived() {
-    use faultkit::proxy::{self, Fault};
+    use faultkit::proxy::Fault;
     let stack = MailStack::start();
     let scenarios = [
         (
@@ -487,16 +487,9 @@ async fn imap_no_bad_and_a_connection_cut_mid_literal_are_survived() {
     ];
     for (i, (user, fault)) in scenarios.into_iter().enumerate() {
         let times = 2;
-        let proxy = proxy::start(stack.imap_port, fault.clone(), times).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = faultkit::deployment_on(&stack, proxy.port, dir.path(), "", "", None);
-        // Plain IMAP to the proxy (allowed on loopback), so that it can read the commands.
-        let text = std::fs::read_to_string(&config).expect("config").replacen(
-            "security = \"starttls\"",
-            "security = \"plain\"",
-            1,
-        );
-        std::fs::write(&config, text).expect("config");
+        let (proxy, config) =
+            faultkit::deployment_behind_proxy(&stack, dir.path(), fault.clone(), times).await;
         let id = format!("proxy-{i}@example.in");
         let raw = mail(
             "p@example.in",
@@ -554,7 +547,7 @@ async fn imap_no_bad_and_a_connection_cut_mid_literal_are_survived() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_the_server_keeps_refusing_to_file_is_set_aside_and_the_desk_goes_on() {
-    use faultkit::proxy::{self, Fault};
+    use faultkit::proxy::Fault;
     let stack = MailStack::start();
     // Two refused group moves (two sessions), then two refused moves, in two sessions, for
     // each of the three mails handled one by one; the fourth mail, later, is filed normally.
@@ -563,15 +556,8 @@ async fn mail_the_server_keeps_refusing_to_file_is_set_aside_and_the_desk_goes_o
         command: "UID MOVE",
         answer: "NO [NOPERM] injected fault",
     };
-    let proxy = proxy::start(stack.imap_port, fault, times).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = faultkit::deployment_on(&stack, proxy.port, dir.path(), "", "", None);
-    let text = std::fs::read_to_string(&config).expect("config").replacen(
-        "security = \"starttls\"",
-        "security = \"plain\"",
-        1,
-    );
-    std::fs::write(&config, text).expect("config");
+    let (proxy, config) = faultkit::deployment_behind_proxy(&stack, dir.path(), fault, times).await;
     let mut uids = Vec::new();
     for i in 0..3 {
         let id = format!("refused-{i}@example.in");

@@ -16,6 +16,26 @@ pub mod proxy;
 pub use crate::support::Daemon;
 use crate::support::{DESKS, MailStack, PASSWORD, StoredMail, WAIT};
 
+/// A deployment whose desks reach Dovecot through a fault-injecting proxy, which answers
+/// `fault` on its first `times` chances; plain IMAP (allowed on loopback), so that the
+/// proxy can read the commands.
+pub async fn deployment_behind_proxy(
+    stack: &MailStack,
+    dir: &Path,
+    fault: proxy::Fault,
+    times: usize,
+) -> (proxy::Proxy, PathBuf) {
+    let proxy = proxy::start(stack.imap_port, fault, times).await;
+    let config = deployment_on(stack, proxy.port, dir, "", "", None);
+    let text = std::fs::read_to_string(&config).expect("config").replacen(
+        "security = \"starttls\"",
+        "security = \"plain\"",
+        1,
+    );
+    std::fs::write(&config, text).expect("config");
+    (proxy, config)
+}
+
 /// Writes config.toml for the seven desks on `stack` (STARTTLS, the stack's CA, state in
 /// `dir`), with `extra_imap` and `extra_smtp` appended to those sections and `rules` as the
 /// rules file (the shipped rules/gem.toml if None).
