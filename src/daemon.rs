@@ -584,7 +584,7 @@ async fn careful_catch_up(
     cancel: &CancellationToken,
     trouble: &mut Trouble,
 ) -> anyhow::Result<u32> {
-    let max_bytes = u32::try_from(shared.policy().rules.limits.max_mail_bytes).unwrap_or(u32::MAX);
+    let max_bytes = shared.policy().rules.limits.fetch_limit();
     let mut last = 0;
     for &uid in uids {
         if cancel.is_cancelled() {
@@ -667,7 +667,7 @@ async fn session(
         }
     };
     tracing::info!(desk = %desk.name, mailbox = %desk.mailbox, exists = state.exists, "watching");
-    let max_bytes = u32::try_from(shared.policy().rules.limits.max_mail_bytes).unwrap_or(u32::MAX);
+    let max_bytes = shared.policy().rules.limits.fetch_limit();
     let batch = shared.config.imap.batch_size;
     // Without MOVE, filing is COPY + \Deleted + EXPUNGE: a crash before the EXPUNGE copies
     // the group again, so the group stays one batch there.

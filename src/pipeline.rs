@@ -648,7 +648,7 @@ pub async fn tag_late_broadcasts(
     if late.is_empty() {
         return Ok(());
     }
-    let max_bytes = u32::try_from(rules.limits.max_mail_bytes).unwrap_or(u32::MAX);
+    let max_bytes = rules.limits.fetch_limit();
     for entry in late {
         let folder = entry
             .actions

@@ -444,10 +444,15 @@ pub fn backoff(attempts: u32) -> Duration {
 /// What became of a send attempt, to be written to the outbox.
 #[derive(Debug, Clone)]
 enum Record {
-    Sent,
-    SentExcept(String),
+    /// With the recipients refused for good, if some were.
+    Sent {
+        refused: Option<String>,
+    },
     Failed(String),
-    Retry { at: i64, error: String },
+    Retry {
+        at: i64,
+        error: String,
+    },
 }
 
 async fn record(
@@ -457,8 +462,7 @@ async fn record(
     now: i64,
 ) -> Result<(), crate::store::StoreError> {
     match r {
-        Record::Sent => store.outbox_sent(id, now).await,
-        Record::SentExcept(refused) => store.outbox_sent_except(id, refused, now).await,
+        Record::Sent { refused } => store.outbox_sent(id, refused.as_deref(), now).await,
         Record::Failed(err) => store.outbox_failed(id, err, now).await,
         Record::Retry { at, error } => store.outbox_retry(id, *at, error).await,
     }
@@ -529,12 +533,14 @@ pub async fn run_outbox(
                 Outcome::Sent => {
                     tracing::info!(desk = %item.desk, outbox_id = %item.id, recipients = %item.recipients.join(","), "mail sent");
                     metrics.sent.fetch_add(1, Relaxed);
-                    Record::Sent
+                    Record::Sent { refused: None }
                 }
                 Outcome::SentExcept(refused) => {
                     tracing::warn!(desk = %item.desk, outbox_id = %item.id, recipients = %item.recipients.join(","), refused = %refused, "mail sent, but refused for good for some recipients (not sent to them again)");
                     metrics.sent.fetch_add(1, Relaxed);
-                    Record::SentExcept(refused.clone())
+                    Record::Sent {
+                        refused: Some(refused.clone()),
+                    }
                 }
                 Outcome::Permanent(err) => {
                     tracing::error!(desk = %item.desk, outbox_id = %item.id, error = %err, "mail refused permanently; kept in the outbox as failed");

@@ -83,6 +83,13 @@ pub struct Limits {
     pub max_depth: usize,
 }
 
+impl Limits {
+    /// `max_mail_bytes` as IMAP's RFC822.SIZE counts (u32): larger mail is not downloaded.
+    pub fn fetch_limit(&self) -> u32 {
+        u32::try_from(self.max_mail_bytes).unwrap_or(u32::MAX)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

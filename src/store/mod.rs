@@ -681,21 +681,20 @@ impl Store {
             return Ok(out);
         }
         let mut tx = self.pool.begin().await.map_err(query_error(op))?;
-        let mut inserted: HashSet<(String, u32, u32)> = HashSet::new();
+        let mut inserted: HashSet<MailKey> = HashSet::new();
         for chunk in decisions.chunks(ROWS_PER_INSERT) {
             inserted.extend(insert_journal_rows(&mut tx, chunk).await?);
         }
         let first: Vec<&NewDecision> = decisions
             .iter()
-            .filter(|d| inserted.contains(&(d.key.desk.clone(), d.key.uidvalidity, d.key.uid)))
+            .filter(|d| inserted.contains(&d.key))
             .collect();
         for chunk in first.chunks(ROWS_PER_INSERT) {
             insert_action_rows(&mut tx, chunk).await?;
         }
         for d in decisions {
-            let key = (d.key.desk.clone(), d.key.uidvalidity, d.key.uid);
             // Removed once seen: the same mail twice in one call is journaled once.
-            out.push(if inserted.remove(&key) {
+            out.push(if inserted.remove(&d.key) {
                 Recorded {
                     first_time: true,
                     queued: record_outgoing(&mut tx, d).await?,
@@ -1069,25 +1068,13 @@ impl Store {
         get(&row, "due", op)
     }
 
-    /// The mail was accepted by the SMTP server. Its body is dropped; the row stays.
-    pub async fn outbox_sent(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        self.outbox_update(
-            "mark outgoing mail sent",
-            id,
-            "UPDATE outbox SET status = 'sent', attempts = attempts + 1, finished_at = $2, \
-             body_base64 = '', last_error = NULL WHERE id = $1 AND status = 'pending'",
-            now,
-            None,
-        )
-        .await
-    }
-
-    /// Accepted by the SMTP server for some recipients and refused for good for the others
-    /// (`refused`, kept as the row's error for `ticketgate report`). Not sent again.
-    pub async fn outbox_sent_except(
+    /// The mail was accepted by the SMTP server, for every recipient or (with `refused`:
+    /// which recipients and why) for some of them; the refusal is kept as the row's error
+    /// for `ticketgate report`. Its body is dropped; the row stays. Not sent again.
+    pub async fn outbox_sent(
         &self,
         id: &str,
-        refused: &str,
+        refused: Option<&str>,
         now: i64,
     ) -> Result<(), StoreError> {
         self.outbox_update(
@@ -1096,7 +1083,7 @@ impl Store {
             "UPDATE outbox SET status = 'sent', attempts = attempts + 1, finished_at = $2, \
              body_base64 = '', last_error = $3 WHERE id = $1 AND status = 'pending'",
             now,
-            Some(refused),
+            refused,
         )
         .await
     }
@@ -1143,11 +1130,10 @@ impl Store {
         time: i64,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        let query = sqlx::query(sql).bind(id).bind(time);
-        let query = match error {
-            Some(error) => query.bind(truncate(error)),
-            None => query,
-        };
+        let query = sqlx::query(sql)
+            .bind(id)
+            .bind(time)
+            .bind(error.map(truncate));
         let changed = query
             .execute(&self.pool)
             .await
@@ -1295,7 +1281,7 @@ fn row_marks(first: usize, rows: usize, cols: usize) -> String {
 async fn insert_journal_rows(
     tx: &mut AnyConnection,
     decisions: &[NewDecision],
-) -> Result<Vec<(String, u32, u32)>, StoreError> {
+) -> Result<Vec<MailKey>, StoreError> {
     let op = "record a decision";
     let sql = format!(
         "INSERT INTO journal (desk, uidvalidity, uid, status, group_key, message_id, sender, \
@@ -1326,11 +1312,11 @@ async fn insert_journal_rows(
     let rows = q.fetch_all(&mut *tx).await.map_err(query_error(op))?;
     rows.iter()
         .map(|row| {
-            Ok((
-                get(row, "desk", op)?,
-                get_u32(row, "uidvalidity", op)?,
-                get_u32(row, "uid", op)?,
-            ))
+            Ok(MailKey {
+                desk: get(row, "desk", op)?,
+                uidvalidity: get_u32(row, "uidvalidity", op)?,
+                uid: get_u32(row, "uid", op)?,
+            })
         })
         .collect()
 }

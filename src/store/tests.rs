@@ -599,7 +599,7 @@ async fn outbox_lifecycle(db: Db) {
     assert_eq!(due, vec!["o2", "o3"]);
     assert_eq!(s.outbox_next_attempt().await.unwrap(), Some(NOW));
 
-    s.outbox_sent("o2", NOW + 2).await.unwrap();
+    s.outbox_sent("o2", None, NOW + 2).await.unwrap();
     s.outbox_failed("o3", "550 no such user", NOW + 3)
         .await
         .unwrap();
@@ -611,7 +611,7 @@ async fn outbox_lifecycle(db: Db) {
     assert_eq!(due[0].attempts, 1);
 
     // Repeating a transition after the row left `pending` changes nothing.
-    s.outbox_sent("o2", NOW + 99).await.unwrap();
+    s.outbox_sent("o2", None, NOW + 99).await.unwrap();
     s.outbox_retry("o3", NOW + 99, "again").await.unwrap();
     let all = s.outbox_all().await.unwrap();
     type Summary<'a> = (&'a str, OutboxStatus, u32, Option<&'a str>, Option<i64>);
@@ -642,7 +642,7 @@ async fn outbox_lifecycle(db: Db) {
         ]
     );
 
-    let err = s.outbox_sent("nope", NOW).await.unwrap_err();
+    let err = s.outbox_sent("nope", None, NOW).await.unwrap_err();
     assert!(matches!(err, StoreError::Unknown { .. }), "{err}");
     assert!(err.to_string().contains("\"nope\""), "{err}");
 }
