@@ -74,6 +74,7 @@ fn main() {
         helpdesk: "helpdesk-gem@gov.in".into(),
         own: Vec::new(),
         contacts: Vec::new(),
+        subaddress_delimiter: "+".into(),
     };
     let runs = 5;
     let mut parse = Vec::new();

@@ -191,6 +191,7 @@ mod tests {
             helpdesk: "helpdesk-gem@gov.in".into(),
             own: Vec::new(),
             contacts: Vec::new(),
+            subaddress_delimiter: "+".into(),
         };
         (rules, dir)
     }

@@ -3,7 +3,9 @@
 
 pub mod automatic;
 pub mod suggest;
+pub mod text;
 pub mod ticket;
+pub mod tnef;
 
 use crate::rules::TicketSource;
 
@@ -16,7 +18,7 @@ pub struct Ticket {
     pub pattern: String,
 }
 
-use mail_parser::{Address, Message, MessageParser};
+use mail_parser::{Address, HeaderName, Message, MessageParser};
 use sha2::{Digest, Sha256};
 
 use crate::rules::Rules;
@@ -32,6 +34,8 @@ pub struct Directory {
     pub own: Vec<String>,
     /// Contact-list addresses besides the desks (count towards broadcast).
     pub contacts: Vec<String>,
+    /// Characters that start a subaddress (`bid.ra+urgent@`), from the rules; empty: none.
+    pub subaddress_delimiter: String,
 }
 
 impl Directory {
@@ -45,6 +49,31 @@ impl Directory {
             helpdesk: config.helpdesk.clone(),
             own: rules.own_addresses.clone(),
             contacts: rules.contacts.clone(),
+            subaddress_delimiter: rules.subaddress_delimiter.clone(),
+        }
+    }
+
+    /// `address` lower-case and without its subaddress (RFC 5233): `Bid.RA+urgent@gem.test`
+    /// is `bid.ra@gem.test`. Addresses are compared in this form.
+    pub fn canonical(&self, address: &str) -> String {
+        let a = address.trim().to_lowercase();
+        if self.subaddress_delimiter.is_empty() {
+            return a;
+        }
+        match a.rsplit_once('@') {
+            Some((local, domain)) => {
+                let base = local
+                    .split(|c| self.subaddress_delimiter.contains(c))
+                    .next()
+                    .unwrap_or(local);
+                // A local part that is all tag (`+x@`) is left as it is.
+                if base.is_empty() {
+                    a.clone()
+                } else {
+                    format!("{base}@{domain}")
+                }
+            }
+            None => a,
         }
     }
 
@@ -56,16 +85,18 @@ impl Directory {
     }
 
     fn desk_of(&self, address: &str) -> Option<&str> {
+        let address = self.canonical(address);
         self.desks
             .iter()
-            .find(|(_, a)| a.eq_ignore_ascii_case(address))
+            .find(|(_, a)| self.canonical(a) == address)
             .map(|(n, _)| n.as_str())
     }
 
     fn is_own(&self, address: &str) -> bool {
+        let c = self.canonical(address);
         self.desk_of(address).is_some()
-            || self.helpdesk.eq_ignore_ascii_case(address)
-            || self.own.iter().any(|a| a.eq_ignore_ascii_case(address))
+            || self.canonical(&self.helpdesk) == c
+            || self.own.iter().any(|a| self.canonical(a) == c)
     }
 }
 
@@ -134,7 +165,6 @@ pub fn extract(raw: &[u8], desk: &str, dir: &Directory, rules: &Rules) -> Result
 /// A parse result is a mail when it has at least one of the headers every mail carries;
 /// bare MIME entities and binary junk are not.
 fn is_mail(m: &Message<'_>) -> bool {
-    use mail_parser::HeaderName;
     m.headers().iter().any(|h| {
         matches!(
             h.name,
@@ -150,7 +180,7 @@ fn is_mail(m: &Message<'_>) -> bool {
 }
 
 pub fn extract_parsed(msg: &Message<'_>, desk: &str, dir: &Directory, rules: &Rules) -> Facts {
-    let subject = without_nul(msg.subject().unwrap_or_default());
+    let subject = without_nul(&text::subject(msg).unwrap_or_default());
     let from = first_address(msg.from());
     let sender = first_address(msg.reply_to()).or_else(|| from.clone());
     let ticket = ticket::find_ticket(msg, &rules.ticket_patterns, &rules.limits);
@@ -158,11 +188,19 @@ pub fn extract_parsed(msg: &Message<'_>, desk: &str, dir: &Directory, rules: &Ru
     let own =
         msg.header_raw(MARKER_HEADER).is_some() || from.as_deref().is_some_and(|f| dir.is_own(f));
 
+    // Every To and Cc header counts (a mail may carry several), each address without its
+    // subaddress.
     let mut recipients: Vec<String> = Vec::new();
-    for a in [msg.to(), msg.cc()].into_iter().flatten() {
-        for addr in a.iter() {
+    for h in msg.headers() {
+        if !matches!(h.name, HeaderName::To | HeaderName::Cc) {
+            continue;
+        }
+        let Some(list) = h.value.as_address() else {
+            continue;
+        };
+        for addr in list.iter() {
             if let Some(s) = addr.address() {
-                let s = s.trim().to_ascii_lowercase();
+                let s = dir.canonical(s);
                 if !recipients.contains(&s) {
                     recipients.push(s);
                 }
@@ -172,24 +210,24 @@ pub fn extract_parsed(msg: &Message<'_>, desk: &str, dir: &Directory, rules: &Ru
     let addressed_desks: Vec<String> = dir
         .desks
         .iter()
-        .filter(|(_, a)| recipients.iter().any(|r| r == a))
+        .filter(|(_, a)| recipients.contains(&dir.canonical(a)))
         .map(|(n, _)| n.clone())
         .collect();
     let addressed_contacts = addressed_desks.len()
         + dir
             .contacts
             .iter()
-            .filter(|c| recipients.iter().any(|r| r == *c))
+            .filter(|c| recipients.contains(&dir.canonical(c)))
             .count();
 
     let mut body = String::new();
-    if let Some(t) = msg.body_text(0) {
+    if let Some(t) = text::body_text(msg) {
         body.push_str(truncate(&t, rules.limits.max_scan_bytes));
     }
     let suggested_desk = suggest::suggest_desk(&subject, &body, &rules.desks);
-    let mut text = subject.clone();
+    let mut text = text::normalize(&subject).into_owned();
     text.push('\n');
-    text.push_str(&body);
+    text.push_str(&text::normalize(&body));
 
     let mut facts = Facts {
         desk: desk.to_string(),

@@ -1,23 +1,28 @@
 //! Finding the CRM ticket number in a mail (SPEC 3): which parts of the mail are searched,
-//! in which order, and with which patterns. Decoding is mail-parser's; the patterns and
+//! in which order, and with which patterns. Containers are opened here (message/rfc822, an
+//! attached `.eml` under another content type, TNEF); decoding is mail-parser's, text
+//! normalisation and HTML conversion `text`'s, the TNEF format `tnef`'s; the patterns and
 //! where they apply come from the rules.
 
-use mail_parser::{Message, MessagePart, PartType};
+use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
-use crate::facts::{Ticket, truncate};
+use crate::facts::{Ticket, text, tnef, truncate};
 use crate::rules::{Limits, TicketPattern, TicketSource};
 
 /// The shipped GeM patterns (also in rules/gem.toml; tests keep the two in step).
 /// `YYYY-NNNNNNN` anywhere in the subject, not glued to other digits, letters, `/`, `-`
-/// or a decimal point (bid numbers, order numbers, amounts).
+/// or `.` before it, nor to digits, `/`, `_` or a digit after `.`, `,` or `-` (bid numbers,
+/// order numbers, amounts); letters may follow (`2024-2468024Pending`).
 pub const GEM_SUBJECT_PATTERN: &str =
-    r"(?:^|[^0-9A-Za-z/_.-])(?P<ticket>20[0-9]{2}-[0-9]{7})(?:[^0-9A-Za-z/_.-]|\.(?:[^0-9]|$)|$)";
-/// Elsewhere only right after a label: Ticket No / No. / ID / Number / # / Ticket, CRM
-/// Ticket, Complaint No, with optional punctuation.
-pub const GEM_LABELLED_PATTERN: &str = r"(?i)(?:^|[^a-z0-9])(?:crm\s+)?(?:ticket|complaint)\s*(?:no\.?|number|num|id|#)?\s*[:.#-]?\s*(?P<ticket>20[0-9]{2}-[0-9]{7})(?:[^0-9a-z/_.-]|\.(?:[^0-9]|$)|$)";
+    r"(?:^|[^0-9A-Za-z/_.-])(?P<ticket>20[0-9]{2}-[0-9]{7})(?:[^0-9/_.,-]|[.,-](?:[^0-9]|$)|$)";
+/// Elsewhere only right after a label: Ticket / Complaint / Grievance (or the Hindi टिकट,
+/// शिकायत) with No, No., Nr., № (normalised to No), Number, Num, ID, #, संख्या, नंबर, नं.,
+/// क्रमांक; then "is", any of `: . # -` (`No:-`, `No.:-`), and an opening bracket.
+pub const GEM_LABELLED_PATTERN: &str = r"(?i)(?:^|[^a-z0-9])(?:crm\s+)?(?:ticket|complaint|grievance|टिकट|शिकायत)\s*(?:number|num|no|nr|id|#|संख्या|नंबर|नं|क्रमांक)?\.?\s*(?:is\s+)?[:.#-]*\s*[(\[]?\s*(?P<ticket>20[0-9]{2}-[0-9]{7})(?:[^0-9/_.,-]|[.,-](?:[^0-9]|$)|$)";
 
 /// The ticket number of `msg`, by the precedence of [`TicketSource`]: the first source (in
 /// that order) where any applicable pattern matches wins; within a source, the first match.
+/// Every text is normalised first ([`text::normalize`]).
 pub fn find_ticket(
     msg: &Message<'_>,
     patterns: &[TicketPattern],
@@ -27,11 +32,14 @@ pub fn find_ticket(
     for source in TicketSource::ALL {
         for p in patterns.iter().filter(|p| p.sources.contains(&source)) {
             let found = match source {
-                TicketSource::Header => p
-                    .headers
-                    .iter()
-                    .filter_map(|h| header(msg, h))
-                    .find_map(|t| first_match(p, truncate(&t, limits.max_scan_bytes))),
+                TicketSource::Header => {
+                    p.headers
+                        .iter()
+                        .filter_map(|h| header(msg, h))
+                        .find_map(|t| {
+                            first_match(p, &text::normalize(truncate(&t, limits.max_scan_bytes)))
+                        })
+                }
                 _ => texts
                     .of_source(source)
                     .iter()
@@ -66,7 +74,7 @@ fn header(msg: &Message<'_>, name: &str) -> Option<String> {
         })
 }
 
-/// The texts of a mail, split by source.
+/// The normalised texts of a mail, split by source.
 #[derive(Debug, Default)]
 struct Texts {
     subject: Vec<String>,
@@ -74,52 +82,51 @@ struct Texts {
     html: Vec<String>,
     quoted: Vec<String>,
     attached: Vec<String>,
+    /// MIME parts looked at so far, all levels (bounded by `Limits::max_parts`).
+    parts_seen: usize,
 }
 
 impl Texts {
     fn of(msg: &Message<'_>, limits: &Limits) -> Texts {
         let mut t = Texts::default();
-        t.subject.extend(msg.subject().map(str::to_string));
+        if let Some(s) = text::subject(msg) {
+            t.subject.push(text::normalize(&s).into_owned());
+        }
         let mut html_seen = Vec::new();
-        for &i in &msg.text_body {
+        for &i in msg.text_body.iter().take(limits.max_parts) {
             match msg.parts.get(i as usize).map(|p| &p.body) {
-                Some(PartType::Text(text)) => {
-                    t.split_into(truncate(text, limits.max_scan_bytes), false)
+                Some(PartType::Text(body)) => {
+                    t.split_into(truncate(body, limits.max_scan_bytes), false)
                 }
                 Some(PartType::Html(html)) => {
                     html_seen.push(i);
                     t.split_into(
-                        &mail_parser::decoders::html::html_to_text(truncate(
-                            html,
-                            limits.max_scan_bytes,
-                        )),
+                        &text::html_to_text(truncate(html, limits.max_scan_bytes)),
                         true,
                     );
                 }
                 _ => {}
             }
         }
-        for &i in &msg.html_body {
-            if html_seen.contains(&i) {
+        html_seen.sort_unstable();
+        for &i in msg.html_body.iter().take(limits.max_parts) {
+            if html_seen.binary_search(&i).is_ok() {
                 continue;
             }
             if let Some(PartType::Html(html)) = msg.parts.get(i as usize).map(|p| &p.body) {
                 t.split_into(
-                    &mail_parser::decoders::html::html_to_text(truncate(
-                        html,
-                        limits.max_scan_bytes,
-                    )),
+                    &text::html_to_text(truncate(html, limits.max_scan_bytes)),
                     true,
                 );
             }
         }
-        t.attached_from(msg, limits, 1);
+        t.containers(msg, limits, 1, false);
         t
     }
 
     /// Own text goes to body (or html), quoted text of earlier mails to quoted.
-    fn split_into(&mut self, text: &str, html: bool) {
-        let (own, quoted) = split_quoted(text);
+    fn split_into(&mut self, body: &str, html: bool) {
+        let (own, quoted) = split_quoted(&text::normalize(body));
         if html {
             self.html.push(own)
         } else {
@@ -130,22 +137,93 @@ impl Texts {
         }
     }
 
-    fn attached_from(&mut self, msg: &Message<'_>, limits: &Limits, depth: usize) {
+    /// Opens the containers among the parts of `msg`: attached messages (message/rfc822,
+    /// or an attachment whose content is a mail) count as attached; a TNEF part of the
+    /// mail itself is its body (`inside` false), of an attached mail attached.
+    fn containers(&mut self, msg: &Message<'_>, limits: &Limits, depth: usize, inside: bool) {
         if depth > limits.max_depth {
             return;
         }
-        for part in msg.parts.iter() {
-            if let PartType::Message(inner) = &part.body {
-                self.attached.extend(inner.subject().map(str::to_string));
-                for (i, p) in inner.parts.iter().enumerate() {
-                    if let Some(text) = part_text(p, limits)
-                        && (inner.text_body.contains(&(i as u32))
-                            || inner.html_body.contains(&(i as u32)))
-                    {
-                        self.attached.push(text);
+        // Text parts that are not a body are attachments (a mail saved as .txt).
+        let mut bodies: Vec<u32> = msg
+            .text_body
+            .iter()
+            .chain(&msg.html_body)
+            .copied()
+            .collect();
+        bodies.sort_unstable();
+        for (i, part) in msg.parts.iter().enumerate() {
+            self.parts_seen += 1;
+            if self.parts_seen > limits.max_parts {
+                return;
+            }
+            match &part.body {
+                PartType::Message(inner) => self.attached_mail(inner, limits, depth),
+                PartType::Binary(data) | PartType::InlineBinary(data) => {
+                    if is_tnef(part) {
+                        self.tnef(data, limits, depth, inside);
+                    } else if let Some(inner) = attached_mail(part, data, limits) {
+                        self.attached_mail(&inner, limits, depth);
                     }
                 }
-                self.attached_from(inner, limits, depth + 1);
+                PartType::Text(t)
+                    if u32::try_from(i).is_ok_and(|i| bodies.binary_search(&i).is_err()) =>
+                {
+                    if let Some(inner) = attached_mail(part, t.as_bytes(), limits) {
+                        self.attached_mail(&inner, limits, depth);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn attached_mail(&mut self, inner: &Message<'_>, limits: &Limits, depth: usize) {
+        if let Some(s) = text::subject(inner) {
+            self.attached.push(text::normalize(&s).into_owned());
+        }
+        for &i in inner
+            .text_body
+            .iter()
+            .chain(inner.html_body.iter())
+            .take(limits.max_parts)
+        {
+            if let Some(p) = inner.parts.get(i as usize)
+                && let Some(t) = part_text(p, limits)
+            {
+                self.attached.push(text::normalize(&t).into_owned());
+            }
+        }
+        self.containers(inner, limits, depth + 1, true);
+    }
+
+    /// The texts of a TNEF blob (MS-OXTNEF): body, RTF body and HTML body; attachments
+    /// inside that are mails are opened like attached mail.
+    fn tnef(&mut self, data: &[u8], limits: &Limits, depth: usize, inside: bool) {
+        let found = tnef::read(data, limits.max_scan_bytes, limits.max_parts);
+        for body in found.body.iter().chain(found.rtf.iter()) {
+            if inside {
+                self.attached.push(text::normalize(body).into_owned());
+            } else {
+                self.split_into(body, false);
+            }
+        }
+        for html in &found.html {
+            let t = text::html_to_text(truncate(html, limits.max_scan_bytes));
+            if inside {
+                self.attached.push(text::normalize(&t).into_owned());
+            } else {
+                self.split_into(&t, true);
+            }
+        }
+        if depth < limits.max_depth {
+            for (_, bytes) in &found.attachments {
+                if tnef::is_tnef(bytes) {
+                    // An Outlook message attached inside (its own TNEF stream).
+                    self.tnef(bytes, limits, depth + 1, true);
+                } else if let Some(inner) = parse_mail(bytes) {
+                    self.attached_mail(&inner, limits, depth + 1);
+                }
             }
         }
     }
@@ -162,20 +240,70 @@ impl Texts {
     }
 }
 
+/// `application/ms-tnef`, `application/vnd.ms-tnef`, or a file named `winmail.dat`.
+fn is_tnef(part: &MessagePart<'_>) -> bool {
+    let ct = part.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("application")
+            && ct.subtype().is_some_and(|s| {
+                s.eq_ignore_ascii_case("ms-tnef") || s.eq_ignore_ascii_case("vnd.ms-tnef")
+            })
+    });
+    ct || part
+        .attachment_name()
+        .is_some_and(|n| n.trim().eq_ignore_ascii_case("winmail.dat"))
+}
+
+/// An attachment that is a mail under another content type: a file named `*.eml`, or
+/// content that parses as a mail with a From and a Subject or Date header.
+fn attached_mail<'x>(
+    part: &MessagePart<'_>,
+    data: &'x [u8],
+    limits: &Limits,
+) -> Option<Message<'x>> {
+    if data.len() > limits.max_mail_bytes {
+        return None;
+    }
+    let named = part
+        .attachment_name()
+        .is_some_and(|n| n.trim().to_ascii_lowercase().ends_with(".eml"));
+    let textual = part.content_type().is_none_or(|ct| {
+        let t = ct.ctype().to_ascii_lowercase();
+        t == "application" || t == "text"
+    });
+    (named || (textual && looks_like_header(data))).then(|| parse_mail(data))?
+}
+
+/// The bytes open with a header field (`Name: value`), as a mail does.
+fn looks_like_header(data: &[u8]) -> bool {
+    let line = data.split(|&b| b == b'\n').next().unwrap_or_default();
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    colon > 0
+        && colon < 77
+        && line[..colon]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// `bytes` parsed as a mail, when it has the headers of one (From, and Subject or Date).
+fn parse_mail(bytes: &[u8]) -> Option<Message<'_>> {
+    let m = MessageParser::default().parse(bytes)?;
+    (m.from().is_some() && (m.subject().is_some() || m.date().is_some())).then_some(m)
+}
+
 fn part_text(p: &MessagePart<'_>, limits: &Limits) -> Option<String> {
     match &p.body {
         PartType::Text(t) => Some(truncate(t, limits.max_scan_bytes).to_string()),
-        PartType::Html(h) => Some(mail_parser::decoders::html::html_to_text(truncate(
-            h,
-            limits.max_scan_bytes,
-        ))),
+        PartType::Html(h) => Some(text::html_to_text(truncate(h, limits.max_scan_bytes))),
         _ => None,
     }
 }
 
 /// Splits a text body into the writer's own text and the quoted or forwarded text of
 /// earlier mails: `>` lines, and everything after an attribution ("On ... wrote:"), an
-/// "Original Message" or "Forwarded message" separator or an Outlook "From:/Sent:" block.
+/// "Original Message" or "Forwarded message" separator, Outlook's inline-forward rule (a
+/// line of underscores) or an Outlook "From:/Sent:" block.
 pub fn split_quoted(text: &str) -> (String, String) {
     let mut own = String::new();
     let mut quoted = String::new();
@@ -205,6 +333,8 @@ fn starts_quote_block(t: &str, prev_blank: bool) -> bool {
         || (l.contains("forwarded message") && l.starts_with('-'))
         || l.starts_with("begin forwarded message")
         || (prev_blank && l.starts_with("from:") && l.contains('@'))
+        || (l.len() >= 10 && l.bytes().all(|b| b == b'_'))
+        || (l.starts_with("from:") && l.contains("sent:"))
 }
 
 #[cfg(test)]
@@ -280,6 +410,193 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    /// Encodes `body` as a whole mail in one of the forms senders use.
+    fn in_form(form: &str, body: &str) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(body.as_bytes());
+        match form {
+            "plain" => format!(
+                "From: a@example.in\r\nSubject: help\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{body}\r\n"
+            ),
+            "base64" => format!(
+                "From: a@example.in\r\nSubject: help\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}\r\n"
+            ),
+            "html" => format!(
+                "From: a@example.in\r\nSubject: help\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+                base64::engine::general_purpose::STANDARD.encode(format!(
+                    "<html><body><p>Sir,</p><p>{body}</p></body></html>"
+                ))
+            ),
+            "subject" => format!(
+                "From: a@example.in\r\nSubject: =?utf-8?b?{b64}?=\r\n\r\nno number here\r\n"
+            ),
+            _ => panic!("{form}"),
+        }
+    }
+
+    #[test]
+    fn numbers_as_people_write_them_in_every_form() {
+        for text in [
+            "Ticket No:- 2024-1234567",
+            "Ticket No.:- 2024-1234567",
+            "Ticket No.- 2024-1234567",
+            "Complaint No.:-2024-1234567",
+            "Ticket № 2024-1234567",
+            "Ticket Nr. 2024-1234567",
+            "my ticket number is 2024-1234567",
+            "ticket no. is 2024-1234567",
+            "Ticket (2024-1234567)",
+            "Ticket No: [2024-1234567]",
+            "Grievance No. 2024-1234567",
+            "Ticket No: 2024\u{2013}1234567",
+            "Ticket No: 2024\u{2011}1234567",
+            "Ticket No: 2024\u{2212}1234567",
+            "Ticket No: 2024\u{FF0D}1234567",
+            "Ticket No: ２０２４－１２３４５６７",
+            "Ticket No: २०२४-१२३४५६७",
+            "टिकट संख्या: 2024-1234567",
+            "शिकायत संख्या २०२४-१२३४५६७ है",
+            "टिकट नं. 2024-1234567",
+            "टिकट नंबर 2024-1234567",
+            "Ticket No: 2024-1234567Pending",
+            "Ticket No: 2024-1234567, still open",
+            "Ticket No: 2024-1234567.",
+            "Ticket No: 2024-12\u{00AD}34567",
+        ] {
+            for form in ["plain", "base64", "html", "subject"] {
+                let want = if form == "html" {
+                    TicketSource::Html
+                } else if form == "subject" {
+                    TicketSource::Subject
+                } else {
+                    TicketSource::Body
+                };
+                assert_eq!(
+                    find(&in_form(form, text)),
+                    Some(("2024-1234567".into(), want)),
+                    "{form}: {text}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn near_misses_stay_near_misses_after_normalisation() {
+        for text in [
+            "Ticket No: 2024\u{2013}12345678",
+            "Ticket No: २०२४-१२३४५६७८",
+            "Ticket No: 2024-1234567\u{2013}01",
+            "Bid GEM/२०२४/B/1234567",
+            "Ticket No: GEM/2024\u{2013}1234567",
+            "amount Rs. 2024-1234567,50",
+            "Ticket No: 2024-1234567/B",
+            "ticketing 2024-1234567",
+            "Call 1800\u{2013}419\u{2013}3436",
+        ] {
+            for form in ["plain", "html"] {
+                assert_eq!(find(&in_form(form, text)), None, "{form}: {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn html_cells_never_merge_into_the_number() {
+        let html = "From: a@example.in\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/html\r\n\r\n<table><tr><td>Ticket No</td><td>2024-1234567</td><td>5</td></tr></table>\r\n";
+        // Without cell boundaries this reads "Ticket No2024-12345675": no ticket, or a wrong one.
+        assert_eq!(
+            find(html),
+            Some(("2024-1234567".into(), TicketSource::Html))
+        );
+        let html = "From: a@example.in\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/html\r\n\r\n<div>Ticket No: 2024-1234567</div><div>8 days pending</div>\r\n";
+        assert_eq!(
+            find(html),
+            Some(("2024-1234567".into(), TicketSource::Html))
+        );
+    }
+
+    #[test]
+    fn outlook_forward_separators_start_quoted_text() {
+        for sep in [
+            "________________________________\r\nFrom: GeM Helpdesk <helpdesk@gem.test>\r\nSent: Friday, 30 October 2026 16:45\r\n",
+            "From: GeM Helpdesk <helpdesk@gem.test> Sent: Friday, 30 October 2026 16:45\r\n",
+        ] {
+            let body = format!(
+                "Please see below.\r\n{sep}Subject: registered\r\n\r\nTicket No: 2024-7654321\r\n"
+            );
+            assert_eq!(
+                find(&plain("Fw: registered", &body)),
+                Some(("2024-7654321".into(), TicketSource::Quoted)),
+                "{sep}"
+            );
+        }
+    }
+
+    #[test]
+    fn attached_mail_under_other_content_types() {
+        let inner = "From: GeM Helpdesk <helpdesk@gem.test>\r\nSubject: Your complaint has been registered\r\nDate: Fri, 30 Oct 2026 16:45:00 +0530\r\n\r\nTicket No: 2024-7654321\r\n";
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(inner);
+        for (ct, disposition) in [
+            (
+                "application/octet-stream; name=\"ack.eml\"",
+                "attachment; filename=\"ack.eml\"",
+            ),
+            ("application/octet-stream", "attachment"),
+            (
+                "text/plain; name=\"ack.txt\"",
+                "attachment; filename=\"ack.txt\"",
+            ),
+        ] {
+            let raw = format!(
+                "From: a@example.in\r\nSubject: Fw: ack\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b\r\nContent-Type: {ct}\r\nContent-Disposition: {disposition}\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}\r\n--b--\r\n"
+            );
+            let got = find(&raw);
+            // A text/plain attachment is read as a body part by mail-parser: either way the
+            // number is found, never lost.
+            assert!(
+                matches!(&got, Some((n, TicketSource::Attached | TicketSource::Body)) if n == "2024-7654321"),
+                "{ct}: {got:?}"
+            );
+        }
+        // A binary attachment that is not a mail is not parsed as one.
+        let b64 = base64::engine::general_purpose::STANDARD.encode(format!("%PDF-1.4\r\n{inner}"));
+        let raw = format!(
+            "From: a@example.in\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}\r\n--b--\r\n"
+        );
+        assert_eq!(find(&raw), None);
+    }
+
+    #[test]
+    fn many_parts_cost_at_most_the_part_limit() {
+        let mut raw = String::from(
+            "From: a@example.in\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n",
+        );
+        for _ in 0..5_000 {
+            raw.push_str("--b\r\nContent-Type: application/octet-stream\r\n\r\nFrom: x\r\n");
+        }
+        raw.push_str("--b\r\nContent-Type: message/rfc822\r\n\r\nFrom: h@gem.test\r\nSubject: s\r\n\r\nTicket No: 2024-1234567\r\n--b--\r\n");
+        let msg = MessageParser::default()
+            .parse(raw.as_bytes())
+            .unwrap_or_else(|| panic!("parse"));
+        let limits = Limits {
+            max_parts: 100,
+            ..Limits::default()
+        };
+        // The attached mail lies beyond the first 100 parts: not searched.
+        assert_eq!(find_ticket(&msg, &gem(), &limits), None);
+        assert!(
+            find_ticket(
+                &msg,
+                &gem(),
+                &Limits {
+                    max_parts: 10_000,
+                    ..Limits::default()
+                }
+            )
+            .is_some()
+        );
     }
 
     #[test]

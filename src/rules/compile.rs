@@ -104,6 +104,16 @@ impl Builder {
                             ));
                         }
                     }
+                    if s.subaddress_delimiter
+                        .chars()
+                        .any(|c| c.is_alphanumeric() || c == '@' || c.is_whitespace())
+                    {
+                        self.problems.push(src.problem_at_key(
+                            start,
+                            "subaddress_delimiter",
+                            "subaddress_delimiter must be punctuation such as \"+\" or \"-\" (the mail server's recipient_delimiter), or \"\" for none",
+                        ));
+                    }
                     for (key, keyword) in [
                         ("broadcast_keyword", &s.broadcast_keyword),
                         ("flood_keyword", &s.flood_keyword),
@@ -417,6 +427,7 @@ impl Builder {
                 .iter()
                 .map(|a| a.to_ascii_lowercase())
                 .collect(),
+            subaddress_delimiter: settings.subaddress_delimiter.clone(),
             rules,
             templates: self.templates,
             limits: Limits {

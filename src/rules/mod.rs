@@ -79,8 +79,12 @@ pub struct Limits {
     pub max_mail_bytes: usize,
     /// At most this many bytes of decoded text per part are scanned for tickets.
     pub max_scan_bytes: usize,
-    /// Nested message/rfc822 deeper than this is not searched.
+    /// Containers (message/rfc822, an attached `.eml`, TNEF) nested deeper than this are
+    /// not opened.
     pub max_depth: usize,
+    /// At most this many MIME parts of one mail (all levels together) are searched; a mail
+    /// built with a million parts costs no more than this many.
+    pub max_parts: usize,
 }
 
 impl Limits {
@@ -96,6 +100,7 @@ impl Default for Limits {
             max_mail_bytes: 25 * 1024 * 1024,
             max_scan_bytes: 256 * 1024,
             max_depth: 4,
+            max_parts: 1_000,
         }
     }
 }
@@ -152,6 +157,9 @@ pub struct Rules {
     pub contacts: Vec<String>,
     /// Extra own addresses (lower-case) besides helpdesk and desks: their mail is never answered.
     pub own_addresses: Vec<String>,
+    /// Characters that start a subaddress (RFC 5233): `desk+tag@domain` is the desk's
+    /// address. Empty: none.
+    pub subaddress_delimiter: String,
     pub rules: Vec<Rule>,
     pub templates: BTreeMap<String, Template>,
     pub limits: Limits,

@@ -145,6 +145,10 @@ pub struct RawSettings {
     pub contacts: Vec<String>,
     #[serde(default)]
     pub own_addresses: Vec<String>,
+    /// Characters that start a subaddress in a local part (`bid.ra+urgent@`: Postfix's
+    /// `recipient_delimiter`, Dovecot's `recipient_delimiter`); empty: no subaddresses.
+    #[serde(default = "default_subaddress_delimiter")]
+    pub subaddress_delimiter: String,
     /// Keyword added to copies found to be a broadcast only after they were handled.
     #[serde(default = "default_broadcast_keyword")]
     pub broadcast_keyword: String,
@@ -173,6 +177,10 @@ fn default_broadcast_keyword() -> String {
     "$Broadcast".into()
 }
 
+fn default_subaddress_delimiter() -> String {
+    "+".into()
+}
+
 fn default_threshold() -> usize {
     3
 }
@@ -195,6 +203,7 @@ impl Default for RawSettings {
             max_mail_mb: default_max_mail_mb(),
             contacts: Vec::new(),
             own_addresses: Vec::new(),
+            subaddress_delimiter: default_subaddress_delimiter(),
             broadcast_keyword: default_broadcast_keyword(),
             sender_answer_limit: default_sender_answer_limit(),
             sender_answer_window_hours: default_sender_answer_window(),
