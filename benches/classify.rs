@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use mail_parser::MessageParser;
 use ticketgate::classify::classify_bytes;
-use ticketgate::facts::Directory;
+use ticketgate::facts::{Directory, text};
 use ticketgate::rules::{self, Deployment};
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -98,7 +98,39 @@ fn main() {
         }
         classify.push(t.elapsed());
     }
+    // What the text normalisation (issue #12) costs: the subject and every body text of each
+    // mail, collected beforehand, normalised as `classify` does.
+    let texts: Vec<String> = mails
+        .iter()
+        .filter_map(|m| MessageParser::default().parse(m))
+        .flat_map(|msg| {
+            let mut t: Vec<String> = text::subject(&msg).into_iter().collect();
+            let mut parts: Vec<u32> = msg
+                .text_body
+                .iter()
+                .chain(&msg.html_body)
+                .copied()
+                .collect();
+            parts.sort_unstable();
+            parts.dedup();
+            for i in parts {
+                // Cut as `classify` cuts them (Limits::max_scan_bytes).
+                t.extend(text::part_text(&msg, i).map(|s| {
+                    ticketgate::facts::truncate(&s, rules.limits.max_scan_bytes).to_string()
+                }));
+            }
+            t
+        })
+        .collect();
+    let mut normalise = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let n: usize = texts.iter().map(|s| text::normalize(s).len()).sum();
+        std::hint::black_box(n);
+        normalise.push(t.elapsed());
+    }
     let (p, c) = (median(parse), median(classify));
+    let nt = median(normalise);
     let rate = |d: Duration| mails.len() as f64 / d.as_secs_f64();
     println!(
         "corpus: {} files, {:.1} MB ({})",
@@ -119,5 +151,11 @@ fn main() {
     println!(
         "classify / parse time: {:.2}x; files with a ticket: {tickets}",
         c.as_secs_f64() / p.as_secs_f64()
+    );
+    println!(
+        "text normalisation : {:.3} s for {} texts = {:.1} % of classify time",
+        nt.as_secs_f64(),
+        texts.len(),
+        100.0 * nt.as_secs_f64() / c.as_secs_f64()
     );
 }

@@ -228,6 +228,44 @@ mod tests {
     }
 
     #[test]
+    fn subaddressed_and_repeated_headers_address_the_desks() {
+        let known = Known::default();
+        // Three desks, one with a subaddress and in other letter case, over two To headers.
+        let raw = mail(
+            "From: a@example.in\r\nTo: Bid.RA+urgent@gem.gov.in\r\nTo: order.process@gem.gov.in\r\nCc: payment.process+x@GEM.gov.in\r\nSubject: stuck\r\n",
+            "everything is stuck",
+        );
+        let (facts, _) = actions(&raw, "bid-ra", &[], &known);
+        assert_eq!(
+            facts.addressed_desks,
+            ["bid-ra", "order-process", "payment-process"]
+        );
+        assert!(facts.broadcast);
+        // A desk writing from a subaddress, or the helpdesk in other letter case, is own mail.
+        for from in ["order.process+escalation@gem.gov.in", "HelpDesk-GeM@Gov.IN"] {
+            let raw = mail(
+                &format!("From: {from}\r\nTo: bid.ra@gem.gov.in\r\nSubject: fwd\r\n"),
+                "no ticket",
+            );
+            let (facts, a) = actions(&raw, "bid-ra", &[], &known);
+            assert!(facts.own, "{from}");
+            assert!(
+                !a.iter().any(|a| a.starts_with("redirect")),
+                "{from}: {a:?}"
+            );
+        }
+        // With no delimiter configured, a subaddress is another address.
+        let (rules, mut dir) = gem();
+        dir.subaddress_delimiter = String::new();
+        let raw = mail(
+            "From: a@example.in\r\nTo: bid.ra+urgent@gem.gov.in\r\nSubject: x\r\n",
+            "x",
+        );
+        let facts = extract(&raw, "bid-ra", &dir, &rules).unwrap_or_else(|e| panic!("{e}"));
+        assert!(facts.addressed_desks.is_empty());
+    }
+
+    #[test]
     fn automatic_and_own_mail_never_sends_mail() {
         for headers in [
             "From: a@example.in\r\nTo: bid.ra@gem.gov.in\r\nSubject: Out of office\r\nAuto-Submitted: auto-replied\r\n",

@@ -111,12 +111,13 @@ fn check_reports_every_problem_with_file_and_line_and_exits_78() {
         (c, 9, "unknown field `securty`"),
         (c, 20, "unknown field `password`"),
         (r, 3, "broadcast_threshold must be at least 2"),
-        (r, 7, "unknown ticket source `footer`"),
-        (r, 8, "invalid regex"),
-        (r, 12, "unknown field `sender`"),
-        (r, 17, "keyword `$No Ticket` contains ` `"),
-        (r, 17, "unknown action `explode`"),
-        (r, 22, "needs a template `[template.advisory]`"),
+        (r, 4, "subaddress_delimiter must be punctuation"),
+        (r, 8, "unknown ticket source `footer`"),
+        (r, 9, "invalid regex"),
+        (r, 13, "unknown field `sender`"),
+        (r, 18, "keyword `$No Ticket` contains ` `"),
+        (r, 18, "unknown action `explode`"),
+        (r, 23, "needs a template `[template.advisory]`"),
     ] {
         let found = err
             .lines()

@@ -39,10 +39,14 @@ fn fold(c: char) -> Option<Fold> {
         '\u{2116}' => Fold::Str("No"),
         // Fullwidth ASCII forms.
         '\u{FF01}'..='\u{FF5E}' => Fold::Char(char::from_u32(u - 0xFEE0).unwrap_or(c)),
-        _ => match DIGIT_ZEROS.iter().find(|&&z| (z..z + 10).contains(&u)) {
-            Some(z) => Fold::Char(char::from(b'0' + (u - z) as u8)),
-            None => Fold::Char(c),
-        },
+        _ => {
+            // The last run starting at or before `u` (the table is sorted).
+            let i = DIGIT_ZEROS.partition_point(|&z| z <= u);
+            match i.checked_sub(1).and_then(|i| DIGIT_ZEROS.get(i)) {
+                Some(&z) if u - z < 10 => Fold::Char(char::from(b'0' + (u - z) as u8)),
+                _ => Fold::Char(c),
+            }
+        }
     })
 }
 
@@ -61,17 +65,20 @@ pub fn normalize(text: &str) -> Cow<'_, str> {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_ascii() {
-            out.push(c);
-            continue;
-        }
+    // ASCII runs are copied whole; only other characters are looked at one by one.
+    let mut rest = text;
+    while let Some(i) = rest.find(|c: char| !c.is_ascii()) {
+        out.push_str(&rest[..i]);
+        let mut chars = rest[i..].chars();
+        let Some(c) = chars.next() else { break };
+        rest = chars.as_str();
         match fold(c) {
             Some(Fold::Char(f)) => out.push(f),
             Some(Fold::Str(s)) => out.push_str(s),
             None => {}
         }
     }
+    out.push_str(rest);
     Cow::Owned(out)
 }
 
