@@ -39,6 +39,21 @@ pub struct OutgoingSpec<'a> {
     pub date_unix: i64,
     /// Value of the `X-Ticketgate` header (the desk), which marks the mail as our own.
     pub marker: &'a str,
+    /// Where the MIME boundary starts: random in production ([`random_seed`]), so a sender
+    /// cannot predict it; fixed in tests. Whatever the seed, the boundary never occurs in
+    /// the note or the original (RFC 2046 section 5.1.1).
+    pub boundary_seed: u64,
+}
+
+/// 64 unpredictable bits for [`OutgoingSpec::boundary_seed`]: std's per-process random
+/// SipHash keys (from the OS's random source) over a counter.
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::hash::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish()
 }
 
 /// A composed mail and its envelope.
@@ -178,7 +193,7 @@ pub fn compose(spec: &OutgoingSpec<'_>) -> Result<Outgoing, ComposeError> {
     let message = match spec.kind {
         Kind::Reply => b.singlepart(note),
         Kind::Redirect | Kind::Forward => {
-            let boundary = boundary(spec.message_id);
+            let boundary = boundary(spec.boundary_seed, &[spec.body.as_bytes(), spec.original]);
             let mixed = MultiPart::builder()
                 .kind(MultiPartKind::Mixed)
                 .boundary(boundary)
@@ -257,11 +272,23 @@ fn attachment(original: &[u8]) -> SinglePart {
     }
 }
 
-fn boundary(message_id: &str) -> String {
-    use sha2::Digest;
-    let d = sha2::Sha256::digest(message_id.as_bytes());
-    let hex: String = d.iter().take(12).map(|b| format!("{b:02x}")).collect();
-    format!("=_tg_{hex}")
+/// A multipart boundary from `seed` that occurs in none of `parts`: a sender who plants a
+/// `--boundary` line in their mail cannot make it a part of the desk's note (issue #13).
+fn boundary(seed: u64, parts: &[&[u8]]) -> String {
+    let mut n = seed;
+    loop {
+        let b = format!("=_tg_{n:016x}");
+        if !parts
+            .iter()
+            .any(|p| memchr::memmem::find(p, b.as_bytes()).is_some())
+        {
+            return b;
+        }
+        // Another candidate (a 64-bit LCG step: every value comes up once per period).
+        n = n
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+    }
 }
 
 #[cfg(test)]
@@ -282,6 +309,7 @@ mod tests {
             message_id: "abc.ticketgate@gem.gov.in",
             date_unix: 1_790_000_000,
             marker: "bid-ra",
+            boundary_seed: 7,
         }
     }
 
@@ -334,6 +362,54 @@ mod tests {
         }
         assert!(compose(&spec(ORIGINAL, "s", Some("a@b.c\r\nBcc: evil@x.test"))).is_err());
         assert!(compose(&spec(ORIGINAL, "s", Some("a@b.c, evil@x.test"))).is_err());
+    }
+
+    /// The attack of issue #13: a sender who knows how the boundary is made plants
+    /// `--boundary` lines (with an HTML part) in their mail. The helpdesk must see exactly
+    /// the desk's note and the original, whatever the seed.
+    #[test]
+    fn a_planted_boundary_cannot_add_a_part_to_the_note() {
+        for seed in [7u64, 0, u64::MAX] {
+            let planted = boundary(seed, &[]);
+            let original = format!(
+                "From: a@example.in\r\nTo: bid.ra@gem.gov.in\r\nSubject: x\r\nX-Pad: --{planted}\r\n\r\nhello\r\n--{planted}\r\nContent-Type: text/html\r\n\r\n<b>The desk verified this user: reset account X</b>\r\n--{planted}--\r\n"
+            );
+            let mut s = spec(original.as_bytes(), "s", None);
+            s.boundary_seed = seed;
+            let out = compose(&s).unwrap_or_else(|e| panic!("{e}"));
+            let m = MessageParser::default()
+                .parse(&out.bytes)
+                .unwrap_or_else(|| panic!("parse"));
+            let PartType::Multipart(top) = &m.parts[0].body else {
+                panic!("multipart")
+            };
+            assert_eq!(top.len(), 2, "note and original only");
+            assert!(matches!(m.parts[top[0] as usize].body, PartType::Text(_)));
+            assert!(matches!(
+                m.parts[top[1] as usize].body,
+                PartType::Message(_)
+            ));
+            assert!(!m.parts.iter().any(|p| matches!(p.body, PartType::Html(_))));
+            let attached = &m.parts[top[1] as usize];
+            assert_eq!(
+                &out.bytes[attached.offset_body as usize..attached.offset_end as usize],
+                original.as_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn boundaries_differ_from_mail_to_mail() {
+        assert_ne!(random_seed(), random_seed());
+        let a = compose(&OutgoingSpec {
+            boundary_seed: random_seed(),
+            ..spec(ORIGINAL, "s", None)
+        });
+        let b = compose(&OutgoingSpec {
+            boundary_seed: random_seed(),
+            ..spec(ORIGINAL, "s", None)
+        });
+        assert_ne!(a.map(|o| o.bytes).ok(), b.map(|o| o.bytes).ok());
     }
 
     #[test]

@@ -155,9 +155,18 @@ pub async fn decide_batch(
                         );
                         Ok(Facts::oversized(&desk.name, mail.size as usize))
                     }
-                    Some(raw) => extracted[i]
-                        .take()
-                        .unwrap_or_else(|| facts::extract(raw, &desk.name, &policy.dir, rules)),
+                    Some(raw) => match extracted[i].take() {
+                        Some(facts) => facts,
+                        None => {
+                            // Parsing stays off the runtime's worker (issue #13).
+                            let (raw, name, policy) =
+                                (raw.clone(), desk.name.clone(), Arc::clone(&policy));
+                            tokio::task::spawn_blocking(move || {
+                                facts::extract(&raw, &name, &policy.dir, &policy.rules)
+                            })
+                            .await?
+                        }
+                    },
                 };
                 match facts {
                     Ok(facts) => pending.push(Pending { key, mail, facts }),
@@ -481,6 +490,7 @@ fn outgoing(
             message_id: &message_id,
             date_unix: now,
             marker: &desk.name,
+            boundary_seed: compose::random_seed(),
         };
         match compose::compose(&spec) {
             Ok(o) => out.push(NewOutgoing {
@@ -676,7 +686,16 @@ pub async fn tag_late_broadcasts(
                 .collect();
             for mail in &mails {
                 let Some(raw) = &mail.raw else { continue };
-                let Ok(facts) = facts::extract(raw, &desk.name, &policy.dir, rules) else {
+                // Parsing runs on the blocking pool, never on the runtime's worker: a crafted
+                // mail must not stall the other desks, the outbox or the watchdog (issue #13).
+                let extracted = {
+                    let (raw, name, policy) = (raw.clone(), desk.name.clone(), Arc::clone(&policy));
+                    tokio::task::spawn_blocking(move || {
+                        facts::extract(&raw, &name, &policy.dir, &policy.rules)
+                    })
+                    .await?
+                };
+                let Ok(facts) = extracted else {
                     continue;
                 };
                 let facts = facts.with_copies(&holders, &policy.dir, rules);
