@@ -73,7 +73,27 @@ pub struct Desk {
     pub display_name: Option<String>,
     pub login: String,
     pub password: Secret,
+    /// The file the password was read from (`password_file`), for `check`'s permission
+    /// warning; `None` for an environment variable or a systemd credential.
+    pub password_file: Option<PathBuf>,
     pub mailbox: String,
+}
+
+impl Desk {
+    /// A warning when the desk's password file can be read by users other than its owner
+    /// (mode bits 0o077), with the fix; `None` otherwise.
+    pub fn password_file_warning(&self) -> Option<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.password_file.as_ref()?;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "{}: password_file of [desk.{}] is readable by others (mode {mode:04o}); `chmod 600` it, or use a systemd credential",
+                path.display(),
+                self.name
+            )
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -434,6 +454,7 @@ pub fn parse(path: &Path, text: &str, env: &dyn Environment) -> Result<Config, C
                 display_name: d.name,
                 login: d.login,
                 password,
+                password_file: d.password_file.as_ref().map(|f| base.join(f)),
                 mailbox: d.mailbox,
             });
         }

@@ -208,9 +208,12 @@ pub async fn check_connect(cfg: &Config) -> usize {
 
 /// The daemon. With `once`, every desk is caught up, the outbox sent, and it returns.
 pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
-    let store = Store::open(&cfg.database)
-        .await
-        .with_context(|| format!("cannot open state database {}", cfg.database))?;
+    let store = Store::open(&cfg.database).await.with_context(|| {
+        format!(
+            "cannot open state database {}",
+            crate::store::redact_url(&cfg.database)
+        )
+    })?;
     let mailer = Mailer::new(&cfg).context("cannot set up SMTP")?;
     let ep = Arc::new(endpoint(&cfg)?);
     let dir = Directory::new(&cfg, &rules);
@@ -781,9 +784,12 @@ async fn session(
 
 /// `ticketgate report`: counts per desk and day.
 pub async fn report(cfg: &Config, days: u32) -> anyhow::Result<String> {
-    let store = Store::open(&cfg.database)
-        .await
-        .with_context(|| format!("cannot open state database {}", cfg.database))?;
+    let store = Store::open(&cfg.database).await.with_context(|| {
+        format!(
+            "cannot open state database {}",
+            crate::store::redact_url(&cfg.database)
+        )
+    })?;
     let since = unix_now() - i64::from(days) * 86_400;
     let rows = store.report(since).await?;
     let mut out = crate::store::format_report(&rows);

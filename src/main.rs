@@ -167,6 +167,9 @@ fn check(path: &Path, connect: bool) -> ExitCode {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    for w in cfg.desks.iter().filter_map(|d| d.password_file_warning()) {
+        eprintln!("warning: {w}");
+    }
     if !connect {
         return ExitCode::SUCCESS;
     }

@@ -222,3 +222,62 @@ fn classify_gives_the_spec_keys_and_resolved_targets() {
         ])
     );
 }
+
+/// Issue #13: a database password never appears in any output, whichever form it has.
+#[test]
+fn an_unreachable_database_is_named_without_its_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = shipped_config(dir.path());
+    for url in [
+        "postgres://tg:Pw-in-userinfo-77@127.0.0.1:1/tg",
+        "postgresql://tg@127.0.0.1:1/tg?connect_timeout=2&password=Pw-in-query-77",
+    ] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ticketgate"));
+        let out = c
+            .args(["report", "--config"])
+            .arg(&config)
+            .env("TICKETGATE_DATABASE", url)
+            .env("CREDENTIALS_DIRECTORY", dir.path().join("credentials"))
+            .output()
+            .expect("run report");
+        assert!(!out.status.success());
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains("Pw-in-"), "password in output: {all}");
+        assert!(all.contains("cannot open state database postgres"), "{all}");
+        assert!(all.contains("***"), "{all}");
+    }
+}
+
+/// Issue #13: `check` warns about a password file others can read, and says the fix.
+#[test]
+fn check_warns_about_a_password_file_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = shipped_config(dir.path());
+    let pw = dir.path().join("bid.ra.pw");
+    std::fs::write(&pw, "secret\n").expect("pw");
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        "password_credential = \"bid.ra\"",
+        &format!("password_file = \"{}\"", pw.display()),
+    );
+    std::fs::write(&config, text).expect("config");
+    let creds = dir.path().join("credentials");
+    for (mode, warned) in [(0o644, true), (0o600, false)] {
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let out = ticketgate(
+            &["check", "--config", config.to_str().expect("utf8")],
+            &[("CREDENTIALS_DIRECTORY", &creds)],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert_eq!(
+            err.contains("readable by others (mode 0644)") && err.contains("chmod 600"),
+            warned,
+            "mode {mode:o}: {err}"
+        );
+    }
+}

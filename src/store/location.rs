@@ -93,15 +93,45 @@ impl Location {
         let Location::SqliteFile(path) = self else {
             return Ok(());
         };
-        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Path {
-                path: dir.to_path_buf(),
-                what: "create the database directory",
-                source,
-            })?;
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            // Private, as systemd's StateDirectory= makes it: the journal holds senders'
+            // addresses and subjects, the outbox whole mails.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| StoreError::Path {
+                    path: dir.to_path_buf(),
+                    what: "create the database directory",
+                    source,
+                })?;
         }
         if path.exists() {
             check_writable(path)?;
+        } else {
+            // Created here, owner-only, before SQLite opens it (SQLite would use 0644).
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map(drop)
+                .or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|source| StoreError::Path {
+                    path: path.to_path_buf(),
+                    what: "create the database file",
+                    source,
+                })?;
         }
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             check_dir_writable(dir)?;
@@ -143,8 +173,26 @@ fn check_writable(path: &Path) -> Result<(), StoreError> {
         })
 }
 
-/// Replaces the password of `scheme://user:password@host…` with `***`.
+/// Replaces the password of `scheme://user:password@host…`, and the value of a `password=`
+/// query parameter (libpq's form), with `***`. Every message that names a database URL goes
+/// through this: secrets never reach a log line or an error (issue #13).
 pub(crate) fn redact(url: &str) -> String {
+    let mut out = redact_userinfo(url);
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect();
+        out = format!("{head}{}", query.join("&"));
+    }
+    out
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
@@ -275,7 +323,35 @@ mod tests {
         );
         assert_eq!(redact("postgres://tg@db/tg"), "postgres://tg@db/tg");
         assert_eq!(redact("postgres://db/tg"), "postgres://db/tg");
+        assert_eq!(
+            redact("postgres://tg@db/tg?sslmode=require&password=s3cret"),
+            "postgres://tg@db/tg?sslmode=require&password=***"
+        );
+        assert_eq!(
+            redact("postgres://tg:p%40ss@db/tg?PASSWORD=x"),
+            "postgres://tg:***@db/tg?PASSWORD=***"
+        );
         let err = Location::parse("mysql://u:pw@h/d").unwrap_err().to_string();
         assert!(!err.contains("pw@"), "{err}");
+    }
+
+    #[test]
+    fn a_new_database_and_its_directory_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = tmp.path().join("state/sub/state.db");
+        Location::SqliteFile(path.clone())
+            .prepare()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mode = |p: &Path| {
+            std::fs::metadata(p)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&tmp.path().join("state/sub")), 0o700);
+        assert_eq!(mode(&tmp.path().join("state")), 0o700);
     }
 }

@@ -30,6 +30,12 @@ use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Row};
 use location::Location;
 pub use report::{ReportRow, format_report};
 
+/// `url` with its password (userinfo or `password=` parameter) replaced by `***`, for
+/// messages.
+pub fn redact_url(url: &str) -> String {
+    location::redact(url)
+}
+
 /// How long waiting for a free (or new) connection may take before it fails with a
 /// transient error.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
