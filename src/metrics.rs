@@ -246,10 +246,27 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// At most this many connections to the metrics endpoint are open at once; further ones
+/// wait in the kernel's listen backlog. A flood of idle connections can then neither exhaust
+/// the daemon's file descriptors nor delay its mail (issue #13).
+pub const MAX_CONNECTIONS: usize = 16;
+/// A connection that has not sent its request and read the answer within this time is
+/// closed (slowloris).
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves `/metrics` and `/health` on `addr` until cancelled. Plain HTTP/1.0-style: one
 /// request per connection, GET or HEAD only; meant for loopback and a Prometheus scraper.
+/// At most [`MAX_CONNECTIONS`] at a time, each for at most 5 s.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, cancel: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // A free slot first, then accept: while all slots are busy, new connections stay in
+        // the backlog and cost the daemon nothing.
+        let slot = tokio::select! {
+            () = cancel.cancelled() => return,
+            s = Arc::clone(&slots).acquire_owned() => s,
+        };
+        let Ok(slot) = slot else { return };
         let conn = tokio::select! {
             () = cancel.cancelled() => return,
             c = listener.accept() => c,
@@ -258,7 +275,8 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, cancel: Cancell
             Ok((stream, _)) => {
                 let m = Arc::clone(&metrics);
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, &m)).await;
+                    let _ = tokio::time::timeout(CONNECTION_TIMEOUT, answer(stream, &m)).await;
+                    drop(slot);
                 });
             }
             Err(e) => {

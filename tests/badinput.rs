@@ -332,3 +332,85 @@ async fn a_sender_flooding_a_desk_gets_one_advisory_per_period() {
         "every copy still tagged"
     );
 }
+
+/// Issue #13: 1,100 idle connections to the metrics endpoint (more than systemd's default
+/// soft descriptor limit of 1024) neither exhaust the daemon's descriptors nor delay its
+/// mail. A Python process holds the connections (it raises its own descriptor limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_on_metrics_leaves_mail_flowing() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "", "", None);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    std::fs::write(&config, text).expect("write config");
+    let log = dir.path().join("daemon.log");
+    let child = spawn_watching(&config, &log).await;
+    let flood = r#"
+import resource, socket, sys, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+held = []
+for i in range(1100):
+    s = socket.socket()
+    # An attacker does not wait: connections beyond the server's backlog stay half-open.
+    s.setblocking(False)
+    s.connect_ex(("127.0.0.1", int(sys.argv[1])))
+    held.append(s)
+print("holding", len(held), flush=True)
+time.sleep(120)
+"#;
+    let mut flooder = std::process::Command::new("python3")
+        .args(["-c", flood, &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(flooder.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("flooder output");
+    assert_eq!(line.trim(), "holding 1100", "the flood is in place");
+    let raw = mail(
+        "flood-victim@example.in",
+        "bid.ra@gem.test",
+        None,
+        "Where is my bid?",
+        "metrics-flood@example.in",
+        "No ticket here.",
+        "",
+    );
+    stack
+        .send("flood-victim@example.in", &["bid.ra@gem.test"], &raw)
+        .await;
+    let started = std::time::Instant::now();
+    let h = stack
+        .wait_for(
+            "helpdesk",
+            "INBOX",
+            WAIT,
+            "the redirect during the flood",
+            |m| m.len() == 1,
+        )
+        .await;
+    assert_eq!(redirects(&h).len(), 1);
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+        .expect("daemon's fds")
+        .count();
+    assert!(
+        fds < 200,
+        "the daemon holds {fds} descriptors during the flood"
+    );
+    let _ = flooder.kill();
+    let _ = flooder.wait();
+    println!(
+        "flood: redirect delivered {:.1} s after sending, daemon holding {fds} descriptors",
+        started.elapsed().as_secs_f64()
+    );
+    stop(child);
+}
