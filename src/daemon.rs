@@ -218,6 +218,12 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
     let ep = Arc::new(endpoint(&cfg)?);
     let dir = Directory::new(&cfg, &rules);
     let metrics = Arc::new(Metrics::new(cfg.desks.iter().map(|d| d.name.as_str())));
+    // A desk searches at least once per refresh period (IDLE) or poll interval, each search
+    // taking at most the command timeout: later than that, /health calls it stale.
+    metrics.stale_after_secs.store(
+        (cfg.imap.idle_refresh.max(cfg.imap.poll_interval) + cfg.imap.server.timeout * 2).as_secs(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let metrics_listener = match cfg.metrics {
         Some(addr) if !once => Some(crate::metrics::bind(addr).await?),
         _ => None,

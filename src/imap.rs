@@ -517,11 +517,20 @@ impl DeskSession {
         } else {
             let (fut, stop) = idle.wait_with_timeout(idle_refresh);
             tokio::pin!(fut);
+            // async-imap restarts its timeout on every response, and Dovecot sends
+            // `* OK Still here` every imap_idle_notify_interval (2 min): its timeout alone would
+            // never fire. The refresh is a wall-clock deadline that keepalives do not extend.
+            let refresh = tokio::time::sleep(idle_refresh);
             tokio::select! {
                 r = &mut fut => match r.map_err(proto("wait in IDLE"))? {
                     IdleResponse::NewData(_) | IdleResponse::ManualInterrupt => Wake::Changed,
                     IdleResponse::Timeout => Wake::Timeout,
                 },
+                () = refresh => {
+                    drop(stop);
+                    let _ = fut.await;
+                    Wake::Timeout
+                }
                 () = nudge.notified() => {
                     drop(stop);
                     let _ = fut.await;

@@ -48,6 +48,9 @@ pub struct Metrics {
     pub reloads_failed: AtomicU64,
     /// Errors outside any desk (the outbox task, the database).
     pub errors: AtomicU64,
+    /// A connected desk whose last completed search is older than this many seconds is
+    /// reported stale by `/health` (its refresh period plus the command timeout); 0: never.
+    pub stale_after_secs: AtomicU64,
 }
 
 impl Metrics {
@@ -210,20 +213,37 @@ impl Metrics {
     /// The health page: status 200 when every desk is connected and the outbox task runs,
     /// else 503; the body says which part is not.
     pub fn health(&self) -> (u16, String) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.health_at(i64::try_from(now).unwrap_or(i64::MAX))
+    }
+
+    /// `/health` at Unix time `now`: 200 and "ok" when every desk is connected and searched
+    /// within its refresh period and the outbox runs; else 503 naming what is not.
+    pub fn health_at(&self, now: i64) -> (u16, String) {
         let down = self.disconnected();
         let outbox = self.outbox_alive.load(Ordering::Relaxed);
+        let stale_after =
+            i64::try_from(self.stale_after_secs.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+        let mut stale = 0;
         let mut body = String::new();
         for (name, g) in &self.desks {
-            let _ = writeln!(
-                body,
-                "desk {name}: {} (last sync {})",
-                if g.connected.load(Ordering::Relaxed) {
-                    "connected"
-                } else {
-                    "NOT CONNECTED"
-                },
-                g.last_sync.load(Ordering::Relaxed)
-            );
+            let connected = g.connected.load(Ordering::Relaxed);
+            let last = g.last_sync.load(Ordering::Relaxed);
+            let state = if !connected {
+                "NOT CONNECTED".to_string()
+            } else if stale_after > 0 && last > 0 && now - last > stale_after {
+                stale += 1;
+                format!(
+                    "STALE: connected, but no search for {} s (refresh period {} s)",
+                    now - last,
+                    stale_after
+                )
+            } else {
+                "connected".to_string()
+            };
+            let _ = writeln!(body, "desk {name}: {state} (last sync {last})");
         }
         let _ = writeln!(
             body,
@@ -231,7 +251,7 @@ impl Metrics {
             if outbox { "running" } else { "NOT RUNNING" },
             self.outbox_depth.load(Ordering::Relaxed)
         );
-        if down.is_empty() && outbox {
+        if down.is_empty() && outbox && stale == 0 {
             (200, format!("ok\n{body}"))
         } else {
             (503, format!("unhealthy\n{body}"))
@@ -407,6 +427,22 @@ mod tests {
         let (status, body) = m.health();
         assert_eq!(status, 503);
         assert!(body.contains("outbox: NOT RUNNING"), "{body}");
+    }
+
+    #[test]
+    fn a_desk_not_searched_within_its_refresh_period_is_stale() {
+        let m = Metrics::new(["bid-ra"]);
+        m.desk("bid-ra").connected.store(true, Ordering::Relaxed);
+        m.desk("bid-ra").last_sync.store(1_000, Ordering::Relaxed);
+        m.outbox_alive.store(true, Ordering::Relaxed);
+        m.stale_after_secs.store(660, Ordering::Relaxed);
+        assert_eq!(m.health_at(1_660).0, 200);
+        let (status, body) = m.health_at(1_661);
+        assert_eq!(status, 503);
+        assert!(
+            body.contains("desk bid-ra: STALE: connected, but no search for 661 s"),
+            "{body}"
+        );
     }
 
     #[test]

@@ -374,6 +374,7 @@ async fn works_without_idle_move_and_uidplus() {
                 PREVIEW=FUZZY PREVIEW STATUS=SIZE SAVEDATE LITERAL+ NOTIFY SPECIAL-USE";
     let stack = MailStack::start_with(StackOptions {
         imap_capability: Some(caps.to_string()),
+        ..StackOptions::default()
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let config = deployment(&stack, dir.path(), "");
@@ -792,6 +793,66 @@ async fn wait_http(port: u16, path: &str, what: &str, ok: impl Fn(u16, &str) -> 
 fn sample(body: &str, name: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Issue #13: Dovecot's IDLE keepalive (`* OK Still here`, here every second) must not
+/// postpone the refresh. The refresh re-searches the mailbox (mail that arrived while another
+/// folder was selected is found then), which moves the desk's last sync in /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_refreshes_on_time_despite_server_keepalives() {
+    let stack = MailStack::start_with(StackOptions {
+        idle_notify: Some("1 secs".into()),
+        ..StackOptions::default()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "idle_refresh_minutes = 1");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    std::fs::write(&config, text).expect("write config");
+    let log = dir.path().join("daemon.log");
+    let mut child = spawn_watching(&config, &log).await;
+    let last_sync = |b: &str| {
+        sample(
+            b,
+            "ticketgate_desk_last_sync_timestamp_seconds{desk=\"bid-ra\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    let first = last_sync(
+        &wait_http(port, "/metrics", "the first search", |_, b| {
+            last_sync(b) > 0.0
+        })
+        .await,
+    );
+    let started = std::time::Instant::now();
+    // One refresh period (60 s) plus the round trip; a refresh postponed by every keepalive
+    // would never come.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let later = loop {
+        let (_, body) = http_get(port, "/metrics").await;
+        if last_sync(&body) > first {
+            break last_sync(&body);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no IDLE refresh within 90 s (idle_refresh_minutes = 1, keepalive every second)"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (status, health) = http_get(port, "/health").await;
+    assert_eq!(status, 200, "{health}");
+    println!(
+        "IDLE refreshed after {:.0} s (last sync {first} -> {later})",
+        started.elapsed().as_secs_f64()
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = wait_exit(&mut child, Duration::from_secs(25));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 #      overrides Dovecot's advertised imap_capability (a change is applied by SIGHUP-reloading
 #      Dovecot; only new connections see it; unadvertised commands still work server-side).
 #      MAILSTACK_FSYNC=optimized|always|never (default never: test stack, speed over durability)
+#      MAILSTACK_IDLE_NOTIFY="1 secs" sets Dovecot's IDLE keepalive interval (default 2 mins).
 #      MAILSTACK_USERS="extra1 extra2" adds users.
 #      MAILSTACK_PORT_OFFSET=N adds N to every port (a second stack needs its own STATE_DIR too).
 # Needs root and: scripts/install-deps.sh (dovecot-imapd dovecot-lmtpd postfix openssl)
@@ -90,7 +91,7 @@ mail_location = maildir:~/Maildir
 mail_fsync = $FSYNC
 mail_max_userip_connections = 100
 mailbox_idle_check_interval = 30 secs
-imap_idle_notify_interval = 2 mins
+imap_idle_notify_interval = ${MAILSTACK_IDLE_NOTIFY:-2 mins}
 passdb {
   driver = passwd-file
   args = scheme=PLAIN $S/users

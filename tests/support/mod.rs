@@ -54,6 +54,8 @@ impl Drop for Daemon {
 pub struct StackOptions {
     /// Replaces Dovecot's advertised capabilities (MAILSTACK_IMAP_CAPABILITY).
     pub imap_capability: Option<String>,
+    /// Dovecot's `* OK Still here` interval during IDLE (MAILSTACK_IDLE_NOTIFY).
+    pub idle_notify: Option<String>,
 }
 
 #[derive(Debug)]
@@ -142,6 +144,9 @@ impl MailStack {
             .env("MAILSTACK_PORT_OFFSET", self.offset.to_string());
         if let Some(cap) = &self.opts.imap_capability {
             c.env("MAILSTACK_IMAP_CAPABILITY", cap);
+        }
+        if let Some(every) = &self.opts.idle_notify {
+            c.env("MAILSTACK_IDLE_NOTIFY", every);
         }
         let out = c.output().expect("run up.sh");
         assert!(
