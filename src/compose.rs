@@ -163,7 +163,9 @@ pub fn compose(spec: &OutgoingSpec<'_>) -> Result<Outgoing, ComposeError> {
     if let Some(cc) = &cc {
         b = b.cc(Mailbox::new(None, cc.clone()));
     }
-    let original = MessageParser::default().parse(spec.original);
+    // Only the headers are needed (Message-ID, References): the body of a large mail is
+    // not decoded again here.
+    let original = MessageParser::default().parse_headers(spec.original);
     if let Some(orig) = &original
         && let Some(id) = orig.message_id().and_then(msg_id)
     {
@@ -190,19 +192,60 @@ pub fn compose(spec: &OutgoingSpec<'_>) -> Result<Outgoing, ComposeError> {
     let note = SinglePart::builder()
         .header(ContentType::TEXT_PLAIN)
         .body(spec.body.to_string());
+    // The original is attached as it is (message/rfc822) by splicing it into the formatted
+    // mail in place of a placeholder: lettre would copy a 25 MB original twice more.
+    let mut splice: Option<String> = None;
     let message = match spec.kind {
         Kind::Reply => b.singlepart(note),
         Kind::Redirect | Kind::Forward => {
-            let boundary = boundary(spec.boundary_seed, &[spec.body.as_bytes(), spec.original]);
+            let boundary = boundary(
+                spec.boundary_seed,
+                &[
+                    spec.body.as_bytes(),
+                    spec.original,
+                    spec.subject.as_bytes(),
+                    spec.from_name.unwrap_or_default().as_bytes(),
+                ],
+            );
+            let part = match attachment(spec.original) {
+                Attached::AsItIs(ct) => {
+                    let placeholder = format!("{boundary}.original");
+                    let part = SinglePart::builder()
+                        .header(ct)
+                        .body(Body::dangerous_pre_encoded(
+                            placeholder.clone().into_bytes(),
+                            if spec.original.is_ascii() {
+                                ContentTransferEncoding::SevenBit
+                            } else {
+                                ContentTransferEncoding::EightBit
+                            },
+                        ));
+                    splice = Some(placeholder);
+                    part
+                }
+                Attached::Encoded(part) => part,
+            };
             let mixed = MultiPart::builder()
                 .kind(MultiPartKind::Mixed)
                 .boundary(boundary)
                 .singlepart(note)
-                .singlepart(attachment(spec.original));
+                .singlepart(part);
             b.multipart(mixed)
         }
     }
     .map_err(|e| ComposeError::Build(e.to_string()))?;
+    let mut bytes = message.formatted();
+    drop(message);
+    if let Some(placeholder) = splice {
+        // The attachment is the last part: its placeholder is the last occurrence.
+        let at = memchr::memmem::rfind(&bytes, placeholder.as_bytes())
+            .ok_or_else(|| ComposeError::Build("placeholder of the original not found".into()))?;
+        let mut whole = Vec::with_capacity(bytes.len() - placeholder.len() + spec.original.len());
+        whole.extend_from_slice(&bytes[..at]);
+        whole.extend_from_slice(spec.original);
+        whole.extend_from_slice(&bytes[at + placeholder.len()..]);
+        bytes = whole;
+    }
     let mut recipients = vec![to.to_string()];
     if let Some(cc) = cc {
         let cc = cc.to_string();
@@ -215,20 +258,26 @@ pub fn compose(spec: &OutgoingSpec<'_>) -> Result<Outgoing, ComposeError> {
     Ok(Outgoing {
         envelope_from: from.to_string(),
         recipients,
-        bytes: message.formatted(),
+        bytes,
     })
+}
+
+/// How the original is attached.
+enum Attached {
+    /// As message/rfc822, byte for byte: the caller puts the bytes in (its content type).
+    AsItIs(ContentType),
+    /// As application/octet-stream in base64 (the whole part).
+    Encoded(SinglePart),
 }
 
 /// The original as message/rfc822, byte for byte (RFC 2046 §5.2.1 allows only 7bit or
 /// 8bit there). A mail that is not valid as such (NUL, bare CR or LF, over-long lines) is
 /// attached as application/octet-stream in base64 instead, which also keeps every byte.
-fn attachment(original: &[u8]) -> SinglePart {
-    let mut ascii = true;
+fn attachment(original: &[u8]) -> Attached {
     let mut line = 0usize;
     let mut valid = !original.is_empty();
     let mut prev = 0u8;
     for (i, &b) in original.iter().enumerate() {
-        ascii &= b < 0x80;
         match b {
             0 => valid = false,
             b'\n' if prev != b'\r' => valid = false,
@@ -248,27 +297,21 @@ fn attachment(original: &[u8]) -> SinglePart {
         prev = b;
     }
     if valid {
-        let cte = if ascii {
-            ContentTransferEncoding::SevenBit
-        } else {
-            ContentTransferEncoding::EightBit
-        };
-        let ct = ContentType::parse("message/rfc822").unwrap_or(ContentType::TEXT_PLAIN);
-        SinglePart::builder()
-            .header(ct)
-            .body(Body::dangerous_pre_encoded(original.to_vec(), cte))
+        Attached::AsItIs(ContentType::parse("message/rfc822").unwrap_or(ContentType::TEXT_PLAIN))
     } else {
         let ct = ContentType::parse("application/octet-stream; name=\"original.eml\"")
             .unwrap_or(ContentType::TEXT_PLAIN);
-        SinglePart::builder()
-            .header(ct)
-            .header(lettre::message::header::ContentDisposition::attachment(
-                "original.eml",
-            ))
-            .body(
-                Body::new_with_encoding(original.to_vec(), ContentTransferEncoding::Base64)
-                    .unwrap_or_else(Body::new),
-            )
+        Attached::Encoded(
+            SinglePart::builder()
+                .header(ct)
+                .header(lettre::message::header::ContentDisposition::attachment(
+                    "original.eml",
+                ))
+                .body(
+                    Body::new_with_encoding(original.to_vec(), ContentTransferEncoding::Base64)
+                        .unwrap_or_else(Body::new),
+                ),
+        )
     }
 }
 

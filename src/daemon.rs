@@ -600,7 +600,7 @@ async fn careful_catch_up(
             break;
         }
         let handled = async {
-            let (mails, _) = fetch_batch(s, desk, &[uid], max_bytes).await?;
+            let (mails, _) = fetch_batch(s, desk, &[uid], max_bytes, u64::MAX).await?;
             let plans = pipeline::decide_batch(shared, desk, uidvalidity, mails).await?;
             pipeline::file(s, shared, desk, uidvalidity, &plans, uid).await?;
             anyhow::Ok(())
@@ -640,11 +640,18 @@ async fn fetch_batch(
     desk: &Desk,
     chunk: &[u32],
     max_bytes: u32,
+    budget: u64,
 ) -> Result<(Vec<FetchedMail>, u32), ImapError> {
     let started = std::time::Instant::now();
-    let mails = s.fetch(chunk, max_bytes).await?;
-    tracing::debug!(desk = %desk.name, mails = mails.len(), fetch_ms = started.elapsed().as_secs_f64() * 1000.0, "batch fetched");
-    Ok((mails, chunk.iter().copied().max().unwrap_or(0)))
+    let mails = s.fetch(chunk, max_bytes, budget).await?;
+    let bytes: u64 = mails
+        .iter()
+        .filter_map(|m| m.raw.as_ref())
+        .map(|r| r.len() as u64)
+        .sum();
+    tracing::debug!(desk = %desk.name, mails = mails.len(), bytes, fetch_ms = started.elapsed().as_secs_f64() * 1000.0, "batch fetched");
+    let highest = mails.last().map_or(0, |m| m.uid);
+    Ok((mails, highest))
 }
 
 /// One connection's life: returns Ok when cancelled (or caught up, with `once`).
@@ -715,29 +722,52 @@ async fn session(
                 careful = false;
                 continue;
             }
-            // Each batch is decided while the next one is fetched.
-            let mut chunks = uids.chunks(batch);
-            let mut fetched = match chunks.next() {
-                Some(chunk) => Some(fetch_batch(&mut s, desk, chunk, max_bytes).await?),
+            // Each batch is decided while the next one is fetched. A batch is at most
+            // `batch_size` mails and, by bytes, at most one largest allowed mail (or one
+            // mail): `pos` is where the next batch starts.
+            let chunk_at = |pos: usize| uids.get(pos..uids.len().min(pos + batch));
+            let mut pos = 0;
+            // Bodies in memory, fetched and being decided, stay within one largest allowed
+            // mail (`max_mail_mb`) and one more mail: the next batch is fetched alongside
+            // only with what the current one leaves of that budget (issue #13).
+            let budget = u64::from(max_bytes);
+            let mut fetched = match chunk_at(pos).filter(|c| !c.is_empty()) {
+                Some(chunk) => Some(fetch_batch(&mut s, desk, chunk, max_bytes, budget).await?),
                 None => None,
             };
             while let Some((mails, highest)) = fetched.take() {
+                pos += mails.len();
+                let held: u64 = mails
+                    .iter()
+                    .filter_map(|m| m.raw.as_ref())
+                    .map(|r| r.len() as u64)
+                    .sum();
                 let room = unfiled.len() + mails.len() < group && !cancel.is_cancelled();
-                let next = if room { chunks.next() } else { None };
+                let alongside = budget.saturating_sub(held);
+                let following = chunk_at(pos).filter(|c| !c.is_empty() && room);
+                // A large batch is decided first, and the next one fetched after it.
+                let deferred = following.filter(|_| alongside < budget / 2);
+                let next = following.filter(|_| alongside >= budget / 2);
                 let (plans, next) = tokio::join!(
                     pipeline::decide_batch(shared, desk, state.uidvalidity, mails),
                     async {
                         match next {
-                            Some(chunk) => {
-                                fetch_batch(&mut s, desk, chunk, max_bytes).await.map(Some)
-                            }
+                            Some(chunk) => fetch_batch(&mut s, desk, chunk, max_bytes, alongside)
+                                .await
+                                .map(Some),
                             None => Ok(None),
                         }
                     }
                 );
                 unfiled.extend(plans?);
                 decided_up_to = decided_up_to.max(highest);
-                fetched = next?;
+                fetched = match (next?, deferred) {
+                    (Some(n), _) => Some(n),
+                    (None, Some(chunk)) => {
+                        Some(fetch_batch(&mut s, desk, chunk, max_bytes, budget).await?)
+                    }
+                    (None, None) => None,
+                };
             }
             if decided_up_to > last {
                 pipeline::file(

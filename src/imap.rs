@@ -317,11 +317,15 @@ impl DeskSession {
     }
 
     /// Fetches a batch in two round trips: sizes and flags, then the bodies of the mails
-    /// within `max_bytes` with BODY.PEEK (which leaves \Seen alone).
+    /// within `max_bytes` with BODY.PEEK (which leaves \Seen alone). Only the first mails of
+    /// `uids` (ascending) whose bodies add up to at most `budget` bytes are fetched and
+    /// returned, at least one: the bytes in flight are bounded, not only the count (issue
+    /// #13). The caller goes on after the last UID returned.
     pub async fn fetch(
         &mut self,
         uids: &[u32],
         max_bytes: u32,
+        budget: u64,
     ) -> Result<Vec<FetchedMail>, ImapError> {
         if uids.is_empty() {
             return Ok(Vec::new());
@@ -360,6 +364,22 @@ impl DeskSession {
         {
             return Err(ImapError::Incomplete { what: "size", uid });
         }
+        // The prefix within the byte budget (mail over `max_bytes` is not downloaded).
+        let mut total = 0u64;
+        let mut keep = 0;
+        for m in &mails {
+            let cost = if m.size <= max_bytes {
+                u64::from(m.size)
+            } else {
+                0
+            };
+            if keep > 0 && total + cost > budget {
+                break;
+            }
+            total += cost;
+            keep += 1;
+        }
+        mails.truncate(keep);
         let small: Vec<u32> = mails
             .iter()
             .filter(|m| m.size <= max_bytes)

@@ -676,7 +676,7 @@ pub async fn tag_late_broadcasts(
                 continue;
             }
             let uids = session.search_message_id(id).await?;
-            let mails = session.fetch(&uids, max_bytes).await?;
+            let mails = session.fetch(&uids, max_bytes, u64::MAX).await?;
             let holders: Vec<String> = shared
                 .store
                 .sightings(&entry.group_key)

@@ -26,6 +26,10 @@ use crate::config::{Config, Server};
 use crate::store::{OutboxItem, Store};
 use crate::tls::Security;
 
+/// Stored (base64) bytes of outgoing mail read from the outbox at once, beyond the first
+/// mail (issue #13: memory bounded by bytes, not only by count).
+const OUTBOX_READ_BYTES: u64 = 8 * 1024 * 1024;
+
 /// First retry delay; doubled per attempt up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
@@ -508,7 +512,9 @@ pub async fn run_outbox(
             }
         }
         let due = if store_ok {
-            match store.outbox_due(now, 50).await {
+            // At most 50 mails, and beyond the first about 8 MB of them, so that a few
+            // large redirects are read and sent one at a time.
+            match store.outbox_due(now, 50, OUTBOX_READ_BYTES).await {
                 Ok(d) => d,
                 Err(e) => {
                     store_ok = false;

@@ -1028,11 +1028,20 @@ impl Store {
 
     // ---------------------------------------------------------------- outbox
 
-    /// Pending outgoing mail whose next attempt is due, oldest first, at most `limit`.
-    pub async fn outbox_due(&self, now: i64, limit: u32) -> Result<Vec<OutboxItem>, StoreError> {
+    /// Pending outgoing mail whose next attempt is due, oldest first, at most `limit` mails
+    /// and, beyond the first, at most `max_bytes` of stored (base64) bodies in all: large
+    /// mails are read one at a time (issue #13).
+    pub async fn outbox_due(
+        &self,
+        now: i64,
+        limit: u32,
+        max_bytes: u64,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
         let op = "read the outbox";
-        sqlx::query(
-            "SELECT id, desk, envelope_from, recipients, body_base64, attempts FROM outbox \
+        // Which mails first, by their sizes only (no body is held in a sort); then the
+        // chosen mails' bodies.
+        let sizes = sqlx::query(
+            "SELECT id, CAST(LENGTH(body_base64) AS BIGINT) AS size FROM outbox \
              WHERE status = 'pending' AND next_attempt_at <= $1 \
              ORDER BY next_attempt_at, created_at, id LIMIT $2",
         )
@@ -1040,27 +1049,55 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
-        .map_err(query_error(op))?
-        .iter()
-        .map(|r| {
-            let recipients: String = get(r, "recipients", op)?;
-            let body: String = get(r, "body_base64", op)?;
-            Ok(OutboxItem {
-                id: get(r, "id", op)?,
-                desk: get(r, "desk", op)?,
-                envelope_from: get(r, "envelope_from", op)?,
-                recipients: serde_json::from_str(&recipients).map_err(|_| StoreError::Corrupt {
-                    what: "outbox recipients",
-                    value: recipients.clone(),
-                })?,
-                bytes: BASE64.decode(&body).map_err(|e| StoreError::Corrupt {
-                    what: "outbox mail body",
-                    value: e.to_string(),
-                })?,
-                attempts: get_u32(r, "attempts", op)?,
+        .map_err(query_error(op))?;
+        let mut ids: Vec<String> = Vec::new();
+        let mut total = 0u64;
+        for r in &sizes {
+            let size = u64::try_from(get::<i64>(r, "size", op)?).unwrap_or(0);
+            if !ids.is_empty() && total.saturating_add(size) > max_bytes {
+                break;
+            }
+            total = total.saturating_add(size);
+            ids.push(get(r, "id", op)?);
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id, desk, envelope_from, recipients, body_base64, attempts FROM outbox \
+             WHERE id IN ({}) ORDER BY next_attempt_at, created_at, id",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for id in &ids {
+            q = q.bind(id);
+        }
+        q.fetch_all(&self.pool)
+            .await
+            .map_err(query_error(op))?
+            .iter()
+            .map(|r| {
+                let recipients: String = get(r, "recipients", op)?;
+                let body: String = get(r, "body_base64", op)?;
+                Ok(OutboxItem {
+                    id: get(r, "id", op)?,
+                    desk: get(r, "desk", op)?,
+                    envelope_from: get(r, "envelope_from", op)?,
+                    recipients: serde_json::from_str(&recipients).map_err(|_| {
+                        StoreError::Corrupt {
+                            what: "outbox recipients",
+                            value: recipients.clone(),
+                        }
+                    })?,
+                    bytes: BASE64.decode(&body).map_err(|e| StoreError::Corrupt {
+                        what: "outbox mail body",
+                        value: e.to_string(),
+                    })?,
+                    attempts: get_u32(r, "attempts", op)?,
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 
     /// When the earliest pending mail is due, if any: how long the sender may sleep.

@@ -572,9 +572,14 @@ async fn outbox_lifecycle(db: Db) {
     s.record_decision(&d).await.unwrap();
     assert_eq!(s.outbox_depth().await.unwrap(), 3);
     assert_eq!(s.outbox_next_attempt().await.unwrap(), Some(NOW));
-    assert!(s.outbox_due(NOW - 1, 10).await.unwrap().is_empty());
+    assert!(
+        s.outbox_due(NOW - 1, 10, u64::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
-    let due = s.outbox_due(NOW, 2).await.unwrap();
+    let due = s.outbox_due(NOW, 2, u64::MAX).await.unwrap();
     assert_eq!(due.len(), 2);
     assert_eq!(due[0].id, "o1");
     assert_eq!(due[0].bytes, binary);
@@ -585,12 +590,17 @@ async fn outbox_lifecycle(db: Db) {
         vec!["helpdesk@gem.example", "user@example.in"]
     );
     assert_eq!(due[1].id, "o2");
+    // By bytes: the first mail always, further ones while the bodies before them stay
+    // under the limit.
+    let ids = |due: Vec<OutboxItem>| due.into_iter().map(|i| i.id).collect::<Vec<_>>();
+    assert_eq!(ids(s.outbox_due(NOW, 10, 1).await.unwrap()), ["o1"]);
+    assert_eq!(ids(s.outbox_due(NOW, 10, 380).await.unwrap()), ["o1", "o2"]);
 
     s.outbox_retry("o1", NOW + 60, "451 try later")
         .await
         .unwrap();
     let due: Vec<String> = s
-        .outbox_due(NOW + 1, 10)
+        .outbox_due(NOW + 1, 10, u64::MAX)
         .await
         .unwrap()
         .into_iter()
@@ -605,7 +615,7 @@ async fn outbox_lifecycle(db: Db) {
         .unwrap();
     assert_eq!(s.outbox_depth().await.unwrap(), 1);
     assert_eq!(s.outbox_next_attempt().await.unwrap(), Some(NOW + 60));
-    let due = s.outbox_due(NOW + 60, 10).await.unwrap();
+    let due = s.outbox_due(NOW + 60, 10, u64::MAX).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].id, "o1");
     assert_eq!(due[0].attempts, 1);
@@ -724,7 +734,7 @@ async fn data_survives_reopen(db: Db) {
     let entry = s.journal(&k).await.unwrap().unwrap();
     assert_eq!(entry.actions[0], ("tag:$NoTicket".to_string(), true));
     assert_eq!(entry.queued, vec!["o"]);
-    assert_eq!(s.outbox_due(NOW, 10).await.unwrap()[0].id, "o");
+    assert_eq!(s.outbox_due(NOW, 10, u64::MAX).await.unwrap()[0].id, "o");
     assert_eq!(s.sightings("g").await.unwrap(), vec![k]);
 }
 
