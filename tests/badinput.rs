@@ -519,3 +519,65 @@ async fn a_backlog_of_large_mails_stays_within_a_few_mails_of_memory() {
         "redirecting: peak RSS {redirected_mb:.0} MB, more than {bound:.0} MB (idle + 16 x {MAIL_MB} MB)"
     );
 }
+
+/// Issue #13: an attached message with a million parts is handled in seconds, and another
+/// desk's mail arriving meanwhile is redirected as usual (parsing runs off the runtime's
+/// worker, with a cap on the parts scanned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_part_mail_does_not_hold_up_another_desk() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "", "", None);
+    let log = dir.path().join("daemon.log");
+    let child = spawn_watching(&config, &log).await;
+    let mut inner = String::from(
+        "From: h@gem.test\r\nSubject: s\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=p\r\n\r\n",
+    );
+    for _ in 0..1_000_000 {
+        inner.push_str("--p\r\n\r\nx\r\n");
+    }
+    inner.push_str("--p--\r\n");
+    let bomb = format!(
+        "From: bomb@example.in\r\nTo: bid.ra@gem.test\r\nSubject: Ticket 2024-7777777 parts\r\nMessage-ID: <bomb@example.in>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--o\r\nContent-Type: message/rfc822\r\n\r\n{inner}\r\n--o--\r\n"
+    );
+    let started = std::time::Instant::now();
+    stack.append("bid.ra", "INBOX", bomb.as_bytes()).await;
+    let raw = mail(
+        "other@example.in",
+        "payment.process@gem.test",
+        None,
+        "Payment not received",
+        "other-desk@example.in",
+        "No ticket here.",
+        "",
+    );
+    stack
+        .send("other@example.in", &["payment.process@gem.test"], &raw)
+        .await;
+    stack
+        .wait_for(
+            "helpdesk",
+            "INBOX",
+            WAIT,
+            "the other desk's redirect",
+            |m| m.len() == 1,
+        )
+        .await;
+    let other = started.elapsed();
+    let inbox = stack
+        .wait_for(
+            "bid.ra",
+            "INBOX",
+            WAIT,
+            "the million-part mail tagged",
+            |m| m.len() == 1 && m[0].has_flag("$Ticket"),
+        )
+        .await;
+    assert_eq!(inbox.len(), 1);
+    println!(
+        "million parts: other desk's redirect after {:.1} s, the mail tagged after {:.1} s",
+        other.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    stop(child);
+}
