@@ -436,7 +436,8 @@ impl DeskSession {
             .map_err(proto("store flags"))
     }
 
-    /// Creates `folder` unless it exists (or was created earlier in this session).
+    /// Creates `folder` unless it exists (or was created earlier in this session), and
+    /// subscribes it (RFC 3501 6.3.6), once per session.
     pub async fn ensure_folder(&mut self, folder: &str) -> Result<(), ImapError> {
         if self.folders.contains(folder) {
             return Ok(());
@@ -452,6 +453,15 @@ impl DeskSession {
                     op: "create a folder",
                     source: e,
                 });
+            }
+        }
+        // Subscribed too: Thunderbird and most clients show only subscribed folders (LSUB),
+        // so mail filed into an unsubscribed folder looks lost to the officer (issue #15).
+        // SUBSCRIBE is idempotent; a server that refuses it still gets the mail filed.
+        match timed(t, "SUBSCRIBE", self.s()?.subscribe(folder)).await? {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(folder, error = %e, "cannot subscribe the folder; officers' clients may not show it")
             }
         }
         self.folders.insert(folder.to_string());

@@ -166,7 +166,27 @@ async fn redirects_tags_and_files_and_never_twice() {
         "Reply-To wins over From"
     );
 
-    // The desk's view: filed and tagged, never marked read.
+    // The desk's view: filed and tagged, never marked read, in a folder the officer's
+    // client shows: Thunderbird lists subscribed folders only (LSUB, not LIST).
+    let mut officer = stack.login("bid.ra").await;
+    let subscribed: Vec<String> = {
+        use futures_util::TryStreamExt;
+        officer
+            .lsub(Some(""), Some("*"))
+            .await
+            .expect("LSUB")
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("LSUB answers")
+            .iter()
+            .map(|n| n.name().to_string())
+            .collect()
+    };
+    let _ = officer.logout().await;
+    assert!(
+        subscribed.iter().any(|n| n == "Redirected"),
+        "LSUB: {subscribed:?}"
+    );
     let redirected = stack.mailbox("bid.ra", "Redirected").await;
     assert_eq!(redirected.len(), 1);
     assert!(
