@@ -263,14 +263,41 @@ impl Environment for ProcessEnv {
     }
 }
 
+/// What the config is loaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `run` and `check`: the desks' passwords are read and CA files must exist.
+    Connect,
+    /// `classify` and `report`, which never connect: passwords are not read (each desk must
+    /// still name exactly one source) and CA files are not looked at, so a supervisor
+    /// without access to the credentials can use them.
+    Offline,
+}
+
 /// Reads and validates config.toml. `TICKETGATE_DATABASE` overrides `[state] database`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_for(path, Purpose::Connect)
+}
+
+/// [`load`] for a purpose.
+pub fn load_for(path: &Path, purpose: Purpose) -> Result<Config, ConfigError> {
     let text = read_file(path).map_err(|p| ConfigError(vec![p], Partial::default()))?;
-    parse(path, &text, &ProcessEnv)
+    parse_for(path, &text, &ProcessEnv, purpose)
 }
 
 /// Validates config text; relative paths are relative to the file's directory.
 pub fn parse(path: &Path, text: &str, env: &dyn Environment) -> Result<Config, ConfigError> {
+    parse_for(path, text, env, Purpose::Connect)
+}
+
+/// [`parse`] for a purpose.
+pub fn parse_for(
+    path: &Path,
+    text: &str,
+    env: &dyn Environment,
+    purpose: Purpose,
+) -> Result<Config, ConfigError> {
+    let offline = purpose == Purpose::Offline;
     let src = Source { path, text };
     let raw: RawFile = src
         .parse()
@@ -281,27 +308,32 @@ pub fn parse(path: &Path, text: &str, env: &dyn Environment) -> Result<Config, C
         problems.push(src.problem_at(0, format!("missing section [{name}]")));
     };
 
-    let imap = match raw.imap {
-        None => {
-            top("imap", &mut problems);
-            None
-        }
-        Some(v) => server(&src, v, "[imap]", 993, 143, &base, &mut problems).map(|(s, r)| Imap {
-            server: s,
-            idle_refresh: Duration::from_secs(
-                r.idle_refresh_minutes.unwrap_or(10).clamp(1, 28) * 60,
+    let imap =
+        match raw.imap {
+            None => {
+                top("imap", &mut problems);
+                None
+            }
+            Some(v) => server(&src, v, "[imap]", (993, 143), &base, offline, &mut problems).map(
+                |(s, r)| Imap {
+                    server: s,
+                    idle_refresh: Duration::from_secs(
+                        r.idle_refresh_minutes.unwrap_or(10).clamp(1, 28) * 60,
+                    ),
+                    poll_interval: Duration::from_secs(r.poll_seconds.unwrap_or(60).max(1)),
+                    batch_size: r.batch_size.unwrap_or(200).clamp(1, 5000),
+                    file_group: r.file_group.unwrap_or(2000).clamp(1, 100_000),
+                },
             ),
-            poll_interval: Duration::from_secs(r.poll_seconds.unwrap_or(60).max(1)),
-            batch_size: r.batch_size.unwrap_or(200).clamp(1, 5000),
-            file_group: r.file_group.unwrap_or(2000).clamp(1, 100_000),
-        }),
-    };
+        };
     let smtp = match raw.smtp {
         None => {
             top("smtp", &mut problems);
             None
         }
-        Some(v) => server(&src, v, "[smtp]", 465, 587, &base, &mut problems).map(|(s, _)| s),
+        Some(v) => {
+            server(&src, v, "[smtp]", (465, 587), &base, offline, &mut problems).map(|(s, _)| s)
+        }
     };
     let helpdesk = match raw.helpdesk {
         None => {
@@ -440,7 +472,7 @@ pub fn parse(path: &Path, text: &str, env: &dyn Environment) -> Result<Config, C
                 format!("`{}` is not a mail address", d.address),
             ));
         }
-        let password = match secret(&d, &base, env) {
+        let password = match secret(&d, &base, env, offline) {
             Ok(s) => Some(s),
             Err((key, msg)) => {
                 problems.push(src.problem_at_key(start, key, format!("[desk.{name}]: {msg}")));
@@ -500,9 +532,9 @@ fn server(
     src: &Source<'_>,
     v: Spanned<toml::Value>,
     what: &str,
-    tls_port: u16,
-    starttls_port: u16,
+    (tls_port, starttls_port): (u16, u16),
     base: &Path,
+    offline: bool,
     problems: &mut Vec<Problem>,
 ) -> Option<(Server, RawServer)> {
     let start = v.span().start;
@@ -524,6 +556,7 @@ fn server(
     }
     let ca_file = r.ca_file.as_ref().map(|f| base.join(f));
     if let Some(f) = &ca_file
+        && !offline
         && !f.is_file()
     {
         problems.push(src.problem_at_key(
@@ -555,6 +588,7 @@ fn secret(
     d: &RawDesk,
     base: &Path,
     env: &dyn Environment,
+    offline: bool,
 ) -> Result<Secret, (&'static str, String)> {
     let set = [
         d.password_file.is_some(),
@@ -566,6 +600,9 @@ fn secret(
             "login",
             "set exactly one of password_file, password_env or password_credential (passwords are never written inline)".into(),
         ));
+    }
+    if offline {
+        return Ok(Secret::new(""));
     }
     let read = |p: &Path, key: &'static str| -> Result<Secret, (&'static str, String)> {
         std::fs::read_to_string(p)

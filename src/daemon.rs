@@ -818,18 +818,36 @@ async fn session(
     }
 }
 
-/// `ticketgate report`: counts per desk and day.
-pub async fn report(cfg: &Config, days: u32) -> anyhow::Result<String> {
-    let store = Store::open(&cfg.database).await.with_context(|| {
-        format!(
-            "cannot open state database {}",
-            crate::store::redact_url(&cfg.database)
-        )
-    })?;
+/// How `ticketgate report` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// Aligned columns with totals, then the outbox.
+    Table,
+    /// One line per desk and day, with a header line (day,desk,mails,...).
+    Csv,
+    /// One JSON object: `days` (the rows), `outbox` (waiting, refused, partly refused).
+    Json,
+}
+
+/// `ticketgate report`: counts per desk and day (in the rules' time zone) over the last
+/// `days` days, and the outbox's state. Opens the database read-only.
+pub async fn report(
+    cfg: &Config,
+    rules: &Rules,
+    days: u32,
+    format: ReportFormat,
+) -> anyhow::Result<String> {
+    let store = Store::open_read_only(&cfg.database)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open state database {}",
+                crate::store::redact_url(&cfg.database)
+            )
+        })?;
     let since = unix_now() - i64::from(days) * 86_400;
-    let rows = store.report(since).await?;
-    let mut out = crate::store::format_report(&rows);
-    // Outgoing mail the SMTP server refused for good is kept, never retried: list it here so
+    let rows = store.report(since, &rules.time_zone).await?;
+    // Outgoing mail the SMTP server refused for good is kept, never retried: listed here so
     // that it is not only in the log.
     let outbox = store.outbox_all().await?;
     let pending = outbox
@@ -845,29 +863,73 @@ pub async fn report(cfg: &Config, days: u32) -> anyhow::Result<String> {
         .iter()
         .filter(|r| r.status == crate::store::OutboxStatus::Sent && r.last_error.is_some())
         .collect();
-    out.push_str(&format!(
-        "\noutbox: {pending} waiting to be sent, {} refused permanently, {} sent to only some recipients\n",
-        failed.len(),
-        partly.len()
-    ));
-    for r in failed {
-        out.push_str(&format!(
-            "  refused: desk {} mail {} ({} attempt(s)): {}\n",
-            r.desk,
-            r.id,
-            r.attempts,
-            r.last_error.as_deref().unwrap_or("-")
-        ));
+    match format {
+        ReportFormat::Csv => {
+            // Desk names are letters, digits, '-', '_' and '.' (config checks it): no field
+            // needs quoting.
+            let mut out =
+                String::from("day,desk,mails,tickets,redirected,broadcast,automatic,errors\n");
+            for r in &rows {
+                out.push_str(&format!(
+                    "{},{},{},{},{},{},{},{}\n",
+                    r.day,
+                    r.desk,
+                    r.mails,
+                    r.tickets,
+                    r.redirected,
+                    r.broadcast,
+                    r.automatic,
+                    r.errors
+                ));
+            }
+            Ok(out)
+        }
+        ReportFormat::Json => {
+            let refused = |r: &&crate::store::OutboxRecord| {
+                serde_json::json!({
+                    "desk": r.desk, "mail": r.id, "attempts": r.attempts,
+                    "error": r.last_error,
+                })
+            };
+            let value = serde_json::json!({
+                "time_zone": rules.time_zone.iana_name().unwrap_or("UTC"),
+                "since_days": days,
+                "days": rows,
+                "outbox": {
+                    "waiting": pending,
+                    "refused": failed.iter().map(refused).collect::<Vec<_>>(),
+                    "partly_refused": partly.iter().map(refused).collect::<Vec<_>>(),
+                },
+            });
+            Ok(serde_json::to_string_pretty(&value)? + "\n")
+        }
+        ReportFormat::Table => {
+            let mut out = crate::store::format_report(&rows);
+            out.push_str(&format!(
+                "\noutbox: {pending} waiting to be sent, {} refused permanently, {} sent to only some recipients\n",
+                failed.len(),
+                partly.len()
+            ));
+            for r in failed {
+                out.push_str(&format!(
+                    "  refused: desk {} mail {} ({} attempt(s)): {}\n",
+                    r.desk,
+                    r.id,
+                    r.attempts,
+                    r.last_error.as_deref().unwrap_or("-")
+                ));
+            }
+            for r in partly {
+                out.push_str(&format!(
+                    "  partly refused: desk {} mail {}: {}\n",
+                    r.desk,
+                    r.id,
+                    r.last_error.as_deref().unwrap_or("-")
+                ));
+            }
+            Ok(out)
+        }
     }
-    for r in partly {
-        out.push_str(&format!(
-            "  partly refused: desk {} mail {}: {}\n",
-            r.desk,
-            r.id,
-            r.last_error.as_deref().unwrap_or("-")
-        ));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

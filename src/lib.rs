@@ -21,6 +21,7 @@
 
 pub mod action;
 pub mod classify;
+pub mod clock;
 pub mod compose;
 pub mod config;
 pub mod crash;

@@ -73,13 +73,17 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Counts per desk and day from the state database.
+    /// Counts per desk and day from the state database (read-only; needs no passwords).
     Report {
         #[command(flatten)]
         config: ConfigArg,
         /// How many days back.
         #[arg(long, default_value_t = 30)]
         days: u32,
+        /// table (aligned, with totals and the outbox), csv (one line per desk and day) or
+        /// json (rows and outbox).
+        #[arg(long, value_enum, default_value_t = ticketgate::daemon::ReportFormat::Table)]
+        format: ticketgate::daemon::ReportFormat,
     },
 }
 
@@ -94,13 +98,26 @@ fn main() -> ExitCode {
             files,
         } => classify(&config, desk.as_deref(), json, &files),
         Command::Run { config, once } => run(&config.config, once),
-        Command::Report { config, days } => report(&config.config, days),
+        Command::Report {
+            config,
+            days,
+            format,
+        } => report(&config.config, days, format),
     }
 }
 
 /// Loads config and rules, or reports every problem of both.
 fn load(path: &Path) -> Result<(Config, Rules), Vec<Problem>> {
-    match config::load(path) {
+    load_for(path, config::Purpose::Connect)
+}
+
+/// [`load`] for commands that never connect (`classify`, `report`): no passwords, no CA.
+fn load_offline(path: &Path) -> Result<(Config, Rules), Vec<Problem>> {
+    load_for(path, config::Purpose::Offline)
+}
+
+fn load_for(path: &Path, purpose: config::Purpose) -> Result<(Config, Rules), Vec<Problem>> {
+    match config::load_for(path, purpose) {
         Ok(cfg) => match rules::load(&cfg.rules_files, &cfg.deployment()) {
             Ok(r) => Ok((cfg, r)),
             Err(e) => Err(e.0),
@@ -185,7 +202,7 @@ fn check(path: &Path, connect: bool) -> ExitCode {
 }
 
 fn classify(path: &Path, desk: Option<&str>, json: bool, files: &[PathBuf]) -> ExitCode {
-    let (cfg, rules) = match load(path) {
+    let (cfg, rules) = match load_offline(path) {
         Ok(x) => x,
         Err(problems) => return print_problems(&problems),
     };
@@ -246,15 +263,15 @@ fn run(path: &Path, once: bool) -> ExitCode {
     }
 }
 
-fn report(path: &Path, days: u32) -> ExitCode {
-    let cfg = match config::load(path) {
-        Ok(c) => c,
-        Err(e) => return print_problems(&e.0),
+fn report(path: &Path, days: u32, format: ticketgate::daemon::ReportFormat) -> ExitCode {
+    let (cfg, rules) = match load_offline(path) {
+        Ok(x) => x,
+        Err(problems) => return print_problems(&problems),
     };
     let Some(runtime) = runtime(false) else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(ticketgate::daemon::report(&cfg, days)) {
+    match runtime.block_on(ticketgate::daemon::report(&cfg, &rules, days, format)) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

@@ -554,7 +554,10 @@ fn template_vars(
     put("sender", facts.sender.clone().unwrap_or_default());
     put("subject", facts.subject.clone());
     put("message_id", facts.message_id.clone().unwrap_or_default());
-    put("date", crate::daemon::utc_day(now));
+    put(
+        "date",
+        crate::clock::local_day(now, &policy.rules.time_zone),
+    );
     put(
         "ticket",
         facts

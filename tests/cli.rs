@@ -281,3 +281,203 @@ fn check_warns_about_a_password_file_readable_by_others() {
         );
     }
 }
+
+/// A state database as the daemon leaves it (schema by the migrations, WAL mode), with
+/// `rows` = (desk, decided_at, ticket, redirected) journaled, in `dir/state.db`.
+fn state_db(dir: &Path, rows: &[(&str, i64, Option<&str>, bool)]) -> PathBuf {
+    let db = dir.join("state.db");
+    let mut sql = String::from("PRAGMA journal_mode=WAL;\n");
+    for m in ["0001_initial.sql", "0002_journal_by_sender.sql"] {
+        sql.push_str(
+            &std::fs::read_to_string(manifest().join("migrations").join(m)).expect("migration"),
+        );
+        sql.push('\n');
+    }
+    for (i, (desk, at, ticket, redirected)) in rows.iter().enumerate() {
+        sql.push_str(&format!(
+            "INSERT INTO journal (desk, uidvalidity, uid, status, group_key, subject, ticket, broadcast, automatic, redirected, decided_at) \
+             VALUES ('{desk}', 1, {i}, 'done', 'g{i}', 's', {}, 0, 0, {}, {at});\n",
+            ticket.map_or("NULL".to_string(), |t| format!("'{t}'")),
+            i32::from(*redirected)
+        ));
+    }
+    let out = Command::new("sqlite3")
+        .arg(&db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(sql.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("sqlite3");
+    assert!(out.status.success(), "sqlite3 failed");
+    db
+}
+
+/// Issue #15: a supervisor runs `report` without the desks' passwords or the CA file, as a
+/// non-root member of the service's group, read-only; days are the rules' time zone (IST).
+#[test]
+fn report_runs_read_only_without_secrets_as_a_group_member_in_ist() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("state dir");
+    // 2026-11-29 18:29:59 UTC (23:59:59 IST) and one second later (00:00:00 IST on the 30th).
+    let t = 1_795_976_999;
+    let db = state_db(
+        &state,
+        &[
+            ("bid-ra", t, Some("2024-1234567"), false),
+            ("bid-ra", t + 1, None, true),
+            ("payment-process", t + 1, None, true),
+        ],
+    );
+    // The shipped config as it is: its CA file (under /tmp/ticketgate-demo) need not exist,
+    // and no credentials are given.
+    let text = std::fs::read_to_string(manifest().join("config.toml"))
+        .expect("config")
+        .replace(
+            "files = [\"rules/gem.toml\"]",
+            &format!(
+                "files = [\"{}\"]",
+                manifest().join("rules/gem.toml").display()
+            ),
+        )
+        .replace(
+            "sqlite:///var/lib/ticketgate/state.db",
+            &format!("sqlite://{}", db.display()),
+        );
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, text).expect("config");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    // The service's files, readable by its group (here nogroup, whose member is nobody).
+    let sh = |cmd: String| {
+        assert!(
+            Command::new("sh")
+                .args(["-c", &cmd])
+                .status()
+                .expect("sh")
+                .success(),
+            "{cmd}"
+        );
+    };
+    sh(format!(
+        "chown -R root:nogroup {0} && chmod 0750 {0} && chmod 0640 {0}/*",
+        state.display()
+    ));
+    let before: Vec<_> = std::fs::read_dir(&state)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let as_nobody = |format: &str| {
+        let out = Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_ticketgate"))
+            .args(["report", "--days", "100000", "--format", format, "--config"])
+            .arg(&config)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("TICKETGATE_DATABASE")
+            .output()
+            .expect("setpriv");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            out.status.success(),
+            "report --format {format} as nobody: {err}"
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let csv = as_nobody("csv");
+    assert_eq!(
+        csv,
+        "day,desk,mails,tickets,redirected,broadcast,automatic,errors\n\
+         2026-11-29,bid-ra,1,1,0,0,0,0\n\
+         2026-11-30,bid-ra,1,0,1,0,0,0\n\
+         2026-11-30,payment-process,1,0,1,0,0,0\n"
+    );
+    let json: serde_json::Value = serde_json::from_str(&as_nobody("json")).expect("json");
+    assert_eq!(json["time_zone"], "Asia/Kolkata");
+    assert_eq!(json["days"].as_array().map(Vec::len), Some(3));
+    assert_eq!(json["outbox"]["waiting"], 0);
+    let table = as_nobody("table");
+    assert!(table.contains("2026-11-30  payment-process"), "{table}");
+    assert!(
+        table.lines().any(|l| l
+            .split_whitespace()
+            .eq(["total", "3", "1", "2", "0", "0", "0"])),
+        "{table}"
+    );
+    let after: Vec<_> = std::fs::read_dir(&state)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(before, after, "report creates no file");
+}
+
+/// Issue #15: a wrong database path is an error naming it, and nothing is created.
+#[test]
+fn report_on_a_missing_database_names_the_path_and_creates_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = shipped_config(dir.path());
+    let missing = dir.path().join("nowhere/state.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_ticketgate"))
+        .args(["report", "--config"])
+        .arg(&config)
+        .env(
+            "TICKETGATE_DATABASE",
+            format!("sqlite://{}", missing.display()),
+        )
+        .output()
+        .expect("report");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&missing.display().to_string()) && err.contains("No such file"),
+        "{err}"
+    );
+    assert!(!dir.path().join("nowhere").exists(), "nothing created");
+}
+
+/// Issue #15: `classify` never connects, so it needs neither the desks' passwords nor the
+/// CA file: a rule author runs it with the shipped config as it is.
+#[test]
+fn classify_needs_no_passwords_and_no_ca_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(manifest().join("config.toml"))
+        .expect("config")
+        .replace(
+            "files = [\"rules/gem.toml\"]",
+            &format!(
+                "files = [\"{}\"]",
+                manifest().join("rules/gem.toml").display()
+            ),
+        )
+        .replace("/tmp/ticketgate-demo/tls/ca.pem", "/nonexistent/ca.pem");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, text).expect("config");
+    let mail = manifest().join("tests/fixtures/mail/realworld/b16-label-colon-dash.eml");
+    let out = Command::new(env!("CARGO_BIN_EXE_ticketgate"))
+        .args(["classify", "--json", "--config"])
+        .arg(&config)
+        .arg(&mail)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .expect("classify");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["ticket"], "2024-9081726");
+    // `check` and `run` still need both.
+    let out = ticketgate(&["check", "--config", config.to_str().expect("utf8")], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("CA file /nonexistent/ca.pem does not exist"),
+        "{err}"
+    );
+    assert!(err.contains("CREDENTIALS_DIRECTORY is not set"), "{err}");
+}

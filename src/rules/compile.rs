@@ -114,6 +114,10 @@ impl Builder {
                             "subaddress_delimiter must be punctuation such as \"+\" or \"-\" (the mail server's recipient_delimiter), or \"\" for none",
                         ));
                     }
+                    if let Err(e) = crate::clock::time_zone(&s.time_zone) {
+                        self.problems
+                            .push(src.problem_at_key(start, "time_zone", e));
+                    }
                     for (key, keyword) in [
                         ("broadcast_keyword", &s.broadcast_keyword),
                         ("flood_keyword", &s.flood_keyword),
@@ -428,6 +432,10 @@ impl Builder {
                 .map(|a| a.to_ascii_lowercase())
                 .collect(),
             subaddress_delimiter: settings.subaddress_delimiter.clone(),
+            // Checked when the settings were read; UTC only if that failed (then an error
+            // was reported and these rules are not used).
+            time_zone: crate::clock::time_zone(&settings.time_zone)
+                .unwrap_or(jiff::tz::TimeZone::UTC),
             rules,
             templates: self.templates,
             limits: Limits {

@@ -160,6 +160,8 @@ pub struct Rules {
     /// Characters that start a subaddress (RFC 5233): `desk+tag@domain` is the desk's
     /// address. Empty: none.
     pub subaddress_delimiter: String,
+    /// The organisation's time zone: report days and the `{date}` of templates.
+    pub time_zone: jiff::tz::TimeZone,
     pub rules: Vec<Rule>,
     pub templates: BTreeMap<String, Template>,
     pub limits: Limits,

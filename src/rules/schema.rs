@@ -145,6 +145,9 @@ pub struct RawSettings {
     pub contacts: Vec<String>,
     #[serde(default)]
     pub own_addresses: Vec<String>,
+    /// IANA time zone of the organisation (`Asia/Kolkata`): report days and template dates.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
     /// Characters that start a subaddress in a local part (`bid.ra+urgent@`: Postfix's
     /// `recipient_delimiter`, Dovecot's `recipient_delimiter`); empty: no subaddresses.
     #[serde(default = "default_subaddress_delimiter")]
@@ -177,6 +180,10 @@ fn default_broadcast_keyword() -> String {
     "$Broadcast".into()
 }
 
+fn default_time_zone() -> String {
+    "UTC".into()
+}
+
 fn default_subaddress_delimiter() -> String {
     "+".into()
 }
@@ -203,6 +210,7 @@ impl Default for RawSettings {
             max_mail_mb: default_max_mail_mb(),
             contacts: Vec::new(),
             own_addresses: Vec::new(),
+            time_zone: default_time_zone(),
             subaddress_delimiter: default_subaddress_delimiter(),
             broadcast_keyword: default_broadcast_keyword(),
             sender_answer_limit: default_sender_answer_limit(),

@@ -16,7 +16,7 @@ mod tests;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -363,6 +363,52 @@ impl Store {
     /// transaction survives kill -9 and power loss; one connection, so writers in this process
     /// never contend, with a busy timeout against other processes (e.g. `ticketgate report`).
     /// PostgreSQL (`postgres://…`): a small pool.
+    /// Opens an existing state database for reading only (`ticketgate report`): nothing is
+    /// created, migrated or written, so a supervisor with read access (a member of the
+    /// service's group) can use it. A SQLite file that does not exist is an error naming
+    /// the path.
+    pub async fn open_read_only(url: &str) -> Result<Store, StoreError> {
+        let location = Location::parse(url)?;
+        let target = location.describe();
+        let open_error = |source| StoreError::Open {
+            target: target.clone(),
+            source,
+        };
+        let mut url = location.sqlx_url()?.replace("mode=rwc", "mode=ro");
+        if let Location::SqliteFile(path) = &location {
+            std::fs::metadata(path).map_err(|source| StoreError::Path {
+                path: path.clone(),
+                what: "find the state database",
+                source,
+            })?;
+            // Without a write-ahead log the daemon is not writing: the file can be read as
+            // it is, with no -shm file to create (a reader may not write the directory).
+            let mut wal = path.clone().into_os_string();
+            wal.push("-wal");
+            if !Path::new(&wal).exists() {
+                url.push_str("&immutable=1");
+            }
+        }
+        sqlx::any::install_default_drivers();
+        let options = AnyConnectOptions::from_str(&url)
+            .map_err(open_error)?
+            .disable_statement_logging();
+        // A direct connection first, for the real cause of a failure (see `open`).
+        AnyConnection::connect_with(&options)
+            .await
+            .map_err(open_error)?
+            .close()
+            .await
+            .map_err(open_error)?;
+        let pool = AnyPoolOptions::new()
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(open_error)?;
+        Ok(Store { pool, target })
+    }
+
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         let location = Location::parse(url)?;
         location.prepare()?;
@@ -1264,37 +1310,51 @@ impl Store {
 
     /// Counts per desk and UTC day of the mails journaled at or after `since` (by decision
     /// time), sorted by day then desk.
-    pub async fn report(&self, since: i64) -> Result<Vec<ReportRow>, StoreError> {
+    /// Counts per desk and day in `tz` of the mails journaled since `since` (Unix seconds),
+    /// ordered by day and desk. The database groups by quarter hour (every time zone's
+    /// offset is a multiple of 15 minutes); the days are made here.
+    pub async fn report(
+        &self,
+        since: i64,
+        tz: &jiff::tz::TimeZone,
+    ) -> Result<Vec<ReportRow>, StoreError> {
         let op = "compute the report";
         // COUNT, not SUM: PostgreSQL's SUM(bigint) is numeric, which `Any` cannot decode.
-        sqlx::query(
-            "SELECT desk, decided_at / 86400 AS day, COUNT(*) AS mails, \
+        let rows = sqlx::query(
+            "SELECT desk, decided_at / 900 AS quarter, COUNT(*) AS mails, \
              COUNT(ticket) AS tickets, \
              COUNT(CASE WHEN redirected = 1 THEN 1 END) AS redirected, \
              COUNT(CASE WHEN broadcast = 1 THEN 1 END) AS broadcast, \
              COUNT(CASE WHEN automatic = 1 THEN 1 END) AS automatic, \
              COUNT(CASE WHEN status = 'failed' THEN 1 END) AS errors \
              FROM journal WHERE decided_at >= $1 \
-             GROUP BY desk, decided_at / 86400 ORDER BY day, desk",
+             GROUP BY desk, decided_at / 900",
         )
         .bind(since)
         .fetch_all(&self.pool)
         .await
-        .map_err(query_error(op))?
-        .iter()
-        .map(|r| {
-            Ok(ReportRow {
-                desk: get(r, "desk", op)?,
-                day: report::civil_day(get(r, "day", op)?),
-                mails: get_u64(r, "mails", op)?,
-                tickets: get_u64(r, "tickets", op)?,
-                redirected: get_u64(r, "redirected", op)?,
-                broadcast: get_u64(r, "broadcast", op)?,
-                automatic: get_u64(r, "automatic", op)?,
-                errors: get_u64(r, "errors", op)?,
-            })
-        })
-        .collect()
+        .map_err(query_error(op))?;
+        let mut days: std::collections::BTreeMap<(String, String), ReportRow> =
+            std::collections::BTreeMap::new();
+        for r in &rows {
+            let desk: String = get(r, "desk", op)?;
+            let quarter: i64 = get(r, "quarter", op)?;
+            let day = crate::clock::local_day(quarter * 900, tz);
+            let row = days
+                .entry((day.clone(), desk.clone()))
+                .or_insert_with(|| ReportRow {
+                    desk,
+                    day,
+                    ..ReportRow::default()
+                });
+            row.mails += get_u64(r, "mails", op)?;
+            row.tickets += get_u64(r, "tickets", op)?;
+            row.redirected += get_u64(r, "redirected", op)?;
+            row.broadcast += get_u64(r, "broadcast", op)?;
+            row.automatic += get_u64(r, "automatic", op)?;
+            row.errors += get_u64(r, "errors", op)?;
+        }
+        Ok(days.into_values().collect())
     }
 }
 

@@ -3,11 +3,12 @@
 
 use std::fmt::Write as _;
 
-/// Counts for one desk on one UTC day, by the time each mail was first journaled.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Counts for one desk on one day (in the rules' time zone), by the time each mail was
+/// first journaled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ReportRow {
     pub desk: String,
-    /// UTC day, `YYYY-MM-DD`.
+    /// Day in the rules' `time_zone`, `YYYY-MM-DD`.
     pub day: String,
     /// Mails journaled (decided or set aside).
     pub mails: u64,
@@ -101,35 +102,10 @@ fn push_line(out: &mut String, cells: &[String; 8], widths: &[usize; 8]) {
     out.push('\n');
 }
 
-/// `YYYY-MM-DD` of a count of days since 1970-01-01 (proleptic Gregorian calendar).
-pub(crate) fn civil_day(days_since_epoch: i64) -> String {
-    // Howard Hinnant's days_from_civil inverse, on eras of 400 years (146 097 days).
-    let z = days_since_epoch + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_days() {
-        assert_eq!(civil_day(0), "1970-01-01");
-        assert_eq!(civil_day(59), "1970-03-01");
-        assert_eq!(civil_day(11_016), "2000-02-29");
-        assert_eq!(civil_day(19_782), "2024-02-29");
-        assert_eq!(civil_day(20_089), "2025-01-01");
-        assert_eq!(civil_day(-1), "1969-12-31");
-    }
 
     fn row(day: &str, desk: &str, n: u64) -> ReportRow {
         ReportRow {

@@ -688,7 +688,8 @@ async fn report_counts_per_desk_and_day(db: Db) {
         .await
         .unwrap();
 
-    let rows = s.report(day0).await.unwrap();
+    let utc = jiff::tz::TimeZone::UTC;
+    let rows = s.report(day0, &utc).await.unwrap();
     let row = |desk: &str, day: &str, counts: [u64; 6]| ReportRow {
         desk: desk.into(),
         day: day.into(),
@@ -707,9 +708,20 @@ async fn report_counts_per_desk_and_day(db: Db) {
             row("works", "2025-06-16", [1, 0, 1, 0, 0, 0]),
         ]
     );
-    let all = s.report(0).await.unwrap();
+    let all = s.report(0, &utc).await.unwrap();
     assert_eq!(all.len(), 4);
     assert_eq!(all[0].day, "2025-06-14");
+    // In India (UTC+05:30) the last second of the 14th (UTC) is the 15th, and the last
+    // second of the 15th is the 16th.
+    let ist = crate::clock::time_zone("Asia/Kolkata").unwrap();
+    assert_eq!(
+        s.report(0, &ist).await.unwrap(),
+        vec![
+            row("finance", "2025-06-15", [2, 0, 0, 0, 1, 1]),
+            row("works", "2025-06-15", [3, 1, 1, 0, 0, 1]),
+            row("works", "2025-06-16", [2, 1, 1, 1, 0, 0]),
+        ]
+    );
     let text = format_report(&rows);
     assert!(
         text.lines()
