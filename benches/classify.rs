@@ -75,6 +75,7 @@ fn main() {
         own: Vec::new(),
         contacts: Vec::new(),
         subaddress_delimiter: "+".into(),
+        ..Directory::default()
     };
     let runs = 5;
     let mut parse = Vec::new();

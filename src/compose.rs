@@ -72,6 +72,60 @@ pub enum ComposeError {
     Build(String),
 }
 
+/// Every placeholder a template may use (README, "rules reference"); `check` refuses others,
+/// so a typo such as `{responsable_desk}` never reaches a citizen verbatim.
+pub const PLACEHOLDERS: [&str; 18] = [
+    "desk",
+    "desk_name",
+    "desk_address",
+    "helpdesk",
+    "helpdesk_name",
+    "helpdesk_phone",
+    "helpdesk_web",
+    "sender",
+    "subject",
+    "message_id",
+    "date",
+    "ticket",
+    "responsible_desk",
+    "responsible_address",
+    "responsible_nature",
+    "suggested_desk",
+    "suggested_address",
+    "suggested_nature",
+];
+
+/// The `{name}` placeholders of `template` as [`render`] reads them (`{{` and `}}` are
+/// literal braces): (byte offset of the `{`, name).
+pub fn placeholders(template: &str) -> Vec<(usize, &str)> {
+    let mut found = Vec::new();
+    let mut at = 0;
+    while let Some(i) = template[at..].find(['{', '}']) {
+        let i = at + i;
+        let tail = &template[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            at = i + 2;
+            continue;
+        }
+        if tail.starts_with('{')
+            && let Some(end) = tail.find('}')
+        {
+            let name = &tail[1..end];
+            if !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                found.push((i, name));
+                at = i + end + 1;
+                continue;
+            }
+        }
+        at = i + 1;
+    }
+    found
+}
+
 /// Fills `{name}` placeholders from `vars`; unknown names stay as written; `{{` and `}}`
 /// stand for literal braces.
 pub fn render(template: &str, vars: &BTreeMap<String, String>) -> String {
@@ -477,6 +531,12 @@ mod tests {
             render("to {desk} {unknown} {{desk}} }", &v),
             "to bid-ra {unknown} {desk} }"
         );
+    }
+
+    #[test]
+    fn placeholders_are_found_as_render_reads_them() {
+        let t = "Dear {sender}, {{not}} {responsable_desk} {x y} {";
+        assert_eq!(placeholders(t), [(5, "sender"), (25, "responsable_desk")]);
     }
 
     #[test]

@@ -119,6 +119,10 @@ pub struct Config {
     pub smtp: Server,
     pub helpdesk: String,
     pub helpdesk_name: Option<String>,
+    /// The helpdesk's phone numbers and web address as templates show them (`[helpdesk]
+    /// phone`, `web`).
+    pub helpdesk_phone: Option<String>,
+    pub helpdesk_web: Option<String>,
     pub database: String,
     pub logging: Logging,
     pub rules_files: Vec<PathBuf>,
@@ -195,6 +199,9 @@ fn default_timeout() -> u64 {
 struct RawHelpdesk {
     address: String,
     name: Option<String>,
+    /// How citizens reach the helpdesk, for templates (`{helpdesk_phone}`, `{helpdesk_web}`).
+    phone: Option<String>,
+    web: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -511,6 +518,8 @@ pub fn parse_for(
                 smtp,
                 helpdesk: h.address.to_ascii_lowercase(),
                 helpdesk_name: h.name,
+                helpdesk_phone: h.phone,
+                helpdesk_web: h.web,
                 database,
                 logging,
                 rules_files,

@@ -479,6 +479,8 @@ fn load_reloadable(
     let mut merged = running.clone();
     merged.helpdesk = fresh.helpdesk;
     merged.helpdesk_name = fresh.helpdesk_name;
+    merged.helpdesk_phone = fresh.helpdesk_phone;
+    merged.helpdesk_web = fresh.helpdesk_web;
     merged.rules_files = fresh.rules_files;
     merged.logging.level = fresh.logging.level;
     let rules = crate::rules::load(&merged.rules_files, &merged.deployment()).map_err(|e| e.0)?;

@@ -192,6 +192,7 @@ mod tests {
             own: Vec::new(),
             contacts: Vec::new(),
             subaddress_delimiter: "+".into(),
+            ..Directory::default()
         };
         (rules, dir)
     }

@@ -119,7 +119,14 @@ fn load_offline(path: &Path) -> Result<(Config, Rules), Vec<Problem>> {
 fn load_for(path: &Path, purpose: config::Purpose) -> Result<(Config, Rules), Vec<Problem>> {
     match config::load_for(path, purpose) {
         Ok(cfg) => match rules::load(&cfg.rules_files, &cfg.deployment()) {
-            Ok(r) => Ok((cfg, r)),
+            Ok(r) => {
+                let missing = helpdesk_values_missing(&cfg, &r);
+                if missing.is_empty() {
+                    Ok((cfg, r))
+                } else {
+                    Err(missing)
+                }
+            }
             Err(e) => Err(e.0),
         },
         Err(config::ConfigError(mut problems, partial)) => {
@@ -134,6 +141,46 @@ fn load_for(path: &Path, purpose: config::Purpose) -> Result<(Config, Rules), Ve
             Err(problems)
         }
     }
+}
+
+/// Templates that use `{helpdesk_name}`, `{helpdesk_phone}` or `{helpdesk_web}` need the
+/// value in config.toml's `[helpdesk]`: else a citizen would read an empty gap. One problem
+/// per missing key, at the `[helpdesk]` section.
+fn helpdesk_values_missing(cfg: &Config, rules: &Rules) -> Vec<Problem> {
+    let line = std::fs::read_to_string(&cfg.path)
+        .ok()
+        .and_then(|t| t.lines().position(|l| l.trim() == "[helpdesk]"))
+        .map_or(0, |i| i + 1);
+    let mut problems = Vec::new();
+    for (placeholder, key, value) in [
+        ("helpdesk_name", "name", &cfg.helpdesk_name),
+        ("helpdesk_phone", "phone", &cfg.helpdesk_phone),
+        ("helpdesk_web", "web", &cfg.helpdesk_web),
+    ] {
+        let users: Vec<&str> = rules
+            .templates
+            .iter()
+            .filter(|(_, t)| {
+                ticketgate::compose::placeholders(&t.subject)
+                    .iter()
+                    .chain(&ticketgate::compose::placeholders(&t.body))
+                    .any(|(_, p)| *p == placeholder)
+            })
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if value.as_deref().is_none_or(|v| v.trim().is_empty()) && !users.is_empty() {
+            problems.push(Problem {
+                file: cfg.path.clone(),
+                line,
+                column: 1,
+                message: format!(
+                    "[helpdesk] {key} is not set, but template(s) {} use {{{placeholder}}}: set it (e.g. {key} = \"...\")",
+                    users.join(", ")
+                ),
+            });
+        }
+    }
+    problems
 }
 
 /// The tokio runtime. The daemon's tasks mostly wait on sockets and the database, so one

@@ -322,7 +322,7 @@ async fn decide_all(
             &facts,
             &decision,
             policy,
-            desk,
+            (desk, &shared.config.desks),
             p.mail.raw.as_deref().unwrap_or_default(),
             now,
         );
@@ -407,12 +407,14 @@ fn actions_text(actions: &[Action]) -> Vec<String> {
 
 /// The mail to queue for the decision's send actions. Ids are dedupe keys: the same mail in
 /// several desks, or decided again after a UIDVALIDITY change, yields the same ids, so the
-/// outbox holds it once.
+/// outbox holds it once. `(desk, desks)`: the desk deciding and every desk; a reply about a
+/// broadcast (the advisory) is sent by the desk it names as responsible, whichever copy
+/// queued it (issue #15).
 fn outgoing(
     facts: &Facts,
     decision: &Decision,
     policy: &Policy,
-    desk: &Desk,
+    (deciding, desks): (&Desk, &[Desk]),
     raw: &[u8],
     now: i64,
 ) -> Vec<NewOutgoing> {
@@ -466,6 +468,10 @@ fn outgoing(
         };
         let Some(t) = rules.templates.get(&template) else {
             continue;
+        };
+        let desk = match (kind, &facts.responsible_desk) {
+            (Kind::Reply, Some(r)) => desks.iter().find(|d| d.name == *r).unwrap_or(deciding),
+            _ => deciding,
         };
         let vars = template_vars(facts, policy, desk, now);
         let subject = compose::render(&t.subject, &vars);
@@ -551,6 +557,9 @@ fn template_vars(
     );
     put("desk_address", desk.address.clone());
     put("helpdesk", policy.dir.helpdesk.clone());
+    put("helpdesk_name", policy.dir.helpdesk_name.clone());
+    put("helpdesk_phone", policy.dir.helpdesk_phone.clone());
+    put("helpdesk_web", policy.dir.helpdesk_web.clone());
     put("sender", facts.sender.clone().unwrap_or_default());
     put("subject", facts.subject.clone());
     put("message_id", facts.message_id.clone().unwrap_or_default());

@@ -23,7 +23,7 @@ fn deployment(stack: &MailStack, dir: &Path) -> PathBuf {
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/gem.toml");
     let text = format!(
         "[imap]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\n\n[smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\n\n\
-         [helpdesk]\naddress = \"helpdesk@gem.test\"\n\n[state]\ndatabase = \"sqlite://{}/state.db\"\n\n[rules]\nfiles = [\"{}\"]\n\n{desks}",
+         [helpdesk]\naddress = \"helpdesk@gem.test\"\nphone = \"1800-419-3436\"\nweb = \"gem.gov.in/gemtickets\"\n\n[state]\ndatabase = \"sqlite://{}/state.db\"\n\n[rules]\nfiles = [\"{}\"]\n\n{desks}",
         stack.imap_port,
         stack.smtp_port,
         dir.display(),
@@ -167,6 +167,26 @@ async fn bcc_to_all_seven_desks_is_tagged_everywhere_and_answered_once() {
     assert!(
         text.contains("payment-process"),
         "the advisory names the responsible desk:\n{text}"
+    );
+    // ... and comes from it, whichever copy queued it (Bcc copies arrive in any order).
+    assert_eq!(
+        advisory
+            .header("From")
+            .map(|f| f.contains("payment.process@gem.test")),
+        Some(true),
+        "the advisory is sent by the desk it names: {:?}",
+        advisory.header("From")
+    );
+    // The helpdesk's contact comes from config, and no placeholder is left raw (the text
+    // as the sender's client shows it: decoded).
+    let shown = mail_parser::MessageParser::default()
+        .parse(&advisory.raw)
+        .and_then(|m| m.body_text(0).map(|t| t.to_string()))
+        .expect("advisory text");
+    assert!(shown.contains("1800-419-3436"), "{shown}");
+    assert!(
+        !shown.contains('{') && !shown.contains('}'),
+        "raw placeholder in:\n{shown}"
     );
     let acting: Vec<&String> = c
         .iter()

@@ -118,6 +118,7 @@ fn check_reports_every_problem_with_file_and_line_and_exits_78() {
         (r, 18, "keyword `$No Ticket` contains ` `"),
         (r, 18, "unknown action `explode`"),
         (r, 23, "needs a template `[template.advisory]`"),
+        (r, 27, "unknown placeholder `{responsable_desk}`"),
     ] {
         let found = err
             .lines()
@@ -480,4 +481,39 @@ fn classify_needs_no_passwords_and_no_ca_file() {
         "{err}"
     );
     assert!(err.contains("CREDENTIALS_DIRECTORY is not set"), "{err}");
+}
+
+/// Issue #15: a template that tells citizens the helpdesk's phone needs it in config.toml;
+/// `check` names the missing key at the `[helpdesk]` section.
+#[test]
+fn check_names_helpdesk_contact_values_the_templates_need() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = shipped_config(dir.path());
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .lines()
+        .filter(|l| !l.starts_with("phone =") && !l.starts_with("web ="))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&config, &text).expect("config");
+    let line = text
+        .lines()
+        .position(|l| l == "[helpdesk]")
+        .expect("[helpdesk]")
+        + 1;
+    let creds = dir.path().join("credentials");
+    let out = ticketgate(
+        &["check", "--config", config.to_str().expect("utf8")],
+        &[("CREDENTIALS_DIRECTORY", &creds)],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    for key in ["phone", "web"] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("config.toml:{line}:"))
+                    && l.contains(&format!("[helpdesk] {key} is not set"))),
+            "{key}: {err}"
+        );
+    }
 }

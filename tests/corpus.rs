@@ -34,7 +34,7 @@ fn shipped_rules_config(root: &Path) -> (tempfile::TempDir, PathBuf) {
     // The shipped rules with a minimal deployment (classify touches no server).
     let config = dir.path().join("config.toml");
     let mut text = String::from(
-        "[imap]\nhost = \"127.0.0.1\"\nsecurity = \"plain\"\n[smtp]\nhost = \"127.0.0.1\"\nsecurity = \"plain\"\n[helpdesk]\naddress = \"helpdesk-gem@gov.in\"\n",
+        "[imap]\nhost = \"127.0.0.1\"\nsecurity = \"plain\"\n[smtp]\nhost = \"127.0.0.1\"\nsecurity = \"plain\"\n[helpdesk]\naddress = \"helpdesk-gem@gov.in\"\nphone = \"1800-419-3436\"\nweb = \"gem.gov.in/gemtickets\"\n",
     );
     text.push_str(&format!(
         "[rules]\nfiles = [\"{}\"]\n",

@@ -27,6 +27,11 @@ use crate::rules::Rules;
 /// addresses. Built from config.toml and the rules; pure data.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
+    /// The helpdesk's name, phone numbers and web address for templates (config
+    /// `[helpdesk]`), empty when not set.
+    pub helpdesk_name: String,
+    pub helpdesk_phone: String,
+    pub helpdesk_web: String,
     /// (name, address) of each desk, addresses lower-case.
     pub desks: Vec<(String, String)>,
     pub helpdesk: String,
@@ -47,6 +52,9 @@ impl Directory {
                 .map(|d| (d.name.clone(), d.address.clone()))
                 .collect(),
             helpdesk: config.helpdesk.clone(),
+            helpdesk_name: config.helpdesk_name.clone().unwrap_or_default(),
+            helpdesk_phone: config.helpdesk_phone.clone().unwrap_or_default(),
+            helpdesk_web: config.helpdesk_web.clone().unwrap_or_default(),
             own: rules.own_addresses.clone(),
             contacts: rules.contacts.clone(),
             subaddress_delimiter: rules.subaddress_delimiter.clone(),

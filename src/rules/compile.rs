@@ -230,8 +230,23 @@ impl Builder {
             }
         }
         for (name, raw) in raw.template {
+            let start = raw.span().start;
             match src.section::<RawTemplate>(raw, &format!("[template.{name}]")) {
                 Ok(t) => {
+                    for (key, text) in [("subject", &t.subject), ("body", &t.body)] {
+                        for (_, p) in crate::compose::placeholders(text) {
+                            if !crate::compose::PLACEHOLDERS.contains(&p) {
+                                self.problems.push(src.problem_at_key(
+                                    start,
+                                    key,
+                                    format!(
+                                        "[template.{name}] {key}: unknown placeholder `{{{p}}}`; known: {}",
+                                        crate::compose::PLACEHOLDERS.join(", ")
+                                    ),
+                                ));
+                            }
+                        }
+                    }
                     self.templates.insert(
                         name,
                         Template {

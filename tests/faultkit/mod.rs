@@ -72,7 +72,7 @@ pub fn deployment_on(
     let text = format!(
         "[imap]\nhost = \"127.0.0.1\"\nport = {imap_port}\nsecurity = \"starttls\"\nca_file = \"{}\"\nbatch_size = 7\nfile_group = 10\npoll_seconds = 1\n{extra_imap}\n\
          [smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"starttls\"\nca_file = \"{}\"\ntimeout_seconds = 5\n{extra_smtp}\n\
-         [helpdesk]\naddress = \"helpdesk@gem.test\"\n\n[state]\ndatabase = \"sqlite://{}/state.db\"\n\n\
+         [helpdesk]\naddress = \"helpdesk@gem.test\"\nphone = \"1800-419-3436\"\nweb = \"gem.gov.in/gemtickets\"\n\n[state]\ndatabase = \"sqlite://{}/state.db\"\n\n\
          [rules]\nfiles = [\"{}\"]\n\n{desks}",
         stack.ca_file.display(),
         stack.smtp_port,
