@@ -393,14 +393,37 @@ pub fn parse_for(
             level: default_level(),
             format: LogFormat::Auto,
         }),
-        Some(v) => src
-            .section::<RawLogging>(v, "[logging]")
-            .map_err(|p| problems.push(p))
-            .ok()
-            .map(|l| Logging {
-                level: l.level,
-                format: l.format,
-            }),
+        Some(v) => {
+            let start = v.span().start;
+            src.section::<RawLogging>(v, "[logging]")
+                .map_err(|p| problems.push(p))
+                .ok()
+                .and_then(|l| {
+                    // A level, or tracing directives such as "warn,ticketgate=debug": each
+                    // one ends in a level (a bare word would be taken for a target name).
+                    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+                    let valid = l.level.split(',').all(|d| {
+                        let level = d.rsplit('=').next().unwrap_or_default().trim();
+                        LEVELS.contains(&level.to_ascii_lowercase().as_str())
+                    });
+                    if valid {
+                        Some(Logging {
+                            level: l.level,
+                            format: l.format,
+                        })
+                    } else {
+                        problems.push(src.problem_at_key(
+                            start,
+                            "level",
+                            format!(
+                                "[logging]: `{}` is not a log level; use error, warn, info, debug or trace (or directives such as \"warn,ticketgate=debug\")",
+                                l.level
+                            ),
+                        ));
+                        None
+                    }
+                })
+        }
     };
     let rules_files = match raw.rules {
         None => Some(vec![base.join("rules/gem.toml")]),
@@ -562,6 +585,22 @@ fn server(
             format!("{what}: security = \"plain\" is only allowed for a loopback host, not `{}`; use \"tls\" or \"starttls\"", r.host),
         ));
         return None;
+    }
+    if what == "[smtp]" {
+        for (key, set) in [
+            ("idle_refresh_minutes", r.idle_refresh_minutes.is_some()),
+            ("poll_seconds", r.poll_seconds.is_some()),
+            ("batch_size", r.batch_size.is_some()),
+            ("file_group", r.file_group.is_some()),
+        ] {
+            if set {
+                problems.push(src.problem_at_key(
+                    start,
+                    key,
+                    format!("[smtp]: `{key}` is an [imap] setting; move it to [imap] or remove it"),
+                ));
+            }
+        }
     }
     let ca_file = r.ca_file.as_ref().map(|f| base.join(f));
     if let Some(f) = &ca_file

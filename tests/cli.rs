@@ -517,3 +517,41 @@ fn check_names_helpdesk_contact_values_the_templates_need() {
         );
     }
 }
+
+/// Issue #15: a wrongly typed value is located at the value, not its section; an [imap]
+/// key in [smtp] and an invalid log level are refused at their keys; a missing rules file
+/// is named, with no problem lacking a file name.
+#[test]
+fn check_locates_typed_values_misplaced_keys_levels_and_missing_rules() {
+    let cfg = manifest().join("tests/fixtures/config/bad-config-2.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_ticketgate"))
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env("TG_TEST_PW", "x")
+        .output()
+        .expect("check");
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let c = "tests/fixtures/config/bad-config-2.toml";
+    for (at, text) in [
+        (
+            format!("{c}:5:8:"),
+            "invalid type: string \"10143\", expected u16",
+        ),
+        (format!("{c}:11:1:"), "`batch_size` is an [imap] setting"),
+        (format!("{c}:17:1:"), "`loud` is not a log level"),
+        (
+            "tests/fixtures/config/missing-rules.toml:0:0:".to_string(),
+            "cannot read file",
+        ),
+    ] {
+        assert!(
+            err.lines().any(|l| l.contains(&at) && l.contains(text)),
+            "expected {at} {text} in:\n{err}"
+        );
+    }
+    assert!(
+        err.lines().all(|l| !l.starts_with(':')),
+        "every problem names its file:\n{err}"
+    );
+}

@@ -39,6 +39,10 @@ pub fn load(paths: &[PathBuf], deployment: &Deployment) -> Result<Rules, RulesEr
             Err(p) => problems.push(p),
         }
     }
+    if texts.is_empty() && !problems.is_empty() {
+        // Nothing to compile: the unreadable files are the whole story (each named).
+        return Err(RulesError(problems));
+    }
     let compiled = compile(&texts, deployment);
     match compiled {
         Ok(rules) if problems.is_empty() => Ok(rules),

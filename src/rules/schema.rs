@@ -95,10 +95,37 @@ impl Source<'_> {
         let start = raw.span().start;
         T::deserialize(raw.into_inner()).map_err(|e| {
             let msg = e.message().trim().to_string();
-            // Point at the offending key when serde names it.
-            let offset = named_field(&msg).map_or(start, |k| self.key_offset(start, k));
+            // Point at the offending key when serde names it; else (a wrongly typed value)
+            // parse the section's own lines again, which locates the value.
+            let offset = named_field(&msg)
+                .map(|k| self.key_offset(start, k))
+                .or_else(|| self.value_offset::<T>(start))
+                .unwrap_or(start);
             self.problem_at(offset, format!("in {what}: {msg}"))
         })
+    }
+
+    /// Where the value that `T` cannot take is, for a `[header]` section starting at
+    /// `start`: its lines (up to the next header) parsed on their own. `None` for inline
+    /// tables and when that parse finds no error.
+    fn value_offset<T: for<'de> Deserialize<'de>>(&self, start: usize) -> Option<usize> {
+        let rest = self.text.get(start..)?;
+        if !rest.starts_with('[') {
+            return None;
+        }
+        let body_start = start + rest.find('\n')? + 1;
+        let body = self.text.get(body_start..)?;
+        let mut end = body.len();
+        let mut pos = 0;
+        for line in body.split_inclusive('\n') {
+            if line.trim_start().starts_with('[') {
+                end = pos;
+                break;
+            }
+            pos += line.len();
+        }
+        let err = toml::from_str::<T>(body.get(..end)?).err()?;
+        err.span().map(|s| body_start + s.start)
     }
 }
 
