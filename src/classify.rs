@@ -147,16 +147,27 @@ pub fn classify_bytes(
     dir: &Directory,
     rules: &Rules,
 ) -> Classification {
+    match facts_in(raw, desk, dir, rules) {
+        Ok(facts) => from_facts(file, &facts, dir, rules),
+        Err(e) => Classification::error(file, desk, e.to_string()),
+    }
+}
+
+/// The facts of `raw` as if it were in `desk`'s mailbox (default: the first desk the mail is
+/// addressed to, else the first desk of the config).
+fn facts_in(
+    raw: &[u8],
+    desk: Option<&str>,
+    dir: &Directory,
+    rules: &Rules,
+) -> Result<Facts, crate::facts::MailError> {
     let first = dir
         .desks
         .first()
         .map(|(n, _)| n.as_str())
         .unwrap_or_default();
-    let facts = match extract(raw, desk.unwrap_or(first), dir, rules) {
-        Ok(f) => f,
-        Err(e) => return Classification::error(file, desk, e.to_string()),
-    };
-    let facts = match (desk, facts.addressed_desks.first().cloned()) {
+    let facts = extract(raw, desk.unwrap_or(first), dir, rules)?;
+    Ok(match (desk, facts.addressed_desks.first().cloned()) {
         (None, Some(d)) if d != facts.desk => {
             // Seen from the first desk it was sent to: only the desk-dependent facts change.
             let mut f = facts;
@@ -164,8 +175,67 @@ pub fn classify_bytes(
             f.with_copies(&[d], dir, rules)
         }
         _ => facts,
+    })
+}
+
+/// The mail `run` would send for `raw` (redirects, forwards, replies), composed exactly as
+/// `run` composes it, at Unix time `now`, from the desks of config.toml. Empty when nothing
+/// would be sent or the mail cannot be read.
+pub fn outgoing_mail(
+    raw: &[u8],
+    desk: Option<&str>,
+    policy: &crate::pipeline::Policy,
+    desks: &[crate::config::Desk],
+    now: i64,
+) -> Vec<crate::store::NewOutgoing> {
+    let Ok(facts) = facts_in(raw, desk, &policy.dir, &policy.rules) else {
+        return Vec::new();
     };
-    from_facts(file, &facts, dir, rules)
+    let Some(deciding) = desks.iter().find(|d| d.name == facts.desk) else {
+        return Vec::new();
+    };
+    let decision = decide(&facts, &policy.rules, &Known::default());
+    crate::pipeline::outgoing(&facts, &decision, policy, (deciding, desks), raw, now)
+}
+
+/// `mail` as a person reads it: the envelope, From/To/Cc/Subject, the text of the note, and
+/// what is attached.
+pub fn show_mail(mail: &crate::store::NewOutgoing) -> String {
+    use mail_parser::{MessageParser, MimeHeaders, PartType};
+    let mut out = format!(
+        "--- mail to send (desk {}): envelope from {} to {}\n",
+        mail.desk,
+        mail.envelope_from,
+        mail.recipients.join(", ")
+    );
+    let Some(m) = MessageParser::default().parse(&mail.bytes) else {
+        out.push_str("(cannot read the composed mail)\n");
+        return out;
+    };
+    for name in ["From", "To", "Cc", "Subject", "Auto-Submitted"] {
+        if let Some(v) = m.header_raw(name) {
+            out.push_str(&format!("{name}: {}\n", v.trim()));
+        }
+    }
+    out.push('\n');
+    out.push_str(m.body_text(0).as_deref().unwrap_or_default().trim_end());
+    out.push('\n');
+    for p in m.parts.iter().skip(1) {
+        match &p.body {
+            PartType::Message(inner) => out.push_str(&format!(
+                "[attached: the original mail, {} bytes, subject \"{}\"]\n",
+                inner.raw_message().len(),
+                inner.subject().unwrap_or_default()
+            )),
+            PartType::Binary(b) => out.push_str(&format!(
+                "[attached: {} ({} bytes)]\n",
+                p.attachment_name().unwrap_or("file"),
+                b.len()
+            )),
+            _ => {}
+        }
+    }
+    out
 }
 
 fn from_facts(file: &str, facts: &Facts, dir: &Directory, rules: &Rules) -> Classification {

@@ -70,6 +70,10 @@ enum Command {
         /// One JSON object per file, one per line.
         #[arg(long)]
         json: bool,
+        /// Also print each mail `run` would send (redirect, forward, reply), composed from
+        /// the templates exactly as `run` composes it.
+        #[arg(long)]
+        show_mail: bool,
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -95,8 +99,9 @@ fn main() -> ExitCode {
             config: ConfigArg { config },
             desk,
             json,
+            show_mail,
             files,
-        } => classify(&config, desk.as_deref(), json, &files),
+        } => classify(&config, desk.as_deref(), json, show_mail, &files),
         Command::Run { config, once } => run(&config.config, once),
         Command::Report {
             config,
@@ -248,7 +253,13 @@ fn check(path: &Path, connect: bool) -> ExitCode {
     }
 }
 
-fn classify(path: &Path, desk: Option<&str>, json: bool, files: &[PathBuf]) -> ExitCode {
+fn classify(
+    path: &Path,
+    desk: Option<&str>,
+    json: bool,
+    show_mail: bool,
+    files: &[PathBuf],
+) -> ExitCode {
     let (cfg, rules) = match load_offline(path) {
         Ok(x) => x,
         Err(problems) => return print_problems(&problems),
@@ -282,6 +293,22 @@ fn classify(path: &Path, desk: Option<&str>, json: bool, files: &[PathBuf]) -> E
         };
         if out.write_all(line.as_bytes()).is_err() {
             return ExitCode::FAILURE;
+        }
+        if show_mail && c.error.is_none() {
+            let raw = std::fs::read(file).unwrap_or_default();
+            let policy = ticketgate::pipeline::Policy {
+                rules: rules.clone(),
+                dir: dir.clone(),
+            };
+            let now = ticketgate::daemon::unix_now();
+            for mail in ticketgate::classify::outgoing_mail(&raw, desk, &policy, &cfg.desks, now) {
+                if out
+                    .write_all(ticketgate::classify::show_mail(&mail).as_bytes())
+                    .is_err()
+                {
+                    return ExitCode::FAILURE;
+                }
+            }
         }
     }
     if unreadable {

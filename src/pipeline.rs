@@ -410,7 +410,7 @@ fn actions_text(actions: &[Action]) -> Vec<String> {
 /// outbox holds it once. `(desk, desks)`: the desk deciding and every desk; a reply about a
 /// broadcast (the advisory) is sent by the desk it names as responsible, whichever copy
 /// queued it (issue #15).
-fn outgoing(
+pub fn outgoing(
     facts: &Facts,
     decision: &Decision,
     policy: &Policy,

@@ -555,3 +555,50 @@ fn check_locates_typed_values_misplaced_keys_levels_and_missing_rules() {
         "every problem names its file:\n{err}"
     );
 }
+
+/// Issue #15: `classify --show-mail` prints the mail `run` would send, rendered from the
+/// templates: the broadcast advisory from the desk it names, the redirect with the sender in
+/// Cc and the original attached, no placeholder left raw.
+#[test]
+fn classify_show_mail_prints_what_run_would_send() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = shipped_config(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_ticketgate"))
+        .args(["classify", "--show-mail", "--config"])
+        .arg(&config)
+        .arg(manifest().join("tests/fixtures/mail/broadcast-all-desks.eml"))
+        .arg(manifest().join("tests/fixtures/mail/no-ticket.eml"))
+        .output()
+        .expect("classify");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mails: Vec<&str> = text.split("--- mail to send").skip(1).collect();
+    assert_eq!(mails.len(), 2, "{text}");
+    let advisory = mails[0];
+    assert!(
+        advisory.contains("From: \"GeM Payment Process\" <payment.process@gem.test>"),
+        "{advisory}"
+    );
+    assert!(
+        advisory.contains("taken up by the payment-process desk"),
+        "{advisory}"
+    );
+    let redirect = mails[1];
+    for want in [
+        "To: helpdesk@gem.test",
+        "Cc: sunil.patil@example.in",
+        "Subject: [No CRM ticket] Unable to register as seller",
+        "1800-419-3436",
+        "[attached: the original mail",
+    ] {
+        assert!(redirect.contains(want), "{want} in:\n{redirect}");
+    }
+    assert!(
+        !text.contains("{helpdesk") && !text.contains("{desk"),
+        "{text}"
+    );
+}
