@@ -681,7 +681,17 @@ pub async fn tag_late_broadcasts(
             .to_string();
         let mut applied = Vec::new();
         if let Some(id) = &entry.message_id {
-            if session.select(&folder).await.is_err() {
+            // The folder as the server names it (under a namespace prefix, maybe).
+            let on_server = if folder == desk.mailbox {
+                Some(folder.clone())
+            } else {
+                session.existing_folder(&folder).await?
+            };
+            let selected = match on_server {
+                Some(name) => session.select(&name).await.is_ok(),
+                None => false,
+            };
+            if !selected {
                 // The folder is gone (an officer deleted it): nothing left to correct.
                 session.select(&desk.mailbox).await?;
                 shared.store.mark_broadcast(&entry.key).await?;

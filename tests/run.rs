@@ -815,6 +815,63 @@ fn sample(body: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// Issue #15: a server whose personal namespace has a prefix and `.` as separator (Courier
+/// and Cyrus style, here Dovecot configured so): folders are made under `INBOX.`, where
+/// officers' clients look, subscribed, and mail is filed and tagged there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folders_go_under_the_personal_namespace_prefix() {
+    let stack = MailStack::start_with(StackOptions {
+        namespace: Some(("INBOX.".into(), ".".into())),
+        ..StackOptions::default()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "");
+    let raw = mail(
+        "ns@example.in",
+        "bid.ra@gem.test",
+        None,
+        "Where is my bid?",
+        "ns-1@example.in",
+        "No ticket here.",
+        "",
+    );
+    stack
+        .send("ns@example.in", &["bid.ra@gem.test"], &raw)
+        .await;
+    stack
+        .wait_for("bid.ra", "INBOX", WAIT, "the mail delivered", |m| {
+            m.len() == 1
+        })
+        .await;
+    run_once(&config);
+    let filed = stack.mailbox("bid.ra", "INBOX.Redirected").await;
+    assert_eq!(filed.len(), 1, "filed under INBOX.");
+    assert!(filed[0].has_flag("$NoTicket") && filed[0].has_flag("$Redirected"));
+    assert!(stack.mailbox("bid.ra", "INBOX").await.is_empty());
+    let mut officer = stack.login("bid.ra").await;
+    let subscribed: Vec<String> = {
+        use futures_util::TryStreamExt;
+        officer
+            .lsub(Some(""), Some("*"))
+            .await
+            .expect("LSUB")
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("LSUB answers")
+            .iter()
+            .map(|n| n.name().to_string())
+            .collect()
+    };
+    let _ = officer.logout().await;
+    assert!(
+        subscribed.iter().any(|n| n == "INBOX.Redirected"),
+        "LSUB: {subscribed:?}"
+    );
+    stack
+        .wait_for("helpdesk", "INBOX", WAIT, "the redirect", |m| m.len() == 1)
+        .await;
+}
+
 /// Issue #13: Dovecot's IDLE keepalive (`* OK Still here`, here every second) must not
 /// postpone the refresh. The refresh re-searches the mailbox (mail that arrived while another
 /// folder was selected is found then), which moves the desk's last sync in /metrics.

@@ -9,6 +9,8 @@
 #      Dovecot; only new connections see it; unadvertised commands still work server-side).
 #      MAILSTACK_FSYNC=optimized|always|never (default never: test stack, speed over durability)
 #      MAILSTACK_IDLE_NOTIFY="1 secs" sets Dovecot's IDLE keepalive interval (default 2 mins).
+#      MAILSTACK_NAMESPACE_PREFIX=INBOX. MAILSTACK_SEPARATOR=. : a Courier/Cyrus-style personal
+#      namespace (folders live under INBOX.; default: no prefix, separator /).
 #      MAILSTACK_USERS="extra1 extra2" adds users.
 #      MAILSTACK_PORT_OFFSET=N adds N to every port (a second stack needs its own STATE_DIR too).
 # Needs root and: scripts/install-deps.sh (dovecot-imapd dovecot-lmtpd postfix openssl)
@@ -103,7 +105,8 @@ userdb {
 }
 namespace inbox {
   inbox = yes
-  separator = /
+  separator = ${MAILSTACK_SEPARATOR:-/}
+  prefix = ${MAILSTACK_NAMESPACE_PREFIX:-}
   mailbox Drafts {
     special_use = \\Drafts
     auto = subscribe

@@ -56,6 +56,8 @@ pub struct StackOptions {
     pub imap_capability: Option<String>,
     /// Dovecot's `* OK Still here` interval during IDLE (MAILSTACK_IDLE_NOTIFY).
     pub idle_notify: Option<String>,
+    /// A personal namespace prefix and separator, e.g. ("INBOX.", ".") as on Courier/Cyrus.
+    pub namespace: Option<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -147,6 +149,10 @@ impl MailStack {
         }
         if let Some(every) = &self.opts.idle_notify {
             c.env("MAILSTACK_IDLE_NOTIFY", every);
+        }
+        if let Some((prefix, sep)) = &self.opts.namespace {
+            c.env("MAILSTACK_NAMESPACE_PREFIX", prefix)
+                .env("MAILSTACK_SEPARATOR", sep);
         }
         let out = c.output().expect("run up.sh");
         assert!(
