@@ -171,8 +171,16 @@ pub async fn check_connect(cfg: &Config) -> usize {
             Ok(mut s) => match s.select(&desk.mailbox).await {
                 Ok(st) => {
                     println!(
-                        "{}: imap ok: {} has {} mail(s), UIDVALIDITY {}",
-                        desk.name, desk.mailbox, st.exists, st.uidvalidity
+                        "{}: imap ok: {} has {} mail(s), UIDVALIDITY {}{}",
+                        desk.name,
+                        desk.mailbox,
+                        st.exists,
+                        st.uidvalidity,
+                        if st.keywords {
+                            ""
+                        } else {
+                            "; the server does not keep keywords ($Ticket, $NoTicket ...): decisions show as folders and \\Flagged only"
+                        }
                     );
                     let _ = s.logout().await;
                 }
@@ -685,6 +693,9 @@ async fn session(
         }
     };
     tracing::info!(desk = %desk.name, mailbox = %desk.mailbox, exists = state.exists, "watching");
+    if !state.keywords {
+        tracing::warn!(desk = %desk.name, mailbox = %desk.mailbox, "the server does not keep keywords (no \\* in PERMANENTFLAGS): mail is filed into folders and \\Flagged, without $Ticket, $NoTicket and the other keywords");
+    }
     let max_bytes = shared.policy().rules.limits.fetch_limit();
     let batch = shared.config.imap.batch_size;
     // Without MOVE, filing is COPY + \Deleted + EXPUNGE: a crash before the EXPUNGE copies

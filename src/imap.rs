@@ -44,6 +44,10 @@ pub struct MailboxState {
     pub uidvalidity: u32,
     pub uidnext: u32,
     pub exists: u32,
+    /// The server lets clients create keywords (`\*` in PERMANENTFLAGS, RFC 3501 7.1):
+    /// Dovecot, Cyrus and Courier do; Exchange does not. Without it, only folders and
+    /// system flags (`\Flagged`, `\Seen`) mark the decisions.
+    pub keywords: bool,
 }
 
 /// One fetched mail. `raw` is `None` when the mail is larger than the limit (not downloaded).
@@ -184,6 +188,8 @@ pub struct DeskSession {
     /// Folders made sure of in this session: the rules' name -> the server's name (the
     /// same, or under the personal namespace prefix, e.g. `INBOX.Redirected`).
     folders: HashMap<String, String>,
+    /// The selected mailbox accepts keywords (see [`MailboxState::keywords`]).
+    keywords: bool,
     warned_no_uidplus: bool,
 }
 
@@ -276,6 +282,7 @@ impl DeskSession {
             timeout: t,
             mailbox: String::new(),
             folders: HashMap::new(),
+            keywords: true,
             warned_no_uidplus: false,
         })
     }
@@ -296,7 +303,15 @@ impl DeskSession {
             .await?
             .map_err(proto("select the mailbox"))?;
         self.mailbox = mailbox.to_string();
+        // No PERMANENTFLAGS at all means any flag may be stored (RFC 3501 7.1).
+        let keywords = mb.permanent_flags.is_empty()
+            || mb
+                .permanent_flags
+                .iter()
+                .any(|f| matches!(f, async_imap::types::Flag::MayCreate));
+        self.keywords = keywords;
         Ok(MailboxState {
+            keywords,
             uidvalidity: mb
                 .uid_validity
                 .ok_or_else(|| ImapError::NoUidValidity(mailbox.to_string()))?,
@@ -425,6 +440,18 @@ impl DeskSession {
 
     /// Adds keywords or system flags (`UID STORE +FLAGS.SILENT`); idempotent.
     pub async fn add_flags(&mut self, uids: &[u32], flags: &[String]) -> Result<(), ImapError> {
+        // Keywords the server does not keep are left out: system flags still go.
+        let kept: Vec<String>;
+        let flags = if self.keywords {
+            flags
+        } else {
+            kept = flags
+                .iter()
+                .filter(|f| f.starts_with('\\'))
+                .cloned()
+                .collect();
+            &kept
+        };
         if uids.is_empty() || flags.is_empty() {
             return Ok(());
         }

@@ -649,3 +649,47 @@ async fn mail_the_server_keeps_refusing_to_file_is_set_aside_and_the_desk_goes_o
     }
     store.close().await;
 }
+
+/// Issue #15: a server that keeps no keywords (PERMANENTFLAGS without `\\*`, as Exchange):
+/// the desk says so once, and still files by folder and flags broadcasts; no keyword is
+/// sent to the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_keywords_still_gets_mail_filed() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fault = faultkit::proxy::Fault::Rewrite {
+        from: " \\*)]",
+        to: ")]",
+    };
+    let (proxy, config) = faultkit::deployment_behind_proxy(&stack, dir.path(), fault, 0).await;
+    let id = "nokeywords@example.in";
+    stack
+        .append("bid.ra", "INBOX", &noticket("nk@example.in", "bid.ra", id))
+        .await;
+    let log = faultkit::run_once(&config);
+    assert!(
+        proxy.fired.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the proxy rewrote PERMANENTFLAGS"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("the server does not keep keywords") && l.contains("bid-ra")),
+        "{log}"
+    );
+    let filed = stack.mailbox("bid.ra", "Redirected").await;
+    assert_eq!(filed.len(), 1, "filed by folder");
+    assert!(
+        filed[0].flags.iter().all(|f| !f.starts_with('$')),
+        "no keyword stored: {:?}",
+        filed[0].flags
+    );
+    let check = faultkit::ticketgate(&config, &["check", "--connect"])
+        .output()
+        .expect("check --connect");
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("bid-ra: imap ok") && l.contains("does not keep keywords")),
+        "{out}"
+    );
+}

@@ -1,6 +1,6 @@
 //! A plain-IMAP proxy between the daemon and the stack's Dovecot that injects faults, for
-//! what a well-behaved server will not do on request: answer NO or BAD to a command, or
-//! cut the connection in the middle of a literal.
+//! what a well-behaved server will not do on request: answer NO or BAD to a command, cut
+//! the connection in the middle of a literal, or announce other capabilities or flags.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -18,6 +18,12 @@ pub enum Fault {
     },
     /// Forward server data up to `marker` (inside a mail body literal), then close.
     CutBefore { marker: &'static str },
+    /// Replace `from` by `to` in what the server sends (each read on its own; meant for
+    /// short status lines such as `[PERMANENTFLAGS (...)]`), every time.
+    Rewrite {
+        from: &'static str,
+        to: &'static str,
+    },
 }
 
 #[derive(Debug)]
@@ -65,7 +71,11 @@ async fn relay(
     let to_client = Arc::clone(&client_w);
     let cut = match &fault {
         Fault::CutBefore { marker } => Some(*marker),
-        Fault::Answer { .. } => None,
+        Fault::Answer { .. } | Fault::Rewrite { .. } => None,
+    };
+    let rewrite = match &fault {
+        Fault::Rewrite { from, to } => Some((*from, *to)),
+        _ => None,
     };
     let f2 = Arc::clone(&fired);
     let down = tokio::spawn(async move {
@@ -93,6 +103,17 @@ async fn relay(
                 }
                 tail = window[window.len().saturating_sub(marker.len())..].to_vec();
             }
+            let rewritten;
+            let chunk = match rewrite {
+                Some((from, to)) if find(chunk, from.as_bytes()).is_some() => {
+                    f2.fetch_add(1, Ordering::SeqCst);
+                    rewritten = String::from_utf8_lossy(chunk)
+                        .replace(from, to)
+                        .into_bytes();
+                    &rewritten[..]
+                }
+                _ => chunk,
+            };
             if to_client.lock().await.write_all(chunk).await.is_err() {
                 break;
             }
