@@ -179,7 +179,9 @@ pub async fn decide_batch(
                         shared.store.fail_mail(&key, &e.to_string(), now).await?;
                         plans.push(Plan {
                             key,
-                            actions: vec![Action::Tag(UNREADABLE.into())],
+                            // Flagged too: an officer has to read it (\Flagged shows in
+                            // every client, keywords do not).
+                            actions: vec![Action::Tag(UNREADABLE.into()), Action::Tag("\\Flagged".into())],
                             failed: true,
                         });
                     }

@@ -602,3 +602,34 @@ fn classify_show_mail_prints_what_run_would_send() {
         "{text}"
     );
 }
+
+/// Issue #15: the shipped Thunderbird tag definitions name every keyword the shipped rules
+/// (and the daemon itself) set, so no decision is invisible in Thunderbird.
+#[test]
+fn thunderbird_tags_cover_every_shipped_keyword() {
+    let tags = std::fs::read_to_string(manifest().join("contrib/thunderbird/ticketgate-tags.js"))
+        .expect("tag file");
+    let rules = std::fs::read_to_string(manifest().join("rules/gem.toml")).expect("rules");
+    let mut keywords: Vec<String> = rules
+        .split('"')
+        .filter_map(|s| s.strip_prefix("tag:"))
+        .filter(|k| !k.starts_with('\\'))
+        .map(str::to_string)
+        .collect();
+    keywords.push("$Unreadable".into());
+    keywords.push("$Broadcast".into());
+    let desks = ["buyer-registration", "seller-registration", "product-upload", "direct-purchase", "bid-ra", "order-process", "payment-process"];
+    let mut expanded = Vec::new();
+    for k in keywords {
+        if k.contains("{suggested_desk}") {
+            expanded.extend(desks.iter().map(|d| k.replace("{suggested_desk}", d)));
+        } else {
+            expanded.push(k);
+        }
+    }
+    assert!(expanded.len() > 10, "{expanded:?}");
+    for k in expanded {
+        let key = format!("pref(\"mailnews.tags.{}.tag\"", k.to_lowercase());
+        assert!(tags.contains(&key), "no Thunderbird tag for {k}");
+    }
+}
