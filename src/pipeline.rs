@@ -181,7 +181,10 @@ pub async fn decide_batch(
                             key,
                             // Flagged too: an officer has to read it (\Flagged shows in
                             // every client, keywords do not).
-                            actions: vec![Action::Tag(UNREADABLE.into()), Action::Tag("\\Flagged".into())],
+                            actions: vec![
+                                Action::Tag(UNREADABLE.into()),
+                                Action::Tag("\\Flagged".into()),
+                            ],
                             failed: true,
                         });
                     }

@@ -618,7 +618,15 @@ fn thunderbird_tags_cover_every_shipped_keyword() {
         .collect();
     keywords.push("$Unreadable".into());
     keywords.push("$Broadcast".into());
-    let desks = ["buyer-registration", "seller-registration", "product-upload", "direct-purchase", "bid-ra", "order-process", "payment-process"];
+    let desks = [
+        "buyer-registration",
+        "seller-registration",
+        "product-upload",
+        "direct-purchase",
+        "bid-ra",
+        "order-process",
+        "payment-process",
+    ];
     let mut expanded = Vec::new();
     for k in keywords {
         if k.contains("{suggested_desk}") {

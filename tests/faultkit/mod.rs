@@ -116,7 +116,17 @@ pub fn run_once(config: &Path) -> String {
         .expect("run --once");
     let log = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "run --once failed:\n{log}");
+    no_secret(&log);
     log
+}
+
+/// Issue #13: no desk password in any daemon output a test reads (the stack's accounts all
+/// use `support::PASSWORD`).
+#[track_caller]
+pub fn no_secret(text: &str) {
+    if let Some(line) = text.lines().find(|l| l.contains(PASSWORD)) {
+        panic!("a password in the daemon's output: {line}");
+    }
 }
 
 /// The daemon (`ticketgate run`) with its log in `log`, and `env` set.
@@ -146,7 +156,9 @@ pub async fn spawn_watching(config: &Path, log: &Path) -> Daemon {
 }
 
 pub fn log_text(log: &Path) -> String {
-    std::fs::read_to_string(log).unwrap_or_default()
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    no_secret(&text);
+    text
 }
 
 /// Waits until `needle` appears `times` times in the log.
