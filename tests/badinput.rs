@@ -341,13 +341,7 @@ async fn a_connection_flood_on_metrics_leaves_mail_flowing() {
     let stack = MailStack::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = deployment(&stack, dir.path(), "", "", None);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let mut text = std::fs::read_to_string(&config).expect("config");
-    text.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
-    std::fs::write(&config, text).expect("write config");
+    let port = faultkit::with_metrics(&config);
     let log = dir.path().join("daemon.log");
     let child = spawn_watching(&config, &log).await;
     let flood = r#"

@@ -25,6 +25,19 @@ fn ticketgate(args: &[&str], env: &[(&str, &Path)]) -> Output {
     c.output().expect("run ticketgate")
 }
 
+/// The shipped config.toml's text, with the rules file named by its absolute path.
+fn shipped_text() -> String {
+    std::fs::read_to_string(manifest().join("config.toml"))
+        .expect("config.toml")
+        .replace(
+            "files = [\"rules/gem.toml\"]",
+            &format!(
+                "files = [\"{}\"]",
+                manifest().join("rules/gem.toml").display()
+            ),
+        )
+}
+
 /// The shipped config.toml, with the demo CA path pointed at a file that exists, and
 /// credentials for every desk: what a sysadmin has after following the README.
 fn shipped_config(dir: &Path) -> PathBuf {
@@ -43,16 +56,7 @@ fn shipped_config(dir: &Path) -> PathBuf {
     ] {
         std::fs::write(creds.join(d), "secret\n").expect("cred");
     }
-    let text = std::fs::read_to_string(manifest().join("config.toml"))
-        .expect("config.toml")
-        .replace("/tmp/ticketgate-demo/tls/ca.pem", &ca.display().to_string())
-        .replace(
-            "files = [\"rules/gem.toml\"]",
-            &format!(
-                "files = [\"{}\"]",
-                manifest().join("rules/gem.toml").display()
-            ),
-        );
+    let text = shipped_text().replace("/tmp/ticketgate-demo/tls/ca.pem", &ca.display().to_string());
     let path = dir.join("config.toml");
     std::fs::write(&path, text).expect("write config");
     path
@@ -338,19 +342,10 @@ fn report_runs_read_only_without_secrets_as_a_group_member_in_ist() {
     );
     // The shipped config as it is: its CA file (under /tmp/ticketgate-demo) need not exist,
     // and no credentials are given.
-    let text = std::fs::read_to_string(manifest().join("config.toml"))
-        .expect("config")
-        .replace(
-            "files = [\"rules/gem.toml\"]",
-            &format!(
-                "files = [\"{}\"]",
-                manifest().join("rules/gem.toml").display()
-            ),
-        )
-        .replace(
-            "sqlite:///var/lib/ticketgate/state.db",
-            &format!("sqlite://{}", db.display()),
-        );
+    let text = shipped_text().replace(
+        "sqlite:///var/lib/ticketgate/state.db",
+        &format!("sqlite://{}", db.display()),
+    );
     let config = dir.path().join("config.toml");
     std::fs::write(&config, text).expect("config");
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
@@ -448,16 +443,7 @@ fn report_on_a_missing_database_names_the_path_and_creates_nothing() {
 #[test]
 fn classify_needs_no_passwords_and_no_ca_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let text = std::fs::read_to_string(manifest().join("config.toml"))
-        .expect("config")
-        .replace(
-            "files = [\"rules/gem.toml\"]",
-            &format!(
-                "files = [\"{}\"]",
-                manifest().join("rules/gem.toml").display()
-            ),
-        )
-        .replace("/tmp/ticketgate-demo/tls/ca.pem", "/nonexistent/ca.pem");
+    let text = shipped_text().replace("/tmp/ticketgate-demo/tls/ca.pem", "/nonexistent/ca.pem");
     let config = dir.path().join("config.toml");
     std::fs::write(&config, text).expect("config");
     let mail = manifest().join("tests/fixtures/mail/realworld/b16-label-colon-dash.eml");

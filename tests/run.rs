@@ -168,21 +168,7 @@ async fn redirects_tags_and_files_and_never_twice() {
 
     // The desk's view: filed and tagged, never marked read, in a folder the officer's
     // client shows: Thunderbird lists subscribed folders only (LSUB, not LIST).
-    let mut officer = stack.login("bid.ra").await;
-    let subscribed: Vec<String> = {
-        use futures_util::TryStreamExt;
-        officer
-            .lsub(Some(""), Some("*"))
-            .await
-            .expect("LSUB")
-            .try_collect::<Vec<_>>()
-            .await
-            .expect("LSUB answers")
-            .iter()
-            .map(|n| n.name().to_string())
-            .collect()
-    };
-    let _ = officer.logout().await;
+    let subscribed = faultkit::subscribed(&stack, "bid.ra").await;
     assert!(
         subscribed.iter().any(|n| n == "Redirected"),
         "LSUB: {subscribed:?}"
@@ -848,21 +834,7 @@ async fn folders_go_under_the_personal_namespace_prefix() {
     assert_eq!(filed.len(), 1, "filed under INBOX.");
     assert!(filed[0].has_flag("$NoTicket") && filed[0].has_flag("$Redirected"));
     assert!(stack.mailbox("bid.ra", "INBOX").await.is_empty());
-    let mut officer = stack.login("bid.ra").await;
-    let subscribed: Vec<String> = {
-        use futures_util::TryStreamExt;
-        officer
-            .lsub(Some(""), Some("*"))
-            .await
-            .expect("LSUB")
-            .try_collect::<Vec<_>>()
-            .await
-            .expect("LSUB answers")
-            .iter()
-            .map(|n| n.name().to_string())
-            .collect()
-    };
-    let _ = officer.logout().await;
+    let subscribed = faultkit::subscribed(&stack, "bid.ra").await;
     assert!(
         subscribed.iter().any(|n| n == "INBOX.Redirected"),
         "LSUB: {subscribed:?}"
@@ -883,13 +855,7 @@ async fn idle_refreshes_on_time_despite_server_keepalives() {
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let config = deployment(&stack, dir.path(), "idle_refresh_minutes = 1");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let mut text = std::fs::read_to_string(&config).expect("config");
-    text.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
-    std::fs::write(&config, text).expect("write config");
+    let port = faultkit::with_metrics(&config);
     let log = dir.path().join("daemon.log");
     let mut child = spawn_watching(&config, &log).await;
     let last_sync = |b: &str| {
@@ -937,13 +903,7 @@ async fn metrics_and_health_show_desks_actions_and_an_imap_outage() {
     let stack = MailStack::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = deployment(&stack, dir.path(), "");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let mut text = std::fs::read_to_string(&config).expect("config");
-    text.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
-    std::fs::write(&config, text).expect("write config");
+    let port = faultkit::with_metrics(&config);
     let log = dir.path().join("daemon.log");
     let mut child = spawn_watching(&config, &log).await;
 

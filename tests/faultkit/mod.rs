@@ -319,3 +319,32 @@ pub fn sh(cmd: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).to_string()
 }
+
+/// Turns on the metrics endpoint in `config` on a free loopback port; returns the port.
+pub fn with_metrics(config: &Path) -> u16 {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut text = std::fs::read_to_string(config).expect("config");
+    text.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    std::fs::write(config, text).expect("write config");
+    port
+}
+
+/// The folders `user` has subscribed, as LSUB lists them (what Thunderbird shows).
+pub async fn subscribed(stack: &MailStack, user: &str) -> Vec<String> {
+    let mut s = login(stack, user).await;
+    let names = s
+        .lsub(Some(""), Some("*"))
+        .await
+        .expect("LSUB")
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("LSUB answers")
+        .iter()
+        .map(|n| n.name().to_string())
+        .collect();
+    let _ = s.logout().await;
+    names
+}
