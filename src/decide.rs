@@ -418,7 +418,11 @@ mod tests {
         assert!(a.contains(&"redirect:helpdesk".to_string()), "{a:?}");
         known.answers_to_sender = 10;
         let (_, a) = actions(&raw, "bid-ra", &[], &known);
-        assert_eq!(a, ["tag:$NoTicket", "tag:$Flood"], "the shipped flood rule");
+        assert_eq!(
+            a,
+            ["tag:$NoTicket", "tag:$Flood", "tag:\\Flagged"],
+            "the shipped flood rule: flagged for the officer"
+        );
         // Without that rule the limit still holds, and the mail is tagged all the same.
         let (mut rules, dir) = gem();
         rules.rules.retain(|r| r.name != "no-ticket-flood");
