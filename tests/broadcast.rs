@@ -39,7 +39,7 @@ fn ticketgate(config: &Path) -> Command {
     c.arg("run")
         .arg("--config")
         .arg(config)
-        .env("TG_PW", "secret")
+        .env("TG_PW", support::PASSWORD)
         .env("RUST_LOG", "ticketgate=debug")
         .env_remove("TICKETGATE_DATABASE");
     c

@@ -375,7 +375,10 @@ async fn login_refused_for_a_while_backs_off_and_other_desks_keep_working() {
     // bid.ra's password changes on the server and its session is dropped.
     std::fs::write(
         &users,
-        good.replace("bid.ra:{PLAIN}secret", "bid.ra:{PLAIN}changed"),
+        good.replace(
+            &format!("bid.ra:{{PLAIN}}{}", support::PASSWORD),
+            "bid.ra:{PLAIN}changed",
+        ),
     )
     .expect("users");
     sh(&format!(
@@ -443,7 +446,7 @@ async fn login_refused_for_a_while_backs_off_and_other_desks_keep_working() {
         refused.to_lowercase().contains("login") || refused.contains("AUTHENTICATIONFAILED"),
         "the log says why: {refused}"
     );
-    assert!(!text.contains("secret"), "no password in the log");
+    assert!(!text.contains(support::PASSWORD), "no password in the log");
     for (name, _) in support::DESKS.iter().filter(|(n, _)| *n != "bid-ra") {
         assert!(
             reconnects(&text, name).is_empty(),

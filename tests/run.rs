@@ -212,7 +212,7 @@ async fn redirects_tags_and_files_and_never_twice() {
     assert!(out.status.success(), "{log}");
     assert!(log.contains("logged in"), "trace log was written:\n{log}");
     assert!(
-        !log.contains("secret"),
+        !log.contains(support::PASSWORD),
         "a password reached the log:\n{log}"
     );
     assert_eq!(redirects(&stack.mailbox("helpdesk", "INBOX").await), counts);
@@ -537,7 +537,7 @@ async fn a_recreated_mailbox_with_a_new_uidvalidity_is_not_redirected_again() {
         let mut c = async_imap::Client::new(tcp);
         c.read_response().await.expect("greeting");
         let mut s = c
-            .login("bid.ra", "secret")
+            .login("bid.ra", support::PASSWORD)
             .await
             .map_err(|(e, _)| e)
             .expect("login");

@@ -2,7 +2,8 @@
 # up.sh [STATE_DIR] -- start a self-contained loopback mail stack:
 #   Dovecot 2.3 (IMAP 10143 plain+STARTTLS, IMAPS 10993, LMTP unix socket + 127.0.0.1:10024)
 #   Postfix 3.7 (SMTP 127.0.0.1:10025 plain+STARTTLS+AUTH, SMTPS 127.0.0.1:10465) -> LMTP -> Dovecot
-# Domain gem.test; every user's password is "secret". Nothing under /etc is read or written.
+# Domain gem.test; every user's password is "secret" (MAILSTACK_PASSWORD sets another).
+# Nothing under /etc is read or written.
 # Idempotent: if both daemons are already running from STATE_DIR it only re-checks the ports.
 # Env: MAILSTACK_IMAP_CAPABILITY="+XFOO" or a full list (e.g. "IMAP4rev1 LITERAL+ UIDPLUS")
 #      overrides Dovecot's advertised imap_capability (a change is applied by SIGHUP-reloading
@@ -60,7 +61,8 @@ fi
 
 # --- users (passwd-file; same file is passdb and userdb) ---
 : > "$S/users.new"
-for u in $USERS; do echo "$u:{PLAIN}secret::::::" >> "$S/users.new"; done
+PW=${MAILSTACK_PASSWORD:-secret}
+for u in $USERS; do echo "$u:{PLAIN}$PW::::::" >> "$S/users.new"; done
 mv "$S/users.new" "$S/users"; chmod 644 "$S/users"
 chown mail:mail "$S/mail"
 chown postfix:postfix "$S/postfix/data"
@@ -307,9 +309,9 @@ for i in $(seq 1 200); do [ -S "$S/run/lmtp" ] && break; sleep 0.025; done
 
 cat > "$S/env.sh" <<EOF
 # source me: connection facts of the mail stack in $S
-export MAILSTACK_DIR=$S MAILSTACK_DOMAIN=$DOMAIN MAILSTACK_PASSWORD=secret
+export MAILSTACK_DIR=$S MAILSTACK_DOMAIN=$DOMAIN MAILSTACK_PASSWORD=$PW
 export MAILSTACK_IMAP_PORT=$IMAP_PORT MAILSTACK_IMAPS_PORT=$IMAPS_PORT MAILSTACK_SMTP_PORT=$SMTP_PORT MAILSTACK_SMTPS_PORT=$SMTPS_PORT MAILSTACK_LMTP_PORT=$LMTP_PORT
 export MAILSTACK_CA=$S/tls/ca.pem MAILSTACK_PORT_OFFSET=$O
 EOF
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-echo "mailstack up in ${ms} ms: state=$S imap=127.0.0.1:$IMAP_PORT imaps=:$IMAPS_PORT smtp=:$SMTP_PORT smtps=:$SMTPS_PORT lmtp=:$LMTP_PORT domain=$DOMAIN pw=secret"
+echo "mailstack up in ${ms} ms: state=$S imap=127.0.0.1:$IMAP_PORT imaps=:$IMAPS_PORT smtp=:$SMTP_PORT smtps=:$SMTPS_PORT lmtp=:$LMTP_PORT domain=$DOMAIN pw=$PW"

@@ -23,7 +23,9 @@ pub const DESKS: [(&str, &str); 7] = [
 ];
 /// How long a test waits for an outcome it expects.
 pub const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
-pub const PASSWORD: &str = "secret";
+/// Every stack account's password: distinctive, so that a leak into any output is found
+/// (`faultkit::no_secret`), which "secret" would not be (it is in real mail).
+pub const PASSWORD: &str = "tg-Pw-7c3e91";
 
 /// A daemon started by a test; killed when dropped, so that a failed test leaves no daemon
 /// running behind it.
@@ -143,7 +145,8 @@ impl MailStack {
     fn up(&self) {
         let mut c = Command::new(repo().join("scripts/mailstack/up.sh"));
         c.arg(&self.dir)
-            .env("MAILSTACK_PORT_OFFSET", self.offset.to_string());
+            .env("MAILSTACK_PORT_OFFSET", self.offset.to_string())
+            .env("MAILSTACK_PASSWORD", PASSWORD);
         if let Some(cap) = &self.opts.imap_capability {
             c.env("MAILSTACK_IMAP_CAPABILITY", cap);
         }
