@@ -52,6 +52,8 @@ pub struct Shared {
     /// Wakes every waiting desk watcher: a copy revealed a broadcast that other desks hold.
     pub recheck: Notify,
     pub metrics: Arc<Metrics>,
+    /// The last `systemctl reload` was refused (the old rules run): said in systemd's STATUS=.
+    reload_refused: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -99,10 +101,21 @@ pub fn init_logging(l: &Logging) {
         reload::Layer<EnvFilter, tracing_subscriber::Registry>,
         tracing_subscriber::Registry,
     >;
-    let output: Box<dyn Layer<Filtered> + Send + Sync> = match l.format {
-        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
-        LogFormat::Auto if under_systemd => fmt.event_format(Journald).boxed(),
-        LogFormat::Auto | LogFormat::Text => fmt.boxed(),
+    // Under systemd with `format = "auto"`: records go to the journal's socket with their
+    // fields (DESK=, UID=, ACTIONS=, RULES=...), so `journalctl -u ticketgate DESK=bid-ra`
+    // selects them. Without a reachable journal socket, one line per event on stderr with a
+    // syslog priority prefix.
+    let journal = match l.format {
+        LogFormat::Auto if std::env::var_os("JOURNAL_STREAM").is_some() => {
+            crate::journal::JournalLayer::connect(crate::journal::SOCKET).ok()
+        }
+        _ => None,
+    };
+    let output: Box<dyn Layer<Filtered> + Send + Sync> = match (l.format, journal) {
+        (LogFormat::Auto, Some(journal)) => journal.boxed(),
+        (LogFormat::Json, _) => fmt.json().flatten_event(true).boxed(),
+        (LogFormat::Auto, None) if under_systemd => fmt.event_format(Journald).boxed(),
+        (LogFormat::Auto | LogFormat::Text, _) => fmt.boxed(),
     };
     if tracing_subscriber::registry()
         .with(filter)
@@ -208,6 +221,13 @@ pub async fn check_connect(cfg: &Config) -> usize {
 
 /// The daemon. With `once`, every desk is caught up, the outbox sent, and it returns.
 pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
+    // config.toml's [state] database decides, unless an administrator set the override.
+    if std::env::var_os("TICKETGATE_DATABASE").is_some() {
+        tracing::warn!(
+            database = %crate::store::redact_url(&cfg.database),
+            "TICKETGATE_DATABASE is set: it overrides [state] database of config.toml"
+        );
+    }
     let store = Store::open(&cfg.database).await.with_context(|| {
         format!(
             "cannot open state database {}",
@@ -235,6 +255,7 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
         outbox_wake: Arc::new(Notify::new()),
         recheck: Notify::new(),
         metrics,
+        reload_refused: std::sync::atomic::AtomicBool::new(false),
     });
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -283,6 +304,7 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
             metrics.outbox_alive.store(false, Ordering::Relaxed);
         });
         spawn_watchdog(&desks, shared.config.desks.len(), &shared.metrics, &token);
+        spawn_status(&shared, &token);
     }
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(
@@ -383,6 +405,50 @@ fn spawn_watchdog(
     });
 }
 
+/// systemd's STATUS= (the "Status:" line of `systemctl status ticketgate`), e.g. `7/7 desks
+/// connected; 120 mails handled, 31 sent, 0 waiting in the outbox`, and whether the last
+/// reload was refused; sent when it changes, checked every 2 seconds.
+pub fn status_line(shared: &Shared) -> String {
+    let desks = &shared.config.desks;
+    let m = &shared.metrics;
+    let connected = desks
+        .iter()
+        .filter(|d| m.desk(&d.name).connected.load(Ordering::Relaxed))
+        .count();
+    let handled: u64 = desks
+        .iter()
+        .map(|d| m.desk(&d.name).seen.load(Ordering::Relaxed))
+        .sum();
+    let mut line = format!(
+        "{connected}/{} desks connected; {handled} mails handled, {} sent, {} waiting in the outbox",
+        desks.len(),
+        m.sent.load(Ordering::Relaxed),
+        m.outbox_depth.load(Ordering::Relaxed),
+    );
+    if shared.reload_refused.load(Ordering::Relaxed) {
+        line.push_str("; last reload REFUSED, old rules in force (journalctl -u ticketgate)");
+    }
+    line
+}
+
+fn spawn_status(shared: &Arc<Shared>, token: &CancellationToken) {
+    let (shared, token) = (Arc::clone(shared), token.clone());
+    tokio::spawn(async move {
+        let mut last = String::new();
+        loop {
+            let now = status_line(&shared);
+            if now != last {
+                notify(&[sd_notify::NotifyState::Status(&now)]);
+                last = now;
+            }
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    });
+}
+
 fn notify(state: &[sd_notify::NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(false, state) {
         tracing::debug!(error = %e, "cannot notify systemd");
@@ -437,6 +503,7 @@ fn reload(shared: &Shared) {
             );
             shared.set_policy(Policy { rules, dir });
             shared.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
+            shared.reload_refused.store(false, Ordering::Relaxed);
         }
         Err(problems) => {
             for p in &problems {
@@ -446,9 +513,14 @@ fn reload(shared: &Shared) {
                 .metrics
                 .reloads_failed
                 .fetch_add(1, Ordering::Relaxed);
+            shared.reload_refused.store(true, Ordering::Relaxed);
         }
     }
-    notify(&[sd_notify::NotifyState::Ready]);
+    let status = status_line(shared);
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
 }
 
 /// The running config with config.toml's reloadable parts taken from disk, the rules it

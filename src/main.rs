@@ -57,6 +57,7 @@ enum Command {
     Check {
         #[command(flatten)]
         config: ConfigArg,
+        /// Also log in to every desk account over IMAP and SMTP (exit 69 if one fails).
         #[arg(long)]
         connect: bool,
     },
@@ -81,6 +82,9 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         days: u32,
     },
+    /// Writes the man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -95,6 +99,18 @@ fn main() -> ExitCode {
         } => classify(&config, desk.as_deref(), json, &files),
         Command::Run { config, once } => run(&config.config, once),
         Command::Report { config, days } => report(&config.config, days),
+        Command::GenerateDocs { dir } => {
+            match ticketgate::docs::generate(<Cli as clap::CommandFactory>::command(), &dir) {
+                Ok(files) => {
+                    files.iter().for_each(|f| println!("{}", f.display()));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ticketgate: cannot write into {}: {e}", dir.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
