@@ -54,6 +54,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The last `systemctl reload` was refused (the old rules run): said in systemd's STATUS=.
     reload_refused: std::sync::atomic::AtomicBool,
+    /// The first problem of the last refused reload, for `reload-result`.
+    last_refusal: std::sync::Mutex<String>,
 }
 
 impl Shared {
@@ -256,6 +258,7 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
         recheck: Notify::new(),
         metrics,
         reload_refused: std::sync::atomic::AtomicBool::new(false),
+        last_refusal: std::sync::Mutex::new(String::new()),
     });
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -509,6 +512,11 @@ fn reload(shared: &Shared) {
             for p in &problems {
                 tracing::error!(file = %p.file.display(), line = p.line, problem = %p.message, "reload refused; the old config and rules stay in force");
             }
+            if let Some(first) = problems.first()
+                && let Ok(mut last) = shared.last_refusal.lock()
+            {
+                *last = format!("{first} ({} problem(s))", problems.len());
+            }
             shared
                 .metrics
                 .reloads_failed
@@ -516,11 +524,42 @@ fn reload(shared: &Shared) {
             shared.reload_refused.store(true, Ordering::Relaxed);
         }
     }
+    write_reload_result(shared);
     let status = status_line(shared);
     notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&status),
     ]);
+}
+
+/// Under systemd (`RuntimeDirectory=ticketgate`), `$RUNTIME_DIRECTORY/reload-result` holds
+/// `N ok` or `N refused: FILE:LINE:COLUMN: PROBLEM`, N counting reloads since start: the
+/// unit's ExecReload (packaging/reload) sends SIGHUP, waits for N to change and fails
+/// `systemctl reload` on a refusal. Written to a temporary file and renamed, so a reader
+/// never sees half of it.
+fn write_reload_result(shared: &Shared) {
+    let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") else {
+        return;
+    };
+    let m = &shared.metrics;
+    let n = m.reloads_ok.load(Ordering::Relaxed) + m.reloads_failed.load(Ordering::Relaxed);
+    let line = if shared.reload_refused.load(Ordering::Relaxed) {
+        let why = shared
+            .last_refusal
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        format!("{n} refused: {why}\n")
+    } else {
+        format!("{n} ok\n")
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let tmp = dir.join("reload-result.tmp");
+    if let Err(e) = std::fs::write(&tmp, line)
+        .and_then(|()| std::fs::rename(&tmp, dir.join("reload-result")))
+    {
+        tracing::warn!(error = %e, "cannot write the reload result for systemctl reload");
+    }
 }
 
 /// The running config with config.toml's reloadable parts taken from disk, the rules it
