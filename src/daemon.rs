@@ -555,8 +555,8 @@ fn write_reload_result(shared: &Shared) {
     };
     let dir = std::path::PathBuf::from(dir);
     let tmp = dir.join("reload-result.tmp");
-    if let Err(e) = std::fs::write(&tmp, line)
-        .and_then(|()| std::fs::rename(&tmp, dir.join("reload-result")))
+    if let Err(e) =
+        std::fs::write(&tmp, line).and_then(|()| std::fs::rename(&tmp, dir.join("reload-result")))
     {
         tracing::warn!(error = %e, "cannot write the reload result for systemctl reload");
     }

@@ -92,7 +92,7 @@ fn journal_name(field: &str) -> String {
         .collect();
     if name.is_empty() || name.starts_with(['_', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'])
     {
-        name.insert_str(0, "F");
+        name.insert(0, 'F');
     }
     if RESERVED.contains(&name.as_str()) {
         name.insert_str(0, "MAIL_");
