@@ -9,7 +9,8 @@
 #   --now, active (running), STATUS= -> a mail without a ticket redirected to the helpdesk
 #   -> journal fields (DESK=bid-ra) -> good reload -> bad reload fails, old rules keep
 #   working -> kill -9, restarted by systemd -> upgrade restarts it -> systemd-analyze
-#   security OK -> stop -> purge removes the state.
+#   security OK -> stop -> purge removes the state; promtool checks the alert rules and the
+#   daemon's /metrics, and a real Prometheus (Debian's) scrapes it.
 # Prints PASS/FAIL per check and the time of each phase; exits 1 if any check failed.
 # Needs root. Under CI=true a box that cannot boot is a failure, not a skip.
 set -uo pipefail
@@ -69,6 +70,7 @@ check box sh -c '[ "$(systemctl show -P ExecMainStatus ticketgate)" = 78 ] && sy
 box journalctl -u ticketgate -b --no-pager -o cat | grep -E 'placeholder|problem' | sed 's/^/journal: /'
 check box sh -c 'journalctl -u ticketgate -b -o cat | grep -q "config.toml:[0-9]*:[0-9]*: \[imap\] host is still the template.s placeholder"'
 check box sh -c 'journalctl -u ticketgate -b -o cat | grep -q "config.toml:[0-9]*:[0-9]*: \[smtp\] host is still the template.s placeholder"'
+check box sh -c 'journalctl -u ticketgate -b -p err -o cat | grep -q "\[imap\] host is still the template.s placeholder"'
 # RestartSec=5s: a restart loop would have started it again within this window.
 sleep 6.5
 check box sh -c '[ "$(systemctl show -P NRestarts ticketgate)" = 0 ] && systemctl is-failed --quiet ticketgate'
@@ -133,6 +135,36 @@ check box sh -c '! journalctl -u ticketgate -b DESK=payment-process -o cat | gre
 check until_box 10 'systemctl show -P StatusText ticketgate | grep -q "1 mails handled, 1 sent"'
 check box bash -c "exec 3<>/dev/tcp/${METRICS%:*}/${METRICS#*:}; printf 'GET /health HTTP/1.0\r\n\r\n' >&3; head -1 <&3 | grep -q 200"
 phase "mail redirected end to end"
+
+# --- monitoring: promtool on the alert rules and on /metrics; a real Prometheus scrape ----
+check promtool check rules packaging/prometheus/ticketgate-alerts.yml
+python3 -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://$METRICS/metrics').read().decode())" > /tmp/ticketgate-box-metrics.txt
+check promtool check metrics < /tmp/ticketgate-box-metrics.txt
+check grep -q '^process_resident_memory_bytes [0-9]' /tmp/ticketgate-box-metrics.txt
+P=$(mktemp -d)
+printf 'global:\n  scrape_interval: 1s\nrule_files: ["%s"]\nscrape_configs:\n  - job_name: ticketgate\n    static_configs:\n      - targets: ["%s"]\n' \
+  "$ROOT/packaging/prometheus/ticketgate-alerts.yml" "$METRICS" > "$P/prometheus.yml"
+prometheus --config.file="$P/prometheus.yml" --storage.tsdb.path="$P/data" --web.listen-address=127.0.0.1:19790 > "$P/log" 2>&1 & ppid=$!
+scraped() { python3 - "$1" <<'PY'
+import json, sys, time, urllib.parse, urllib.request
+end = time.time() + 30
+while time.time() < end:
+    try:
+        q = urllib.parse.quote(sys.argv[1])
+        r = json.load(urllib.request.urlopen("http://127.0.0.1:19790/api/v1/query?query=" + q))
+        if r["data"]["result"] and r["data"]["result"][0]["value"][1] == "1":
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.2)
+sys.exit(1)
+PY
+}
+check scraped 'up{job="ticketgate"}'
+check scraped 'ticketgate_desk_connected{desk="bid-ra"}'
+check scraped 'ticketgate_mails_seen_total{desk="bid-ra"}'
+kill "$ppid"; wait "$ppid" 2>/dev/null; rm -rf "$P"
+phase "promtool, Prometheus scrape"
 
 # --- reloads -----------------------------------------------------------------------------
 pid=$(box systemctl show -P MainPID ticketgate)

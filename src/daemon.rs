@@ -240,6 +240,8 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
     let ep = Arc::new(endpoint(&cfg)?);
     let dir = Directory::new(&cfg, &rules);
     let metrics = Arc::new(Metrics::new(cfg.desks.iter().map(|d| d.name.as_str())));
+    metrics.last_reload_ok.store(unix_now(), Ordering::Relaxed);
+    metrics.last_reload_accepted.store(true, Ordering::Relaxed);
     // A desk searches at least once per refresh period (IDLE) or poll interval, each search
     // taking at most the command timeout: later than that, /health calls it stale.
     metrics.stale_after_secs.store(
@@ -507,6 +509,14 @@ fn reload(shared: &Shared) {
             shared.set_policy(Policy { rules, dir });
             shared.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
             shared.reload_refused.store(false, Ordering::Relaxed);
+            shared
+                .metrics
+                .last_reload_ok
+                .store(unix_now(), Ordering::Relaxed);
+            shared
+                .metrics
+                .last_reload_accepted
+                .store(true, Ordering::Relaxed);
         }
         Err(problems) => {
             for p in &problems {
@@ -522,6 +532,10 @@ fn reload(shared: &Shared) {
                 .reloads_failed
                 .fetch_add(1, Ordering::Relaxed);
             shared.reload_refused.store(true, Ordering::Relaxed);
+            shared
+                .metrics
+                .last_reload_accepted
+                .store(false, Ordering::Relaxed);
         }
     }
     write_reload_result(shared);

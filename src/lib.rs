@@ -18,7 +18,8 @@
 //! - [`pipeline`]: one mail from fetch to done, journaled so that kill -9 is safe.
 //! - [`daemon`]: desk watchers, the outbox task, signals, reload, systemd notification;
 //!   [`journal`] sends its log records to journald with their fields.
-//! - [`metrics`]: counters and gauges, the Prometheus `/metrics` and `/health` endpoint.
+//! - [`metrics`]: counters and gauges, the Prometheus `/metrics` and `/health` endpoint;
+//!   [`process`] adds the standard process metrics and build info.
 //! - [`docs`]: the man pages and shell completions generated from the command line.
 #![forbid(unsafe_code)]
 
@@ -35,6 +36,7 @@ pub mod imap;
 pub mod journal;
 pub mod metrics;
 pub mod pipeline;
+pub mod process;
 pub mod rules;
 pub mod smtp;
 pub mod store;
