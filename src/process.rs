@@ -34,7 +34,12 @@ impl Process {
         let fds = std::fs::read_dir("/proc/self/fd")
             .ok()
             .map(|d| d.count() as u64);
-        let mut p = parse(stat.as_deref(), boot.as_deref(), status.as_deref(), limits.as_deref());
+        let mut p = parse(
+            stat.as_deref(),
+            boot.as_deref(),
+            status.as_deref(),
+            limits.as_deref(),
+        );
         // read_dir holds one descriptor of its own while counting.
         p.open_fds = fds.map(|n| n.saturating_sub(1));
         p
@@ -98,7 +103,10 @@ fn parse(
 pub fn render(out: &mut String, p: &Process) {
     let mut family = |name: &str, kind: &str, help: &str, value: Option<String>| {
         if let Some(v) = value {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         }
     };
     family(
@@ -156,7 +164,9 @@ mod tests {
             Some(stat),
             Some("cpu  1 2 3\nbtime 1700000000\n"),
             Some("Name:\tticketgate\nVmRSS:\t   10240 kB\n"),
-            Some("Limit                     Soft Limit           Hard Limit           Units\nMax open files            8192                 20000                files\n"),
+            Some(
+                "Limit                     Soft Limit           Hard Limit           Units\nMax open files            8192                 20000                files\n",
+            ),
         );
         assert_eq!(p.cpu_seconds, Some(3.0));
         assert_eq!(p.start_time_seconds, Some(1_700_000_123.45));
@@ -165,9 +175,15 @@ mod tests {
         assert_eq!(p.max_fds, Some(8192));
         let mut out = String::new();
         render(&mut out, &p);
-        assert!(out.contains("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 3\n"), "{out}");
+        assert!(
+            out.contains("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 3\n"),
+            "{out}"
+        );
         assert!(out.contains("ticketgate_build_info{version=\""), "{out}");
-        assert!(!out.contains("process_open_fds"), "unknown values are left out: {out}");
+        assert!(
+            !out.contains("process_open_fds"),
+            "unknown values are left out: {out}"
+        );
     }
 
     #[test]
