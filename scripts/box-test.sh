@@ -141,6 +141,12 @@ check promtool check rules packaging/prometheus/ticketgate-alerts.yml
 python3 -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://$METRICS/metrics').read().decode())" > /tmp/ticketgate-box-metrics.txt
 check promtool check metrics < /tmp/ticketgate-box-metrics.txt
 check grep -q '^process_resident_memory_bytes [0-9]' /tmp/ticketgate-box-metrics.txt
+# Every metric the alert rules and the Grafana dashboard query is one the daemon exposes.
+used=$(grep -ohE '\b(ticketgate|process)_[a-z_]+' packaging/prometheus/ticketgate-alerts.yml packaging/prometheus/ticketgate-dashboard.json | sort -u)
+missing=$(for m in $used; do grep -q "^$m[{ ]" /tmp/ticketgate-box-metrics.txt || echo "$m"; done)
+check [ -z "$missing" ]
+[ -n "$missing" ] && echo "not exposed: $missing"
+check python3 -c "import json; d = json.load(open('packaging/prometheus/ticketgate-dashboard.json')); assert d['panels']"
 P=$(mktemp -d)
 printf 'global:\n  scrape_interval: 1s\nrule_files: ["%s"]\nscrape_configs:\n  - job_name: ticketgate\n    static_configs:\n      - targets: ["%s"]\n' \
   "$ROOT/packaging/prometheus/ticketgate-alerts.yml" "$METRICS" > "$P/prometheus.yml"
