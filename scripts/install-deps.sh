@@ -3,9 +3,11 @@
 # only what is missing. Idempotent; needs root for apt-get.
 #   mail stack: dovecot-imapd dovecot-lmtpd postfix openssl   schema test: postgresql
 #   unit checks: systemd (systemd-analyze)   C parts of ring and SQLite: gcc libc6-dev
+#   package checks: lintian, prometheus (promtool, and a real scrape; never started as a
+#   service here); the systemd box (scripts/box-test.sh) installs its own tools
 #   benchmarks: imapfilter, time (/usr/bin/time -v) (TICKETGATE_BENCH_DEPS=1)
 set -euo pipefail
-want=(dovecot-imapd dovecot-lmtpd postfix openssl ca-certificates python3 postgresql systemd gcc libc6-dev)
+want=(dovecot-imapd dovecot-lmtpd postfix openssl ca-certificates python3 postgresql systemd gcc libc6-dev lintian prometheus)
 [ "${TICKETGATE_BENCH_DEPS:-0}" = 1 ] && want+=(imapfilter time)
 missing=()
 for p in "${want[@]}"; do

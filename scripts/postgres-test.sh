@@ -4,7 +4,9 @@
 # Starts a private cluster in a temp dir on a free loopback port (as user postgres when run
 # as root, since PostgreSQL refuses to run as root), creates database "ticketgate", exports
 # TICKETGATE_TEST_POSTGRES_URL, runs the command, and always stops and removes the cluster.
-# Exits with the command's status.
+# The server also speaks TLS (ssl=on) with a certificate for IP 127.0.0.1 only, signed by a
+# throwaway CA whose certificate is exported as TICKETGATE_TEST_POSTGRES_CA (for the
+# sslmode=verify-full tests). Exits with the command's status.
 set -eu
 
 if [ "$#" -eq 0 ]; then
@@ -42,19 +44,33 @@ trap 'exit 143' TERM
 # A free port: ask the kernel for one, then let PostgreSQL bind it.
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
+# TLS: a throwaway CA and a server certificate it signed for 127.0.0.1 (not "localhost":
+# verify-full must refuse that name). EC P-256, as scripts/mailstack/up.sh does.
+mkdir -p "$DIR/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=ticketgate test PostgreSQL CA" -keyout "$DIR/tls/ca-key.pem" -out "$DIR/tls/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$DIR/tls/key.pem" -out "$DIR/tls/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$DIR/tls/server.ext"
+openssl x509 -req -in "$DIR/tls/server.csr" -CA "$DIR/tls/ca.pem" -CAkey "$DIR/tls/ca-key.pem" \
+    -CAcreateserial -days 2 -extfile "$DIR/tls/server.ext" -out "$DIR/tls/cert.pem" 2>/dev/null
+chmod 600 "$DIR/tls/key.pem"
+[ "$(id -u)" -eq 0 ] && chown -R postgres "$DIR/tls"
+
 as_pg "$PGBIN/initdb" -D "$DIR/data" -U postgres -A trust -E UTF8 --no-locale >"$DIR/initdb.log" 2>&1 || {
     cat "$DIR/initdb.log" >&2
     exit 70
 }
 as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 60 \
-    -o "-k $DIR -h 127.0.0.1 -p $PORT -c fsync=off -c max_connections=200" start >/dev/null || {
+    -o "-k $DIR -h 127.0.0.1 -p $PORT -c fsync=off -c max_connections=200 -c ssl=on -c ssl_cert_file=$DIR/tls/cert.pem -c ssl_key_file=$DIR/tls/key.pem" start >/dev/null || {
     cat "$DIR/server.log" >&2
     exit 70
 }
 as_pg "$PGBIN/createdb" -h 127.0.0.1 -p "$PORT" -U postgres ticketgate
 
 TICKETGATE_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PORT/ticketgate"
-export TICKETGATE_TEST_POSTGRES_URL
+TICKETGATE_TEST_POSTGRES_CA="$DIR/tls/ca.pem"
+export TICKETGATE_TEST_POSTGRES_URL TICKETGATE_TEST_POSTGRES_CA
 echo "TICKETGATE_TEST_POSTGRES_URL=$TICKETGATE_TEST_POSTGRES_URL" >&2
 
 status=0

@@ -309,6 +309,11 @@ pub fn parse_for(
     let raw: RawFile = src
         .parse()
         .map_err(|p| ConfigError(vec![p], Partial::default()))?;
+    // The production template's `CHANGE-ME` values, named one by one before anything else.
+    let left = crate::template::placeholders(&src);
+    if !left.is_empty() {
+        return Err(ConfigError(left, Partial::default()));
+    }
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut problems = Vec::new();
     let top = |name: &str, problems: &mut Vec<Problem>| {

@@ -52,6 +52,10 @@ pub struct Shared {
     /// Wakes every waiting desk watcher: a copy revealed a broadcast that other desks hold.
     pub recheck: Notify,
     pub metrics: Arc<Metrics>,
+    /// The last `systemctl reload` was refused (the old rules run): said in systemd's STATUS=.
+    reload_refused: std::sync::atomic::AtomicBool,
+    /// The first problem of the last refused reload, for `reload-result`.
+    last_refusal: std::sync::Mutex<String>,
 }
 
 impl Shared {
@@ -99,10 +103,21 @@ pub fn init_logging(l: &Logging) {
         reload::Layer<EnvFilter, tracing_subscriber::Registry>,
         tracing_subscriber::Registry,
     >;
-    let output: Box<dyn Layer<Filtered> + Send + Sync> = match l.format {
-        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
-        LogFormat::Auto if under_systemd => fmt.event_format(Journald).boxed(),
-        LogFormat::Auto | LogFormat::Text => fmt.boxed(),
+    // Under systemd with `format = "auto"`: records go to the journal's socket with their
+    // fields (DESK=, UID=, ACTIONS=, RULES=...), so `journalctl -u ticketgate DESK=bid-ra`
+    // selects them. Without a reachable journal socket, one line per event on stderr with a
+    // syslog priority prefix.
+    let journal = match l.format {
+        LogFormat::Auto if std::env::var_os("JOURNAL_STREAM").is_some() => {
+            crate::journal::JournalLayer::connect(crate::journal::SOCKET).ok()
+        }
+        _ => None,
+    };
+    let output: Box<dyn Layer<Filtered> + Send + Sync> = match (l.format, journal) {
+        (LogFormat::Auto, Some(journal)) => journal.boxed(),
+        (LogFormat::Json, _) => fmt.json().flatten_event(true).boxed(),
+        (LogFormat::Auto, None) if under_systemd => fmt.event_format(Journald).boxed(),
+        (LogFormat::Auto | LogFormat::Text, _) => fmt.boxed(),
     };
     if tracing_subscriber::registry()
         .with(filter)
@@ -216,6 +231,13 @@ pub async fn check_connect(cfg: &Config) -> usize {
 
 /// The daemon. With `once`, every desk is caught up, the outbox sent, and it returns.
 pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
+    // config.toml's [state] database decides, unless an administrator set the override.
+    if std::env::var_os("TICKETGATE_DATABASE").is_some() {
+        tracing::warn!(
+            database = %crate::store::redact_url(&cfg.database),
+            "TICKETGATE_DATABASE is set: it overrides [state] database of config.toml"
+        );
+    }
     let store = Store::open(&cfg.database).await.with_context(|| {
         format!(
             "cannot open state database {}",
@@ -226,6 +248,8 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
     let ep = Arc::new(endpoint(&cfg)?);
     let dir = Directory::new(&cfg, &rules);
     let metrics = Arc::new(Metrics::new(cfg.desks.iter().map(|d| d.name.as_str())));
+    metrics.last_reload_ok.store(unix_now(), Ordering::Relaxed);
+    metrics.last_reload_accepted.store(true, Ordering::Relaxed);
     // A desk searches at least once per refresh period (IDLE) or poll interval, each search
     // taking at most the command timeout: later than that, /health calls it stale.
     metrics.stale_after_secs.store(
@@ -243,6 +267,8 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
         outbox_wake: Arc::new(Notify::new()),
         recheck: Notify::new(),
         metrics,
+        reload_refused: std::sync::atomic::AtomicBool::new(false),
+        last_refusal: std::sync::Mutex::new(String::new()),
     });
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -291,6 +317,7 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
             metrics.outbox_alive.store(false, Ordering::Relaxed);
         });
         spawn_watchdog(&desks, shared.config.desks.len(), &shared.metrics, &token);
+        spawn_status(&shared, &token);
     }
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(
@@ -391,6 +418,50 @@ fn spawn_watchdog(
     });
 }
 
+/// systemd's STATUS= (the "Status:" line of `systemctl status ticketgate`), e.g. `7/7 desks
+/// connected; 120 mails handled, 31 sent, 0 waiting in the outbox`, and whether the last
+/// reload was refused; sent when it changes, checked every 2 seconds.
+pub fn status_line(shared: &Shared) -> String {
+    let desks = &shared.config.desks;
+    let m = &shared.metrics;
+    let connected = desks
+        .iter()
+        .filter(|d| m.desk(&d.name).connected.load(Ordering::Relaxed))
+        .count();
+    let handled: u64 = desks
+        .iter()
+        .map(|d| m.desk(&d.name).seen.load(Ordering::Relaxed))
+        .sum();
+    let mut line = format!(
+        "{connected}/{} desks connected; {handled} mails handled, {} sent, {} waiting in the outbox",
+        desks.len(),
+        m.sent.load(Ordering::Relaxed),
+        m.outbox_depth.load(Ordering::Relaxed),
+    );
+    if shared.reload_refused.load(Ordering::Relaxed) {
+        line.push_str("; last reload REFUSED, old rules in force (journalctl -u ticketgate)");
+    }
+    line
+}
+
+fn spawn_status(shared: &Arc<Shared>, token: &CancellationToken) {
+    let (shared, token) = (Arc::clone(shared), token.clone());
+    tokio::spawn(async move {
+        let mut last = String::new();
+        loop {
+            let now = status_line(&shared);
+            if now != last {
+                notify(&[sd_notify::NotifyState::Status(&now)]);
+                last = now;
+            }
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    });
+}
+
 fn notify(state: &[sd_notify::NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(false, state) {
         tracing::debug!(error = %e, "cannot notify systemd");
@@ -445,18 +516,72 @@ fn reload(shared: &Shared) {
             );
             shared.set_policy(Policy { rules, dir });
             shared.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
+            shared.reload_refused.store(false, Ordering::Relaxed);
+            shared
+                .metrics
+                .last_reload_ok
+                .store(unix_now(), Ordering::Relaxed);
+            shared
+                .metrics
+                .last_reload_accepted
+                .store(true, Ordering::Relaxed);
         }
         Err(problems) => {
             for p in &problems {
                 tracing::error!(file = %p.file.display(), line = p.line, problem = %p.message, "reload refused; the old config and rules stay in force");
             }
+            if let Some(first) = problems.first()
+                && let Ok(mut last) = shared.last_refusal.lock()
+            {
+                *last = format!("{first} ({} problem(s))", problems.len());
+            }
             shared
                 .metrics
                 .reloads_failed
                 .fetch_add(1, Ordering::Relaxed);
+            shared.reload_refused.store(true, Ordering::Relaxed);
+            shared
+                .metrics
+                .last_reload_accepted
+                .store(false, Ordering::Relaxed);
         }
     }
-    notify(&[sd_notify::NotifyState::Ready]);
+    write_reload_result(shared);
+    let status = status_line(shared);
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
+}
+
+/// Under systemd (`RuntimeDirectory=ticketgate`), `$RUNTIME_DIRECTORY/reload-result` holds
+/// `N ok` or `N refused: FILE:LINE:COLUMN: PROBLEM`, N counting reloads since start: the
+/// unit's ExecReload (packaging/reload) sends SIGHUP, waits for N to change and fails
+/// `systemctl reload` on a refusal. Written to a temporary file and renamed, so a reader
+/// never sees half of it.
+fn write_reload_result(shared: &Shared) {
+    let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") else {
+        return;
+    };
+    let m = &shared.metrics;
+    let n = m.reloads_ok.load(Ordering::Relaxed) + m.reloads_failed.load(Ordering::Relaxed);
+    let line = if shared.reload_refused.load(Ordering::Relaxed) {
+        let why = shared
+            .last_refusal
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        format!("{n} refused: {why}\n")
+    } else {
+        format!("{n} ok\n")
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let tmp = dir.join("reload-result.tmp");
+    if let Err(e) =
+        std::fs::write(&tmp, line).and_then(|()| std::fs::rename(&tmp, dir.join("reload-result")))
+    {
+        tracing::warn!(error = %e, "cannot write the reload result for systemctl reload");
+    }
 }
 
 /// The running config with config.toml's reloadable parts taken from disk, the rules it

@@ -5,7 +5,8 @@
 //!
 //! # Layout
 //! The pure core takes a mail and known state and returns a decision; the shell does the I/O.
-//! - [`config`]: config.toml → validated [`config::Config`] (servers, desks, secrets, database).
+//! - [`config`]: config.toml → validated [`config::Config`] (servers, desks, secrets, database);
+//!   [`template`] names the production template's placeholders left to fill in.
 //! - [`rules`]: rules/*.toml → compiled [`rules::Rules`]; located errors.
 //! - [`facts`]: (message, rules, known state) → [`facts::Facts`] (ticket, broadcast, automatic…).
 //! - [`decide`]: (facts, rules) → [`decide::Decision`], an ordered list of [`action::Action`]s.
@@ -15,8 +16,11 @@
 //! - [`imap`]: one desk session: TLS, login, catch-up, IDLE or polling, flags and moves.
 //! - [`smtp`]: drains the durable outbox through lettre, retrying transient failures.
 //! - [`pipeline`]: one mail from fetch to done, journaled so that kill -9 is safe.
-//! - [`daemon`]: desk watchers, the outbox task, signals, reload, systemd notification.
-//! - [`metrics`]: counters and gauges, the Prometheus `/metrics` and `/health` endpoint.
+//! - [`daemon`]: desk watchers, the outbox task, signals, reload, systemd notification;
+//!   [`journal`] sends its log records to journald with their fields.
+//! - [`metrics`]: counters and gauges, the Prometheus `/metrics` and `/health` endpoint;
+//!   [`process`] adds the standard process metrics and build info.
+//! - [`docs`]: the man pages and shell completions generated from the command line.
 #![forbid(unsafe_code)]
 
 pub mod action;
@@ -27,11 +31,15 @@ pub mod config;
 pub mod crash;
 pub mod daemon;
 pub mod decide;
+pub mod docs;
 pub mod facts;
 pub mod imap;
+pub mod journal;
 pub mod metrics;
 pub mod pipeline;
+pub mod process;
 pub mod rules;
 pub mod smtp;
 pub mod store;
+pub mod template;
 pub mod tls;

@@ -57,6 +57,7 @@ enum Command {
     Check {
         #[command(flatten)]
         config: ConfigArg,
+        /// Also log in to every desk account over IMAP and SMTP (exit 69 if one fails).
         #[arg(long)]
         connect: bool,
     },
@@ -89,6 +90,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ticketgate::daemon::ReportFormat::Table)]
         format: ticketgate::daemon::ReportFormat,
     },
+    /// Writes the man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -108,6 +112,18 @@ fn main() -> ExitCode {
             days,
             format,
         } => report(&config.config, days, format),
+        Command::GenerateDocs { dir } => {
+            match ticketgate::docs::generate(<Cli as clap::CommandFactory>::command(), &dir) {
+                Ok(files) => {
+                    files.iter().for_each(|f| println!("{}", f.display()));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ticketgate: cannot write into {}: {e}", dir.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

@@ -46,6 +46,10 @@ pub struct Metrics {
     pub outbox_alive: AtomicBool,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// Unix time config and rules were last loaded successfully (start or reload).
+    pub last_reload_ok: AtomicI64,
+    /// Whether the last reload was accepted (1 until one is refused).
+    pub last_reload_accepted: AtomicBool,
     /// Errors outside any desk (the outbox task, the database).
     pub errors: AtomicU64,
     /// A connected desk whose last completed search is older than this many seconds is
@@ -130,12 +134,6 @@ impl Metrics {
                 .collect::<Vec<_>>(),
         );
         family(
-            "ticketgate_redirects_total",
-            "counter",
-            "Mails redirected (to the helpdesk or another target).",
-            &one(self.actions("redirect")),
-        );
-        family(
             "ticketgate_broadcasts_total",
             "counter",
             "Mails found to be broadcast to many desks (every copy counts).",
@@ -207,6 +205,22 @@ impl Metrics {
                 ),
             ],
         );
+        family(
+            "ticketgate_config_last_reload_successful",
+            "gauge",
+            "1 when the last reload (or the start) loaded config and rules, 0 when it was refused.",
+            &one(u64::from(self.last_reload_accepted.load(Ordering::Relaxed))),
+        );
+        family(
+            "ticketgate_config_last_reload_success_timestamp_seconds",
+            "gauge",
+            "Unix time config and rules were last loaded successfully (start or reload).",
+            &[(
+                String::new(),
+                self.last_reload_ok.load(Ordering::Relaxed).to_string(),
+            )],
+        );
+        crate::process::render(&mut out, &crate::process::Process::read());
         out
     }
 
@@ -384,7 +398,8 @@ mod tests {
             "ticketgate_mails_seen_total{desk=\"payment-process\"} 0",
             "ticketgate_actions_total{kind=\"redirect\"} 2",
             "ticketgate_actions_total{kind=\"tag\"} 5",
-            "ticketgate_redirects_total 2",
+            "ticketgate_config_last_reload_successful 0",
+            "ticketgate_build_info{version=\"0.1.0\"} 1",
             "ticketgate_outbox_depth 4",
             "ticketgate_errors_total{desk=\"payment-process\"} 2",
             "ticketgate_desk_connected{desk=\"bid-ra\"} 1",

@@ -4,6 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
 /// How a connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -40,7 +43,7 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
             path: shown.clone(),
             source: e,
         })?;
-        let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
             .filter_map(Result::ok)
             .collect();
         let (added, _) = roots.add_parsable_certificates(certs);
@@ -54,4 +57,25 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pem_ca_file_is_trusted_and_a_file_without_one_refused() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        assert!(client_config(Some(&dir.join("tls/ca.pem"))).is_ok());
+        let err = client_config(Some(&dir.join("config/bad-config.toml")))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("holds no usable PEM certificate"), "{err}");
+        let err = client_config(Some(&dir.join("tls/missing.pem")))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.starts_with("cannot read CA file"), "{err}");
+    }
 }

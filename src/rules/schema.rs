@@ -140,7 +140,15 @@ pub fn read_file(path: &Path) -> Result<String, Problem> {
         file: path.to_path_buf(),
         line: 0,
         column: 0,
-        message: format!("cannot read file: {e}"),
+        message: if e.kind() == std::io::ErrorKind::PermissionDenied {
+            // The packaged service runs as a dynamic user, not root.
+            format!(
+                "cannot read file: {e}; the service's user must be able to read it \
+                 (config.toml and the rules hold no secrets: chmod 644 it)"
+            )
+        } else {
+            format!("cannot read file: {e}")
+        },
     })
 }
 

@@ -840,6 +840,55 @@ async fn postgres_errors_hide_the_password() {
     assert!(err.is_transient(), "{err:?}");
 }
 
+/// PostgreSQL over TLS: scripts/postgres-test.sh serves a certificate for IP 127.0.0.1 signed
+/// by its own CA (TICKETGATE_TEST_POSTGRES_CA). With `sslmode=verify-full` and that CA the
+/// store opens and the session is encrypted; with another CA, or by a name the certificate
+/// does not hold (localhost), it is refused. (Observed: sqlx's rustls `verify-ca` checks the
+/// name too, so only `verify-full` is documented.)
+#[tokio::test]
+async fn postgres_over_tls_verify_full() {
+    use sqlx::Connection as _;
+    let Ok(base) = std::env::var("TICKETGATE_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: TICKETGATE_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let ca = std::env::var("TICKETGATE_TEST_POSTGRES_CA")
+        .expect("scripts/postgres-test.sh exports TICKETGATE_TEST_POSTGRES_CA with the URL");
+    let other_ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/ca.pem");
+    let with = |url: &str, mode: &str, ca: &str| format!("{url}?sslmode={mode}&sslrootcert={ca}");
+
+    let good = with(&base, "verify-full", &ca);
+    let store = Store::open(&good).await;
+    assert!(store.is_ok(), "{:?}", store.err());
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&good).await.unwrap();
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(encrypted, "the session must be TLS");
+    conn.close().await.unwrap();
+
+    let err = Store::open(&with(&base, "verify-full", other_ca))
+        .await
+        .err()
+        .map(|e| format!("{e:#}"));
+    assert!(
+        err.is_some(),
+        "a server certificate from another CA was accepted"
+    );
+    let by_name = base.replace("127.0.0.1", "localhost");
+    let err = Store::open(&with(&by_name, "verify-full", &ca))
+        .await
+        .err()
+        .map(|e| format!("{e:#}"));
+    assert!(
+        err.is_some(),
+        "verify-full accepted a name the certificate does not hold"
+    );
+}
+
 /// Committed data survives the process dying without any shutdown: a child process (this test
 /// binary, running `abort_child`) records a decision and aborts; the parent then reads it.
 #[tokio::test]
