@@ -231,6 +231,7 @@ pub async fn check_connect(cfg: &Config) -> usize {
 
 /// The daemon. With `once`, every desk is caught up, the outbox sent, and it returns.
 pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
+    crate::process::mark_start();
     // config.toml's [state] database decides, unless an administrator set the override.
     if std::env::var_os("TICKETGATE_DATABASE").is_some() {
         tracing::warn!(

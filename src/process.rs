@@ -13,6 +13,18 @@ const USER_HZ: f64 = 100.0;
 /// from /proc/self/status (in kB) instead when it is there.
 const PAGE: u64 = 4096;
 
+/// The Unix time [`mark_start`] was called: the start time when /proc/stat (boot time) is
+/// hidden, as it is under the unit's `ProcSubset=pid`.
+static STARTED: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+
+/// Notes the process's start; the daemon calls it first thing.
+pub fn mark_start() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let _ = STARTED.set(now);
+}
+
 /// What /proc says about this process; `None` for what could not be read.
 #[derive(Debug, Default, PartialEq)]
 pub struct Process {
@@ -42,6 +54,7 @@ impl Process {
         );
         // read_dir holds one descriptor of its own while counting.
         p.open_fds = fds.map(|n| n.saturating_sub(1));
+        p.start_time_seconds = p.start_time_seconds.or(STARTED.get().copied());
         p
     }
 }
