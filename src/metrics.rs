@@ -31,13 +31,16 @@ pub struct DeskGauges {
     pub connected: AtomicBool,
     /// Unix time of the last completed catch-up (everything in the mailbox handled); 0: never.
     pub last_sync: AtomicI64,
+    /// Actions decided at this desk, by kind (index in [`ACTION_KINDS`]).
+    pub actions: [AtomicU64; ACTION_KINDS.len()],
 }
 
 /// Every number the daemon exposes. Shared by all tasks; updates are relaxed atomics.
 #[derive(Debug, Default)]
 pub struct Metrics {
     desks: BTreeMap<String, DeskGauges>,
-    actions: [AtomicU64; ACTION_KINDS.len()],
+    /// Unix time the oldest mail waiting in the outbox was queued; 0: none waits.
+    pub outbox_oldest: AtomicI64,
     pub broadcasts: AtomicU64,
     pub set_aside: AtomicU64,
     pub sent: AtomicU64,
@@ -77,18 +80,21 @@ impl Metrics {
             .unwrap_or_else(|| NONE.get_or_init(DeskGauges::default))
     }
 
-    /// Counts `n` actions of a kind (`Action::kind`).
-    pub fn count_action(&self, kind: &str, n: u64) {
+    /// Counts `n` actions of a kind (`Action::kind`) decided at `desk`.
+    pub fn count_action(&self, desk: &str, kind: &str, n: u64) {
         if let Some(i) = ACTION_KINDS.iter().position(|k| *k == kind) {
-            self.actions[i].fetch_add(n, Ordering::Relaxed);
+            self.desk(desk).actions[i].fetch_add(n, Ordering::Relaxed);
         }
     }
 
+    /// Actions of a kind decided at all desks.
     pub fn actions(&self, kind: &str) -> u64 {
-        ACTION_KINDS
-            .iter()
-            .position(|k| *k == kind)
-            .map_or(0, |i| self.actions[i].load(Ordering::Relaxed))
+        ACTION_KINDS.iter().position(|k| *k == kind).map_or(0, |i| {
+            self.desks
+                .values()
+                .map(|g| g.actions[i].load(Ordering::Relaxed))
+                .sum()
+        })
     }
 
     /// Desks not connected now, by name.
@@ -127,10 +133,18 @@ impl Metrics {
         family(
             "ticketgate_actions_total",
             "counter",
-            "Actions decided, by kind (a tag or file action counts once per mail).",
-            &ACTION_KINDS
+            "Actions decided, per desk and kind (a tag or file action counts once per mail).",
+            &self
+                .desks
                 .iter()
-                .map(|k| (format!("{{kind=\"{k}\"}}"), self.actions(k).to_string()))
+                .flat_map(|(name, g)| {
+                    ACTION_KINDS.iter().enumerate().map(move |(i, k)| {
+                        (
+                            format!("{{desk=\"{}\",kind=\"{k}\"}}", escape(name)),
+                            load(&g.actions[i]).to_string(),
+                        )
+                    })
+                })
                 .collect::<Vec<_>>(),
         );
         family(
@@ -162,6 +176,19 @@ impl Metrics {
             "gauge",
             "Outgoing mails waiting to be sent (including those waiting for a retry).",
             &one(load(&self.outbox_depth)),
+        );
+        let oldest = self.outbox_oldest.load(Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        family(
+            "ticketgate_outbox_oldest_age_seconds",
+            "gauge",
+            "Age of the oldest outgoing mail still waiting to be sent; 0 when none waits.",
+            &[(
+                String::new(),
+                if oldest > 0 { (now - oldest).max(0) } else { 0 }.to_string(),
+            )],
         );
         family(
             "ticketgate_errors_total",
@@ -388,16 +415,19 @@ mod tests {
         m.desk("payment-process")
             .errors
             .fetch_add(2, Ordering::Relaxed);
-        m.count_action("redirect", 2);
-        m.count_action("tag", 5);
-        m.count_action("no-such-kind", 9);
+        m.count_action("bid-ra", "redirect", 2);
+        m.count_action("bid-ra", "tag", 5);
+        m.count_action("bid-ra", "no-such-kind", 9);
         m.outbox_depth.store(4, Ordering::Relaxed);
+        assert_eq!(m.actions("redirect"), 2);
         let text = m.render();
         for line in [
             "ticketgate_mails_seen_total{desk=\"bid-ra\"} 3",
             "ticketgate_mails_seen_total{desk=\"payment-process\"} 0",
-            "ticketgate_actions_total{kind=\"redirect\"} 2",
-            "ticketgate_actions_total{kind=\"tag\"} 5",
+            "ticketgate_actions_total{desk=\"bid-ra\",kind=\"redirect\"} 2",
+            "ticketgate_actions_total{desk=\"bid-ra\",kind=\"tag\"} 5",
+            "ticketgate_actions_total{desk=\"payment-process\",kind=\"redirect\"} 0",
+            "ticketgate_outbox_oldest_age_seconds 0",
             "ticketgate_config_last_reload_successful 0",
             "ticketgate_build_info{version=\"0.1.0\"} 1",
             "ticketgate_outbox_depth 4",

@@ -376,7 +376,7 @@ async fn decide_all(
             tracing::debug!(desk = %desk.name, uid = key.uid, action = %a, reason = why, "action suppressed");
         }
         for a in &actions {
-            shared.metrics.count_action(a.kind(), 1);
+            shared.metrics.count_action(&desk.name, a.kind(), 1);
         }
         if facts.broadcast {
             shared

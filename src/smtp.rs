@@ -589,6 +589,9 @@ pub async fn run_outbox(
             .await
             .unwrap_or(unrecorded.len() as u64);
         metrics.outbox_depth.store(pending, Relaxed);
+        if let Ok(oldest) = store.outbox_oldest_pending().await {
+            metrics.outbox_oldest.store(oldest.unwrap_or(0), Relaxed);
+        }
         if let Some(d) = drain.as_ref().filter(|d| d.after.is_cancelled())
             && ((pending == 0 && unrecorded.is_empty())
                 || draining_since

@@ -963,8 +963,19 @@ async fn metrics_and_health_show_desks_actions_and_an_imap_outage() {
     for (name, want) in [
         ("ticketgate_mails_seen_total{desk=\"bid-ra\"}", 1.0),
         ("ticketgate_mails_seen_total{desk=\"payment-process\"}", 0.0),
-        ("ticketgate_actions_total{kind=\"redirect\"}", 1.0),
-        ("ticketgate_actions_total{kind=\"file\"}", 1.0),
+        (
+            "ticketgate_actions_total{desk=\"bid-ra\",kind=\"redirect\"}",
+            1.0,
+        ),
+        (
+            "ticketgate_actions_total{desk=\"payment-process\",kind=\"redirect\"}",
+            0.0,
+        ),
+        ("ticketgate_outbox_oldest_age_seconds", 0.0),
+        (
+            "ticketgate_actions_total{desk=\"bid-ra\",kind=\"file\"}",
+            1.0,
+        ),
         ("ticketgate_broadcasts_total", 0.0),
         ("ticketgate_outbox_depth", 0.0),
         ("ticketgate_desk_connected{desk=\"bid-ra\"}", 1.0),

@@ -1246,6 +1246,16 @@ impl Store {
     }
 
     /// Pending outgoing mails.
+    /// When the oldest mail still waiting in the outbox was queued (Unix seconds), if any.
+    pub async fn outbox_oldest_pending(&self) -> Result<Option<i64>, StoreError> {
+        let op = "find the oldest waiting mail";
+        let row = sqlx::query("SELECT MIN(created_at) AS t FROM outbox WHERE status = 'pending'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_error(op))?;
+        row.try_get::<Option<i64>, _>("t").map_err(query_error(op))
+    }
+
     pub async fn outbox_depth(&self) -> Result<u64, StoreError> {
         let op = "count the outbox";
         let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'")
