@@ -41,5 +41,9 @@ mod tests {
         assert_eq!(local_day(t + 1, &ist), "2026-11-30");
         assert_eq!(local_day(t + 1, &TimeZone::UTC), "2026-11-29");
         assert!(time_zone("Mars/Olympus").is_err());
+        // Known UTC dates (the one calendar of the daemon).
+        assert_eq!(local_day(0, &TimeZone::UTC), "1970-01-01");
+        assert_eq!(local_day(951_782_400, &TimeZone::UTC), "2000-02-29");
+        assert_eq!(local_day(1_795_305_600, &TimeZone::UTC), "2026-11-22");
     }
 }

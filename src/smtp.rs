@@ -584,14 +584,12 @@ pub async fn run_outbox(
         } else {
             store_failures = store_failures.saturating_add(1);
         }
-        let pending = store
-            .outbox_depth()
+        let (pending, oldest) = store
+            .outbox_waiting()
             .await
-            .unwrap_or(unrecorded.len() as u64);
+            .unwrap_or((unrecorded.len() as u64, None));
         metrics.outbox_depth.store(pending, Relaxed);
-        if let Ok(oldest) = store.outbox_oldest_pending().await {
-            metrics.outbox_oldest.store(oldest.unwrap_or(0), Relaxed);
-        }
+        metrics.outbox_oldest.store(oldest.unwrap_or(0), Relaxed);
         if let Some(d) = drain.as_ref().filter(|d| d.after.is_cancelled())
             && ((pending == 0 && unrecorded.is_empty())
                 || draining_since

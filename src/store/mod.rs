@@ -1245,24 +1245,25 @@ impl Store {
         Ok(())
     }
 
-    /// Pending outgoing mails.
-    /// When the oldest mail still waiting in the outbox was queued (Unix seconds), if any.
-    pub async fn outbox_oldest_pending(&self) -> Result<Option<i64>, StoreError> {
-        let op = "find the oldest waiting mail";
-        let row = sqlx::query("SELECT MIN(created_at) AS t FROM outbox WHERE status = 'pending'")
-            .fetch_one(&self.pool)
-            .await
+    /// Outgoing mail waiting to be sent: how many, and when the oldest was queued (Unix
+    /// seconds; `None` when none waits). One query, for the outbox task's gauges.
+    pub async fn outbox_waiting(&self) -> Result<(u64, Option<i64>), StoreError> {
+        let op = "count the outbox";
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(created_at) AS t FROM outbox WHERE status = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error(op))?;
+        let oldest = row
+            .try_get::<Option<i64>, _>("t")
             .map_err(query_error(op))?;
-        row.try_get::<Option<i64>, _>("t").map_err(query_error(op))
+        Ok((get_u64(&row, "n", op)?, oldest))
     }
 
+    /// Pending outgoing mails.
     pub async fn outbox_depth(&self) -> Result<u64, StoreError> {
-        let op = "count the outbox";
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(query_error(op))?;
-        get_u64(&row, "n", op)
+        Ok(self.outbox_waiting().await?.0)
     }
 
     /// How many answers `sender` got since `since`: mails redirected with the sender in Cc

@@ -559,7 +559,7 @@ async fn failed_mails_are_set_aside(db: Db) {
 async fn outbox_lifecycle(db: Db) {
     let s = &db.store;
     assert_eq!(s.outbox_next_attempt().await.unwrap(), None);
-    assert_eq!(s.outbox_oldest_pending().await.unwrap(), None);
+    assert_eq!(s.outbox_waiting().await.unwrap().1, None);
     let binary: Vec<u8> = (0..=255u8).chain([0, 13, 10, 0xff]).collect();
     let mut d = decision(key("works", 1, 1), "g", NOW);
     d.outbox = vec![
@@ -572,7 +572,7 @@ async fn outbox_lifecycle(db: Db) {
     ];
     s.record_decision(&d).await.unwrap();
     assert_eq!(s.outbox_depth().await.unwrap(), 3);
-    assert!(s.outbox_oldest_pending().await.unwrap().is_some());
+    assert!(s.outbox_waiting().await.unwrap().1.is_some());
     assert_eq!(s.outbox_next_attempt().await.unwrap(), Some(NOW));
     assert!(
         s.outbox_due(NOW - 1, 10, u64::MAX)
@@ -617,7 +617,7 @@ async fn outbox_lifecycle(db: Db) {
         .unwrap();
     assert_eq!(s.outbox_depth().await.unwrap(), 1);
     assert_eq!(s.outbox_next_attempt().await.unwrap(), Some(NOW + 60));
-    assert!(s.outbox_oldest_pending().await.unwrap().is_some());
+    assert!(s.outbox_waiting().await.unwrap().1.is_some());
     let due = s.outbox_due(NOW + 60, 10, u64::MAX).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].id, "o1");
