@@ -4,10 +4,11 @@
 # ../shared/systemd-box (Debian 12, systemd as PID 1), installs the package there, and
 # checks what a sysadmin would check, against the project's mail stack (Dovecot + Postfix,
 # scripts/mailstack/up.sh) on the host's loopback, which the box shares:
-#   install (not enabled, config 0644, credentials 0700) -> the untouched template refuses
+#   install (not enabled, config 0644, credentials 0700, user and group ticketgate) -> the untouched template refuses
 #   to start (exit 78, each placeholder in the journal, no restart) -> filled in: enable
 #   --now, active (running), STATUS= -> a mail without a ticket redirected to the helpdesk
-#   -> journal fields (DESK=bid-ra) -> good reload -> bad reload fails, old rules keep
+#   -> journal fields (DESK=bid-ra) -> `report` as a non-root member of the group (and refused
+#   to an outsider, naming the database) -> good reload -> bad reload fails, old rules keep
 #   working -> kill -9, restarted by systemd -> upgrade restarts it -> systemd-analyze
 #   security OK -> stop -> purge removes the state; promtool checks the alert rules and the
 #   daemon's /metrics, and a real Prometheus (Debian's) scrapes it.
@@ -60,6 +61,7 @@ box apt-get install -y -q /root/ticketgate.deb > /tmp/ticketgate-box-apt.log 2>&
 check box test -x /usr/bin/ticketgate
 check box sh -c '! systemctl is-enabled --quiet ticketgate && ! systemctl is-active --quiet ticketgate'
 check box sh -c '[ "$(stat -c %a /etc/ticketgate/config.toml)" = 644 ] && [ "$(stat -c %a /etc/ticketgate/credentials)" = 700 ]'
+check box sh -c 'getent passwd ticketgate && getent group ticketgate'
 check box sh -c 'man -w ticketgate >/dev/null 2>&1 || test -s /usr/share/man/man1/ticketgate.1.gz'
 check box test -s /usr/share/bash-completion/completions/ticketgate
 phase "apt-get install"
@@ -99,7 +101,8 @@ check until_box 30 'systemctl show -P StatusText ticketgate | grep -q "^7/7 desk
 box systemctl status ticketgate --no-pager -n 5 | sed 's/^/status: /'
 check box sh -c 'systemctl status ticketgate --no-pager | grep -q "Active: active (running)"'
 check box sh -c 'systemctl status ticketgate --no-pager | grep -q "Status: \"7/7 desks connected"'
-check box sh -c '[ "$(stat -c %a /var/lib/private/ticketgate/state.db)" = 600 ]'
+check box sh -c '[ "$(stat -c %a:%U:%G /var/lib/ticketgate/state.db)" = 640:ticketgate:ticketgate ] && [ ! -L /var/lib/ticketgate ]'
+check box sh -c '[ "$(stat -c %a /var/lib/ticketgate)" = 750 ]'
 check box sh -c 'ps -o user= -p "$(systemctl show -P MainPID ticketgate)" | grep -q ticketgate'
 phase "enable --now until 7/7 connected"
 
@@ -135,6 +138,17 @@ check box sh -c '! journalctl -u ticketgate -b DESK=payment-process -o cat | gre
 check until_box 10 'systemctl show -P StatusText ticketgate | grep -q "1 mails handled, 1 sent"'
 check box bash -c "exec 3<>/dev/tcp/${METRICS%:*}/${METRICS#*:}; printf 'GET /health HTTP/1.0\r\n\r\n' >&3; head -1 <&3 | grep -q 200"
 phase "mail redirected end to end"
+
+# --- a supervisor without root: a member of the ticketgate group reads the report ----------
+box sh -c 'useradd -m -G ticketgate supervisor && useradd -m outsider'
+box runuser -u supervisor -- ticketgate report --format csv > /tmp/ticketgate-box-report.csv 2>&1
+sed 's/^/report (supervisor): /' /tmp/ticketgate-box-report.csv | head -4
+check grep -qE '^[0-9-]+,bid-ra,1,' /tmp/ticketgate-box-report.csv
+box runuser -u outsider -- ticketgate report > /tmp/ticketgate-box-report-outsider.txt 2>&1; rc=$?
+sed 's/^/report (outsider): /' /tmp/ticketgate-box-report-outsider.txt
+check [ "$rc" != 0 ]
+check grep -q '/var/lib/ticketgate/state.db' /tmp/ticketgate-box-report-outsider.txt
+phase "report as a non-root supervisor"
 
 # --- monitoring: promtool on the alert rules and on /metrics; a real Prometheus scrape ----
 check promtool check rules packaging/prometheus/ticketgate-alerts.yml

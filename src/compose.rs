@@ -245,7 +245,7 @@ pub fn compose(spec: &OutgoingSpec<'_>) -> Result<Outgoing, ComposeError> {
         .raw_header(raw(crate::facts::MARKER_HEADER, spec.marker)?);
     let note = SinglePart::builder()
         .header(ContentType::TEXT_PLAIN)
-        .body(spec.body.to_string());
+        .body(flow(spec.body));
     // The original is attached as it is (message/rfc822) by splicing it into the formatted
     // mail in place of a placeholder: lettre would copy a 25 MB original twice more.
     let mut splice: Option<String> = None;
@@ -314,6 +314,48 @@ pub fn compose(spec: &OutgoingSpec<'_>) -> Result<Outgoing, ComposeError> {
         recipients,
         bytes,
     })
+}
+
+/// The note's text as a phone shows it well: the lines of each paragraph (paragraphs are
+/// separated by blank lines) joined into one line, so that every client wraps it to its own
+/// width, instead of a template's 72-90 column lines breaking again in the middle of a
+/// phone's narrower screen (issue #15). A line that starts with white space, a list mark
+/// (`-`, `*`, `•`) or a number followed by `.` or `)` keeps its own line. Long lines are
+/// the transfer encoding's business (lettre chooses quoted-printable or base64).
+pub fn flow(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_paragraph = false;
+    for line in text.lines() {
+        let line = line.trim_end();
+        if line.is_empty() {
+            if in_paragraph {
+                out.push('\n');
+            }
+            out.push('\n');
+            in_paragraph = false;
+            continue;
+        }
+        if in_paragraph && !starts_own_line(line) {
+            out.push(' ');
+        } else if in_paragraph {
+            out.push('\n');
+        }
+        out.push_str(line);
+        in_paragraph = true;
+    }
+    if in_paragraph {
+        out.push('\n');
+    }
+    out
+}
+
+/// A line that [`flow`] never joins to the one before: indented, or a list item.
+fn starts_own_line(line: &str) -> bool {
+    if line.starts_with(char::is_whitespace) || line.starts_with(['-', '*', '•']) {
+        return true;
+    }
+    let digits = line.chars().take_while(char::is_ascii_digit).count();
+    digits > 0 && line[digits..].starts_with(['.', ')'])
 }
 
 /// How the original is attached.
@@ -392,6 +434,20 @@ fn boundary(seed: u64, parts: &[&[u8]]) -> String {
 mod tests {
     use super::*;
     use mail_parser::{MessageParser, PartType};
+
+    #[test]
+    fn a_paragraph_becomes_one_line_and_lists_keep_theirs() {
+        let t = "Dear Helpdesk,\n\nThe mail attached below reached the desk\nwithout a ticket.  \nPlease:\n- register it\n- tell the user\n2) reply\n   indented\n\n\nThanks";
+        assert_eq!(
+            flow(t),
+            "Dear Helpdesk,\n\nThe mail attached below reached the desk without a ticket. Please:\n- register it\n- tell the user\n2) reply\n   indented\n\n\nThanks\n"
+        );
+        assert_eq!(flow(""), "");
+        assert_eq!(
+            flow("2024 was a year\nof mail"),
+            "2024 was a year of mail\n"
+        );
+    }
 
     fn spec<'a>(original: &'a [u8], subject: &'a str, cc: Option<&'a str>) -> OutgoingSpec<'a> {
         OutgoingSpec {

@@ -12,7 +12,7 @@ const MORE: &str = r#".SH FILES
 .TP
 /etc/ticketgate/config.toml
 Servers, desk accounts, helpdesk, state database, logging (readable by the service's
-dynamic user; no passwords). Values still "CHANGE-ME: ..." are named by \fBticketgate check\fR.
+user ticketgate; no passwords). Values still "CHANGE-ME: ..." are named by \fBticketgate check\fR.
 .TP
 /etc/ticketgate/rules/gem.toml
 Ticket patterns, broadcast settings, rules and templates; \fBsystemctl reload ticketgate\fR

@@ -20,6 +20,7 @@
 //!   [`journal`] sends its log records to journald with their fields.
 //! - [`metrics`]: counters and gauges, the Prometheus `/metrics` and `/health` endpoint;
 //!   [`process`] adds the standard process metrics and build info.
+//! - [`worktime`]: hours of the matrix's 48-hour limits, plain or on a working calendar.
 //! - [`docs`]: the man pages and shell completions generated from the command line.
 #![forbid(unsafe_code)]
 
@@ -43,3 +44,4 @@ pub mod smtp;
 pub mod store;
 pub mod template;
 pub mod tls;
+pub mod worktime;

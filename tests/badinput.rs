@@ -1,6 +1,7 @@
 //! SPEC 5 "bad input gets a logged, clear outcome and never stops the daemon", on the real
 //! servers: real-world mails of ../shared/corpus in the desks' mailboxes, a mail over the
-//! size limit, header injection attempts, and a sender flooding a desk.
+//! size limit, header injection attempts, planted MIME boundaries, and a sender flooding a
+//! desk.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -281,6 +282,59 @@ async fn header_injection_cannot_add_recipients_to_outgoing_mail() {
         redirects(&h).len(),
         attempts.len(),
         "every attempt was still redirected to the helpdesk:\n{log}"
+    );
+}
+
+/// Issue #13, on the real path (IMAP in, the outbox, Postfix, the helpdesk's mailbox): a
+/// sender who knows how ticketgate's boundaries look (`=_tg_` and 16 hex digits) plants
+/// 2,000 guesses, each a `--boundary` line followed by a forged HTML part in the desk's
+/// voice. The helpdesk's copy must hold exactly the desk's note and the original, byte for
+/// byte as it was in the desk's mailbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_boundaries_cannot_add_a_part_to_the_desks_redirect() {
+    use mail_parser::{MessageParser, PartType};
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "", "", None);
+    let forged = "Content-Type: text/html\r\n\r\n<b>The desk has verified this user: reset account 4711</b>\r\n";
+    let mut body = String::from("Please help, no ticket yet.\r\n");
+    let guesses = (0u64..1000).chain((0u64..1000).map(|i| u64::MAX - i * 0x9e37_79b9));
+    for n in guesses {
+        body.push_str(&format!("--=_tg_{n:016x}\r\n{forged}"));
+    }
+    let raw = format!(
+        "From: Mallory <mallory@example.in>\r\nTo: bid.ra@gem.test\r\nSubject: Account reset\r\n\
+         X-Note: --=_tg_0000000000000007\r\nMessage-ID: <planted-1@example.in>\r\n\
+         Date: Mon, 2 Nov 2026 10:00:00 +0530\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=us-ascii\r\n\r\n{body}"
+    );
+    stack.append("bid.ra", "INBOX", raw.as_bytes()).await;
+    let log = run_once(&config);
+    let h = stack
+        .wait_for("helpdesk", "INBOX", WAIT, "the redirect", |m| !m.is_empty())
+        .await;
+    assert_eq!(redirects(&h).len(), 1, "{log}");
+    let copy = &h[0];
+    let m = MessageParser::default()
+        .parse(&copy.raw)
+        .expect("the helpdesk's copy parses");
+    let PartType::Multipart(top) = &m.parts[0].body else {
+        panic!("not multipart:\n{}", String::from_utf8_lossy(&copy.raw))
+    };
+    assert_eq!(top.len(), 2, "exactly the note and the original");
+    let note = m.parts[top[0] as usize].text_contents().unwrap_or_default();
+    assert!(note.starts_with("Dear Helpdesk"), "{note}");
+    assert!(!note.contains("verified"), "{note}");
+    let attached = &m.parts[top[1] as usize];
+    assert!(matches!(attached.body, PartType::Message(_)));
+    assert!(
+        !m.parts.iter().any(|p| matches!(p.body, PartType::Html(_))),
+        "a forged HTML part beside the note"
+    );
+    assert_eq!(
+        &copy.raw[attached.offset_body as usize..attached.offset_end as usize],
+        raw.as_bytes(),
+        "the original, byte for byte"
     );
 }
 

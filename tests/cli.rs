@@ -123,6 +123,7 @@ fn check_reports_every_problem_with_file_and_line_and_exits_78() {
         (r, 18, "unknown action `explode`"),
         (r, 23, "needs a template `[template.advisory]`"),
         (r, 27, "unknown placeholder `{responsable_desk}`"),
+        (r, 30, "the text before {subject} can be 1"),
     ] {
         let found = err
             .lines()
@@ -583,6 +584,14 @@ fn classify_show_mail_prints_what_run_would_send() {
     ] {
         assert!(redirect.contains(want), "{want} in:\n{redirect}");
     }
+    // A paragraph of the template is one line: a phone wraps it to its own width.
+    assert!(
+        redirect
+            .lines()
+            .any(|l| l.starts_with("The mail attached below")
+                && l.ends_with("after 48 hours unresolved at the Helpdesk.")),
+        "{redirect}"
+    );
     assert!(
         !text.contains("{helpdesk") && !text.contains("{desk"),
         "{text}"

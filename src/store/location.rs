@@ -96,12 +96,13 @@ impl Location {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty())
             && !dir.exists()
         {
-            // Private, as systemd's StateDirectory= makes it: the journal holds senders'
-            // addresses and subjects, the outbox whole mails.
+            // Owner and group only, as the unit's StateDirectoryMode=0750 makes it: the
+            // journal holds senders' addresses and subjects, the outbox whole mails; the
+            // group (ticketgate's, under the unit) lets supervisors run `report`.
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
                 .recursive(true)
-                .mode(0o700)
+                .mode(0o750)
                 .create(dir)
                 .map_err(|source| StoreError::Path {
                     path: dir.to_path_buf(),
@@ -112,12 +113,13 @@ impl Location {
         if path.exists() {
             check_writable(path)?;
         } else {
-            // Created here, owner-only, before SQLite opens it (SQLite would use 0644).
+            // Created here, owner read-write and group read-only, before SQLite opens it
+            // (SQLite would use 0644); SQLite gives its -wal and -shm files the same mode.
             use std::os::unix::fs::OpenOptionsExt;
             std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(0o600)
+                .mode(0o640)
                 .open(path)
                 .map(drop)
                 .or_else(|e| {
@@ -336,7 +338,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_database_and_its_directory_are_private() {
+    fn a_new_database_and_its_directory_are_closed_to_others() {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = tmp.path().join("state/sub/state.db");
@@ -350,8 +352,8 @@ mod tests {
                 .mode()
                 & 0o777
         };
-        assert_eq!(mode(&path), 0o600);
-        assert_eq!(mode(&tmp.path().join("state/sub")), 0o700);
-        assert_eq!(mode(&tmp.path().join("state")), 0o700);
+        assert_eq!(mode(&path), 0o640);
+        assert_eq!(mode(&tmp.path().join("state/sub")), 0o750);
+        assert_eq!(mode(&tmp.path().join("state")), 0o750);
     }
 }
