@@ -20,6 +20,7 @@
 //!   [`journal`] sends its log records to journald with their fields.
 //! - [`metrics`]: counters and gauges, the Prometheus `/metrics` and `/health` endpoint;
 //!   [`process`] adds the standard process metrics and build info.
+//! - [`registry`]: the helpdesk's ticket registry (a CSV export) and the facts from it.
 //! - [`worktime`]: hours of the matrix's 48-hour limits, plain or on a working calendar.
 //! - [`docs`]: the man pages and shell completions generated from the command line.
 #![forbid(unsafe_code)]
@@ -39,6 +40,7 @@ pub mod journal;
 pub mod metrics;
 pub mod pipeline;
 pub mod process;
+pub mod registry;
 pub mod rules;
 pub mod smtp;
 pub mod store;
