@@ -156,6 +156,23 @@ fn holds(c: &Condition, f: &Facts, flooding: bool) -> bool {
             .is_none_or(|r| f.from.as_deref().is_some_and(|a| r.is_match(a)))
         && c.subject.as_ref().is_none_or(|r| r.is_match(&f.subject))
         && c.text.as_ref().is_none_or(|r| r.is_match(&f.text))
+        && registry_holds(c, &f.registry)
+}
+
+/// The registry conditions (issue #17): a condition on a value the registry did not give
+/// (no registry, no ticket, unavailable) does not hold, except `registry` itself.
+fn registry_holds(c: &Condition, r: &crate::registry::TicketFacts) -> bool {
+    let opt = |want: Option<bool>, have: Option<bool>| want.is_none_or(|w| have == Some(w));
+    c.registry.is_none_or(|s| s == r.registry)
+        && opt(c.ticket_known, r.ticket_known)
+        && opt(c.requester_matches, r.requester_matches)
+        && c.ticket_younger_than_hours
+            .is_none_or(|limit| r.ticket_age_hours.is_some_and(|age| age < limit))
+        && c.ticket_state.as_ref().is_none_or(|states| {
+            r.ticket_state
+                .as_deref()
+                .is_some_and(|s| states.iter().any(|w| w.eq_ignore_ascii_case(s)))
+        })
 }
 
 #[cfg(test)]

@@ -142,6 +142,10 @@ pub struct Facts {
     pub responsible: bool,
     pub misrouted: bool,
     pub oversized: bool,
+    /// What the ticket registry says about the ticket (issue #17); set by the shell after its
+    /// lookup ([`Facts::with_registry`]), off until then.
+    #[serde(flatten)]
+    pub registry: crate::registry::TicketFacts,
     /// Subject and decoded body text, bounded, for `when.text` conditions.
     #[serde(skip)]
     pub text: String,
@@ -258,6 +262,7 @@ pub fn extract_parsed(msg: &Message<'_>, desk: &str, dir: &Directory, rules: &Ru
         responsible: true,
         misrouted: false,
         oversized: false,
+        registry: crate::registry::TicketFacts::OFF,
         text,
     };
     facts.settle(&[desk.to_string()], dir, rules);
@@ -288,8 +293,33 @@ impl Facts {
             responsible: true,
             misrouted: false,
             oversized: true,
+            registry: crate::registry::TicketFacts::OFF,
             text: String::new(),
         }
+    }
+
+    /// Sets the registry facts from its answers for the batch (`None`: no registry),
+    /// ages counted on `calendar` up to `now` (Unix seconds).
+    pub fn with_registry(
+        mut self,
+        answers: Option<&crate::registry::Answers>,
+        now: i64,
+        calendar: &crate::worktime::Calendar,
+    ) -> Facts {
+        let senders: Vec<&str> = self
+            .from
+            .iter()
+            .chain(self.sender.iter())
+            .map(String::as_str)
+            .collect();
+        self.registry = crate::registry::ticket_facts(
+            self.ticket.as_ref().map(|t| t.number.as_str()),
+            answers,
+            &senders,
+            now,
+            calendar,
+        );
+        self
     }
 
     /// Updates the cross-mailbox facts from the desks known to hold a copy of this mail.

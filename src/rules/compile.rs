@@ -314,6 +314,20 @@ impl Builder {
                 })
                 .collect::<Vec<_>>()
         });
+        let registry = w.registry.as_deref().and_then(|name| {
+            let state = crate::registry::RegistryState::parse(name);
+            if state.is_none() {
+                self.problems.push(src.problem_at_key(
+                    start,
+                    "when",
+                    format!(
+                        "rule `{}`: unknown registry state `{name}`; expected off, known, unknown or unavailable",
+                        r.name
+                    ),
+                ));
+            }
+            state
+        });
         let desk = w.desk.map(OneOrMany::into_vec);
         for d in desk.iter().flatten() {
             if !deployment.desks.is_empty() && !deployment.desks.contains(d) {
@@ -371,6 +385,11 @@ impl Builder {
                 from,
                 subject,
                 text,
+                registry,
+                ticket_known: w.ticket_known,
+                ticket_younger_than_hours: w.ticket_younger_than_hours,
+                ticket_state: w.ticket_state.map(OneOrMany::into_vec),
+                requester_matches: w.requester_matches,
             },
             actions,
             stop: r.stop,

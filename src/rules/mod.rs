@@ -122,6 +122,12 @@ pub struct Condition {
     pub from: Option<Regex>,
     pub subject: Option<Regex>,
     pub text: Option<Regex>,
+    /// The ticket registry's answer (issue #17).
+    pub registry: Option<crate::registry::RegistryState>,
+    pub ticket_known: Option<bool>,
+    pub ticket_younger_than_hours: Option<u64>,
+    pub ticket_state: Option<Vec<String>>,
+    pub requester_matches: Option<bool>,
 }
 
 /// One ordered rule: when the condition holds, its actions are added; `stop` ends evaluation.

@@ -282,6 +282,14 @@ pub struct RawCondition {
     pub from: Option<String>,
     pub subject: Option<String>,
     pub text: Option<String>,
+    /// The ticket registry's answer: "off", "known", "unknown" or "unavailable" (issue #17).
+    pub registry: Option<String>,
+    pub ticket_known: Option<bool>,
+    /// Holds when the ticket's age is known and below this many hours.
+    pub ticket_younger_than_hours: Option<u64>,
+    /// The registry's states, any of them (case-insensitive).
+    pub ticket_state: Option<OneOrMany>,
+    pub requester_matches: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
