@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::action::{Action, Target};
 use crate::decide::{Known, decide};
 use crate::facts::{Directory, Facts, extract};
+use crate::plan::{Desks, KnownState, NewMail, Policy, plan_batch, target_address};
 use crate::rules::Rules;
 
 /// The facts, matched rules and actions for one file (SPEC 6).
@@ -178,13 +179,14 @@ fn facts_in(
     })
 }
 
-/// The mail `run` would send for `raw` (redirects, forwards, replies), composed exactly as
-/// `run` composes it, at Unix time `now`, from the desks of config.toml. Empty when nothing
-/// would be sent or the mail cannot be read.
+/// The mail `run` would send for `raw` (redirects, forwards, replies), planned by the same
+/// [`crate::plan::plan_batch`] as `run`, as the only mail of its batch with nothing known
+/// from the state database, at Unix time `now`, from the desks of config.toml. Empty when
+/// nothing would be sent or the mail cannot be read.
 pub fn outgoing_mail(
     raw: &[u8],
     desk: Option<&str>,
-    policy: &crate::pipeline::Policy,
+    policy: &Policy,
     desks: &[crate::config::Desk],
     now: i64,
 ) -> Vec<crate::store::NewOutgoing> {
@@ -194,8 +196,31 @@ pub fn outgoing_mail(
     let Some(deciding) = desks.iter().find(|d| d.name == facts.desk) else {
         return Vec::new();
     };
-    let decision = decide(&facts, &policy.rules, &Known::default());
-    crate::pipeline::outgoing(&facts, &decision, policy, (deciding, desks), raw, now)
+    let mail = NewMail {
+        key: crate::store::MailKey {
+            desk: facts.desk.clone(),
+            uidvalidity: 0,
+            uid: 0,
+        },
+        holders: vec![facts.desk.clone()],
+        facts,
+        raw,
+    };
+    let desks = Desks {
+        deciding,
+        all: desks,
+    };
+    plan_batch(
+        vec![mail],
+        policy,
+        desks,
+        &KnownState::default(),
+        now,
+        &mut crate::compose::random_seed,
+    )
+    .into_iter()
+    .flat_map(|p| p.record.outbox)
+    .collect()
 }
 
 /// `mail` as a person reads it: the envelope, From/To/Cc/Subject, the text of the note, and
@@ -273,17 +298,10 @@ fn from_facts(file: &str, facts: &Facts, dir: &Directory, rules: &Rules) -> Clas
 /// `redirect:helpdesk-gem@gov.in`.
 pub fn resolve(action: &Action, facts: &Facts, dir: &Directory) -> String {
     let target = |t: &Target| -> String {
-        match t {
-            Target::Helpdesk => dir.helpdesk.clone(),
-            Target::Desk(d) => dir.desk_address(d).unwrap_or(d).to_string(),
-            Target::SuggestedDesk => facts
-                .suggested_desk
-                .as_deref()
-                .and_then(|d| dir.desk_address(d))
-                .unwrap_or("suggested")
-                .to_string(),
-            Target::Address(a) => a.clone(),
-        }
+        target_address(t, facts, dir).unwrap_or_else(|| match t {
+            Target::Desk(d) => d.clone(),
+            _ => "suggested".to_string(),
+        })
     };
     match action {
         Action::Redirect(t) => format!("redirect:{}", target(t)),

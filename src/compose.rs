@@ -95,16 +95,27 @@ pub const PLACEHOLDERS: [&str; 18] = [
     "suggested_nature",
 ];
 
-/// The `{name}` placeholders of `template` as [`render`] reads them (`{{` and `}}` are
-/// literal braces): (byte offset of the `{`, name).
-pub fn placeholders(template: &str) -> Vec<(usize, &str)> {
-    let mut found = Vec::new();
-    let mut at = 0;
+/// A piece of a template, as [`pieces`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'t> {
+    /// Literal text (`{{` and `}}` already stand for one brace).
+    Text(&'t str),
+    /// A `{name}` placeholder starting at byte `at` of the template.
+    Placeholder { at: usize, name: &'t str },
+}
+
+/// The template read once, left to right, into literal text and `{name}` placeholders (a
+/// name is ASCII letters, digits, `_` and `-`); `{{` and `}}` are literal braces, any other
+/// brace is text. [`render`] and [`placeholders`] both read templates through this.
+pub fn pieces(template: &str) -> Vec<Piece<'_>> {
+    let mut out = Vec::new();
+    let (mut text, mut at) = (0, 0);
     while let Some(i) = template[at..].find(['{', '}']) {
         let i = at + i;
         let tail = &template[i..];
         if tail.starts_with("{{") || tail.starts_with("}}") {
-            at = i + 2;
+            out.push(Piece::Text(&template[text..=i]));
+            (text, at) = (i + 2, i + 2);
             continue;
         }
         if tail.starts_with('{')
@@ -116,41 +127,51 @@ pub fn placeholders(template: &str) -> Vec<(usize, &str)> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             {
-                found.push((i, name));
-                at = i + end + 1;
+                if text < i {
+                    out.push(Piece::Text(&template[text..i]));
+                }
+                out.push(Piece::Placeholder { at: i, name });
+                (text, at) = (i + end + 1, i + end + 1);
                 continue;
             }
         }
         at = i + 1;
     }
-    found
+    if text < template.len() {
+        out.push(Piece::Text(&template[text..]));
+    }
+    out
+}
+
+/// The `{name}` placeholders of `template` as [`render`] reads them (`{{` and `}}` are
+/// literal braces): (byte offset of the `{`, name).
+pub fn placeholders(template: &str) -> Vec<(usize, &str)> {
+    pieces(template)
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Placeholder { at, name } => Some((at, name)),
+            Piece::Text(_) => None,
+        })
+        .collect()
 }
 
 /// Fills `{name}` placeholders from `vars`; unknown names stay as written; `{{` and `}}`
 /// stand for literal braces.
 pub fn render(template: &str, vars: &BTreeMap<String, String>) -> String {
     let mut out = String::with_capacity(template.len() + 64);
-    let mut rest = template;
-    while let Some(i) = rest.find(['{', '}']) {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i..];
-        if tail.starts_with("{{") || tail.starts_with("}}") {
-            out.push_str(&tail[..1]);
-            rest = &tail[2..];
-            continue;
+    for piece in pieces(template) {
+        match piece {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Placeholder { name, .. } => match vars.get(name) {
+                Some(v) => out.push_str(v),
+                None => {
+                    out.push('{');
+                    out.push_str(name);
+                    out.push('}');
+                }
+            },
         }
-        if let Some(end) = tail.find('}').filter(|_| tail.starts_with('{')) {
-            let name = &tail[1..end];
-            if let Some(v) = vars.get(name) {
-                out.push_str(v);
-                rest = &tail[end + 1..];
-                continue;
-            }
-        }
-        out.push_str(&tail[..1]);
-        rest = &tail[1..];
     }
-    out.push_str(rest);
     out
 }
 
@@ -587,6 +608,23 @@ mod tests {
             render("to {desk} {unknown} {{desk}} }", &v),
             "to bid-ra {unknown} {desk} }"
         );
+    }
+
+    #[test]
+    fn render_and_placeholders_read_braces_alike() {
+        let mut v = BTreeMap::new();
+        v.insert("a".to_string(), "X".to_string());
+        for (t, want) in [
+            ("{a}}", "X}"),
+            ("{{a}", "{a}"),
+            ("{x y} {a", "{x y} {a"),
+            ("}{a}{", "}X{"),
+            ("{}{a}", "{}X"),
+            ("é{a}é", "éXé"),
+        ] {
+            assert_eq!(render(t, &v), want, "{t}");
+        }
+        assert_eq!(placeholders("{a}}{{b}{c}"), [(0, "a"), (8, "c")]);
     }
 
     #[test]

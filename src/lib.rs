@@ -10,12 +10,15 @@
 //! - [`rules`]: rules/*.toml → compiled [`rules::Rules`]; located errors.
 //! - [`facts`]: (message, rules, known state) → [`facts::Facts`] (ticket, broadcast, automatic…).
 //! - [`decide`]: (facts, rules) → [`decide::Decision`], an ordered list of [`action::Action`]s.
+//! - [`plan`]: a batch's (facts, rules, known state, now) → decisions, journal records and
+//!   outgoing mail; what `run` journals and `classify --show-mail` shows.
 //! - [`compose`]: outgoing mail as bytes (redirect with the original attached, replies).
 //! - [`classify`]: the core applied to files: what `ticketgate classify` prints.
 //! - [`store`]: SQLite/PostgreSQL state: desk progress, journal, outbox, reply ledger, reports.
 //! - [`imap`]: one desk session: TLS, login, catch-up, IDLE or polling, flags and moves.
 //! - [`smtp`]: drains the durable outbox through lettre, retrying transient failures.
-//! - [`pipeline`]: one mail from fetch to done, journaled so that kill -9 is safe.
+//! - [`pipeline`]: a batch from fetch to done (read → plan → write), journaled so that kill -9
+//!   is safe.
 //! - [`daemon`]: desk watchers, the outbox task, signals, reload, systemd notification;
 //!   [`journal`] sends its log records to journald with their fields.
 //! - [`metrics`]: counters and gauges, the Prometheus `/metrics` and `/health` endpoint;
@@ -39,6 +42,7 @@ pub mod imap;
 pub mod journal;
 pub mod metrics;
 pub mod pipeline;
+pub mod plan;
 pub mod process;
 pub mod registry;
 pub mod rules;

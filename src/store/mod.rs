@@ -7,6 +7,7 @@
 //! effect ([`Store::record_decision`]); outbox ids are dedupe keys, so copies of a broadcast
 //! on several desks queue one redirect; a reply claim checks and takes the ledger atomically.
 
+mod known;
 mod location;
 mod report;
 #[cfg(test)]

@@ -101,6 +101,7 @@ store_tests!(
     outbox_lifecycle,
     report_counts_per_desk_and_day,
     data_survives_reopen,
+    batch_reads_of_what_a_plan_depends_on,
 );
 
 fn key(desk: &str, uidvalidity: u32, uid: u32) -> MailKey {
@@ -924,4 +925,77 @@ async fn abort_child() {
     d.outbox = vec![outgoing("redirect", "works")];
     s.record_decision(&d).await.unwrap();
     std::process::abort();
+}
+
+/// The batch reads of `known` agree with the single-mail reads they replace, across chunks.
+async fn batch_reads_of_what_a_plan_depends_on(db: Db) {
+    let s = &db.store;
+    let with = |uid: u32, sender: &str, at: i64, redirected: bool| NewDecision {
+        sender: Some(sender.into()),
+        redirected,
+        ..decision(key("works", 1, uid), &format!("g{uid}"), at)
+    };
+    let mut replied = with(3, "a@example.in", NOW - 50, false);
+    replied.outbox = vec![reply("reply:g3", "works", "A@example.in", DAY)];
+    s.record_decisions(&[
+        with(1, "A@Example.in", NOW - 100, true),
+        with(2, "user@example.in", NOW - 2 * DAY, true),
+        replied,
+        with(4, "b@example.in", NOW - 10, false),
+        with(5, "a@example.in", NOW - 10, false),
+    ])
+    .await
+    .unwrap();
+    // 250 senders: two queries; the ones that count come last.
+    let mut senders: Vec<String> = (0..247).map(|i| format!("x{i}@example.in")).collect();
+    senders.extend(["user@example.in", "b@example.in", "a@example.in"].map(String::from));
+    let answers = s.answers_since_all(&senders, NOW - DAY).await.unwrap();
+    assert_eq!(answers, HashMap::from([("a@example.in".to_string(), 2)]));
+    for sender in &senders {
+        assert_eq!(
+            answers.get(sender).copied().unwrap_or(0),
+            s.answers_since(sender, NOW - DAY).await.unwrap(),
+            "{sender}"
+        );
+    }
+    let since_all = s.answers_since_all(&senders, NOW - 3 * DAY).await.unwrap();
+    assert_eq!(since_all.get("user@example.in"), Some(&1));
+    assert!(s.answers_since_all(&[], NOW).await.unwrap().is_empty());
+
+    let last = s.last_replies(&senders).await.unwrap();
+    assert_eq!(
+        last,
+        HashMap::from([(
+            ("a@example.in".to_string(), "broadcast-advisory".to_string()),
+            NOW - 50
+        )])
+    );
+    assert_eq!(
+        s.last_reply("a@example.in", "broadcast-advisory")
+            .await
+            .unwrap(),
+        Some(NOW - 50)
+    );
+
+    let uids: Vec<u32> = (1..=300).collect();
+    let actions = s.journaled_actions("works", 1, &uids).await.unwrap();
+    assert_eq!(actions.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    for (uid, list) in &actions {
+        let journal = s.journal(&key("works", 1, *uid)).await.unwrap().unwrap();
+        let texts: Vec<String> = journal.actions.into_iter().map(|(a, _)| a).collect();
+        assert_eq!(*list, texts);
+    }
+    assert_eq!(actions[&1], ["tag:$NoTicket", "file:Redirected"]);
+    assert!(
+        s.journaled_actions("works", 2, &uids)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.journaled_actions("other", 1, &[1])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
