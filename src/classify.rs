@@ -184,7 +184,7 @@ fn facts_in(
 pub fn outgoing_mail(
     raw: &[u8],
     desk: Option<&str>,
-    policy: &crate::pipeline::Policy,
+    policy: &crate::shared::Policy,
     desks: &[crate::config::Desk],
     now: i64,
 ) -> Vec<crate::store::NewOutgoing> {

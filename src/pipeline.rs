@@ -8,24 +8,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::action::{Action, Target};
+use crate::clock::unix_now;
 use crate::compose::{self, Kind, OutgoingSpec};
 use crate::config::Desk;
-use crate::daemon::{Shared, unix_now};
 use crate::decide::{Decision, Known, decide};
 use crate::facts::{self, Directory, Facts};
 use crate::imap::{DeskSession, FetchedMail, ImapError};
-use crate::rules::Rules;
+use crate::shared::Shared;
 use crate::store::{MailKey, MailStatus, NewDecision, NewOutgoing, ReplyClaim, StoreError};
 
 /// Keyword set on a mail that could not be parsed at all (it is left where it is).
 pub const UNREADABLE: &str = "$Unreadable";
 
-/// Rules and directory in force; swapped as a whole on reload.
-#[derive(Debug)]
-pub struct Policy {
-    pub rules: Rules,
-    pub dir: Directory,
-}
+pub use crate::shared::Policy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
