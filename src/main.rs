@@ -168,10 +168,7 @@ fn load_for(path: &Path, purpose: config::Purpose) -> Result<(Config, Rules), Ve
 /// value in config.toml's `[helpdesk]`: else a citizen would read an empty gap. One problem
 /// per missing key, at the `[helpdesk]` section.
 fn helpdesk_values_missing(cfg: &Config, rules: &Rules) -> Vec<Problem> {
-    let line = std::fs::read_to_string(&cfg.path)
-        .ok()
-        .and_then(|t| t.lines().position(|l| l.trim() == "[helpdesk]"))
-        .map_or(0, |i| i + 1);
+    let line = cfg.helpdesk_line;
     let mut problems = Vec::new();
     for (placeholder, key, value) in [
         ("helpdesk_name", "name", &cfg.helpdesk_name),

@@ -108,6 +108,19 @@ impl DeskError {
         &self.cause
     }
 
+    /// The error with its causes, `outer: inner: innermost`, for log lines and the
+    /// journal (the store's "cannot ..." and the database's own words).
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(e) = source {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            source = e.source();
+        }
+        text
+    }
+
     /// True when the IMAP server refused a command about mail (NO or BAD to a fetch, store
     /// or move; see [`ImapError::is_refusal`]): it may refuse the same mail again, so
     /// repeated refusals switch the catch-up to mail by mail.
@@ -200,7 +213,7 @@ pub async fn watch_desk(
                 gauges.connected.store(false, Ordering::Relaxed);
                 gauges.errors.fetch_add(1, Ordering::Relaxed);
                 let delay = reconnect_delay(failures);
-                tracing::warn!(desk = %desk.name, op = %e.op(), transient = e.is_transient(), error = %format_args!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "desk session failed; reconnecting");
+                tracing::warn!(desk = %desk.name, op = %e.op(), transient = e.is_transient(), error = %e.chain(), retry_in_ms = delay.as_millis() as u64, "desk session failed; reconnecting");
                 if once && trouble.stalled >= ONCE_STALLED_SESSIONS {
                     tracing::error!(desk = %desk.name, "giving up on this desk for this run");
                     return false;
@@ -273,10 +286,10 @@ async fn careful_catch_up(
                 let times = trouble.refused.entry((uidvalidity, uid)).or_insert(0);
                 *times += 1;
                 if *times < 2 {
-                    tracing::warn!(desk = %desk.name, uid, error = %format_args!("{e:#}"), "the server refused this mail; trying it again after a pause");
+                    tracing::warn!(desk = %desk.name, uid, error = %e.chain(), "the server refused this mail; trying it again after a pause");
                     return Err(e);
                 }
-                let error = format!("{e:#}");
+                let error = e.chain();
                 tracing::error!(desk = %desk.name, uid, error = %error, "the server keeps refusing this mail: set aside where it is (see `ticketgate report`)");
                 shared.metrics.set_aside.fetch_add(1, Ordering::Relaxed);
                 let key = crate::store::MailKey {
@@ -547,6 +560,23 @@ mod tests {
         assert_eq!(
             DeskError::new(DeskOp::Fetch, ImapError::Closed("fetch mail")).to_string(),
             "cannot fetch mail: the server closed the connection"
+        );
+        // With every cause, as anyhow's `{:#}` showed it.
+        let e = DeskError::new(
+            DeskOp::Connect,
+            ImapError::Login {
+                login: "bid.ra".into(),
+                reason: "no".into(),
+            },
+        );
+        assert_eq!(e.chain(), format!("{:#}", anyhow::Error::new(e.cause)));
+        let full = StoreError::Query {
+            op: "record a sighting",
+            source: sqlx::Error::Protocol("database or disk is full".into()),
+        };
+        assert_eq!(
+            DeskError::new(DeskOp::Decide, PipelineError::Store(full)).chain(),
+            "cannot record a sighting in the state database: encountered unexpected or invalid data: database or disk is full"
         );
     }
 
