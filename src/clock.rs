@@ -1,10 +1,52 @@
 //! Calendar days in the deployment's time zone (`[settings] time_zone` of the rules, e.g.
 //! Asia/Kolkata for GeM): the day a report row counts and the `{date}` of templates. Time
-//! zone data comes from jiff (the system's zoneinfo, or its bundled copy). Reading the
-//! clock itself is the shell's (`daemon::unix_now`).
+//! zone data comes from jiff (the system's zoneinfo, or its bundled copy). Also the one
+//! place that reads the wall clock ([`unix_now`], [`Clock`]); the core takes `now` as an
+//! argument and never reads it.
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
+
+/// Seconds since the Unix epoch, from the system clock (0 before 1970).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Where a long-running task reads Unix time (seconds): the system clock in the daemon, or,
+/// in tests, a fixed start plus the time elapsed on tokio's clock, so that
+/// `tokio::time::pause()` and `advance()` move it too.
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    /// [`unix_now`].
+    System,
+    /// `start` Unix seconds at tokio's instant `at`, advancing with tokio's clock.
+    Tokio {
+        start: i64,
+        at: tokio::time::Instant,
+    },
+}
+
+impl Clock {
+    /// A tokio-driven clock reading `start` now.
+    pub fn tokio(start: i64) -> Clock {
+        Clock::Tokio {
+            start,
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Unix seconds now.
+    pub fn now(&self) -> i64 {
+        match self {
+            Clock::System => unix_now(),
+            Clock::Tokio { start, at } => {
+                start.saturating_add(i64::try_from(at.elapsed().as_secs()).unwrap_or(i64::MAX / 2))
+            }
+        }
+    }
+}
 
 /// `YYYY-MM-DD` of Unix time `unix` (seconds) in `tz`. Out-of-range times give the UTC
 /// day of the Unix epoch's range ends.

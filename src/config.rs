@@ -123,6 +123,9 @@ pub struct Config {
     /// phone`, `web`).
     pub helpdesk_phone: Option<String>,
     pub helpdesk_web: Option<String>,
+    /// The line of the `[helpdesk]` header in the file (1-based; 0 when there is none), for
+    /// problems about its values found after loading.
+    pub helpdesk_line: usize,
     pub database: String,
     pub logging: Logging,
     pub rules_files: Vec<PathBuf>,
@@ -548,6 +551,10 @@ pub fn parse_for(
                 helpdesk_name: h.name,
                 helpdesk_phone: h.phone,
                 helpdesk_web: h.web,
+                helpdesk_line: text
+                    .lines()
+                    .position(|l| l.trim() == "[helpdesk]")
+                    .map_or(0, |i| i + 1),
                 database,
                 logging,
                 rules_files,

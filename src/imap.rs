@@ -31,6 +31,21 @@ pub struct Endpoint {
     pub timeout: Duration,
 }
 
+impl Endpoint {
+    /// The IMAP server of config.toml's `[imap]`, with its TLS settings (system roots plus
+    /// `ca_file`); fails when the CA file cannot be used.
+    pub fn from_config(cfg: &crate::config::Config) -> Result<Endpoint, crate::tls::TlsError> {
+        let s = &cfg.imap.server;
+        Ok(Endpoint {
+            host: s.host.clone(),
+            port: s.port,
+            security: s.security,
+            tls: crate::tls::client_config(s.ca_file.as_deref())?,
+            timeout: s.timeout,
+        })
+    }
+}
+
 /// What the server offers that changes how we work.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Capabilities {

@@ -16,11 +16,16 @@
 //! - [`classify`]: the core applied to files: what `ticketgate classify` prints.
 //! - [`store`]: SQLite/PostgreSQL state: desk progress, journal, outbox, reply ledger, reports.
 //! - [`imap`]: one desk session: TLS, login, catch-up, IDLE or polling, flags and moves.
-//! - [`smtp`]: drains the durable outbox through lettre, retrying transient failures.
+//! - [`outbox`]: drains the durable outbox through a [`outbox::Transport`], retrying
+//!   transient failures with backoff; [`smtp`] is the real transport (lettre).
 //! - [`pipeline`]: a batch from fetch to done (read → plan → write), journaled so that kill -9
 //!   is safe.
-//! - [`daemon`]: desk watchers, the outbox task, signals, reload, systemd notification;
-//!   [`journal`] sends its log records to journald with their fields.
+//! - [`supervisor`]: starts the desk watchers and the outbox task; signals, reload, systemd
+//!   notification. [`watcher`]: one desk's connect, catch-up, wait and reconnect, with its
+//!   typed [`watcher::DeskError`]. [`shared`]: the state they share ([`shared::Policy`]).
+//! - [`clock`]: the wall clock and the calendar (one implementation, jiff).
+//! - [`logging`]: where log records go; [`journald`] speaks journald's native protocol.
+//! - [`report`]: `ticketgate report`'s table, CSV and JSON; [`check`]: `check --connect`.
 //! - [`metrics`]: counters and gauges, the Prometheus `/metrics` and `/health` endpoint;
 //!   [`process`] adds the standard process metrics and build info.
 //! - [`registry`]: the helpdesk's ticket registry (a CSV export) and the facts from it.
@@ -29,25 +34,31 @@
 #![forbid(unsafe_code)]
 
 pub mod action;
+pub mod check;
 pub mod classify;
 pub mod clock;
 pub mod compose;
 pub mod config;
 pub mod crash;
-pub mod daemon;
 pub mod decide;
 pub mod docs;
 pub mod facts;
 pub mod imap;
-pub mod journal;
+pub mod journald;
+pub mod logging;
 pub mod metrics;
+pub mod outbox;
 pub mod pipeline;
 pub mod plan;
 pub mod process;
 pub mod registry;
+pub mod report;
 pub mod rules;
+pub mod shared;
 pub mod smtp;
 pub mod store;
+pub mod supervisor;
 pub mod template;
 pub mod tls;
+pub mod watcher;
 pub mod worktime;

@@ -87,8 +87,8 @@ enum Command {
         days: u32,
         /// table (aligned, with totals and the outbox), csv (one line per desk and day) or
         /// json (rows and outbox).
-        #[arg(long, value_enum, default_value_t = ticketgate::daemon::ReportFormat::Table)]
-        format: ticketgate::daemon::ReportFormat,
+        #[arg(long, value_enum, default_value_t = ticketgate::report::ReportFormat::Table)]
+        format: ticketgate::report::ReportFormat,
     },
     /// Writes the man pages and shell completions into DIR (for packaging).
     #[command(hide = true)]
@@ -168,10 +168,7 @@ fn load_for(path: &Path, purpose: config::Purpose) -> Result<(Config, Rules), Ve
 /// value in config.toml's `[helpdesk]`: else a citizen would read an empty gap. One problem
 /// per missing key, at the `[helpdesk]` section.
 fn helpdesk_values_missing(cfg: &Config, rules: &Rules) -> Vec<Problem> {
-    let line = std::fs::read_to_string(&cfg.path)
-        .ok()
-        .and_then(|t| t.lines().position(|l| l.trim() == "[helpdesk]"))
-        .map_or(0, |i| i + 1);
+    let line = cfg.helpdesk_line;
     let mut problems = Vec::new();
     for (placeholder, key, value) in [
         ("helpdesk_name", "name", &cfg.helpdesk_name),
@@ -261,7 +258,7 @@ fn check(path: &Path, connect: bool) -> ExitCode {
     let Some(runtime) = runtime(false) else {
         return ExitCode::FAILURE;
     };
-    let failures = runtime.block_on(ticketgate::daemon::check_connect(&cfg));
+    let failures = runtime.block_on(ticketgate::check::check_connect(&cfg));
     if failures == 0 {
         ExitCode::SUCCESS
     } else {
@@ -312,11 +309,11 @@ fn classify(
         }
         if show_mail && c.error.is_none() {
             let raw = std::fs::read(file).unwrap_or_default();
-            let policy = ticketgate::pipeline::Policy {
+            let policy = ticketgate::shared::Policy {
                 rules: rules.clone(),
                 dir: dir.clone(),
             };
-            let now = ticketgate::daemon::unix_now();
+            let now = ticketgate::clock::unix_now();
             for mail in ticketgate::classify::outgoing_mail(&raw, desk, &policy, &cfg.desks, now) {
                 if out
                     .write_all(ticketgate::classify::show_mail(&mail).as_bytes())
@@ -339,11 +336,11 @@ fn run(path: &Path, once: bool) -> ExitCode {
         Ok(x) => x,
         Err(problems) => return print_problems(&problems),
     };
-    ticketgate::daemon::init_logging(&cfg.logging);
+    ticketgate::logging::init_logging(&cfg.logging);
     let Some(runtime) = runtime(true) else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(ticketgate::daemon::run(cfg, rules, once)) {
+    match runtime.block_on(ticketgate::supervisor::run(cfg, rules, once)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("ticketgate stopped: {e:#}");
@@ -353,7 +350,7 @@ fn run(path: &Path, once: bool) -> ExitCode {
     }
 }
 
-fn report(path: &Path, days: u32, format: ticketgate::daemon::ReportFormat) -> ExitCode {
+fn report(path: &Path, days: u32, format: ticketgate::report::ReportFormat) -> ExitCode {
     let (cfg, rules) = match load_offline(path) {
         Ok(x) => x,
         Err(problems) => return print_problems(&problems),
@@ -361,7 +358,7 @@ fn report(path: &Path, days: u32, format: ticketgate::daemon::ReportFormat) -> E
     let Some(runtime) = runtime(false) else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(ticketgate::daemon::report(&cfg, &rules, days, format)) {
+    match runtime.block_on(ticketgate::report::report(&cfg, &rules, days, format)) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

@@ -106,8 +106,9 @@ impl Metrics {
             .collect()
     }
 
-    /// The Prometheus text exposition format (version 0.0.4).
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition format (version 0.0.4), at Unix time `now` (seconds;
+    /// ages are counted to it).
+    pub fn render(&self, now: i64) -> String {
         let mut out = String::with_capacity(4096);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
@@ -178,9 +179,6 @@ impl Metrics {
             &one(load(&self.outbox_depth)),
         );
         let oldest = self.outbox_oldest.load(Ordering::Relaxed);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         family(
             "ticketgate_outbox_oldest_age_seconds",
             "gauge",
@@ -251,18 +249,10 @@ impl Metrics {
         out
     }
 
-    /// The health page: status 200 when every desk is connected and the outbox task runs,
-    /// else 503; the body says which part is not.
-    pub fn health(&self) -> (u16, String) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.health_at(i64::try_from(now).unwrap_or(i64::MAX))
-    }
-
-    /// `/health` at Unix time `now`: 200 and "ok" when every desk is connected and searched
-    /// within its refresh period and the outbox runs; else 503 naming what is not.
-    pub fn health_at(&self, now: i64) -> (u16, String) {
+    /// `/health` at Unix time `now` (seconds): 200 and "ok" when every desk is connected
+    /// and searched within its refresh period and the outbox task runs; else 503, the body
+    /// naming what is not.
+    pub fn health(&self, now: i64) -> (u16, String) {
         let down = self.disconnected();
         let outbox = self.outbox_alive.load(Ordering::Relaxed);
         let stale_after =
@@ -373,10 +363,10 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
         ("GET" | "HEAD", "/metrics") => (
             200,
             "text/plain; version=0.0.4; charset=utf-8",
-            metrics.render(),
+            metrics.render(crate::clock::unix_now()),
         ),
         ("GET" | "HEAD", "/health") => {
-            let (s, b) = metrics.health();
+            let (s, b) = metrics.health(crate::clock::unix_now());
             (s, "text/plain; charset=utf-8", b)
         }
         ("GET" | "HEAD", _) => (
@@ -420,14 +410,20 @@ mod tests {
         m.count_action("bid-ra", "no-such-kind", 9);
         m.outbox_depth.store(4, Ordering::Relaxed);
         assert_eq!(m.actions("redirect"), 2);
-        let text = m.render();
+        assert!(
+            m.render(1_000)
+                .lines()
+                .any(|l| l == "ticketgate_outbox_oldest_age_seconds 0")
+        );
+        m.outbox_oldest.store(880, Ordering::Relaxed);
+        let text = m.render(1_000);
         for line in [
             "ticketgate_mails_seen_total{desk=\"bid-ra\"} 3",
             "ticketgate_mails_seen_total{desk=\"payment-process\"} 0",
             "ticketgate_actions_total{desk=\"bid-ra\",kind=\"redirect\"} 2",
             "ticketgate_actions_total{desk=\"bid-ra\",kind=\"tag\"} 5",
             "ticketgate_actions_total{desk=\"payment-process\",kind=\"redirect\"} 0",
-            "ticketgate_outbox_oldest_age_seconds 0",
+            "ticketgate_outbox_oldest_age_seconds 120",
             "ticketgate_config_last_reload_successful 0",
             "ticketgate_build_info{version=\"0.1.0\"} 1",
             "ticketgate_outbox_depth 4",
@@ -458,7 +454,7 @@ mod tests {
         let m = Metrics::new(["bid-ra", "payment-process"]);
         m.desk("bid-ra").connected.store(true, Ordering::Relaxed);
         m.outbox_alive.store(true, Ordering::Relaxed);
-        let (status, body) = m.health();
+        let (status, body) = m.health(0);
         assert_eq!(status, 503);
         assert!(
             body.contains("desk payment-process: NOT CONNECTED"),
@@ -467,9 +463,9 @@ mod tests {
         m.desk("payment-process")
             .connected
             .store(true, Ordering::Relaxed);
-        assert_eq!(m.health().0, 200);
+        assert_eq!(m.health(0).0, 200);
         m.outbox_alive.store(false, Ordering::Relaxed);
-        let (status, body) = m.health();
+        let (status, body) = m.health(0);
         assert_eq!(status, 503);
         assert!(body.contains("outbox: NOT RUNNING"), "{body}");
     }
@@ -481,8 +477,8 @@ mod tests {
         m.desk("bid-ra").last_sync.store(1_000, Ordering::Relaxed);
         m.outbox_alive.store(true, Ordering::Relaxed);
         m.stale_after_secs.store(660, Ordering::Relaxed);
-        assert_eq!(m.health_at(1_660).0, 200);
-        let (status, body) = m.health_at(1_661);
+        assert_eq!(m.health(1_660).0, 200);
+        let (status, body) = m.health(1_661);
         assert_eq!(status, 503);
         assert!(
             body.contains("desk bid-ra: STALE: connected, but no search for 661 s"),

@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::action::Action;
+use crate::clock::unix_now;
 use crate::config::Desk;
-use crate::daemon::{Shared, unix_now};
 use crate::decide::{Decision, Known, decide};
 use crate::facts::{self, Facts, MailError};
 use crate::imap::{DeskSession, FetchedMail, ImapError};
 use crate::plan::{Desks, KnownState, NewMail};
+use crate::shared::Shared;
 use crate::store::{MailKey, MailStatus, NewDecision, StoreError};
 
 pub use crate::plan::Policy;

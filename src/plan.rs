@@ -18,7 +18,9 @@ use crate::store::{MailKey, NewDecision, NewOutgoing, ReplyClaim};
 /// Rules and directory in force; swapped as a whole on reload.
 #[derive(Debug)]
 pub struct Policy {
+    /// The compiled rules (rules/*.toml).
     pub rules: Rules,
+    /// Desk and helpdesk addresses the rules refer to.
     pub dir: Directory,
 }
 

@@ -1,7 +1,7 @@
-//! Drains the durable outbox through lettre's SMTP client: each queued mail is sent as the desk it comes
-//! from, transient failures (4xx, connection trouble) are retried with backoff, permanent
-//! ones (5xx) are recorded and kept visible. Composing mail is `compose`'s job, queuing is
-//! the pipeline's.
+//! The SMTP transport: [`Mailer`] sends one queued mail through lettre's SMTP client as
+//! the desk it comes from, over a kept-open connection per desk, and says how it went as an
+//! [`Outcome`] with the server's reply code. When to send and retry is `outbox`'s;
+//! composing mail is `compose`'s.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -18,23 +18,12 @@ use lettre::transport::smtp::client::{
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Server};
-use crate::store::{OutboxItem, Store};
+use crate::outbox::{Outcome, SendError, Transport};
+use crate::store::OutboxItem;
 use crate::tls::Security;
-
-/// Stored (base64) bytes of outgoing mail read from the outbox at once, beyond the first
-/// mail (issue #13: memory bounded by bytes, not only by count).
-const OUTBOX_READ_BYTES: u64 = 8 * 1024 * 1024;
-
-/// First retry delay; doubled per attempt up to [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
-/// A mail that could not be delivered for this long is given up as permanently failed.
-pub const GIVE_UP_AFTER_ATTEMPTS: u32 = 40;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SmtpError {
@@ -53,15 +42,12 @@ pub enum SmtpError {
     Address(String),
 }
 
-/// How one send attempt ended.
-#[derive(Debug)]
-pub enum Outcome {
-    Sent,
-    /// Accepted for some recipients; the server refused the others for good (their
-    /// addresses and its answers). Not sent again.
-    SentExcept(String),
-    Transient(String),
-    Permanent(String),
+/// A lettre error as a send failure, with the server's reply code when it gave one.
+fn send_error(e: &lettre::transport::smtp::Error) -> SendError {
+    SendError {
+        code: e.status().map(u16::from),
+        message: e.to_string(),
+    }
 }
 
 /// How one SMTP transaction ended.
@@ -70,8 +56,9 @@ enum Transaction {
     Delivered {
         refused: Vec<String>,
     },
-    /// The server refused every recipient for good.
-    AllRefused(String),
+    /// The server refused every recipient for good: its last answer's code, and every
+    /// recipient with its answer.
+    AllRefused(Option<u16>, String),
     Failed(lettre::transport::smtp::Error),
 }
 
@@ -111,15 +98,19 @@ async fn transact(
         return Transaction::Failed(e);
     }
     let mut refused = Vec::new();
+    let mut code = None;
     for to in envelope.to() {
         match conn.command(Rcpt::new(to.clone(), Vec::new())).await {
             Ok(_) => {}
-            Err(e) if e.is_permanent() => refused.push(format!("{to}: {e}")),
+            Err(e) if e.is_permanent() => {
+                code = e.status().map(u16::from);
+                refused.push(format!("{to}: {e}"));
+            }
             Err(e) => return Transaction::Failed(e),
         }
     }
     if refused.len() == envelope.to().len() {
-        return Transaction::AllRefused(refused.join("; "));
+        return Transaction::AllRefused(code, refused.join("; "));
     }
     if let Err(e) = conn.command(Data).await {
         return Transaction::Failed(e);
@@ -187,6 +178,17 @@ enum ConnectError {
 }
 
 impl ConnectError {
+    /// As a send failure, with the server's reply code when it answered.
+    fn send_error(&self) -> SendError {
+        SendError {
+            code: match self {
+                ConnectError::Smtp(e) => e.status().map(u16::from),
+                _ => None,
+            },
+            message: self.to_string(),
+        }
+    }
+
     fn is_permanent(&self) -> bool {
         match self {
             ConnectError::Smtp(e) => e.is_permanent(),
@@ -238,11 +240,13 @@ impl Mailer {
     /// Sends one queued mail; never panics, classifies every failure.
     pub async fn send(&self, item: &OutboxItem) -> Outcome {
         let Some(desk) = self.desks.get(&item.desk) else {
-            return Outcome::Permanent(SmtpError::UnknownDesk(item.desk.clone()).to_string());
+            return Outcome::Permanent(SendError::new(
+                SmtpError::UnknownDesk(item.desk.clone()).to_string(),
+            ));
         };
         let envelope = match envelope(item) {
             Ok(e) => e,
-            Err(e) => return Outcome::Permanent(e.to_string()),
+            Err(e) => return Outcome::Permanent(SendError::new(e.to_string())),
         };
         let ep = &self.endpoint;
         let mut slot = desk.conn.lock().await;
@@ -266,8 +270,8 @@ impl Mailer {
             Some(c) => c,
             None => match connect(ep, &desk.credentials).await {
                 Ok(c) => c,
-                Err(e) if e.is_permanent() => return Outcome::Permanent(e.to_string()),
-                Err(e) => return Outcome::Transient(e.to_string()),
+                Err(e) if e.is_permanent() => return Outcome::Permanent(e.send_error()),
+                Err(e) => return Outcome::Transient(e.send_error()),
             },
         };
         match tokio::time::timeout(ep.timeout, transact(&mut conn, &envelope, &item.bytes)).await {
@@ -279,24 +283,27 @@ impl Mailer {
                     Outcome::SentExcept(refused.join("; "))
                 }
             }
-            Ok(Transaction::AllRefused(refused)) => {
+            Ok(Transaction::AllRefused(code, refused)) => {
                 conn.abort().await;
-                Outcome::Permanent(refused)
+                Outcome::Permanent(SendError {
+                    code,
+                    message: refused,
+                })
             }
             Ok(Transaction::Failed(e)) => {
                 conn.abort().await;
                 if e.is_permanent() {
-                    Outcome::Permanent(e.to_string())
+                    Outcome::Permanent(send_error(&e))
                 } else {
-                    Outcome::Transient(e.to_string())
+                    Outcome::Transient(send_error(&e))
                 }
             }
             Err(_) => {
                 conn.abort().await;
-                Outcome::Transient(format!(
+                Outcome::Transient(SendError::new(format!(
                     "the SMTP server did not complete the send within {} s",
                     ep.timeout.as_secs()
-                ))
+                )))
             }
         }
     }
@@ -317,6 +324,12 @@ impl Mailer {
         } else {
             Err("server did not answer NOOP".into())
         }
+    }
+}
+
+impl Transport for Mailer {
+    async fn send(&self, item: &OutboxItem) -> Outcome {
+        Mailer::send(self, item).await
     }
 }
 
@@ -434,203 +447,4 @@ fn tls_parameters(server: &Server) -> Result<TlsParameters, SmtpError> {
         p = p.add_root_certificate(Certificate::from_pem(&pem)?);
     }
     Ok(p.build_rustls()?)
-}
-
-/// Delay before the attempt after `attempts` failed ones, with ±20 % jitter.
-pub fn backoff(attempts: u32) -> Duration {
-    let base = FIRST_BACKOFF
-        .saturating_mul(2u32.saturating_pow(attempts.min(16)))
-        .min(MAX_BACKOFF);
-    let jitter = 0.8 + fastrand::f64() * 0.4;
-    base.mul_f64(jitter)
-}
-
-/// What became of a send attempt, to be written to the outbox.
-#[derive(Debug, Clone)]
-enum Record {
-    /// With the recipients refused for good, if some were.
-    Sent {
-        refused: Option<String>,
-    },
-    Failed(String),
-    Retry {
-        at: i64,
-        error: String,
-    },
-}
-
-async fn record(
-    store: &Store,
-    id: &str,
-    r: &Record,
-    now: i64,
-) -> Result<(), crate::store::StoreError> {
-    match r {
-        Record::Sent { refused } => store.outbox_sent(id, refused.as_deref(), now).await,
-        Record::Failed(err) => store.outbox_failed(id, err, now).await,
-        Record::Retry { at, error } => store.outbox_retry(id, *at, error).await,
-    }
-}
-
-/// When [`run_outbox`] ends by itself (`ticketgate run --once`): once `after` is cancelled
-/// (the desks are done), as soon as nothing is due or waiting for retry, or `limit` after
-/// that.
-#[derive(Debug)]
-pub struct Drain {
-    pub after: CancellationToken,
-    pub limit: Duration,
-}
-
-/// Sends whatever is due until cancelled; `wake` is notified when the pipeline queues mail.
-/// With `drain`, it also returns when the outbox is drained (see [`Drain`]).
-///
-/// A result that cannot be written to the database (disk full, database gone) is kept in
-/// memory and written again until it is; meanwhile that mail is not sent again.
-pub async fn run_outbox(
-    store: Store,
-    mailer: Mailer,
-    wake: Arc<Notify>,
-    cancel: CancellationToken,
-    drain: Option<Drain>,
-    metrics: Arc<crate::metrics::Metrics>,
-) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut draining_since: Option<tokio::time::Instant> = None;
-    let mut unrecorded: HashMap<String, Record> = HashMap::new();
-    let mut store_failures = 0u32;
-    loop {
-        let now = crate::daemon::unix_now();
-        let mut store_ok = true;
-        for (id, r) in std::mem::take(&mut unrecorded) {
-            // Once the database refuses one, the rest are kept for the next round untried.
-            if store_ok && let Err(e) = record(&store, &id, &r, now).await {
-                store_ok = false;
-                tracing::debug!(error = %chain(e), "still cannot record send results");
-            }
-            if !store_ok {
-                unrecorded.insert(id, r);
-            }
-        }
-        let due = if store_ok {
-            // At most 50 mails, and beyond the first about 8 MB of them, so that a few
-            // large redirects are read and sent one at a time.
-            match store.outbox_due(now, 50, OUTBOX_READ_BYTES).await {
-                Ok(d) => d,
-                Err(e) => {
-                    store_ok = false;
-                    tracing::error!(error = %chain(e), "cannot read the outbox; retrying");
-                    Vec::new()
-                }
-            }
-        } else {
-            Vec::new()
-        };
-        let mut sent_any = false;
-        for item in due.iter().filter(|i| !unrecorded.contains_key(&i.id)) {
-            if cancel.is_cancelled() {
-                return;
-            }
-            let outcome = mailer.send(item).await;
-            if matches!(outcome, Outcome::Sent | Outcome::SentExcept(_)) {
-                crate::crash::point("sent");
-            }
-            let now = crate::daemon::unix_now();
-            let result = match &outcome {
-                Outcome::Sent => {
-                    tracing::info!(desk = %item.desk, outbox_id = %item.id, recipients = %item.recipients.join(","), "mail sent");
-                    metrics.sent.fetch_add(1, Relaxed);
-                    Record::Sent { refused: None }
-                }
-                Outcome::SentExcept(refused) => {
-                    tracing::warn!(desk = %item.desk, outbox_id = %item.id, recipients = %item.recipients.join(","), refused = %refused, "mail sent, but refused for good for some recipients (not sent to them again)");
-                    metrics.sent.fetch_add(1, Relaxed);
-                    Record::Sent {
-                        refused: Some(refused.clone()),
-                    }
-                }
-                Outcome::Permanent(err) => {
-                    tracing::error!(desk = %item.desk, outbox_id = %item.id, error = %err, "mail refused permanently; kept in the outbox as failed");
-                    metrics.send_failures.fetch_add(1, Relaxed);
-                    Record::Failed(err.clone())
-                }
-                Outcome::Transient(err) if item.attempts + 1 >= GIVE_UP_AFTER_ATTEMPTS => {
-                    tracing::error!(desk = %item.desk, outbox_id = %item.id, error = %err, attempts = item.attempts + 1, "giving up after repeated temporary failures");
-                    metrics.send_failures.fetch_add(1, Relaxed);
-                    Record::Failed(err.clone())
-                }
-                Outcome::Transient(err) => {
-                    let delay = backoff(item.attempts);
-                    tracing::warn!(desk = %item.desk, outbox_id = %item.id, error = %err, retry_in_s = delay.as_secs(), "temporary send failure; will retry");
-                    Record::Retry {
-                        at: now + i64::try_from(delay.as_secs()).unwrap_or(i64::MAX / 2),
-                        error: err.clone(),
-                    }
-                }
-            };
-            sent_any = true;
-            if let Err(e) = record(&store, &item.id, &result, now).await {
-                tracing::error!(outbox_id = %item.id, error = %chain(e), "cannot record the send result; holding it until the database takes it (the mail is not sent again meanwhile)");
-                metrics.errors.fetch_add(1, Relaxed);
-                unrecorded.insert(item.id.clone(), result);
-                store_ok = false;
-                break;
-            }
-        }
-        if store_ok {
-            store_failures = 0;
-            if sent_any {
-                continue;
-            }
-        } else {
-            store_failures = store_failures.saturating_add(1);
-        }
-        let (pending, oldest) = store
-            .outbox_waiting()
-            .await
-            .unwrap_or((unrecorded.len() as u64, None));
-        metrics.outbox_depth.store(pending, Relaxed);
-        metrics.outbox_oldest.store(oldest.unwrap_or(0), Relaxed);
-        if let Some(d) = drain.as_ref().filter(|d| d.after.is_cancelled())
-            && ((pending == 0 && unrecorded.is_empty())
-                || draining_since
-                    .get_or_insert_with(tokio::time::Instant::now)
-                    .elapsed()
-                    >= d.limit)
-        {
-            if pending > 0 || !unrecorded.is_empty() {
-                tracing::warn!(
-                    pending,
-                    unrecorded = unrecorded.len(),
-                    "leaving mail in the outbox for the next run"
-                );
-            }
-            return;
-        }
-        let nap = if !store_ok {
-            // The database refuses writes: back off (1 s doubling to 1 min).
-            Duration::from_secs(1u64 << store_failures.min(6))
-        } else if pending > 0 {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_secs(30)
-        };
-        // Wakes once when the desks are done, to start draining.
-        let desks_done = async {
-            match &drain {
-                Some(d) if !d.after.is_cancelled() => d.after.cancelled().await,
-                _ => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = wake.notified() => {}
-            () = tokio::time::sleep(nap) => {}
-            () = desks_done => {}
-        }
-    }
-}
-
-/// An error with its causes, `outer: inner: innermost`, for log lines.
-fn chain(e: impl std::error::Error + Send + Sync + 'static) -> String {
-    format!("{:#}", anyhow::Error::new(e))
 }

@@ -3,7 +3,7 @@
 //! desk=bid-ra uid=7 ..."), so `journalctl -u ticketgate` reads as before, and every field
 //! of the event is a journal field of its own (DESK=bid-ra, UID=7, ACTIONS=..., RULES=...),
 //! so `journalctl -u ticketgate DESK=bid-ra` selects a desk. Which layer logs where is
-//! decided in `daemon::init_logging`; this module only speaks the protocol.
+//! decided in `logging::init_logging`; this module only speaks the protocol.
 //!
 //! Not tracing-journald: that crate puts only the event's message in MESSAGE, so the plain
 //! `journalctl` view would lose the desk, the UID and the actions of every decision.

@@ -1,0 +1,350 @@
+//! The outbox task: drains the durable outbox through a [`Transport`], in queue order;
+//! transient failures (4xx, connection trouble) are retried with backoff, permanent ones
+//! (5xx) recorded as failed and never retried, and with [`Drain`] (`run --once`) it ends
+//! once the outbox is empty. The policy lives here, generic over the transport; the real
+//! transport (lettre, SMTP connections) is `smtp`'s, queuing mail is the pipeline's.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::store::{OutboxItem, Store, StoreError};
+
+/// Stored (base64) bytes of outgoing mail read from the outbox at once, beyond the first
+/// mail (issue #13: memory bounded by bytes, not only by count).
+const OUTBOX_READ_BYTES: u64 = 8 * 1024 * 1024;
+/// Mails read from the outbox at once.
+const OUTBOX_READ_MAILS: u32 = 50;
+
+/// First retry delay; doubled per attempt up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest retry delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
+/// A mail that failed temporarily this many times is given up as permanently failed.
+pub const GIVE_UP_AFTER_ATTEMPTS: u32 = 40;
+
+/// Why a send attempt failed: the SMTP reply code when the server answered with one (e.g.
+/// 451, 550; `None` for a connection that broke or timed out, or a mail that cannot be
+/// addressed) and the whole reason in words, as the outbox keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    /// The server's three-digit reply code, if it gave one.
+    pub code: Option<u16>,
+    /// What went wrong, including the server's answer.
+    pub message: String,
+}
+
+impl SendError {
+    /// A failure without a reply code.
+    pub fn new(message: impl Into<String>) -> SendError {
+        SendError {
+            code: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// How one send attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Accepted for every recipient.
+    Sent,
+    /// Accepted for some recipients; the server refused the others for good (their
+    /// addresses and its answers). Not sent again.
+    SentExcept(String),
+    /// Worth another try later (4xx, connection trouble, timeout).
+    Transient(SendError),
+    /// Refused for good (5xx, a bad address): kept as failed, never tried again.
+    Permanent(SendError),
+}
+
+/// Hands one queued mail to the mail system. Never panics; every failure is an
+/// [`Outcome`]. The real one is `smtp::Mailer`.
+pub trait Transport: Send + Sync {
+    /// Sends `item` once.
+    fn send(&self, item: &OutboxItem) -> impl Future<Output = Outcome> + Send;
+}
+
+/// What the outbox task needs of the state database; [`Store`] is the real one.
+pub trait OutboxStore: Send + Sync {
+    /// Pending mail due at `now`, oldest first, at most `limit` mails and (beyond the first)
+    /// `max_bytes` of bodies ([`Store::outbox_due`]).
+    fn due(
+        &self,
+        now: i64,
+        limit: u32,
+        max_bytes: u64,
+    ) -> impl Future<Output = Result<Vec<OutboxItem>, StoreError>> + Send;
+    /// Writes what became of an attempt on mail `id` at `now`.
+    fn record(
+        &self,
+        id: &str,
+        r: &Record,
+        now: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// How many mails wait, and when the oldest was queued ([`Store::outbox_waiting`]).
+    fn waiting(&self) -> impl Future<Output = Result<(u64, Option<i64>), StoreError>> + Send;
+}
+
+impl OutboxStore for Store {
+    async fn due(
+        &self,
+        now: i64,
+        limit: u32,
+        max_bytes: u64,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        self.outbox_due(now, limit, max_bytes).await
+    }
+
+    async fn record(&self, id: &str, r: &Record, now: i64) -> Result<(), StoreError> {
+        match r {
+            Record::Sent { refused } => self.outbox_sent(id, refused.as_deref(), now).await,
+            Record::Failed(err) => self.outbox_failed(id, err, now).await,
+            Record::Retry { at, error } => self.outbox_retry(id, *at, error).await,
+        }
+    }
+
+    async fn waiting(&self) -> Result<(u64, Option<i64>), StoreError> {
+        self.outbox_waiting().await
+    }
+}
+
+/// What became of a send attempt, to be written to the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// Sent, with the recipients refused for good, if some were.
+    Sent {
+        /// Which recipients and why.
+        refused: Option<String>,
+    },
+    /// Given up, with the reason.
+    Failed(String),
+    /// To be tried again at Unix time `at`.
+    Retry {
+        /// Unix seconds of the next attempt.
+        at: i64,
+        /// The reason of this failure.
+        error: String,
+    },
+}
+
+/// When [`Outbox::run`] ends by itself (`ticketgate run --once`): once `after` is
+/// cancelled (the desks are done), as soon as nothing is due or waiting for retry, or
+/// `limit` after that.
+#[derive(Debug)]
+pub struct Drain {
+    /// Cancelled when no more mail will be queued.
+    pub after: CancellationToken,
+    /// How long to keep trying after that.
+    pub limit: Duration,
+}
+
+/// Delay before the attempt after `attempts` failed ones: [`FIRST_BACKOFF`] doubling to
+/// [`MAX_BACKOFF`], with ±20 % jitter.
+pub fn backoff(attempts: u32) -> Duration {
+    let base = FIRST_BACKOFF
+        .saturating_mul(2u32.saturating_pow(attempts.min(16)))
+        .min(MAX_BACKOFF);
+    let jitter = 0.8 + fastrand::f64() * 0.4;
+    base.mul_f64(jitter)
+}
+
+/// The outbox task's parts: where mail waits, how it is sent, what wakes it, where it
+/// counts, and its clock.
+#[derive(Debug)]
+pub struct Outbox<T, S = Store> {
+    store: S,
+    transport: T,
+    wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+}
+
+impl<T: Transport, S: OutboxStore> Outbox<T, S> {
+    /// An outbox on the system clock; `wake` is notified when the pipeline queues mail.
+    pub fn new(store: S, transport: T, wake: Arc<Notify>, metrics: Arc<Metrics>) -> Self {
+        Outbox {
+            store,
+            transport,
+            wake,
+            metrics,
+            clock: Clock::System,
+        }
+    }
+
+    /// The same outbox reading Unix time from `clock` (tests: [`Clock::tokio`]).
+    pub fn with_clock(self, clock: Clock) -> Self {
+        Outbox { clock, ..self }
+    }
+
+    /// Sends whatever is due until cancelled; with `drain`, it also returns when the
+    /// outbox is drained (see [`Drain`]).
+    ///
+    /// A result that cannot be written to the database (disk full, database gone) is kept
+    /// in memory and written again until it is; meanwhile that mail is not sent again.
+    pub async fn run(&self, cancel: CancellationToken, drain: Option<Drain>) {
+        let mut draining_since: Option<tokio::time::Instant> = None;
+        let mut unrecorded: HashMap<String, Record> = HashMap::new();
+        let mut store_failures = 0u32;
+        loop {
+            let now = self.clock.now();
+            let mut store_ok = true;
+            for (id, r) in std::mem::take(&mut unrecorded) {
+                // Once the database refuses one, the rest are kept for the next round untried.
+                if store_ok && let Err(e) = self.store.record(&id, &r, now).await {
+                    store_ok = false;
+                    tracing::debug!(error = %chain(e), "still cannot record send results");
+                }
+                if !store_ok {
+                    unrecorded.insert(id, r);
+                }
+            }
+            let due = if store_ok {
+                // At most 50 mails, and beyond the first about 8 MB of them, so that a few
+                // large redirects are read and sent one at a time.
+                match self
+                    .store
+                    .due(now, OUTBOX_READ_MAILS, OUTBOX_READ_BYTES)
+                    .await
+                {
+                    Ok(d) => d,
+                    Err(e) => {
+                        store_ok = false;
+                        tracing::error!(error = %chain(e), "cannot read the outbox; retrying");
+                        Vec::new()
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            let mut sent_any = false;
+            for item in due.iter().filter(|i| !unrecorded.contains_key(&i.id)) {
+                if cancel.is_cancelled() {
+                    return;
+                }
+                let outcome = self.transport.send(item).await;
+                if matches!(outcome, Outcome::Sent | Outcome::SentExcept(_)) {
+                    crate::crash::point("sent");
+                }
+                let now = self.clock.now();
+                let result = self.judge(item, &outcome, now);
+                sent_any = true;
+                if let Err(e) = self.store.record(&item.id, &result, now).await {
+                    tracing::error!(outbox_id = %item.id, error = %chain(e), "cannot record the send result; holding it until the database takes it (the mail is not sent again meanwhile)");
+                    self.metrics.errors.fetch_add(1, Relaxed);
+                    unrecorded.insert(item.id.clone(), result);
+                    store_ok = false;
+                    break;
+                }
+            }
+            if store_ok {
+                store_failures = 0;
+                if sent_any {
+                    continue;
+                }
+            } else {
+                store_failures = store_failures.saturating_add(1);
+            }
+            let (pending, oldest) = self
+                .store
+                .waiting()
+                .await
+                .unwrap_or((unrecorded.len() as u64, None));
+            self.metrics.outbox_depth.store(pending, Relaxed);
+            self.metrics
+                .outbox_oldest
+                .store(oldest.unwrap_or(0), Relaxed);
+            if let Some(d) = drain.as_ref().filter(|d| d.after.is_cancelled())
+                && ((pending == 0 && unrecorded.is_empty())
+                    || draining_since
+                        .get_or_insert_with(tokio::time::Instant::now)
+                        .elapsed()
+                        >= d.limit)
+            {
+                if pending > 0 || !unrecorded.is_empty() {
+                    tracing::warn!(
+                        pending,
+                        unrecorded = unrecorded.len(),
+                        "leaving mail in the outbox for the next run"
+                    );
+                }
+                return;
+            }
+            let nap = if !store_ok {
+                // The database refuses writes: back off (1 s doubling to 1 min).
+                Duration::from_secs(1u64 << store_failures.min(6))
+            } else if pending > 0 {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(30)
+            };
+            // Wakes once when the desks are done, to start draining.
+            let desks_done = async {
+                match &drain {
+                    Some(d) if !d.after.is_cancelled() => d.after.cancelled().await,
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(nap) => {}
+                () = desks_done => {}
+            }
+        }
+    }
+
+    /// What to record for `outcome` of sending `item` at `now`; logs and counts it.
+    fn judge(&self, item: &OutboxItem, outcome: &Outcome, now: i64) -> Record {
+        let metrics = &self.metrics;
+        match outcome {
+            Outcome::Sent => {
+                tracing::info!(desk = %item.desk, outbox_id = %item.id, recipients = %item.recipients.join(","), "mail sent");
+                metrics.sent.fetch_add(1, Relaxed);
+                Record::Sent { refused: None }
+            }
+            Outcome::SentExcept(refused) => {
+                tracing::warn!(desk = %item.desk, outbox_id = %item.id, recipients = %item.recipients.join(","), refused = %refused, "mail sent, but refused for good for some recipients (not sent to them again)");
+                metrics.sent.fetch_add(1, Relaxed);
+                Record::Sent {
+                    refused: Some(refused.clone()),
+                }
+            }
+            Outcome::Permanent(err) => {
+                tracing::error!(desk = %item.desk, outbox_id = %item.id, code = err.code, error = %err, "mail refused permanently; kept in the outbox as failed");
+                metrics.send_failures.fetch_add(1, Relaxed);
+                Record::Failed(err.message.clone())
+            }
+            Outcome::Transient(err) if item.attempts + 1 >= GIVE_UP_AFTER_ATTEMPTS => {
+                tracing::error!(desk = %item.desk, outbox_id = %item.id, code = err.code, error = %err, attempts = item.attempts + 1, "giving up after repeated temporary failures");
+                metrics.send_failures.fetch_add(1, Relaxed);
+                Record::Failed(err.message.clone())
+            }
+            Outcome::Transient(err) => {
+                let delay = backoff(item.attempts);
+                tracing::warn!(desk = %item.desk, outbox_id = %item.id, code = err.code, error = %err, retry_in_s = delay.as_secs(), "temporary send failure; will retry");
+                Record::Retry {
+                    at: now + i64::try_from(delay.as_secs()).unwrap_or(i64::MAX / 2),
+                    error: err.message.clone(),
+                }
+            }
+        }
+    }
+}
+
+/// An error with its causes, `outer: inner: innermost`, for log lines.
+fn chain(e: impl std::error::Error + Send + Sync + 'static) -> String {
+    format!("{:#}", anyhow::Error::new(e))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests;
