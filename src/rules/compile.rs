@@ -11,7 +11,9 @@ use super::schema::{
     OneOrMany, Problem, RawDeskProfile, RawRule, RawRulesFile, RawSettings, RawTemplate,
     RawTicketPattern, Source,
 };
-use super::{Condition, DeskProfile, Limits, Rule, Rules, Template, TicketPattern, TicketSource};
+use super::{
+    Condition, DeskProfile, Limits, Matrix, Rule, Rules, Template, TicketPattern, TicketSource,
+};
 use crate::action::{Action, Target};
 
 /// Compiled regexes may not grow beyond this (hostile or careless patterns).
@@ -73,6 +75,7 @@ struct Builder {
     desks: Vec<DeskProfile>,
     rules: Vec<(Rule, Problem)>,
     templates: BTreeMap<String, Template>,
+    matrix: Option<super::matrix::CheckedMatrix>,
 }
 
 impl Builder {
@@ -84,6 +87,17 @@ impl Builder {
                 return;
             }
         };
+        if let Some(m) = raw.matrix {
+            let start = m.span().start;
+            match src
+                .section::<super::matrix::RawMatrix>(m, "[matrix]")
+                .map_err(|p| vec![p])
+                .and_then(|m| super::matrix::check(src, start, m))
+            {
+                Ok(m) => self.matrix = Some(m),
+                Err(mut p) => self.problems.append(&mut p),
+            }
+        }
         if let Some(s) = raw.settings {
             let start = s.span().start;
             match src.section::<RawSettings>(s, "[settings]") {
@@ -403,6 +417,11 @@ impl Builder {
         _deployment: &Deployment,
     ) -> Result<Rules, RulesError> {
         let settings = self.settings.take().unwrap_or_default();
+        // Checked when the settings were read; UTC only if that failed (then an error was
+        // reported and these rules are not used).
+        let time_zone =
+            crate::clock::time_zone(&settings.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+        let matrix = self.matrix.take().unwrap_or_default();
         let mut names = BTreeSet::new();
         for (rule, at) in &self.rules {
             if !names.insert(rule.name.clone()) {
@@ -479,8 +498,12 @@ impl Builder {
             subaddress_delimiter: settings.subaddress_delimiter.clone(),
             // Checked when the settings were read; UTC only if that failed (then an error
             // was reported and these rules are not used).
-            time_zone: crate::clock::time_zone(&settings.time_zone)
-                .unwrap_or(jiff::tz::TimeZone::UTC),
+            time_zone: time_zone.clone(),
+            matrix: Matrix {
+                helpdesk_hours: matrix.helpdesk_hours,
+                desk_hours: matrix.desk_hours,
+                calendar: matrix.calendar(&time_zone),
+            },
             rules,
             templates: self.templates,
             limits: Limits {

@@ -3,6 +3,7 @@
 //! except `load`, which reads the files and hands the text to the pure compiler.
 
 pub mod compile;
+pub mod matrix;
 pub mod schema;
 
 pub use compile::{Deployment, RulesError, compile, load};
@@ -141,6 +142,16 @@ pub struct Rule {
     pub reply_period_secs: u64,
 }
 
+/// The escalation matrix's time limits (seed 000), counted on `calendar`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matrix {
+    /// Hours a ticket spends at the helpdesk before a desk takes it up (48).
+    pub helpdesk_hours: u64,
+    /// Hours a desk has to answer a ticket mail (48).
+    pub desk_hours: u64,
+    pub calendar: crate::worktime::Calendar,
+}
+
 /// A message template: `{name}` placeholders are filled from the facts (see `compose`).
 #[derive(Debug, Clone)]
 pub struct Template {
@@ -168,6 +179,8 @@ pub struct Rules {
     pub subaddress_delimiter: String,
     /// The organisation's time zone: report days and the `{date}` of templates.
     pub time_zone: jiff::tz::TimeZone,
+    /// The escalation matrix's limits and their calendar (`[matrix]`, issue #17).
+    pub matrix: Matrix,
     pub rules: Vec<Rule>,
     pub templates: BTreeMap<String, Template>,
     pub limits: Limits,

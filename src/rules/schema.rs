@@ -335,6 +335,8 @@ pub struct RawTemplate {
 #[serde(deny_unknown_fields)]
 pub struct RawRulesFile {
     pub settings: Option<Spanned<toml::Value>>,
+    /// `[matrix]`: the escalation matrix's time limits and calendar (`rules::matrix`).
+    pub matrix: Option<Spanned<toml::Value>>,
     #[serde(default)]
     pub ticket_pattern: Vec<Spanned<toml::Value>>,
     #[serde(default)]
