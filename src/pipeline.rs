@@ -126,16 +126,30 @@ pub async fn decide_batch(
                 let Some(j) = shared.store.journal(&key).await? else {
                     continue;
                 };
-                let actions = j
-                    .actions
-                    .iter()
-                    .filter_map(|(a, _)| Action::parse(a).ok())
-                    .collect();
-                plans.push(Plan {
-                    key,
-                    actions,
-                    failed: false,
-                });
+                match j.actions {
+                    Ok(actions) => plans.push(Plan {
+                        key,
+                        actions,
+                        failed: false,
+                    }),
+                    Err(e) => {
+                        // Never guessed or dropped: set aside and tagged as unreadable mail is.
+                        tracing::error!(desk = %desk.name, uid = key.uid, record = %e.record, error = %e, "journaled action unreadable: mail set aside");
+                        shared
+                            .metrics
+                            .journal_unreadable
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        shared.store.fail_mail(&key, &e.to_string(), now).await?;
+                        plans.push(Plan {
+                            key,
+                            actions: vec![
+                                Action::Tag(UNREADABLE.into()),
+                                Action::Tag("\\Flagged".into()),
+                            ],
+                            failed: true,
+                        });
+                    }
+                }
             }
             Some(_) => continue,
             None => {
@@ -344,7 +358,7 @@ async fn decide_all(
             automatic: facts.automatic,
             redirected: actions.iter().any(|a| matches!(a, Action::Redirect(_))),
             rule: decision.rules.last().cloned(),
-            actions: actions_text(&actions),
+            actions: actions.clone(),
             outbox,
             now,
         });
@@ -368,7 +382,7 @@ async fn decide_all(
             broadcast = facts.broadcast,
             automatic = facts.automatic,
             rules = %decision.rules.join(","),
-            actions = %record.actions.join(" "),
+            actions = %actions_text(&record.actions).join(" "),
             queued = rec.queued.len(),
             "decided"
         );
@@ -680,7 +694,11 @@ pub async fn tag_late_broadcasts(
         let folder = entry
             .actions
             .iter()
-            .filter_map(|(a, _)| a.strip_prefix("file:"))
+            .flatten()
+            .filter_map(|a| match a {
+                Action::File(folder) => Some(folder.as_str()),
+                _ => None,
+            })
             .next_back()
             .unwrap_or(&desk.mailbox)
             .to_string();

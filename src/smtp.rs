@@ -26,7 +26,7 @@ use crate::config::{Config, Server};
 use crate::store::{OutboxItem, Store};
 use crate::tls::Security;
 
-/// Stored (base64) bytes of outgoing mail read from the outbox at once, beyond the first
+/// Stored bytes of outgoing mail read from the outbox at once, beyond the first
 /// mail (issue #13: memory bounded by bytes, not only by count).
 const OUTBOX_READ_BYTES: u64 = 8 * 1024 * 1024;
 
