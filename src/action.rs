@@ -1,5 +1,6 @@
 //! Actions a rule can ask for, as plain data. Parsing them from the rules' `"kind:arg"`
-//! strings lives here; carrying them out lives in the shell (`pipeline`, `imap`, `smtp`).
+//! strings lives here, and their serde form (the journal's action records, written and read
+//! by `store`); carrying them out lives in the shell (`pipeline`, `imap`, `smtp`).
 
 use std::fmt;
 
@@ -7,13 +8,19 @@ use std::fmt;
 pub const SUGGESTED_DESK: &str = "{suggested_desk}";
 
 /// Who receives a redirect or forward.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// Serialized (the journal's records) as `{"kind":"helpdesk"}`, `{"kind":"desk","name":"bid-ra"}`,
+/// `{"kind":"suggested"}`, `{"kind":"address","name":"x@y.in"}`: these names are stored and
+/// must not change.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
 pub enum Target {
     /// The helpdesk address from config.toml.
     Helpdesk,
     /// A desk by its name in config.toml.
     Desk(String),
     /// The desk suggested by the nature of issue (for misrouted mail).
+    #[serde(rename = "suggested")]
     SuggestedDesk,
     /// A literal mail address.
     Address(String),
@@ -31,7 +38,13 @@ impl fmt::Display for Target {
 }
 
 /// One step of a decision. The order of a decision's actions is the order of execution.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// Serialized (the journal's records) as `{"kind":KIND}` or `{"kind":KIND,"arg":ARG}` with
+/// KIND as [`Action::kind`] names it (`{"kind":"redirect","arg":{"kind":"helpdesk"}}`,
+/// `{"kind":"tag","arg":"$Ticket"}`, `{"kind":"seen"}`): these names are stored and must not
+/// change.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "arg", rename_all = "snake_case")]
 pub enum Action {
     /// New mail from the desk to the target, Cc the sender, original attached (SPEC 4).
     Redirect(Target),
@@ -44,6 +57,7 @@ pub enum Action {
     /// Move into a folder (created if missing).
     File(String),
     /// Set `\Seen`.
+    #[serde(rename = "seen")]
     MarkSeen,
     /// Write the ticket and the mail into the state database for reports.
     Record,

@@ -43,6 +43,9 @@ pub struct Metrics {
     pub outbox_oldest: AtomicI64,
     pub broadcasts: AtomicU64,
     pub set_aside: AtomicU64,
+    /// Mails found decided after a restart whose journaled actions could not be read back
+    /// (set aside, tagged like unreadable mail).
+    pub journal_unreadable: AtomicU64,
     pub sent: AtomicU64,
     pub send_failures: AtomicU64,
     pub outbox_depth: AtomicU64,
@@ -159,6 +162,12 @@ impl Metrics {
             "counter",
             "Mails that could not be read and were tagged and left in place.",
             &one(load(&self.set_aside)),
+        );
+        family(
+            "ticketgate_journal_unreadable_total",
+            "counter",
+            "Mails whose journaled actions could not be read back after a restart (set aside).",
+            &one(load(&self.journal_unreadable)),
         );
         family(
             "ticketgate_mail_sent_total",

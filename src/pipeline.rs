@@ -59,11 +59,7 @@ impl Plan {
     /// A mail decided before a crash, from its journaled actions: they are redone as
     /// journaled (all idempotent); its outgoing mail is already in the outbox. The one
     /// place where journaled actions become a plan again.
-    fn recovered(key: MailKey, journaled: &[String]) -> Plan {
-        let actions = journaled
-            .iter()
-            .filter_map(|a| Action::parse(a).ok())
-            .collect();
+    fn recovered(key: MailKey, actions: Vec<Action>) -> Plan {
         Plan {
             key,
             actions,
@@ -136,7 +132,7 @@ pub async fn decide_batch(
         .filter(|(_, s)| **s == MailStatus::Decided)
         .map(|(uid, _)| *uid)
         .collect();
-    let journaled = if recovered.is_empty() {
+    let mut journaled = if recovered.is_empty() {
         BTreeMap::new()
     } else {
         shared
@@ -154,8 +150,16 @@ pub async fn decide_batch(
             uid: mail.uid,
         };
         if statuses.get(&mail.uid) == Some(&MailStatus::Decided) {
-            let actions = journaled.get(&mail.uid).map_or(&[][..], Vec::as_slice);
-            plans.push(Plan::recovered(key, actions));
+            match journaled.remove(&mail.uid).unwrap_or(Ok(Vec::new())) {
+                Ok(actions) => plans.push(Plan::recovered(key, actions)),
+                Err(e) => {
+                    // Never guessed or dropped: set aside and tagged as unreadable mail is.
+                    tracing::error!(desk = %desk.name, uid = key.uid, record = %e.record, error = %e, "journaled action unreadable: mail set aside");
+                    shared.metrics.journal_unreadable.fetch_add(1, Relaxed);
+                    shared.store.fail_mail(&key, &e.to_string(), now).await?;
+                    plans.push(Plan::unreadable(key));
+                }
+            }
             continue;
         }
         let Some(facts) = facts else { continue };
@@ -341,7 +345,7 @@ fn log_decided(
         broadcast = facts.broadcast,
         automatic = facts.automatic,
         rules = %decision.rules.join(","),
-        actions = %record.actions.join(" "),
+        actions = %record.actions.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
         queued,
         "decided"
     );
@@ -429,7 +433,11 @@ pub async fn tag_late_broadcasts(
         let folder = entry
             .actions
             .iter()
-            .filter_map(|(a, _)| a.strip_prefix("file:"))
+            .flatten()
+            .filter_map(|a| match a {
+                Action::File(folder) => Some(folder.as_str()),
+                _ => None,
+            })
             .next_back()
             .unwrap_or(&desk.mailbox)
             .to_string();

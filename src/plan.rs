@@ -152,7 +152,7 @@ pub fn plan_batch(
             now,
             boundary_seed,
         );
-        let actions: Vec<String> = decision.actions().map(ToString::to_string).collect();
+        let actions: Vec<Action> = decision.actions().cloned().collect();
         let record = NewDecision {
             key: mail.key,
             message_id: facts.message_id.clone(),

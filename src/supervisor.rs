@@ -71,6 +71,21 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
         ));
     }
 
+    // Retention: old state leaves the database at start and hourly, by the rules in force.
+    let rules_of = Arc::clone(&shared);
+    tracker.spawn(crate::store::prune_periodically(
+        shared.store.clone(),
+        Duration::from_secs(3600),
+        move || {
+            let policy = rules_of.policy();
+            crate::store::Keep {
+                sightings_secs: policy.rules.broadcast_window_secs,
+                finished_secs: policy.rules.retention_secs,
+            }
+        },
+        token.clone(),
+    ));
+
     let desks = TaskTracker::new();
     let gave_up = Arc::new(AtomicU64::new(0));
     for desk in shared.config.desks.clone() {

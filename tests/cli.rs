@@ -116,6 +116,7 @@ fn check_reports_every_problem_with_file_and_line_and_exits_78() {
         (c, 20, "unknown field `password`"),
         (r, 3, "broadcast_threshold must be at least 2"),
         (r, 4, "subaddress_delimiter must be punctuation"),
+        (r, 5, "retention_days must be between 1 and 36600"),
         (r, 8, "unknown ticket source `footer`"),
         (r, 9, "invalid regex"),
         (r, 13, "unknown field `sender`"),

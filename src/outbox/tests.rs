@@ -80,7 +80,9 @@ impl RealTimeStore {
                 automatic: false,
                 redirected: true,
                 rule: Some("no-ticket".into()),
-                actions: vec!["redirect:helpdesk".into()],
+                actions: vec![crate::action::Action::Redirect(
+                    crate::action::Target::Helpdesk,
+                )],
                 outbox: vec![NewOutgoing {
                     id: (*id).into(),
                     desk: "d".into(),

@@ -132,6 +132,13 @@ impl Builder {
                             "subaddress_delimiter must be punctuation such as \"+\" or \"-\" (the mail server's recipient_delimiter), or \"\" for none",
                         ));
                     }
+                    if s.retention_days == 0 || s.retention_days > 100 * 366 {
+                        self.problems.push(src.problem_at_key(
+                            start,
+                            "retention_days",
+                            "retention_days must be between 1 and 36600 (days finished mails are kept in the state database)",
+                        ));
+                    }
                     if let Err(e) = crate::clock::time_zone(&s.time_zone) {
                         self.problems
                             .push(src.problem_at_key(start, "time_zone", e));
@@ -513,6 +520,9 @@ impl Builder {
             sender_answer_limit: settings.sender_answer_limit,
             sender_answer_window_secs: settings.sender_answer_window_hours * 3600,
             flood_keyword: settings.flood_keyword.clone(),
+            // Never shorter than what the sender answer limit counts in the journal.
+            retention_secs: (settings.retention_days * 86_400)
+                .max(settings.sender_answer_window_hours * 3600),
             files,
         })
     }

@@ -46,6 +46,9 @@ fn default_days() -> Vec<String> {
         .to_vec()
 }
 
+/// A working calendar's days (Monday first), office hours and holidays, zone to come.
+pub type WorkingDays = ([bool; 7], Option<(Time, Time)>, BTreeSet<Date>);
+
 /// The checked matrix, its calendar still without a time zone (the rules' `[settings]
 /// time_zone`, which a later file may set).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +56,7 @@ pub struct CheckedMatrix {
     pub helpdesk_hours: u64,
     pub desk_hours: u64,
     /// `None`: plain hours.
-    pub working: Option<([bool; 7], Option<(Time, Time)>, BTreeSet<Date>)>,
+    pub working: Option<WorkingDays>,
 }
 
 impl Default for CheckedMatrix {

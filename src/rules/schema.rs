@@ -199,6 +199,13 @@ pub struct RawSettings {
     /// Keyword on mail whose answers were withheld by that limit.
     #[serde(default = "default_flood_keyword")]
     pub flood_keyword: String,
+    /// Days the state database keeps finished mails (journal) and finished outgoing mail.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u64,
+}
+
+fn default_retention_days() -> u64 {
+    400
 }
 
 fn default_sender_answer_limit() -> u32 {
@@ -251,6 +258,7 @@ impl Default for RawSettings {
             sender_answer_limit: default_sender_answer_limit(),
             sender_answer_window_hours: default_sender_answer_window(),
             flood_keyword: default_flood_keyword(),
+            retention_days: default_retention_days(),
         }
     }
 }

@@ -1,12 +1,18 @@
 //! Batch reads of what a fetched batch's plan depends on ([`crate::plan::KnownState`]) and
 //! of the journaled actions of the mails a crash left decided: a bounded number of queries
 //! per batch, whatever its number of mails, senders or rules. Writes are elsewhere in the
-//! store; the single-mail reads ([`Store::answers_since`], [`Store::last_reply`],
-//! [`Store::journal`]) stay for tools and tests.
+//! store; the single-mail reads ([`Store::answers_since`], [`Store::journal`]) stay for
+//! tools and tests.
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{SIGHTING_QUERY_KEYS, Store, StoreError, get, get_u32, get_u64, query_error};
+use super::actions::{self, UnreadableAction};
+use super::sightings::SIGHTING_QUERY_KEYS;
+use super::{MailKey, Store, StoreError, get, get_u32, get_u64, query_error};
+use crate::action::Action;
+
+/// A recovered mail's planned actions in order, or the first record that cannot be read.
+pub type Journaled = Result<Vec<Action>, UnreadableAction>;
 
 /// `$first, $first+1, ...`: `n` numbered placeholders, comma-separated.
 fn marks(first: usize, n: usize) -> String {
@@ -88,12 +94,12 @@ impl Store {
         desk: &str,
         uidvalidity: u32,
         uids: &[u32],
-    ) -> Result<BTreeMap<u32, Vec<String>>, StoreError> {
+    ) -> Result<BTreeMap<u32, Journaled>, StoreError> {
         let op = "read the journal";
-        let mut out: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        let mut out: BTreeMap<u32, Journaled> = BTreeMap::new();
         for chunk in uids.chunks(SIGHTING_QUERY_KEYS) {
             let sql = format!(
-                "SELECT uid, action FROM journal_action \
+                "SELECT uid, position, action FROM journal_action \
                  WHERE desk = $1 AND uidvalidity = $2 AND uid IN ({}) ORDER BY uid, position",
                 marks(3, chunk.len())
             );
@@ -102,9 +108,28 @@ impl Store {
                 q = q.bind(i64::from(*uid));
             }
             for row in q.fetch_all(&self.pool).await.map_err(query_error(op))? {
-                out.entry(get_u32(&row, "uid", op)?)
-                    .or_default()
-                    .push(get(&row, "action", op)?);
+                let uid = get_u32(&row, "uid", op)?;
+                let position = get_u32(&row, "position", op)?;
+                let record: String = get(&row, "action", op)?;
+                let entry = out.entry(uid).or_insert_with(|| Ok(Vec::new()));
+                // After an unreadable record the mail's later ones do not matter.
+                if let Ok(list) = entry {
+                    match actions::decode(&record) {
+                        Ok(a) => list.push(a),
+                        Err(reason) => {
+                            *entry = Err(UnreadableAction {
+                                key: MailKey {
+                                    desk: desk.to_string(),
+                                    uidvalidity,
+                                    uid,
+                                },
+                                position,
+                                record,
+                                reason,
+                            });
+                        }
+                    }
+                }
             }
         }
         Ok(out)

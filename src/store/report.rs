@@ -1,7 +1,10 @@
 //! The daily report's rows and their text table, as printed by `ticketgate report`.
-//! The query that produces the rows lives in [`super::Store::report`].
+//! The query that produces the rows is [`Store::report`], here too.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+
+use super::{Store, StoreError, get, get_u64, query_error};
 
 /// Counts for one desk on one day (in the rules' time zone), by the time each mail was
 /// first journaled.
@@ -77,6 +80,54 @@ pub fn format_report(rows: &[ReportRow]) -> String {
     out.push('\n');
     push_line(&mut out, &total_line, &widths);
     out
+}
+
+impl Store {
+    /// Counts per desk and day in `tz` of the mails journaled since `since` (Unix seconds),
+    /// ordered by day and desk. The database groups by quarter hour (every time zone's
+    /// offset is a multiple of 15 minutes); the days are made here.
+    pub async fn report(
+        &self,
+        since: i64,
+        tz: &jiff::tz::TimeZone,
+    ) -> Result<Vec<ReportRow>, StoreError> {
+        let op = "compute the report";
+        // COUNT, not SUM: PostgreSQL's SUM(bigint) is numeric, which `Any` cannot decode.
+        let rows = sqlx::query(
+            "SELECT desk, decided_at / 900 AS quarter, COUNT(*) AS mails, \
+             COUNT(ticket) AS tickets, \
+             COUNT(CASE WHEN redirected = 1 THEN 1 END) AS redirected, \
+             COUNT(CASE WHEN broadcast = 1 THEN 1 END) AS broadcast, \
+             COUNT(CASE WHEN automatic = 1 THEN 1 END) AS automatic, \
+             COUNT(CASE WHEN status = 'failed' THEN 1 END) AS errors \
+             FROM journal WHERE decided_at >= $1 \
+             GROUP BY desk, decided_at / 900",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(op))?;
+        let mut days: BTreeMap<(String, String), ReportRow> = BTreeMap::new();
+        for r in &rows {
+            let desk: String = get(r, "desk", op)?;
+            let quarter: i64 = get(r, "quarter", op)?;
+            let day = crate::clock::local_day(quarter * 900, tz);
+            let row = days
+                .entry((day.clone(), desk.clone()))
+                .or_insert_with(|| ReportRow {
+                    desk,
+                    day,
+                    ..ReportRow::default()
+                });
+            row.mails += get_u64(r, "mails", op)?;
+            row.tickets += get_u64(r, "tickets", op)?;
+            row.redirected += get_u64(r, "redirected", op)?;
+            row.broadcast += get_u64(r, "broadcast", op)?;
+            row.automatic += get_u64(r, "automatic", op)?;
+            row.errors += get_u64(r, "errors", op)?;
+        }
+        Ok(days.into_values().collect())
+    }
 }
 
 fn cells(day: &str, desk: &str, counts: [u64; 6]) -> [String; 8] {

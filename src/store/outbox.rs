@@ -1,0 +1,393 @@
+//! The outbox (durable queue of outgoing mail) and the reply ledger: queuing a decision's
+//! mail with its reply claims, reading what is due, recording how sending went. Bodies are
+//! stored as bytes (`body`, migration 0003); rows queued by releases before 0.3 keep theirs
+//! base64-encoded in `body_base64`, read when `body` is NULL. Sending is in `smtp`.
+
+use std::collections::HashSet;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use futures_util::TryStreamExt as _;
+use sqlx::AnyConnection;
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+
+use super::record::{NewDecision, NewOutgoing, ReplyClaim};
+use super::{MailKey, Store, StoreError, get, get_u32, get_u64, query_error, truncate};
+
+/// Outgoing mail due for an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    pub id: String,
+    pub desk: String,
+    pub envelope_from: String,
+    pub recipients: Vec<String>,
+    /// The whole mail, as queued.
+    pub bytes: Vec<u8>,
+    /// Attempts made so far.
+    pub attempts: u32,
+}
+
+/// Where an outgoing mail stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxStatus {
+    Pending,
+    /// Handed to the SMTP server; the body is no longer kept.
+    Sent,
+    /// Given up (permanent error); kept with its body for inspection.
+    Failed,
+}
+
+impl OutboxStatus {
+    fn parse(text: &str) -> Result<OutboxStatus, StoreError> {
+        match text {
+            "pending" => Ok(OutboxStatus::Pending),
+            "sent" => Ok(OutboxStatus::Sent),
+            "failed" => Ok(OutboxStatus::Failed),
+            other => Err(StoreError::Corrupt {
+                what: "outbox status",
+                value: other.to_owned(),
+            }),
+        }
+    }
+}
+
+/// An outbox row without its body, for reports and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRecord {
+    pub id: String,
+    pub desk: String,
+    pub status: OutboxStatus,
+    pub attempts: u32,
+    /// Unix seconds, as the other times.
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    /// The mail whose decision queued it.
+    pub mail: MailKey,
+}
+
+impl Store {
+    /// True when a reply went to `sender` (case-insensitive) for `rule` strictly after
+    /// `since`. With `since = now - period` this is exactly when a [`ReplyClaim`] would be
+    /// refused.
+    pub async fn replied_since(
+        &self,
+        sender: &str,
+        rule: &str,
+        since: i64,
+    ) -> Result<bool, StoreError> {
+        let op = "read the reply ledger";
+        let last: Option<i64> =
+            sqlx::query("SELECT replied_at FROM reply_ledger WHERE sender = $1 AND rule = $2")
+                .bind(sender.to_lowercase())
+                .bind(rule)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_error(op))?
+                .map(|r| get(&r, "replied_at", op))
+                .transpose()?;
+        Ok(last.is_some_and(|at| at > since))
+    }
+
+    /// Pending outgoing mail whose next attempt is due, oldest first, at most `limit` mails
+    /// and, beyond the first, at most `max_bytes` of stored bodies in all: large mails are
+    /// read one at a time (issue #13). Rows are turned into items one by one as they arrive,
+    /// so a body is held twice (row and item) only while it is converted.
+    pub async fn outbox_due(
+        &self,
+        now: i64,
+        limit: u32,
+        max_bytes: u64,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let op = "read the outbox";
+        // Which mails first, by their sizes only (no body is held in a sort); then the
+        // chosen mails' bodies. A legacy base64 body counts as the bytes it decodes to.
+        let sizes = sqlx::query(
+            "SELECT id, CAST(COALESCE(LENGTH(body), LENGTH(body_base64) / 4 * 3) AS BIGINT) \
+             AS size FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 \
+             ORDER BY next_attempt_at, created_at, id LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(op))?;
+        let mut ids: Vec<String> = Vec::new();
+        let mut total = 0u64;
+        for r in &sizes {
+            let size = u64::try_from(get::<i64>(r, "size", op)?).unwrap_or(0);
+            if !ids.is_empty() && total.saturating_add(size) > max_bytes {
+                break;
+            }
+            total = total.saturating_add(size);
+            ids.push(get(r, "id", op)?);
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id, desk, envelope_from, recipients, body, \
+             CASE WHEN body IS NULL THEN body_base64 ELSE '' END AS body_base64, attempts \
+             FROM outbox WHERE id IN ({}) ORDER BY next_attempt_at, created_at, id",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for id in &ids {
+            q = q.bind(id);
+        }
+        let mut rows = q.fetch(&self.pool);
+        let mut items = Vec::with_capacity(ids.len());
+        while let Some(row) = rows.try_next().await.map_err(query_error(op))? {
+            items.push(outbox_item(&row, op)?);
+        }
+        Ok(items)
+    }
+
+    /// The mail was accepted by the SMTP server, for every recipient or (with `refused`:
+    /// which recipients and why) for some of them; the refusal is kept as the row's error
+    /// for `ticketgate report`. Its body is dropped; the row stays. Not sent again.
+    pub async fn outbox_sent(
+        &self,
+        id: &str,
+        refused: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.outbox_update(
+            "mark outgoing mail sent",
+            id,
+            "UPDATE outbox SET status = 'sent', attempts = attempts + 1, finished_at = $2, \
+             body = NULL, body_base64 = '', last_error = $3 WHERE id = $1 AND status = 'pending'",
+            now,
+            refused,
+        )
+        .await
+    }
+
+    /// A transient failure: count the attempt, keep the error, try again at `next_attempt_at`.
+    pub async fn outbox_retry(
+        &self,
+        id: &str,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.outbox_update(
+            "reschedule outgoing mail",
+            id,
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 \
+             WHERE id = $1 AND status = 'pending'",
+            next_attempt_at,
+            Some(error),
+        )
+        .await
+    }
+
+    /// A permanent failure: the mail is not tried again but kept, with its body and error,
+    /// visible in [`Store::outbox_all`].
+    pub async fn outbox_failed(&self, id: &str, error: &str, now: i64) -> Result<(), StoreError> {
+        self.outbox_update(
+            "give up on outgoing mail",
+            id,
+            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, finished_at = $2, \
+             last_error = $3 WHERE id = $1 AND status = 'pending'",
+            now,
+            Some(error),
+        )
+        .await
+    }
+
+    /// Runs one of the outbox state changes, which apply only to pending rows: repeating one
+    /// after the row left `pending` is a no-op; an unknown id is an error.
+    async fn outbox_update(
+        &self,
+        op: &'static str,
+        id: &str,
+        sql: &'static str,
+        time: i64,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let changed = sqlx::query(sql)
+            .bind(id)
+            .bind(time)
+            .bind(error.map(truncate))
+            .execute(&self.pool)
+            .await
+            .map_err(query_error(op))?
+            .rows_affected();
+        if changed == 0 {
+            let exists = sqlx::query("SELECT id FROM outbox WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_error(op))?
+                .is_some();
+            if !exists {
+                return Err(StoreError::Unknown {
+                    op,
+                    what: format!("outgoing mail {id:?}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Outgoing mail waiting to be sent: how many, and when the oldest was queued (Unix
+    /// seconds; `None` when none waits). One query, for the outbox task's gauges.
+    pub async fn outbox_waiting(&self) -> Result<(u64, Option<i64>), StoreError> {
+        let op = "count the outbox";
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(created_at) AS t FROM outbox WHERE status = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error(op))?;
+        let oldest = row
+            .try_get::<Option<i64>, _>("t")
+            .map_err(query_error(op))?;
+        Ok((get_u64(&row, "n", op)?, oldest))
+    }
+
+    /// Every outbox row, without bodies, oldest first.
+    pub async fn outbox_all(&self) -> Result<Vec<OutboxRecord>, StoreError> {
+        let op = "list the outbox";
+        sqlx::query(
+            "SELECT id, desk, status, attempts, next_attempt_at, last_error, created_at, \
+             finished_at, mail_desk, mail_uidvalidity, mail_uid FROM outbox \
+             ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(op))?
+        .iter()
+        .map(|r| {
+            let status: String = get(r, "status", op)?;
+            Ok(OutboxRecord {
+                id: get(r, "id", op)?,
+                desk: get(r, "desk", op)?,
+                status: OutboxStatus::parse(&status)?,
+                attempts: get_u32(r, "attempts", op)?,
+                next_attempt_at: get(r, "next_attempt_at", op)?,
+                last_error: get(r, "last_error", op)?,
+                created_at: get(r, "created_at", op)?,
+                finished_at: get(r, "finished_at", op)?,
+                mail: MailKey {
+                    desk: get(r, "mail_desk", op)?,
+                    uidvalidity: get_u32(r, "mail_uidvalidity", op)?,
+                    uid: get_u32(r, "mail_uid", op)?,
+                },
+            })
+        })
+        .collect()
+    }
+}
+
+/// One row of [`Store::outbox_due`]'s body query as an item.
+fn outbox_item(r: &AnyRow, op: &'static str) -> Result<OutboxItem, StoreError> {
+    let recipients: String = get(r, "recipients", op)?;
+    let bytes = match get::<Option<Vec<u8>>>(r, "body", op)? {
+        Some(bytes) => bytes,
+        None => {
+            let legacy: String = get(r, "body_base64", op)?;
+            BASE64.decode(&legacy).map_err(|e| StoreError::Corrupt {
+                what: "outbox mail body",
+                value: e.to_string(),
+            })?
+        }
+    };
+    Ok(OutboxItem {
+        id: get(r, "id", op)?,
+        desk: get(r, "desk", op)?,
+        envelope_from: get(r, "envelope_from", op)?,
+        recipients: serde_json::from_str(&recipients).map_err(|_| StoreError::Corrupt {
+            what: "outbox recipients",
+            value: recipients.clone(),
+        })?,
+        bytes,
+        attempts: get_u32(r, "attempts", op)?,
+    })
+}
+
+/// Takes the reply claims and queues the outgoing mail of a newly journaled decision, inside
+/// [`Store::record_decisions`]' transaction; returns the outbox ids it queued, sorted. The
+/// body is bound as it is (no encoded copy).
+pub(super) async fn record_outgoing(
+    tx: &mut AnyConnection,
+    d: &NewDecision,
+) -> Result<Vec<String>, StoreError> {
+    let op = "record a decision";
+    if d.outbox.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut claims: Vec<(String, &ReplyClaim, &NewOutgoing)> = d
+        .outbox
+        .iter()
+        .filter_map(|out| {
+            let claim = out.reply_claim.as_ref()?;
+            Some((claim.sender.to_lowercase(), claim, out))
+        })
+        .collect();
+    claims.sort_by(|a, b| (&a.0, &a.1.rule, &a.2.id).cmp(&(&b.0, &b.1.rule, &b.2.id)));
+    let mut refused: HashSet<&str> = HashSet::new();
+    for (sender, claim, out) in &claims {
+        let taken = sqlx::query(
+            "INSERT INTO reply_ledger (sender, rule, replied_at, outbox_id) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (sender, rule) DO UPDATE \
+             SET replied_at = excluded.replied_at, outbox_id = excluded.outbox_id \
+             WHERE reply_ledger.replied_at <= $5",
+        )
+        .bind(sender)
+        .bind(&claim.rule)
+        .bind(d.now)
+        .bind(&out.id)
+        .bind(d.now.saturating_sub(claim.period_secs))
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error(op))?
+        .rows_affected();
+        if taken == 0 {
+            refused.insert(out.id.as_str());
+        }
+    }
+
+    let mut outgoing: Vec<&NewOutgoing> = d
+        .outbox
+        .iter()
+        .filter(|out| !refused.contains(out.id.as_str()))
+        .collect();
+    outgoing.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut queued = Vec::new();
+    for out in outgoing {
+        let recipients =
+            serde_json::to_string(&out.recipients).map_err(|e| StoreError::Corrupt {
+                what: "outgoing recipients",
+                value: e.to_string(),
+            })?;
+        let added = sqlx::query(
+            "INSERT INTO outbox (id, desk, envelope_from, recipients, body, body_base64, \
+             status, attempts, next_attempt_at, last_error, created_at, finished_at, \
+             mail_desk, mail_uidvalidity, mail_uid) \
+             VALUES ($1, $2, $3, $4, $5, '', 'pending', 0, $6, NULL, $6, NULL, $7, $8, $9) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&out.id)
+        .bind(&out.desk)
+        .bind(&out.envelope_from)
+        .bind(recipients)
+        .bind(out.bytes.as_slice())
+        .bind(d.now)
+        .bind(&d.key.desk)
+        .bind(i64::from(d.key.uidvalidity))
+        .bind(i64::from(d.key.uid))
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error(op))?
+        .rows_affected();
+        if added == 1 {
+            queued.push(out.id.clone());
+        }
+    }
+    Ok(queued)
+}

@@ -1,0 +1,131 @@
+//! Retention: what the store forgets, and the periodic task that makes it forget. Sightings
+//! are kept as long as broadcast detection looks back (the rules' broadcast window);
+//! finished mails (journal rows done or set aside, with their planned actions) and finished
+//! outgoing mail (sent or failed) for the rules' `retention_days`. Pending outgoing mail and
+//! mails not finished are never removed. The windows come from the rules (`daemon`).
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Store, StoreError, query_error};
+
+/// How long the store keeps what, in seconds before `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    /// Sightings: broadcast detection counts copies seen within this window.
+    pub sightings_secs: u64,
+    /// Finished journal rows with their actions, and sent or failed outbox rows.
+    pub finished_secs: u64,
+}
+
+/// Rows removed by one [`Store::prune`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneCounts {
+    pub sightings: u64,
+    /// Journal rows (mails done or set aside).
+    pub journal: u64,
+    /// Planned actions of those journal rows.
+    pub actions: u64,
+    /// Sent or failed outbox rows.
+    pub outbox: u64,
+}
+
+impl PruneCounts {
+    /// All rows removed.
+    pub fn total(&self) -> u64 {
+        self.sightings + self.journal + self.actions + self.outbox
+    }
+}
+
+/// Finished journal rows older than `$1` that no pending outgoing mail belongs to; `{j}` is
+/// the journal table's name or alias.
+fn finished_journal(j: &str) -> String {
+    format!(
+        "{j}.status IN ('done', 'failed') AND COALESCE({j}.finished_at, {j}.decided_at) < $1 \
+         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.status = 'pending' \
+         AND o.mail_desk = {j}.desk AND o.mail_uidvalidity = {j}.uidvalidity \
+         AND o.mail_uid = {j}.uid)"
+    )
+}
+
+impl Store {
+    /// Removes what is older than `keep` says at `now` (Unix seconds): sightings outside the
+    /// broadcast window; journal rows of mails done or set aside, with their planned actions,
+    /// and sent or failed outbox rows, finished before the retention period. Never a pending
+    /// outbox row, a mail still being decided, or a finished mail whose outgoing mail is
+    /// still pending. One transaction for the journal and outbox; sightings apart.
+    pub async fn prune(&self, now: i64, keep: Keep) -> Result<PruneCounts, StoreError> {
+        let op = "remove old state";
+        let before = |secs: u64| now.saturating_sub(i64::try_from(secs).unwrap_or(i64::MAX));
+        let mut counts = PruneCounts {
+            sightings: sqlx::query("DELETE FROM sighting WHERE seen_at < $1")
+                .bind(before(keep.sightings_secs))
+                .execute(&self.pool)
+                .await
+                .map_err(query_error(op))?
+                .rows_affected(),
+            ..PruneCounts::default()
+        };
+        let finished = before(keep.finished_secs);
+        let mut tx = self.pool.begin().await.map_err(query_error(op))?;
+        let actions = format!(
+            "DELETE FROM journal_action WHERE EXISTS (SELECT 1 FROM journal j \
+             WHERE j.desk = journal_action.desk AND j.uidvalidity = journal_action.uidvalidity \
+             AND j.uid = journal_action.uid AND {})",
+            finished_journal("j")
+        );
+        counts.actions = sqlx::query(&actions)
+            .bind(finished)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error(op))?
+            .rows_affected();
+        let journal = format!("DELETE FROM journal WHERE {}", finished_journal("journal"));
+        counts.journal = sqlx::query(&journal)
+            .bind(finished)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error(op))?
+            .rows_affected();
+        counts.outbox = sqlx::query(
+            "DELETE FROM outbox WHERE status IN ('sent', 'failed') AND finished_at < $1",
+        )
+        .bind(finished)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error(op))?
+        .rows_affected();
+        tx.commit().await.map_err(query_error(op))?;
+        Ok(counts)
+    }
+}
+
+/// Prunes at once and then every `every` until `stop`, with the windows `keep` gives at
+/// that moment (the rules may be reloaded meanwhile). Counts are logged at info when rows
+/// were removed; an error is logged and the next round tries again.
+pub async fn prune_periodically<F>(store: Store, every: Duration, keep: F, stop: CancellationToken)
+where
+    F: Fn() -> Keep + Send,
+{
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        match store.prune(now, keep()).await {
+            Ok(c) if c.total() > 0 => tracing::info!(
+                sightings = c.sightings,
+                journal = c.journal,
+                actions = c.actions,
+                outbox = c.outbox,
+                "old state removed from the database"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot remove old state; trying again later"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Writing the mail journal: decisions (with their planned actions, reply claims and
+//! outgoing mail, in one transaction), completion, setting mail aside. Reading it is in
+//! `journal`; queuing the outgoing mail itself in `outbox`.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use sqlx::AnyConnection;
+
+use crate::action::Action;
+
+use super::journal::{MailStatus, queued_by};
+use super::outbox::record_outgoing;
+use super::progress::advance;
+use super::{
+    MailKey, ROWS_PER_INSERT, Store, StoreError, actions, get_key, get_u32, query_error, row_marks,
+    truncate,
+};
+
+/// A mail's decision, as recorded by [`Store::record_decisions`] before any side effect.
+#[derive(Debug, Clone)]
+pub struct NewDecision {
+    pub key: MailKey,
+    pub message_id: Option<String>,
+    /// Message-ID, else content hash: the same message on several desks shares it.
+    pub group_key: String,
+    pub sender: Option<String>,
+    pub subject: String,
+    pub ticket: Option<String>,
+    pub ticket_source: Option<String>,
+    pub broadcast: bool,
+    pub automatic: bool,
+    pub redirected: bool,
+    /// The rule that matched.
+    pub rule: Option<String>,
+    /// Planned actions in order, as [`super::JournalEntry::actions`] gives them back.
+    pub actions: Vec<Action>,
+    pub outbox: Vec<NewOutgoing>,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// Outgoing mail to queue with a decision.
+#[derive(Debug, Clone)]
+pub struct NewOutgoing {
+    /// Stable dedupe key chosen by the caller: a second row with the same id is never queued
+    /// (that is how copies of a broadcast on several desks yield one redirect).
+    pub id: String,
+    pub desk: String,
+    pub envelope_from: String,
+    pub recipients: Vec<String>,
+    /// The whole mail as sent (stored as bytes, not copied into another form).
+    pub bytes: Vec<u8>,
+    /// For replies: queue this mail only if the ledger allows a reply now, and take the claim.
+    pub reply_claim: Option<ReplyClaim>,
+}
+
+/// "At most one reply to this sender for this rule per period" (like Sieve vacation `:days`).
+#[derive(Debug, Clone)]
+pub struct ReplyClaim {
+    /// Compared case-insensitively (stored lower-cased).
+    pub sender: String,
+    pub rule: String,
+    pub period_secs: i64,
+}
+
+/// What [`Store::record_decisions`] did with one decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// False when the mail was already journaled: nothing was changed.
+    pub first_time: bool,
+    /// Outbox ids this mail's decision queued, sorted. Missing are ids that another mail
+    /// queued first and replies whose claim was refused.
+    pub queued: Vec<String>,
+}
+
+impl Store {
+    /// Records the decisions of a whole fetch batch in ONE transaction (one commit instead
+    /// of one per mail): for each, the journal row, its planned actions, reply claims and
+    /// outbox rows. All are recorded before any of their side effects, or none is. Results
+    /// in the order of `decisions`. Idempotent: for a mail already journaled nothing changes
+    /// and the ids it queued before are returned (the same mail twice in one call is
+    /// journaled once).
+    ///
+    /// An outgoing mail with a [`ReplyClaim`] is queued only if no reply went to that sender
+    /// for that rule within the period, and the claim is taken in the same statement, so of
+    /// two desks deciding on copies at the same moment only one replies. Claims are taken in
+    /// (sender, rule) order and outbox rows inserted in id order, so concurrent decisions lock
+    /// rows in the same order and cannot deadlock each other.
+    pub async fn record_decisions(
+        &self,
+        decisions: &[NewDecision],
+    ) -> Result<Vec<Recorded>, StoreError> {
+        let op = "record a decision";
+        let mut out = Vec::with_capacity(decisions.len());
+        if decisions.is_empty() {
+            return Ok(out);
+        }
+        let mut tx = self.pool.begin().await.map_err(query_error(op))?;
+        let mut inserted: HashSet<MailKey> = HashSet::new();
+        for chunk in decisions.chunks(ROWS_PER_INSERT) {
+            inserted.extend(insert_journal_rows(&mut tx, chunk).await?);
+        }
+        // The first decision of each new mail: a mail twice in one call gets one set of
+        // action rows.
+        let mut planned: HashSet<&MailKey> = HashSet::new();
+        let first: Vec<&NewDecision> = decisions
+            .iter()
+            .filter(|d| inserted.contains(&d.key) && planned.insert(&d.key))
+            .collect();
+        insert_action_rows(&mut tx, &first).await?;
+        for d in decisions {
+            // Removed once seen: the same mail twice in one call is journaled once.
+            out.push(if inserted.remove(&d.key) {
+                Recorded {
+                    first_time: true,
+                    queued: record_outgoing(&mut tx, d).await?,
+                }
+            } else {
+                Recorded {
+                    first_time: false,
+                    queued: queued_by(&mut *tx, &d.key).await?,
+                }
+            });
+        }
+        tx.commit().await.map_err(query_error(op))?;
+        Ok(out)
+    }
+
+    /// Marks mails done in ONE transaction: each is marked done and each desk's progress
+    /// advanced to its highest UID among them. Every mail must have been journaled; if one
+    /// was not, nothing changes ([`StoreError::Unknown`] names it). Marking a mail done again
+    /// is a no-op (its first finishing time stays).
+    pub async fn complete_mails(&self, keys: &[MailKey], now: i64) -> Result<(), StoreError> {
+        let op = "mark a mail done";
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut by_mailbox: BTreeMap<(&str, u32), BTreeSet<u32>> = BTreeMap::new();
+        for key in keys {
+            by_mailbox
+                .entry((&key.desk, key.uidvalidity))
+                .or_default()
+                .insert(key.uid);
+        }
+        let mut tx = self.pool.begin().await.map_err(query_error(op))?;
+        let mut highest: Vec<(&str, u32, u32)> = Vec::new();
+        for (&(desk, uidvalidity), uids) in &by_mailbox {
+            let uids: Vec<u32> = uids.iter().copied().collect();
+            for chunk in uids.chunks(ROWS_PER_INSERT) {
+                let marks = row_marks(5, 1, chunk.len());
+                let update = format!(
+                    "UPDATE journal SET status = 'done', finished_at = $1 \
+                     WHERE desk = $2 AND uidvalidity = $3 AND status <> $4 AND uid IN {marks}"
+                );
+                let mut q = sqlx::query(&update)
+                    .bind(now)
+                    .bind(desk)
+                    .bind(i64::from(uidvalidity))
+                    .bind(MailStatus::Done.as_str());
+                for uid in chunk {
+                    q = q.bind(i64::from(*uid));
+                }
+                let changed = q.execute(&mut *tx).await.map_err(query_error(op))?;
+                if changed.rows_affected() < chunk.len() as u64 {
+                    // Some were done already (a no-op), or were never journaled (an error).
+                    let select = format!(
+                        "SELECT uid FROM journal WHERE desk = $1 AND uidvalidity = $2 \
+                         AND uid IN {}",
+                        row_marks(3, 1, chunk.len())
+                    );
+                    let mut q = sqlx::query(&select).bind(desk).bind(i64::from(uidvalidity));
+                    for uid in chunk {
+                        q = q.bind(i64::from(*uid));
+                    }
+                    let rows = q.fetch_all(&mut *tx).await.map_err(query_error(op))?;
+                    let known: HashSet<u32> = rows
+                        .iter()
+                        .map(|r| get_u32(r, "uid", op))
+                        .collect::<Result<_, _>>()?;
+                    if let Some(uid) = chunk.iter().find(|u| !known.contains(u)) {
+                        let key = MailKey {
+                            desk: desk.to_string(),
+                            uidvalidity,
+                            uid: *uid,
+                        };
+                        return Err(StoreError::Unknown {
+                            op,
+                            what: format!("mail {key}"),
+                        });
+                    }
+                }
+            }
+            if let Some(&last) = uids.last() {
+                highest.push((desk, uidvalidity, last));
+            }
+        }
+        for (desk, uidvalidity, uid) in highest {
+            advance(&mut *tx, desk, uidvalidity, uid)
+                .await
+                .map_err(query_error(op))?;
+        }
+        tx.commit().await.map_err(query_error(op))
+    }
+
+    /// Sets the mail aside after an error: journaled as failed (created if it was never
+    /// decided), counted in the report, not retried. A mail already done stays done.
+    /// The desk's progress is left alone: it moves past the mail with the rest of its
+    /// group ([`crate::pipeline::file`]), so that mail decided before it in the same group
+    /// is still redone after a crash.
+    pub async fn fail_mail(&self, key: &MailKey, error: &str, now: i64) -> Result<(), StoreError> {
+        let op = "set a mail aside";
+        sqlx::query(
+            "INSERT INTO journal (desk, uidvalidity, uid, status, group_key, message_id, sender, \
+             subject, ticket, ticket_source, broadcast, automatic, redirected, rule, error, \
+             decided_at, finished_at) \
+             VALUES ($1, $2, $3, 'failed', '', NULL, NULL, '', NULL, NULL, 0, 0, 0, NULL, $4, $5, $5) \
+             ON CONFLICT (desk, uidvalidity, uid) DO UPDATE \
+             SET status = 'failed', error = excluded.error, finished_at = excluded.finished_at \
+             WHERE journal.status <> 'done'",
+        )
+        .bind(&key.desk)
+        .bind(i64::from(key.uidvalidity))
+        .bind(i64::from(key.uid))
+        .bind(truncate(error))
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(query_error(op))
+        .map(drop)
+    }
+}
+
+/// Journals decisions (status decided) in one statement; returns the keys that were new.
+async fn insert_journal_rows(
+    tx: &mut AnyConnection,
+    decisions: &[NewDecision],
+) -> Result<Vec<MailKey>, StoreError> {
+    let op = "record a decision";
+    let sql = format!(
+        "INSERT INTO journal (desk, uidvalidity, uid, status, group_key, message_id, sender, \
+         subject, ticket, ticket_source, broadcast, automatic, redirected, rule, decided_at) \
+         VALUES {} ON CONFLICT (desk, uidvalidity, uid) DO NOTHING \
+         RETURNING desk, uidvalidity, uid",
+        row_marks(1, decisions.len(), 15)
+    );
+    let mut q = sqlx::query(&sql);
+    for d in decisions {
+        q = q
+            .bind(&d.key.desk)
+            .bind(i64::from(d.key.uidvalidity))
+            .bind(i64::from(d.key.uid))
+            .bind(MailStatus::Decided.as_str())
+            .bind(&d.group_key)
+            .bind(d.message_id.as_deref())
+            .bind(d.sender.as_deref())
+            .bind(&d.subject)
+            .bind(d.ticket.as_deref())
+            .bind(d.ticket_source.as_deref())
+            .bind(i64::from(d.broadcast))
+            .bind(i64::from(d.automatic))
+            .bind(i64::from(d.redirected))
+            .bind(d.rule.as_deref())
+            .bind(d.now);
+    }
+    let rows = q.fetch_all(&mut *tx).await.map_err(query_error(op))?;
+    rows.iter().map(|row| get_key(row, op)).collect()
+}
+
+/// The planned actions of newly journaled decisions, as JSON records (`actions`), in as
+/// few statements as [`ROWS_PER_INSERT`] allows. The `done` column is kept at 0: a mail's
+/// actions are redone as a whole after a crash, and its status says when they are done.
+async fn insert_action_rows(
+    tx: &mut AnyConnection,
+    decisions: &[&NewDecision],
+) -> Result<(), StoreError> {
+    let op = "record a decision";
+    let mut rows: Vec<(&NewDecision, usize, String)> = Vec::new();
+    for d in decisions {
+        for (position, action) in d.actions.iter().enumerate() {
+            rows.push((*d, position, actions::encode(action)?));
+        }
+    }
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO journal_action (desk, uidvalidity, uid, position, action, done) \
+             VALUES {}",
+            row_marks(1, chunk.len(), 6)
+        );
+        let mut q = sqlx::query(&sql);
+        for (d, position, record) in chunk {
+            q = q
+                .bind(&d.key.desk)
+                .bind(i64::from(d.key.uidvalidity))
+                .bind(i64::from(d.key.uid))
+                .bind(i64::try_from(*position).unwrap_or(i64::MAX))
+                .bind(record.as_str())
+                .bind(0_i64);
+        }
+        q.execute(&mut *tx).await.map_err(query_error(op))?;
+    }
+    Ok(())
+}
