@@ -34,8 +34,33 @@ pub struct Classification {
     pub rules: Vec<String>,
     pub actions: Vec<String>,
     pub suppressed: Vec<String>,
+    /// The ticket registry's facts (`registry`, `ticket_known`, ...), only when a registry
+    /// is configured (issue #17).
+    #[serde(flatten)]
+    pub registry: Option<crate::registry::TicketFacts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// What `classify` knows besides the mail and the rules: the ticket registry (read from its
+/// CSV export, offline) and the time ticket ages are counted to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Offline<'a> {
+    pub registry: Option<&'a crate::registry::csv::CsvRegistry>,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+impl Offline<'_> {
+    /// `facts` with the registry's answer for their ticket, when there is a registry.
+    fn apply(&self, facts: Facts, rules: &Rules) -> Facts {
+        let Some(registry) = self.registry else {
+            return facts;
+        };
+        let numbers: Vec<&str> = facts.ticket.iter().map(|t| t.number.as_str()).collect();
+        let answers = registry.lookup(&numbers);
+        facts.with_registry(Some(&answers), self.now, &rules.matrix.calendar)
+    }
 }
 
 impl Classification {
@@ -61,6 +86,7 @@ impl Classification {
             rules: Vec::new(),
             actions: Vec::new(),
             suppressed: Vec::new(),
+            registry: None,
             error: Some(error),
         }
     }
@@ -90,6 +116,21 @@ impl Classification {
                 self.suggested_desk.as_deref().unwrap_or("?")
             ));
         }
+        if let Some(r) = &self.registry {
+            let mut said = format!("registry {}", r.registry.as_str());
+            if let Some(age) = r.ticket_age_hours {
+                said.push_str(&format!(", {age} h old"));
+            }
+            if let Some(state) = &r.ticket_state {
+                said.push_str(&format!(", {state}"));
+            }
+            match r.requester_matches {
+                Some(true) => said.push_str(", from its requester"),
+                Some(false) => said.push_str(", not from its requester"),
+                None => {}
+            }
+            flags.push(said);
+        }
         format!(
             "{}: desk {}: {}{}{}\n  rules: {}\n  actions: {}\n",
             self.file,
@@ -118,6 +159,7 @@ pub fn classify_file(
     desk: Option<&str>,
     dir: &Directory,
     rules: &Rules,
+    offline: Offline<'_>,
 ) -> Classification {
     let file = path.display().to_string();
     let size = match std::fs::metadata(path) {
@@ -131,16 +173,22 @@ pub fn classify_file(
             .or_else(|| dir.desks.first().map(|(n, _)| n.clone()))
             .unwrap_or_default();
         let facts = Facts::oversized(&desk, usize::try_from(size).unwrap_or(usize::MAX));
-        return from_facts(&file, &facts, dir, rules);
+        return from_facts(&file, &facts, dir, rules, offline.registry.is_some());
     }
     match std::fs::read(path) {
-        Ok(raw) => classify_bytes(&file, &raw, desk, dir, rules),
+        Ok(raw) => match facts_in(&raw, desk, dir, rules) {
+            Ok(facts) => {
+                let facts = offline.apply(facts, rules);
+                from_facts(&file, &facts, dir, rules, offline.registry.is_some())
+            }
+            Err(e) => Classification::error(&file, desk, e.to_string()),
+        },
         Err(e) => Classification::error(&file, desk, format!("cannot read: {e}")),
     }
 }
 
 /// Classifies raw mail bytes as if they were in `desk`'s mailbox (default: the first desk
-/// the mail is addressed to, else the first desk of the config).
+/// the mail is addressed to, else the first desk of the config), without a registry.
 pub fn classify_bytes(
     file: &str,
     raw: &[u8],
@@ -149,7 +197,7 @@ pub fn classify_bytes(
     rules: &Rules,
 ) -> Classification {
     match facts_in(raw, desk, dir, rules) {
-        Ok(facts) => from_facts(file, &facts, dir, rules),
+        Ok(facts) => from_facts(file, &facts, dir, rules, false),
         Err(e) => Classification::error(file, desk, e.to_string()),
     }
 }
@@ -181,17 +229,31 @@ fn facts_in(
 
 /// The mail `run` would send for `raw` (redirects, forwards, replies), planned by the same
 /// [`crate::plan::plan_batch`] as `run`, as the only mail of its batch with nothing known
-/// from the state database, at Unix time `now`, from the desks of config.toml. Empty when
+/// from the state database but the registry's answer, at `offline.now`, from the desks of
+/// config.toml. Empty when
 /// nothing would be sent or the mail cannot be read.
 pub fn outgoing_mail(
     raw: &[u8],
     desk: Option<&str>,
     policy: &Policy,
     desks: &[crate::config::Desk],
-    now: i64,
+    offline: Offline<'_>,
 ) -> Vec<crate::store::NewOutgoing> {
     let Ok(facts) = facts_in(raw, desk, &policy.dir, &policy.rules) else {
         return Vec::new();
+    };
+    let now = offline.now;
+    let known = KnownState {
+        tickets: offline.registry.map(|r| {
+            r.lookup(
+                &facts
+                    .ticket
+                    .iter()
+                    .map(|t| t.number.as_str())
+                    .collect::<Vec<_>>(),
+            )
+        }),
+        ..KnownState::default()
     };
     let Some(deciding) = desks.iter().find(|d| d.name == facts.desk) else {
         return Vec::new();
@@ -214,7 +276,7 @@ pub fn outgoing_mail(
         vec![mail],
         policy,
         desks,
-        &KnownState::default(),
+        &known,
         now,
         &mut crate::compose::random_seed,
     )
@@ -263,7 +325,13 @@ pub fn show_mail(mail: &crate::store::NewOutgoing) -> String {
     out
 }
 
-fn from_facts(file: &str, facts: &Facts, dir: &Directory, rules: &Rules) -> Classification {
+fn from_facts(
+    file: &str,
+    facts: &Facts,
+    dir: &Directory,
+    rules: &Rules,
+    with_registry: bool,
+) -> Classification {
     let decision = decide(facts, rules, &Known::default());
     Classification {
         file: file.to_string(),
@@ -290,6 +358,7 @@ fn from_facts(file: &str, facts: &Facts, dir: &Directory, rules: &Rules) -> Clas
             .iter()
             .map(|(a, why)| format!("{a} ({why})"))
             .collect(),
+        registry: with_registry.then(|| facts.registry.clone()),
         error: None,
     }
 }

@@ -132,6 +132,8 @@ pub struct Config {
     pub desks: Vec<Desk>,
     /// Address of the Prometheus metrics endpoint; off when `None`.
     pub metrics: Option<SocketAddr>,
+    /// The helpdesk's ticket registry (`[registry]`, issue #17); off when `None`.
+    pub registry: Option<crate::registry::RegistryConfig>,
 }
 
 impl Config {
@@ -170,6 +172,7 @@ struct RawFile {
     logging: Option<Spanned<toml::Value>>,
     rules: Option<Spanned<toml::Value>>,
     metrics: Option<Spanned<toml::Value>>,
+    registry: Option<Spanned<toml::Value>>,
     #[serde(default)]
     desk: BTreeMap<String, Spanned<toml::Value>>,
 }
@@ -474,6 +477,12 @@ pub fn parse_for(
         }
     };
 
+    let registry = raw.registry.and_then(|v| {
+        crate::registry::RegistryConfig::parse(&src, v, &base)
+            .map_err(|p| problems.push(p))
+            .ok()
+    });
+
     let mut desks = Vec::new();
     if raw.desk.is_empty() {
         problems.push(src.problem_at(
@@ -560,6 +569,7 @@ pub fn parse_for(
                 rules_files,
                 desks,
                 metrics,
+                registry,
             })
         }
         (_, _, _, _, _, rules_files) => Err(ConfigError(

@@ -289,10 +289,26 @@ fn classify(
         return ExitCode::from(EX_CONFIG);
     }
     let dir = Directory::new(&cfg, &rules);
+    // The registry's CSV export is read as `run` reads it (no server is asked).
+    let registry = cfg.registry.as_ref().map(|r| {
+        let registry = ticketgate::registry::csv::CsvRegistry::new(
+            r.csv.clone(),
+            r.columns.clone(),
+            rules.time_zone.clone(),
+        );
+        if let ticketgate::registry::csv::Refresh::Failed(e) = registry.refresh() {
+            eprintln!("ticketgate: ticket registry unavailable: {e}");
+        }
+        registry
+    });
+    let offline = ticketgate::classify::Offline {
+        registry: registry.as_ref(),
+        now: ticketgate::clock::unix_now(),
+    };
     let mut out = std::io::stdout().lock();
     let mut unreadable = false;
     for file in files {
-        let c = classify_file(file, desk, &dir, &rules);
+        let c = classify_file(file, desk, &dir, &rules, offline);
         unreadable |= c
             .error
             .as_deref()
@@ -313,8 +329,9 @@ fn classify(
                 rules: rules.clone(),
                 dir: dir.clone(),
             };
-            let now = ticketgate::clock::unix_now();
-            for mail in ticketgate::classify::outgoing_mail(&raw, desk, &policy, &cfg.desks, now) {
+            for mail in
+                ticketgate::classify::outgoing_mail(&raw, desk, &policy, &cfg.desks, offline)
+            {
                 if out
                     .write_all(ticketgate::classify::show_mail(&mail).as_bytes())
                     .is_err()

@@ -258,8 +258,11 @@ async fn read_known(
     for (m, h) in mails.iter_mut().filter(|m| !m.facts.oversized).zip(holders) {
         m.holders = h;
     }
+    let mut known = KnownState {
+        tickets: registry_answers(shared, mails).await?,
+        ..KnownState::default()
+    };
     let senders = crate::plan::senders(mails.iter().map(|m| &m.facts));
-    let mut known = KnownState::default();
     if senders.is_empty() {
         return Ok(known);
     }
@@ -271,6 +274,42 @@ async fn read_known(
         known.last_reply = shared.store.last_replies(&senders).await?;
     }
     Ok(known)
+}
+
+/// The ticket registry's answers for the tickets of `mails` (`None` without a registry).
+/// The export is read again first if it changed, off the async runtime; what happened is
+/// logged when it is news (loaded, or failing), never per mail.
+async fn registry_answers(
+    shared: &Shared,
+    mails: &[NewMail<'_>],
+) -> Result<Option<crate::registry::Answers>, PipelineError> {
+    let Some(registry) = &shared.registry else {
+        return Ok(None);
+    };
+    let numbers: Vec<String> = mails
+        .iter()
+        .filter_map(|m| m.facts.ticket.as_ref().map(|t| t.number.clone()))
+        .collect();
+    let registry = Arc::clone(registry);
+    let answers = tokio::task::spawn_blocking(move || {
+        use crate::registry::csv::Refresh;
+        match registry.refresh() {
+            Refresh::Unchanged => {}
+            Refresh::Loaded { tickets, skipped } => tracing::info!(
+                path = %registry.path().display(),
+                tickets,
+                skipped,
+                "ticket registry loaded"
+            ),
+            Refresh::Failed(error) => {
+                tracing::warn!(%error, "ticket registry unavailable: rules see registry = \"unavailable\"")
+            }
+        }
+        let numbers: Vec<&str> = numbers.iter().map(String::as_str).collect();
+        registry.lookup(&numbers)
+    })
+    .await?;
+    Ok(Some(answers))
 }
 
 /// Decides the batch's new mails (read → plan → write) and journals all decisions with

@@ -33,6 +33,8 @@ pub struct KnownState {
     pub answers: HashMap<String, u32>,
     /// When the last reply went out, Unix seconds, per (lower-cased sender, template).
     pub last_reply: HashMap<(String, String), i64>,
+    /// The ticket registry's answers for the batch's tickets; `None`: no registry.
+    pub tickets: Option<crate::registry::Answers>,
 }
 
 /// A new (never journaled) mail of the batch, with its facts as extracted.
@@ -128,7 +130,10 @@ pub fn plan_batch(
         } else {
             mail.holders
         };
-        let facts = mail.facts.with_copies(&holders, &policy.dir, rules);
+        let facts = mail
+            .facts
+            .with_copies(&holders, &policy.dir, rules)
+            .with_registry(known.tickets.as_ref(), now, &rules.matrix.calendar);
         let decision = decide(&facts, rules, &known_for(&facts, rules, known, &carry, now));
         if let Some(sender) = &facts.sender {
             let lower = sender.to_lowercase();

@@ -211,7 +211,8 @@ pub enum Refresh {
         tickets: usize,
         skipped: usize,
     },
-    /// Could not be read; the last good copy (if any) stays in use.
+    /// Could not be read (said once per new reason); the last good copy (if any) stays
+    /// in use.
     Failed(String),
 }
 
@@ -266,9 +267,14 @@ impl CsvRegistry {
                 r
             }
             Err(e) => {
+                let error = e.to_string();
                 loaded.stamp = None;
-                loaded.error = Some(e.to_string());
-                Refresh::Failed(e.to_string())
+                if loaded.error.as_deref() == Some(error.as_str()) {
+                    // Still failing the same way: not news.
+                    return Refresh::Unchanged;
+                }
+                loaded.error = Some(error.clone());
+                Refresh::Failed(error)
             }
         }
     }
@@ -383,6 +389,11 @@ mod tests {
         let path = dir.path().join("tickets.csv");
         let registry = CsvRegistry::new(path.clone(), columns(None), ist());
         assert!(matches!(registry.refresh(), Refresh::Failed(_)));
+        assert_eq!(
+            registry.refresh(),
+            Refresh::Unchanged,
+            "the same failure once"
+        );
         assert!(matches!(
             registry.lookup(&["2024-1234567"])["2024-1234567"],
             Lookup::Unavailable(_)

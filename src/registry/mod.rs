@@ -9,10 +9,74 @@
 pub mod csv;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::rules::schema::{Problem, Source};
 
 use crate::worktime::Calendar;
+
+/// `[registry]` of config.toml: where the helpdesk's tickets are read from. Today a CSV
+/// export (`csv = "/path/tickets.csv"` and the names of its columns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// The export, absolute (relative paths are taken from config.toml's directory).
+    pub csv: PathBuf,
+    pub columns: csv::Columns,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    csv: PathBuf,
+    ticket_column: String,
+    created_column: String,
+    created_format: Option<String>,
+    requester_column: Option<String>,
+    state_column: Option<String>,
+}
+
+impl RegistryConfig {
+    /// Checks `[registry]` of config.toml (`base`: the file's directory).
+    ///
+    /// # Errors
+    /// A [`Problem`] at the section or the key: unknown keys, missing ones, an empty column
+    /// name.
+    pub fn parse(
+        src: &Source<'_>,
+        v: Spanned<toml::Value>,
+        base: &Path,
+    ) -> Result<RegistryConfig, Problem> {
+        let start = v.span().start;
+        let r: RawRegistry = src.section(v, "[registry]")?;
+        for (key, value) in [
+            ("ticket_column", Some(&r.ticket_column)),
+            ("created_column", Some(&r.created_column)),
+            ("requester_column", r.requester_column.as_ref()),
+            ("state_column", r.state_column.as_ref()),
+        ] {
+            if value.is_some_and(|v| v.trim().is_empty()) {
+                return Err(src.problem_at_key(
+                    start,
+                    key,
+                    format!("{key} is empty: name the column of the export's header line"),
+                ));
+            }
+        }
+        Ok(RegistryConfig {
+            csv: base.join(&r.csv),
+            columns: csv::Columns {
+                ticket: r.ticket_column,
+                created: r.created_column,
+                requester: r.requester_column,
+                state: r.state_column,
+                created_format: r.created_format,
+            },
+        })
+    }
+}
 
 /// What the registry holds about one ticket.
 #[derive(Debug, Clone, PartialEq, Eq)]
