@@ -121,13 +121,15 @@ async fn bcc_to_all_seven_desks_is_tagged_everywhere_and_answered_once() {
     let stack = MailStack::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = deployment(&stack, dir.path());
-    let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log");
-    let child = Daemon(
+    let log_path = dir.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let child = Daemon::logging(
         ticketgate(&config)
+            .stdout(log.try_clone().expect("log"))
             .stderr(log)
-            .stdout(Stdio::null())
             .spawn()
             .expect("spawn"),
+        &log_path,
     );
     let raw = mail("gem-support@example.in", "", "bcc-1@example.in");
     let rcpts: Vec<String> = DESKS.iter().map(|(_, u)| MailStack::address(u)).collect();
@@ -226,7 +228,7 @@ async fn seven_desks_in_to_and_cc_one_desk_acts_the_others_file_duplicates() {
             .wait_for(user, "INBOX", WAIT, "delivery", |m| m.len() == 1)
             .await;
     }
-    let out = ticketgate(&config).arg("--once").output().expect("run");
+    let out = support::output(ticketgate(&config).arg("--once"));
     assert!(
         out.status.success(),
         "{}",
@@ -279,7 +281,7 @@ async fn copies_arriving_apart_across_a_restart_are_still_one_broadcast() {
     stack
         .wait_for("bid.ra", "INBOX", WAIT, "first copy", |m| m.len() == 1)
         .await;
-    let out = ticketgate(&config).arg("--once").output().expect("run");
+    let out = support::output(ticketgate(&config).arg("--once"));
     assert!(out.status.success());
     // Handled as a single mail: redirected, not a broadcast (yet).
     let first = stack
@@ -307,7 +309,7 @@ async fn copies_arriving_apart_across_a_restart_are_still_one_broadcast() {
         .await;
     // Two runs: the one that sees the third copy, and one in which bid-ra tags its old copy.
     for _ in 0..2 {
-        let out = ticketgate(&config).arg("--once").output().expect("run");
+        let out = support::output(ticketgate(&config).arg("--once"));
         assert!(
             out.status.success(),
             "{}",
