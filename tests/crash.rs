@@ -17,7 +17,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 
-use faultkit::{MailView, deployment, mail, run_once, spawn_env, wait_exit, world};
+use faultkit::{
+    MailView, deployment, mail, redirects, run_once, spawn, spawn_env, wait_exit, world,
+};
 use support::{MailStack, WAIT};
 
 /// Every step of handling a mail, in order (src/crash.rs).

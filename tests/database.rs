@@ -13,6 +13,9 @@
 mod faultkit;
 mod support;
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
 use faultkit::{
     deployment, log_text, mail, redirects, run_once, sh, spawn_watching, stop, ticketgate, wait_log,
 };

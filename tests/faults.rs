@@ -16,8 +16,8 @@ mod support;
 use std::path::PathBuf;
 
 use faultkit::{
-    deployment, log_text, mail, outbox, redirects, sh, smtp_faults, spawn_watching, stop, wait_log,
-    wait_log_lines,
+    deployment, log_text, mail, outbox, redirects, sh, smtp_faults, spawn, spawn_watching, stop,
+    wait_log, wait_log_lines,
 };
 use support::{MailStack, WAIT};
 use ticketgate::store::OutboxStatus;

@@ -13,11 +13,9 @@ mod faultkit;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use faultkit::{mail, redirects, run_once, spawn, spawn_watching, ticketgate, wait_exit, wait_log};
-use support::{DESKS, Daemon, MailStack, StackOptions, StoredMail, WAIT};
+use faultkit::{mail, redirects, run_once, ticketgate};
+use support::{MailStack, StoredMail, WAIT};
 
 /// The seven desks on `stack`, STARTTLS with the stack's CA, state in `dir`.
 fn deployment(stack: &MailStack, dir: &Path, extra_imap: &str) -> PathBuf {
@@ -205,8 +203,7 @@ async fn redirects_tags_and_files_and_never_twice() {
 
     // A second run finds nothing to do: nothing is redirected twice. Even at trace level
     // no password reaches the log (async-imap traces LOGIN; `log` is capped at debug).
-    let out =
-        support::output(&mut ticketgate(&config, &["run", "--once"]).env("RUST_LOG", "trace"));
+    let out = support::output(ticketgate(&config, &["run", "--once"]).env("RUST_LOG", "trace"));
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(log.contains("logged in"), "trace log was written:\n{log}");

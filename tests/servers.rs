@@ -13,14 +13,13 @@ mod faultkit;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use faultkit::{
-    http_get, mail, redirects, run_once, sample, spawn, spawn_watching, ticketgate, wait_exit,
-    wait_http, wait_log,
+    http_get, mail, run_once, sample, spawn_watching, ticketgate, wait_exit, wait_http,
 };
-use support::{DESKS, Daemon, MailStack, StackOptions, StoredMail, WAIT};
+use support::{DESKS, MailStack, StackOptions, WAIT};
 
 /// The seven desks on `stack`, STARTTLS with the stack's CA, state in `dir`.
 fn deployment(stack: &MailStack, dir: &Path, extra_imap: &str) -> PathBuf {

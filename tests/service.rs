@@ -14,14 +14,11 @@ mod faultkit;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
-use faultkit::{
-    http_get, mail, redirects, run_once, sample, spawn, spawn_watching, ticketgate, wait_exit,
-    wait_http, wait_log,
-};
-use support::{DESKS, Daemon, MailStack, StackOptions, StoredMail, WAIT};
+use faultkit::{http_get, mail, run_once, sample, spawn_watching, wait_exit, wait_http, wait_log};
+use support::{DESKS, Daemon, MailStack, WAIT};
 
 /// The seven desks on `stack`, STARTTLS with the stack's CA, state in `dir`.
 fn deployment(stack: &MailStack, dir: &Path, extra_imap: &str) -> PathBuf {

@@ -17,6 +17,7 @@ pub mod gem;
 pub mod skip;
 
 /// The seven GeM desks: (desk name in config.toml, IMAP user of the stack).
+#[allow(unused_imports, reason = "not every test binary uses it")]
 pub use gem::DESKS;
 
 /// The mail stack's domain (the desks' production domain is [`gem::DOMAIN`]).
