@@ -37,7 +37,8 @@ pub fn logs_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// A new file name in [`logs_dir`]: `<test binary>-<pid>-<n>-<what>`, unique in the run.
+/// A new file name in [`logs_dir`]: `<test binary>-<pid>-<n>-<test>-<what>`, unique in the
+/// run (libtest names each test's thread after the test).
 fn log_name(what: &str) -> Option<PathBuf> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -50,7 +51,9 @@ fn log_name(what: &str) -> Option<PathBuf> {
         .and_then(|s| s.to_str())
         .unwrap_or("test");
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    Some(dir.join(format!("{binary}-{}-{n}-{what}", std::process::id())))
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("test").replace("::", ".");
+    Some(dir.join(format!("{binary}-{}-{n}-{test}-{what}", std::process::id())))
 }
 
 /// Keeps `bytes` (an output a test got from the binary under test) in [`logs_dir`] as
