@@ -2,6 +2,9 @@
 //! files: the decision should cost little beyond parsing. Prints figures; asserts nothing.
 //! Run: `cargo bench --bench classify` (TICKETGATE_CORPUS=DIR to use another corpus).
 
+#[path = "../tests/support/gem.rs"]
+mod gem;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -47,19 +50,10 @@ fn main() {
         return;
     }
     let bytes: usize = mails.iter().map(Vec::len).sum();
-    let desks = [
-        ("buyer-registration", "buyer.registration@gem.gov.in"),
-        ("seller-registration", "seller.registration@gem.gov.in"),
-        ("product-upload", "upload.product@gem.gov.in"),
-        ("direct-purchase", "direct.purchase@gem.gov.in"),
-        ("bid-ra", "bid.ra@gem.gov.in"),
-        ("order-process", "order.process@gem.gov.in"),
-        ("payment-process", "payment.process@gem.gov.in"),
-    ];
     let deployment = Deployment {
-        desks: desks.iter().map(|(n, _)| n.to_string()).collect(),
+        desks: gem::desk_names(),
     };
-    let rules = match rules::load(&[root.join("rules/gem.toml")], &deployment) {
+    let rules = match rules::load(&[gem::rules_file(&root)], &deployment) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{e}");
@@ -67,11 +61,8 @@ fn main() {
         }
     };
     let dir = Directory {
-        desks: desks
-            .iter()
-            .map(|(n, a)| (n.to_string(), a.to_string()))
-            .collect(),
-        helpdesk: "helpdesk-gem@gov.in".into(),
+        desks: gem::addresses(gem::DOMAIN),
+        helpdesk: gem::HELPDESK.into(),
         own: Vec::new(),
         contacts: Vec::new(),
         subaddress_delimiter: "+".into(),

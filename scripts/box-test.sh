@@ -23,6 +23,9 @@ OFFSET=600                                   # mail stack ports: IMAP 10743, SMT
 IMAP=$((10143 + OFFSET)) SMTP=$((10025 + OFFSET))
 METRICS=127.0.0.1:19787
 STACK=/tmp/ticketgate-boxtest-stack
+# Every stack account's password and the desks' credentials: distinctive, so that a leak into
+# any output is found by scripts/test (which reads it here); "secret" is in real mail.
+TEST_PASSWORD='tg-Box-5e2a70'
 fail=0 t0=$(date +%s.%N) tp=$t0
 check() { if "$@"; then echo "PASS: $*"; else echo "FAIL: $*"; fail=1; fi; }
 phase() { local n; n=$(date +%s.%N); awk -v a="$tp" -v b="$n" -v w="$1" 'BEGIN{printf "-- %-34s %5.1f s\n", w, b-a}'; tp=$n; }
@@ -50,7 +53,7 @@ DEB=$(ls -t "${CARGO_TARGET_DIR:-target}"/debian/ticketgate_*.deb | head -n1)
 grep -E '^(E|W):' /tmp/ticketgate-box-package.log | sed 's/^/lintian: /'
 phase "build .deb + lintian"
 
-MAILSTACK_PORT_OFFSET=$OFFSET scripts/mailstack/up.sh "$STACK" >/dev/null || die "mail stack did not start"
+MAILSTACK_PORT_OFFSET=$OFFSET MAILSTACK_PASSWORD=$TEST_PASSWORD scripts/mailstack/up.sh "$STACK" >/dev/null || die "mail stack did not start"
 "$B" down >/dev/null 2>&1   # a box left running by an earlier, killed run
 "$B" up >/dev/null || die "the systemd box did not boot (see /run/systemd-box/$BOX_NAME/console.log)"
 phase "mail stack + box up"
@@ -88,9 +91,9 @@ box sh -c "chmod 644 /etc/ticketgate/ca.pem && cd /etc/ticketgate && sed -i \
   -e 's|@gem.gov.in|@gem.test|g' -e 's|helpdesk-gem@gov.in|helpdesk@gem.test|' \
   -e 's|^# \[metrics\]|[metrics]|' -e 's|^# listen = .*|listen = \"$METRICS\"|' config.toml"
 for u in buyer.registration seller.registration upload.product direct.purchase bid.ra order.process payment.process; do
-  box sh -c "umask 077; printf secret > /etc/ticketgate/credentials/$u"
+  box sh -c "umask 077; printf %s '$TEST_PASSWORD' > /etc/ticketgate/credentials/$u"
 done
-check box sh -c '! grep -rq secret /etc/ticketgate/config.toml'
+check box sh -c "! grep -rqF '$TEST_PASSWORD' /etc/ticketgate/config.toml"
 check box systemd-run --wait --pipe -q -p LoadCredential=password:/etc/ticketgate/credentials ticketgate check --connect
 phase "configure"
 
@@ -118,11 +121,11 @@ with smtplib.SMTP("127.0.0.1", int(sys.argv[1])) as s: s.send_message(m)
 PY
 }
 in_helpdesk() {  # SUBJECT-PART: polls helpdesk's INBOX for 60 s
-  python3 - "$IMAP" "$1" <<'PY'
+  python3 - "$IMAP" "$1" "$TEST_PASSWORD" <<'PY'
 import imaplib, sys, time
 end = time.time() + 60
 while time.time() < end:
-    i = imaplib.IMAP4("127.0.0.1", int(sys.argv[1])); i.login("helpdesk", "secret"); i.select("INBOX", readonly=True)
+    i = imaplib.IMAP4("127.0.0.1", int(sys.argv[1])); i.login("helpdesk", sys.argv[3]); i.select("INBOX", readonly=True)
     typ, data = i.search(None, "SUBJECT", '"%s"' % sys.argv[2]); i.logout()
     if data[0].split(): sys.exit(0)
     time.sleep(0.2)

@@ -6,8 +6,13 @@
 # TICKETGATE_TEST_POSTGRES_URL, runs the command, and always stops and removes the cluster.
 # The server also speaks TLS (ssl=on) with a certificate for IP 127.0.0.1 only, signed by a
 # throwaway CA whose certificate is exported as TICKETGATE_TEST_POSTGRES_CA (for the
-# sslmode=verify-full tests). Exits with the command's status.
+# sslmode=verify-full tests). The superuser has a password (TEST_PASSWORD below, in the
+# exported URL), so that scripts/test can check that no output of the suite shows it; the
+# URL this script prints has it masked. Exits with the command's status.
 set -eu
+
+# Distinctive, so that a leak into any output is found by scripts/test (which reads it here).
+TEST_PASSWORD='tg-Pg-4b81d2'
 
 if [ "$#" -eq 0 ]; then
     echo "usage: $0 COMMAND [ARG...]" >&2
@@ -57,7 +62,9 @@ openssl x509 -req -in "$DIR/tls/server.csr" -CA "$DIR/tls/ca.pem" -CAkey "$DIR/t
 chmod 600 "$DIR/tls/key.pem"
 [ "$(id -u)" -eq 0 ] && chown -R postgres "$DIR/tls"
 
-as_pg "$PGBIN/initdb" -D "$DIR/data" -U postgres -A trust -E UTF8 --no-locale >"$DIR/initdb.log" 2>&1 || {
+printf '%s\n' "$TEST_PASSWORD" > "$DIR/pwfile"
+[ "$(id -u)" -eq 0 ] && chown postgres "$DIR/pwfile"
+as_pg "$PGBIN/initdb" -D "$DIR/data" -U postgres -A scram-sha-256 --pwfile="$DIR/pwfile" -E UTF8 --no-locale >"$DIR/initdb.log" 2>&1 || {
     cat "$DIR/initdb.log" >&2
     exit 70
 }
@@ -66,12 +73,12 @@ as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 60 \
     cat "$DIR/server.log" >&2
     exit 70
 }
-as_pg "$PGBIN/createdb" -h 127.0.0.1 -p "$PORT" -U postgres ticketgate
+as_pg env PGPASSWORD="$TEST_PASSWORD" "$PGBIN/createdb" -h 127.0.0.1 -p "$PORT" -U postgres ticketgate
 
-TICKETGATE_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PORT/ticketgate"
+TICKETGATE_TEST_POSTGRES_URL="postgres://postgres:$TEST_PASSWORD@127.0.0.1:$PORT/ticketgate"
 TICKETGATE_TEST_POSTGRES_CA="$DIR/tls/ca.pem"
 export TICKETGATE_TEST_POSTGRES_URL TICKETGATE_TEST_POSTGRES_CA
-echo "TICKETGATE_TEST_POSTGRES_URL=$TICKETGATE_TEST_POSTGRES_URL" >&2
+echo "TICKETGATE_TEST_POSTGRES_URL=postgres://postgres:***@127.0.0.1:$PORT/ticketgate" >&2
 
 status=0
 "$@" || status=$?

@@ -183,29 +183,18 @@ mod tests {
     use crate::facts::{Directory, extract};
     use crate::rules::{Deployment, compile::compile_str};
 
-    const DESKS: [(&str, &str); 7] = [
-        ("buyer-registration", "buyer.registration@gem.gov.in"),
-        ("seller-registration", "seller.registration@gem.gov.in"),
-        ("product-upload", "upload.product@gem.gov.in"),
-        ("direct-purchase", "direct.purchase@gem.gov.in"),
-        ("bid-ra", "bid.ra@gem.gov.in"),
-        ("order-process", "order.process@gem.gov.in"),
-        ("payment-process", "payment.process@gem.gov.in"),
-    ];
+    use crate::test_gem;
 
     fn gem() -> (Rules, Directory) {
         let text = include_str!("../rules/gem.toml");
         let deployment = Deployment {
-            desks: DESKS.iter().map(|(n, _)| n.to_string()).collect(),
+            desks: test_gem::desk_names(),
         };
         let rules = compile_str(Path::new("rules/gem.toml"), text, &deployment)
             .unwrap_or_else(|e| panic!("{e}"));
         let dir = Directory {
-            desks: DESKS
-                .iter()
-                .map(|(n, a)| (n.to_string(), a.to_string()))
-                .collect(),
-            helpdesk: "helpdesk-gem@gov.in".into(),
+            desks: test_gem::addresses(test_gem::DOMAIN),
+            helpdesk: test_gem::HELPDESK.into(),
             own: Vec::new(),
             contacts: Vec::new(),
             subaddress_delimiter: "+".into(),
@@ -334,7 +323,11 @@ mod tests {
 
     #[test]
     fn header_broadcast_is_acted_on_by_one_desk_and_filed_elsewhere() {
-        let to = DESKS.iter().map(|(_, a)| *a).collect::<Vec<_>>().join(", ");
+        let to = test_gem::addresses(test_gem::DOMAIN)
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect::<Vec<_>>()
+            .join(", ");
         let raw = mail(
             &format!(
                 "From: a@example.in\r\nTo: {to}\r\nSubject: Reverse auction RA not opening\r\n"
@@ -403,7 +396,11 @@ mod tests {
 
     #[test]
     fn advisory_is_not_repeated_within_the_period() {
-        let to = DESKS.iter().map(|(_, a)| *a).collect::<Vec<_>>().join(", ");
+        let to = test_gem::addresses(test_gem::DOMAIN)
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect::<Vec<_>>()
+            .join(", ");
         let raw = mail(
             &format!(
                 "From: a@example.in\r\nTo: {to}\r\nSubject: bid issue Ticket 2024-1234567\r\n"

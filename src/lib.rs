@@ -62,3 +62,12 @@ pub mod template;
 pub mod tls;
 pub mod watcher;
 pub mod worktime;
+
+/// Test-only: the GeM desk fixture shared with the integration tests, benches and fuzz.
+#[cfg(test)]
+#[path = "../tests/support/gem.rs"]
+pub(crate) mod test_gem;
+/// Test-only: visible skips (fail under CI, `SKIPPED:` otherwise), shared with tests/.
+#[cfg(test)]
+#[path = "../tests/support/skip.rs"]
+pub(crate) mod test_skip;

@@ -505,6 +505,7 @@ async fn a_backlog_of_large_mails_stays_within_a_few_mails_of_memory() {
             .env_remove("TICKETGATE_DATABASE")
             .output()
             .expect("/usr/bin/time -v ticketgate run --once");
+        support::keep_output("time-ticketgate", &out);
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(out.status.success(), "{err}");
         err.lines()
@@ -628,4 +629,94 @@ async fn a_million_part_mail_does_not_hold_up_another_desk() {
         started.elapsed().as_secs_f64()
     );
     stop(child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_flooding_a_desk_gets_at_most_the_configured_number_of_answers() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "", "", None);
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/gem.toml");
+    let rules = dir.path().join("rules.toml");
+    let text = std::fs::read_to_string(&shipped).expect("rules");
+    assert!(text.contains("sender_answer_limit = 10"));
+    std::fs::write(
+        &rules,
+        text.replace("sender_answer_limit = 10", "sender_answer_limit = 3"),
+    )
+    .expect("write rules");
+    let cfg = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace(&shipped.display().to_string(), &rules.display().to_string());
+    std::fs::write(&config, cfg).expect("write config");
+    let flood = |i: usize| {
+        mail(
+            "Flood@Example.in",
+            "bid.ra@gem.test",
+            None,
+            &format!("Where is my payment {i}"),
+            &format!("flood-{i}@example.in"),
+            "no ticket, again",
+            "",
+        )
+    };
+    // Six in one run (one fetch batch), two more in a later run.
+    for i in 0..6 {
+        stack.append("bid.ra", "INBOX", &flood(i)).await;
+    }
+    run_once(&config);
+    for i in 6..8 {
+        stack.append("bid.ra", "INBOX", &flood(i)).await;
+    }
+    run_once(&config);
+    // The SMTP server accepted them before `run --once` returned; delivery follows.
+    let helpdesk = stack
+        .wait_for("helpdesk", "INBOX", WAIT, "three redirects", |m| {
+            m.len() >= 3
+        })
+        .await;
+    assert_eq!(redirects(&helpdesk).len(), 3, "{:?}", redirects(&helpdesk));
+    let copies = stack
+        .wait_for("outside", "INBOX", WAIT, "three copies", |m| m.len() >= 3)
+        .await;
+    assert_eq!(copies.len(), 3, "the sender got three copies, no more");
+    let filed = stack.mailbox("bid.ra", "Redirected").await;
+    assert_eq!(filed.len(), 3);
+    let inbox = stack.mailbox("bid.ra", "INBOX").await;
+    assert_eq!(inbox.len(), 5, "the rest waits for the officer");
+    assert!(
+        inbox
+            .iter()
+            .all(|m| m.has_flag("$Flood") && m.has_flag("$NoTicket")),
+        "{:?}",
+        inbox.iter().map(|m| &m.flags).collect::<Vec<_>>()
+    );
+    // Another sender is not held back.
+    stack
+        .append(
+            "bid.ra",
+            "INBOX",
+            &mail(
+                "calm@example.in",
+                "bid.ra@gem.test",
+                None,
+                "One question",
+                "calm-1@example.in",
+                "no ticket",
+                "",
+            ),
+        )
+        .await;
+    run_once(&config);
+    let helpdesk = stack
+        .wait_for(
+            "helpdesk",
+            "INBOX",
+            WAIT,
+            "the calm sender's redirect",
+            |m| m.len() >= 4,
+        )
+        .await;
+    assert_eq!(redirects(&helpdesk).get("calm-1@example.in"), Some(&1));
+    assert_eq!(redirects(&helpdesk).len(), 4, "{:?}", redirects(&helpdesk));
 }

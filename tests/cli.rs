@@ -7,6 +7,9 @@
     reason = "test code: a failed expectation is a failed test"
 )]
 
+#[path = "support/gem.rs"]
+mod gem;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -45,16 +48,8 @@ fn shipped_config(dir: &Path) -> PathBuf {
     std::fs::write(&ca, "not used by check\n").expect("ca");
     let creds = dir.join("credentials");
     std::fs::create_dir_all(&creds).expect("creds");
-    for d in [
-        "buyer.registration",
-        "seller.registration",
-        "upload.product",
-        "direct.purchase",
-        "bid.ra",
-        "order.process",
-        "payment.process",
-    ] {
-        std::fs::write(creds.join(d), "secret\n").expect("cred");
+    for (_, user) in gem::DESKS {
+        std::fs::write(creds.join(user), "secret\n").expect("cred");
     }
     let text = shipped_text().replace("/tmp/ticketgate-demo/tls/ca.pem", &ca.display().to_string());
     let path = dir.join("config.toml");
@@ -614,15 +609,7 @@ fn thunderbird_tags_cover_every_shipped_keyword() {
         .collect();
     keywords.push("$Unreadable".into());
     keywords.push("$Broadcast".into());
-    let desks = [
-        "buyer-registration",
-        "seller-registration",
-        "product-upload",
-        "direct-purchase",
-        "bid-ra",
-        "order-process",
-        "payment-process",
-    ];
+    let desks = gem::desk_names();
     let mut expanded = Vec::new();
     for k in keywords {
         if k.contains("{suggested_desk}") {

@@ -1,7 +1,8 @@
 //! The state database in trouble: one written by an earlier release (migrated, and what it
 //! remembers is not done again) and one turned read-only while the daemon runs (mail waits,
-//! none lost or repeated). A read-only state directory at start and a disk that fills up
-//! while the daemon runs are tested in `run.rs` (`Tmpfs`).
+//! none lost or repeated); a read-only state directory at start, and a disk full at start and
+//! one that fills up while the daemon runs, on a small tmpfs (`Tmpfs`): a clear error, and
+//! no mail lost or repeated.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -11,6 +12,9 @@
 
 mod faultkit;
 mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use faultkit::{
     deployment, log_text, mail, redirects, run_once, sh, spawn_watching, stop, ticketgate, wait_log,
@@ -96,7 +100,7 @@ async fn a_database_of_an_earlier_release_is_migrated_and_its_memory_kept() {
         inbox.len() == 1 && inbox[0].has_flag("$Ticket"),
         "{inbox:?}"
     );
-    let out = ticketgate(&config, &["report"]).output().expect("report");
+    let out = support::output(&mut ticketgate(&config, &["report"]));
     assert!(out.status.success());
 }
 
@@ -152,4 +156,225 @@ async fn a_state_database_turned_read_only_while_running_delays_mail_and_loses_n
     let counts = redirects(&h);
     assert_eq!(counts.len(), 3, "{counts:?}");
     assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+}
+
+/// A small tmpfs mounted at `path` for the state database (unmounted on drop), so that a
+/// test can make the disk full or the directory read-only for real.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, options: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).expect("mount point");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("mount")
+            .success();
+        assert!(
+            ok,
+            "cannot mount a tmpfs at {} (needs root)",
+            path.display()
+        );
+        Tmpfs(path.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The deployment with its state database in `state_dir`.
+fn deployment_with_state(stack: &MailStack, dir: &Path, state_dir: &Path) -> PathBuf {
+    let config = deployment(stack, dir, "", "", None);
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        &format!("sqlite://{}/state.db", dir.display()),
+        &format!("sqlite://{}/state.db", state_dir.display()),
+    );
+    std::fs::write(&config, text).expect("write config");
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_state_directory_is_a_clear_error_and_no_mail_is_touched() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let _fs = Tmpfs::mount(&state, "ro,size=1m");
+    let config = deployment_with_state(&stack, dir.path(), &state);
+    let err = start_refused(&stack, &config, "ro-1@example.in").await;
+    assert!(
+        err.contains(&state.join("state.db").display().to_string())
+            && err.to_lowercase().contains("read-only"),
+        "the error names the database and the cause:\n{err}"
+    );
+    assert!(stack.mailbox("helpdesk", "INBOX").await.is_empty());
+
+    // Writable again: the mail is handled, once.
+    assert!(
+        Command::new("mount")
+            .args(["-o", "remount,rw"])
+            .arg(&state)
+            .status()
+            .expect("remount")
+            .success()
+    );
+    handled_once(&stack, &config, "ro-1@example.in").await;
+}
+
+/// Puts a ticketless mail `id` in bid-ra's inbox and runs the daemon once, which must fail
+/// to start and leave the mail untouched; returns what it printed.
+async fn start_refused(stack: &MailStack, config: &Path, id: &str) -> String {
+    let raw = mail(
+        "state@example.in",
+        "bid.ra@gem.test",
+        None,
+        "Bid query",
+        id,
+        "no ticket",
+        "",
+    );
+    stack.append("bid.ra", "INBOX", &raw).await;
+    let out = support::output(&mut ticketgate(config, &["run", "--once"]));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "must not start without a usable state directory:\n{err}"
+    );
+    let inbox = stack.mailbox("bid.ra", "INBOX").await;
+    assert!(
+        inbox.len() == 1 && inbox[0].flags.iter().all(|f| !f.starts_with('$')),
+        "untouched: {inbox:?}"
+    );
+    err
+}
+
+/// Runs the daemon once; mail `id` must then have been redirected exactly once.
+async fn handled_once(stack: &MailStack, config: &Path, id: &str) {
+    run_once(config);
+    let helpdesk = stack
+        .wait_for("helpdesk", "INBOX", WAIT, "the redirect", |m| !m.is_empty())
+        .await;
+    assert_eq!(redirects(&helpdesk).get(id), Some(&1));
+}
+
+/// Fills the file system holding `path` to the last byte.
+fn fill_disk(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).expect("filler");
+    let block = vec![0u8; 64 * 1024];
+    while f.write_all(&block).is_ok() {}
+    for size in [4096, 512, 1] {
+        while f.write_all(&block[..size]).is_ok() {}
+    }
+    let _ = f.sync_all();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_at_start_is_a_clear_error_and_no_mail_is_touched() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let _fs = Tmpfs::mount(&state, "size=1m");
+    let filler = state.join("filler");
+    fill_disk(&filler);
+    let config = deployment_with_state(&stack, dir.path(), &state);
+    let err = start_refused(&stack, &config, "full-start@example.in").await;
+    assert!(
+        err.contains(&state.display().to_string()) && err.contains("No space left on device"),
+        "the error names the directory and the cause:\n{err}"
+    );
+    std::fs::remove_file(&filler).expect("free the disk");
+    handled_once(&stack, &config, "full-start@example.in").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_while_running_delays_mail_and_loses_or_repeats_none() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let _fs = Tmpfs::mount(&state, "size=4m");
+    let config = deployment_with_state(&stack, dir.path(), &state);
+    let log = dir.path().join("daemon.log");
+    let ticketless = |i: usize| {
+        mail(
+            &format!("full{i}@example.in"),
+            "bid.ra@gem.test",
+            None,
+            &format!("Bid query {i}"),
+            &format!("full-{i}@example.in"),
+            &"Please look into my bid, it has no ticket yet. ".repeat(20),
+            "",
+        )
+    };
+    let mut child = spawn_watching(&config, &log).await;
+    let filler = state.join("filler");
+
+    // 1. Redirects queued while SMTP is down are sent when the disk is full: the server
+    //    accepts one, the outbox cannot record it, and holds it instead of sending it again.
+    const QUEUED: usize = 5;
+    stack.stop_smtp();
+    for i in 0..QUEUED {
+        stack.append("bid.ra", "INBOX", &ticketless(i)).await;
+    }
+    stack
+        .wait_for("bid.ra", "Redirected", WAIT, "decided and queued", |m| {
+            m.len() == QUEUED
+        })
+        .await;
+    wait_log(&log, "temporary send failure", 1).await;
+    fill_disk(&filler);
+    stack.start_smtp();
+    wait_log(&log, "holding it until the database takes it", 1).await;
+
+    // 2. New mail cannot be journaled: it waits in the inbox, untouched.
+    const LATER: usize = 40;
+    for i in QUEUED..QUEUED + LATER {
+        stack.append("bid.ra", "INBOX", &ticketless(i)).await;
+    }
+    wait_log(&log, "database or disk is full", 2).await;
+    let inbox = stack.mailbox("bid.ra", "INBOX").await;
+    assert!(
+        !inbox.is_empty(),
+        "some mail must wait while the disk is full"
+    );
+    assert!(
+        inbox.iter().all(|m| !m.has_flag("$NoTicket")),
+        "mail waiting in the inbox has not been acted on"
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("desk session failed") && l.contains("database or disk is full")),
+        "the desk's log line names the cause:\n{text}"
+    );
+
+    // 3. Space again: everything is handled, and every redirect reached the helpdesk once.
+    std::fs::remove_file(&filler).expect("free the disk");
+    let all = QUEUED + LATER;
+    let filed = stack
+        .wait_for(
+            "bid.ra",
+            "Redirected",
+            WAIT,
+            "every mail after the disk is freed",
+            |m| m.len() == all,
+        )
+        .await;
+    assert!(filed.iter().all(|m| m.has_flag("$NoTicket")));
+    let helpdesk = stack
+        .wait_for("helpdesk", "INBOX", WAIT, "one redirect per mail", |m| {
+            m.len() >= all
+        })
+        .await;
+    let counts = redirects(&helpdesk);
+    assert_eq!(counts.len(), all, "{counts:?}");
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "nothing twice: {counts:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -1,7 +1,8 @@
 //! SPEC 5 against injected faults of the real servers (issue #7): SMTP answering 4xx, 5xx
 //! or slowly; Dovecot restarted during IDLE and during a backlog; a desk's login refused for
 //! a while. What is asserted is what users see: mailbox contents, headers and keywords, the
-//! outbox rows in the state database, and the per-desk log lines a sysadmin reads.
+//! outbox rows in the state database, and the per-desk log lines a sysadmin reads. Also a
+//! whole SMTP outage: redirects wait in the outbox and are delivered once it is over.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -15,8 +16,8 @@ mod support;
 use std::path::PathBuf;
 
 use faultkit::{
-    deployment, log_text, mail, outbox, redirects, sh, smtp_faults, spawn_watching, stop, wait_log,
-    wait_log_lines,
+    deployment, log_text, mail, outbox, redirects, sh, smtp_faults, spawn, spawn_watching, stop,
+    wait_log, wait_log_lines,
 };
 use support::{MailStack, WAIT};
 use ticketgate::store::OutboxStatus;
@@ -191,9 +192,7 @@ async fn smtp_5xx_is_recorded_as_failed_visible_and_never_retried() {
         "{rows:?}"
     );
     // `ticketgate report` shows both to the sysadmin.
-    let out = faultkit::ticketgate(&config, &["report"])
-        .output()
-        .expect("report");
+    let out = support::output(&mut faultkit::ticketgate(&config, &["report"]));
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{report}");
     assert!(
@@ -686,13 +685,58 @@ async fn a_server_without_keywords_still_gets_mail_filed() {
         "no keyword stored: {:?}",
         filed[0].flags
     );
-    let check = faultkit::ticketgate(&config, &["check", "--connect"])
-        .output()
-        .expect("check --connect");
+    let check = support::output(&mut faultkit::ticketgate(&config, &["check", "--connect"]));
     let out = String::from_utf8_lossy(&check.stdout);
     assert!(
         out.lines()
             .any(|l| l.starts_with("bid-ra: imap ok") && l.contains("does not keep keywords")),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_outage_delays_and_then_delivers() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = deployment(&stack, dir.path(), "", "", None);
+    stack.stop_smtp();
+    let raw = mail(
+        "late@example.in",
+        "bid.ra@gem.test",
+        None,
+        "Help",
+        "outage-1@example.in",
+        "no ticket",
+        "",
+    );
+    stack.append("bid.ra", "INBOX", &raw).await;
+    let log = dir.path().join("daemon.log");
+    let mut child = spawn(&config, &log);
+    stack
+        .wait_for(
+            "bid.ra",
+            "Redirected",
+            WAIT,
+            "decided and filed while SMTP is down",
+            |m| m.len() == 1,
+        )
+        .await;
+    wait_log(&log, "temporary send failure", 1).await;
+    assert!(stack.mailbox("helpdesk", "INBOX").await.is_empty());
+    stack.start_smtp();
+    let h = stack
+        .wait_for(
+            "helpdesk",
+            "INBOX",
+            WAIT,
+            "redirect after SMTP is back",
+            |m| m.len() == 1,
+        )
+        .await;
+    assert_eq!(
+        h[0].header("In-Reply-To").as_deref(),
+        Some("outage-1@example.in")
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -21,7 +21,11 @@ use ticketgate::compose::{self, Kind, OutgoingSpec};
 use ticketgate::facts::{self, Directory};
 use ticketgate::rules::Rules;
 
-pub const HELPDESK: &str = "helpdesk-gem@gov.in";
+/// The GeM desk fixture shared with the tests and benches.
+#[path = "../../tests/support/gem.rs"]
+mod gem;
+
+pub const HELPDESK: &str = gem::HELPDESK;
 pub const DESK_ADDRESS: &str = "bid.ra@gem.gov.in";
 
 /// The shipped rules and desks, as the daemon would load them.
@@ -41,24 +45,7 @@ impl ticketgate::config::Environment for Env {
 
 /// Loads config and the shipped rules/gem.toml of the checkout at `repo`.
 pub fn setup(repo: &Path) -> Setup {
-    let mut text = format!(
-        "[imap]\nhost = \"127.0.0.1\"\nsecurity = \"plain\"\n[smtp]\nhost = \"127.0.0.1\"\nsecurity = \"plain\"\n\
-         [helpdesk]\naddress = \"{HELPDESK}\"\n[rules]\nfiles = [\"{}\"]\n",
-        repo.join("rules/gem.toml").display()
-    );
-    for (name, user) in [
-        ("buyer-registration", "buyer.registration"),
-        ("seller-registration", "seller.registration"),
-        ("product-upload", "upload.product"),
-        ("direct-purchase", "direct.purchase"),
-        ("bid-ra", "bid.ra"),
-        ("order-process", "order.process"),
-        ("payment-process", "payment.process"),
-    ] {
-        text.push_str(&format!(
-            "[desk.{name}]\naddress = \"{user}@gem.gov.in\"\nlogin = \"{user}\"\npassword_env = \"TG_PW\"\n"
-        ));
-    }
+    let text = gem::offline_config(repo);
     let cfg =
         ticketgate::config::parse(&repo.join("config.toml"), &text, &Env).expect("fuzz config");
     let rules = ticketgate::rules::load(&cfg.rules_files, &cfg.deployment()).expect("rules");

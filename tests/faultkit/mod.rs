@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
@@ -111,9 +111,7 @@ pub fn ticketgate(config: &Path, args: &[&str]) -> Command {
 
 /// `ticketgate run --once`; its log. Panics if it fails.
 pub fn run_once(config: &Path) -> String {
-    let out = ticketgate(config, &["run", "--once"])
-        .output()
-        .expect("run --once");
+    let out = crate::support::output(&mut ticketgate(config, &["run", "--once"]));
     let log = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "run --once failed:\n{log}");
     no_secret(&log);
@@ -129,19 +127,19 @@ pub fn no_secret(text: &str) {
     }
 }
 
-/// The daemon (`ticketgate run`) with its log in `log`, and `env` set.
+/// The daemon (`ticketgate run`) with its log (stderr and stdout) in `log`, and `env` set.
 pub fn spawn_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Daemon {
     let file = std::fs::File::create(log).expect("log file");
     let mut c = ticketgate(config, &["run"]);
     for (k, v) in env {
         c.env(k, v);
     }
-    Daemon(
-        c.stderr(file)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn daemon"),
-    )
+    let child = c
+        .stdout(file.try_clone().expect("log file"))
+        .stderr(file)
+        .spawn()
+        .expect("spawn daemon");
+    Daemon::logging(child, log)
 }
 
 pub fn spawn(config: &Path, log: &Path) -> Daemon {
@@ -347,4 +345,51 @@ pub async fn subscribed(stack: &MailStack, user: &str) -> Vec<String> {
         .collect();
     let _ = s.logout().await;
     names
+}
+
+/// One HTTP GET on loopback, as a Prometheus scraper or a health probe does it.
+pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the metrics endpoint");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.expect("response");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
+/// Polls `path` until `ok` accepts (status, body), or fails the test after WAIT.
+pub async fn wait_http(
+    port: u16,
+    path: &str,
+    what: &str,
+    ok: impl Fn(u16, &str) -> bool,
+) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = http_get(port, path).await;
+        if ok(status, &body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {path} answered {status}:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of the sample `name` (with no labels) in a Prometheus text exposition.
+pub fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }

@@ -1,36 +1,104 @@
 //! Test harness: a real Dovecot (IMAP) and Postfix (SMTP → LMTP → Dovecot) on loopback,
 //! started per test by scripts/mailstack/up.sh on a free block of ports with its own state
 //! directory, and small async helpers to put mail in and read mailboxes out (async-imap and
-//! lettre, as a user's client would).
+//! lettre, as a user's client would). Also the suite's log collection for scripts/test's
+//! secret check ([`keep`], `TICKETGATE_TEST_LOGS`). Submodules: [`gem`], the GeM desk fixture
+//! shared with unit tests, benches and fuzz; [`skip`], visible skips. Deployments of the
+//! daemon on a stack are in tests/faultkit.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
 
-pub const DOMAIN: &str = "gem.test";
+pub mod gem;
+pub mod skip;
+
 /// The seven GeM desks: (desk name in config.toml, IMAP user of the stack).
-pub const DESKS: [(&str, &str); 7] = [
-    ("buyer-registration", "buyer.registration"),
-    ("seller-registration", "seller.registration"),
-    ("product-upload", "upload.product"),
-    ("direct-purchase", "direct.purchase"),
-    ("bid-ra", "bid.ra"),
-    ("order-process", "order.process"),
-    ("payment-process", "payment.process"),
-];
+#[allow(unused_imports, reason = "not every test binary uses it")]
+pub use gem::DESKS;
+
+/// The mail stack's domain (the desks' production domain is [`gem::DOMAIN`]).
+pub const DOMAIN: &str = "gem.test";
 /// How long a test waits for an outcome it expects.
 pub const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Every stack account's password: distinctive, so that a leak into any output is found
 /// (`faultkit::no_secret`), which "secret" would not be (it is in real mail).
 pub const PASSWORD: &str = "tg-Pw-7c3e91";
 
+/// The directory where this run of the suite keeps every output of the binary under test
+/// and of the mail stacks (`TICKETGATE_TEST_LOGS`, set by scripts/test, which greps it for
+/// the test passwords); None when unset.
+pub fn logs_dir() -> Option<PathBuf> {
+    std::env::var_os("TICKETGATE_TEST_LOGS")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+}
+
+/// A new file name in [`logs_dir`]: `<test binary>-<pid>-<n>-<test>-<what>`, unique in the
+/// run (libtest names each test's thread after the test).
+fn log_name(what: &str) -> Option<PathBuf> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = logs_dir()?;
+    let _ = std::fs::create_dir_all(&dir);
+    let exe = std::env::current_exe().ok();
+    let binary = exe
+        .as_deref()
+        .and_then(|p| p.file_stem())
+        .and_then(|s| s.to_str())
+        .unwrap_or("test");
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("test").replace("::", ".");
+    Some(dir.join(format!("{binary}-{}-{n}-{test}-{what}", std::process::id())))
+}
+
+/// Keeps `bytes` (an output a test got from the binary under test) in [`logs_dir`] as
+/// `what`; does nothing when the variable is unset.
+pub fn keep(what: &str, bytes: &[u8]) {
+    if let Some(path) = log_name(&format!("{what}.log")) {
+        let _ = std::fs::write(path, bytes);
+    }
+}
+
+/// Keeps both streams of a finished command (see [`keep`]).
+pub fn keep_output(what: &str, out: &std::process::Output) {
+    let mut all = out.stdout.clone();
+    all.extend_from_slice(&out.stderr);
+    keep(what, &all);
+}
+
+/// Runs `cmd` to completion and keeps its stdout and stderr (see [`keep`]).
+pub fn output(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().expect("run the command");
+    let what = Path::new(cmd.get_program())
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or("command")
+        .to_string();
+    keep_output(&what, &out);
+    out
+}
+
 /// A daemon started by a test; killed when dropped, so that a failed test leaves no daemon
-/// running behind it.
+/// running behind it. Its log file, if any, is then kept (see [`keep`]).
 #[derive(Debug)]
-pub struct Daemon(pub std::process::Child);
+pub struct Daemon(pub std::process::Child, pub Option<PathBuf>);
+
+impl Daemon {
+    /// A daemon whose stderr and stdout the test does not keep in a file.
+    pub fn new(child: std::process::Child) -> Daemon {
+        Daemon(child, None)
+    }
+
+    /// A daemon writing its log to `log`.
+    pub fn logging(child: std::process::Child, log: &Path) -> Daemon {
+        Daemon(child, Some(log.to_path_buf()))
+    }
+}
 
 impl std::ops::Deref for Daemon {
     type Target = std::process::Child;
@@ -49,6 +117,9 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if let Some(log) = &self.1 {
+            keep("daemon", &std::fs::read(log).unwrap_or_default());
+        }
     }
 }
 
@@ -341,6 +412,16 @@ fn wait_port(port: u16, open: bool) {
 
 impl Drop for MailStack {
     fn drop(&mut self) {
+        if let Some(dest) = log_name("stack") {
+            for f in std::fs::read_dir(self.dir.join("log"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let _ = std::fs::create_dir_all(&dest);
+                let _ = std::fs::copy(f.path(), dest.join(f.file_name()));
+            }
+        }
         let _ = Command::new(repo().join("scripts/mailstack/down.sh"))
             .arg(&self.dir)
             .arg("--fast")

@@ -63,6 +63,13 @@ impl Db {
     }
 }
 
+/// A PostgreSQL test without a server: fails under CI, says `SKIPPED` otherwise.
+fn skip_without_postgres() {
+    crate::test_skip::skip(
+        "TICKETGATE_TEST_POSTGRES_URL is not set: run under scripts/postgres-test.sh",
+    );
+}
+
 /// Generates `sqlite::NAME` and `postgres::NAME` tests for each body `NAME(Db)`.
 macro_rules! store_tests {
     ($($name:ident),* $(,)?) => {
@@ -79,9 +86,10 @@ macro_rules! store_tests {
                 #[tokio::test]
                 async fn $name() {
                     let Some(db) = super::Db::postgres().await else {
-                        eprintln!("skipped: TICKETGATE_TEST_POSTGRES_URL is not set");
+                        super::skip_without_postgres();
                         return;
                     };
+                    crate::test_skip::ran_on("postgresql", stringify!($name));
                     super::$name(db).await;
                 }
             )*
@@ -294,9 +302,10 @@ async fn postgres_errors_hide_the_password() {
 async fn postgres_over_tls_verify_full() {
     use sqlx::Connection as _;
     let Ok(base) = std::env::var("TICKETGATE_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: TICKETGATE_TEST_POSTGRES_URL is not set");
+        skip_without_postgres();
         return;
     };
+    crate::test_skip::ran_on("postgresql", "postgres_over_tls_verify_full");
     let ca = std::env::var("TICKETGATE_TEST_POSTGRES_CA")
         .expect("scripts/postgres-test.sh exports TICKETGATE_TEST_POSTGRES_CA with the URL");
     let other_ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/ca.pem");
