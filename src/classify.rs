@@ -59,7 +59,7 @@ impl Offline<'_> {
         };
         let numbers: Vec<&str> = facts.ticket.iter().map(|t| t.number.as_str()).collect();
         let answers = registry.lookup(&numbers);
-        facts.with_registry(Some(&answers), self.now, &rules.matrix.calendar)
+        facts.with_registry(Some(&answers), self.now, &rules.matrix)
     }
 }
 

@@ -48,6 +48,25 @@ impl Clock {
     }
 }
 
+/// `YYYY-MM-DD HH:MM ZONE` of Unix time `unix` (seconds) in `tz`, as a citizen reads a
+/// time in a mail (`2026-12-02 15:00 IST`); the zone's abbreviation, or its offset when it
+/// has none. Out-of-range times as [`local_day`].
+pub fn local_minute(unix: i64, tz: &TimeZone) -> String {
+    let ts = Timestamp::from_second(unix).unwrap_or(if unix < 0 {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    });
+    let z = ts.to_zoned(tz.clone());
+    let abbreviation = tz.to_offset_info(ts).abbreviation().to_string();
+    let zone = if abbreviation.is_empty() || abbreviation.starts_with(['+', '-']) {
+        z.offset().to_string()
+    } else {
+        abbreviation
+    };
+    format!("{} {zone}", z.strftime("%Y-%m-%d %H:%M"))
+}
+
 /// `YYYY-MM-DD` of Unix time `unix` (seconds) in `tz`. Out-of-range times give the UTC
 /// day of the Unix epoch's range ends.
 pub fn local_day(unix: i64, tz: &TimeZone) -> String {
@@ -72,6 +91,19 @@ pub fn time_zone(name: &str) -> Result<TimeZone, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn minutes_name_their_zone() {
+        let ist = time_zone("Asia/Kolkata").unwrap_or_else(|e| panic!("{e}"));
+        // 2026-11-29 18:29 UTC.
+        assert_eq!(local_minute(1_795_976_940, &ist), "2026-11-29 23:59 IST");
+        assert_eq!(
+            local_minute(1_795_976_940, &TimeZone::UTC),
+            "2026-11-29 18:29 UTC"
+        );
+        let fixed = TimeZone::fixed(jiff::tz::offset(3));
+        assert_eq!(local_minute(0, &fixed), "1970-01-01 03:00 +03");
+    }
 
     #[test]
     fn days_follow_the_zone() {

@@ -74,7 +74,7 @@ pub enum ComposeError {
 
 /// Every placeholder a template may use (README, "rules reference"); `check` refuses others,
 /// so a typo such as `{responsable_desk}` never reaches a citizen verbatim.
-pub const PLACEHOLDERS: [&str; 18] = [
+pub const PLACEHOLDERS: [&str; 21] = [
     "desk",
     "desk_name",
     "desk_address",
@@ -87,6 +87,9 @@ pub const PLACEHOLDERS: [&str; 18] = [
     "message_id",
     "date",
     "ticket",
+    "ticket_created",
+    "ticket_ready",
+    "helpdesk_hours",
     "responsible_desk",
     "responsible_address",
     "responsible_nature",

@@ -166,8 +166,7 @@ fn registry_holds(c: &Condition, r: &crate::registry::TicketFacts) -> bool {
     c.registry.is_none_or(|s| s == r.registry)
         && opt(c.ticket_known, r.ticket_known)
         && opt(c.requester_matches, r.requester_matches)
-        && c.ticket_younger_than_hours
-            .is_none_or(|limit| r.ticket_age_hours.is_some_and(|age| age < limit))
+        && opt(c.ticket_too_young, r.ticket_too_young)
         && c.ticket_state.as_ref().is_none_or(|states| {
             r.ticket_state
                 .as_deref()

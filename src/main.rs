@@ -252,6 +252,32 @@ fn check(path: &Path, connect: bool) -> ExitCode {
     for w in cfg.desks.iter().filter_map(|d| d.password_file_warning()) {
         eprintln!("warning: {w}");
     }
+    if let Some(r) = &cfg.registry {
+        // The export as `run` will read it: its tickets, or why not (a warning: the
+        // daemon treats an unreadable export as "unavailable", it does not stop).
+        match std::fs::read(&r.csv)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                ticketgate::registry::csv::parse(&r.csv, &bytes, &r.columns, &rules.time_zone)
+                    .map_err(|e| e.to_string())
+            }) {
+            Ok(table) => {
+                println!(
+                    "registry: {} ticket(s) in {}, {} line(s) skipped",
+                    table.tickets.len(),
+                    r.csv.display(),
+                    table.skipped
+                );
+                for (line, why) in &table.problems {
+                    eprintln!("warning: {}:{line}: skipped: {why}", r.csv.display());
+                }
+            }
+            Err(e) => eprintln!(
+                "warning: ticket registry {}: {e}; until it can be read, rules see registry = \"unavailable\"",
+                r.csv.display()
+            ),
+        }
+    }
     if !connect {
         return ExitCode::SUCCESS;
     }

@@ -133,7 +133,7 @@ pub fn plan_batch(
         let facts = mail
             .facts
             .with_copies(&holders, &policy.dir, rules)
-            .with_registry(known.tickets.as_ref(), now, &rules.matrix.calendar);
+            .with_registry(known.tickets.as_ref(), now, &rules.matrix);
         let decision = decide(&facts, rules, &known_for(&facts, rules, known, &carry, now));
         if let Some(sender) = &facts.sender {
             let lower = sender.to_lowercase();
@@ -234,6 +234,7 @@ pub fn outgoing(
     let mut out = Vec::new();
     let rules = &policy.rules;
     for (action, rule_name) in &decision.actions {
+        let rule = rules.rules.iter().find(|r| r.name == *rule_name);
         let (kind, to, template, id, claim) = match action {
             Action::Redirect(t) | Action::Forward(t) => {
                 let Some(to) = target_address(t, facts, &policy.dir) else {
@@ -245,17 +246,17 @@ pub fn outgoing(
                     (Kind::Forward, "forward")
                 };
                 let id = format!("{name}:{}:{to}", facts.group_key);
-                (kind, to, name.to_string(), id, None)
+                let template = rule
+                    .and_then(|r| r.template_of(action))
+                    .unwrap_or(name)
+                    .to_string();
+                (kind, to, template, id, None)
             }
             Action::Reply(template) => {
                 let Some(sender) = facts.sender.clone() else {
                     continue;
                 };
-                let period = rules
-                    .rules
-                    .iter()
-                    .find(|r| r.name == *rule_name)
-                    .map_or(0, |r| r.reply_period_secs);
+                let period = rule.map_or(0, |r| r.reply_period_secs);
                 // One ledger entry per template: the same advisory asked for by two rules
                 // (a broadcast's acting copy and its duplicates) goes out once.
                 let claim = ReplyClaim {
@@ -356,6 +357,15 @@ pub fn template_vars(
     };
     let responsible = facts.responsible_desk.as_ref().unwrap_or(&facts.desk);
     let ticket = facts.ticket.as_ref().map(|t| t.number.clone());
+    let zone = &policy.rules.time_zone;
+    let matrix = &policy.rules.matrix;
+    let created = facts.registry.ticket_created;
+    let ready = created.map(|c| {
+        matrix.calendar.due(
+            c,
+            i64::try_from(matrix.helpdesk_hours.saturating_mul(3_600)).unwrap_or(i64::MAX),
+        )
+    });
     let pairs = [
         ("desk", desk.name.clone()),
         (
@@ -377,6 +387,15 @@ pub fn template_vars(
             crate::clock::local_day(now, &policy.rules.time_zone),
         ),
         ("ticket", ticket.unwrap_or_default()),
+        (
+            "ticket_created",
+            created.map_or_else(String::new, |t| crate::clock::local_minute(t, zone)),
+        ),
+        (
+            "ticket_ready",
+            ready.map_or_else(String::new, |t| crate::clock::local_minute(t, zone)),
+        ),
+        ("helpdesk_hours", matrix.helpdesk_hours.to_string()),
         ("responsible_desk", responsible.clone()),
         ("responsible_address", address(Some(responsible))),
         ("responsible_nature", nature(Some(responsible))),

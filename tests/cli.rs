@@ -73,7 +73,7 @@ fn check_accepts_the_shipped_config() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("ok: 7 desk(s), 9 rule(s), 2 ticket pattern(s)"),
+        stdout.contains("ok: 7 desk(s), 13 rule(s), 2 ticket pattern(s)"),
         "{stdout}"
     );
 }
@@ -623,4 +623,122 @@ fn thunderbird_tags_cover_every_shipped_keyword() {
         let key = format!("pref(\"mailnews.tags.{}.tag\"", k.to_lowercase());
         assert!(tags.contains(&key), "no Thunderbird tag for {k}");
     }
+}
+
+/// Issue #17: with `[registry]` naming the helpdesk's CSV export, `classify` (offline, no
+/// password) shows the registry facts and decides on them as `run` would: a ticket 3 hours
+/// old goes back to the helpdesk, one quoted by another organisation is tagged. A ticket
+/// missing from the export is unknown; an export that cannot be read makes it unavailable.
+#[test]
+fn classify_reads_the_ticket_registry_export() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = shipped_config(dir.path());
+    let hour = 3_600;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let at = |hours_ago: u64| {
+        jiff::Timestamp::from_second(i64::try_from(now - hours_ago * hour).expect("time"))
+            .expect("time")
+            .to_string()
+    };
+    let csv = dir.path().join("tickets.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "Ticket No,Created On,Email,Status\n\
+             2026-1000001,{},sunil.patil@example.in,Open\n\
+             2026-1000002,{},someone@other.example,Open\n",
+            at(3),
+            at(100)
+        ),
+    )
+    .expect("csv");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "\n[registry]\ncsv = \"{}\"\nticket_column = \"Ticket No\"\ncreated_column = \"Created On\"\nrequester_column = \"Email\"\nstate_column = \"Status\"\n",
+        csv.display()
+    ));
+    std::fs::write(&config, text).expect("config");
+    let mails = dir.path().join("mails");
+    std::fs::create_dir_all(&mails).expect("mails");
+    for (n, ticket) in [
+        (1, "2026-1000001"),
+        (2, "2026-1000002"),
+        (3, "2026-1000009"),
+    ] {
+        std::fs::write(
+            mails.join(format!("{n}.eml")),
+            format!(
+                "From: Sunil Patil <sunil.patil@example.in>\r\nTo: seller.registration@gem.test\r\n\
+                 Subject: Registration pending, Ticket No:- {ticket}\r\nMessage-ID: <r{n}@example.in>\r\n\
+                 Date: Mon, 30 Nov 2026 10:00:00 +0530\r\n\r\nPlease help.\r\n"
+            ),
+        )
+        .expect("mail");
+    }
+    // `check` reads the export as `run` will, and names what it skips.
+    let out = ticketgate(
+        &["check", "--config", config.to_str().expect("utf8")],
+        &[("CREDENTIALS_DIRECTORY", &dir.path().join("credentials"))],
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "registry: 2 ticket(s) in {}, 0 line(s) skipped",
+            csv.display()
+        )),
+        "{said}"
+    );
+    let classify = || {
+        Command::new(env!("CARGO_BIN_EXE_ticketgate"))
+            .args(["classify", "--json", "--config"])
+            .arg(&config)
+            .args((1..=3).map(|n| mails.join(format!("{n}.eml"))))
+            .output()
+            .expect("classify")
+    };
+    let out = classify();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(rows[0]["registry"], "known");
+    assert_eq!(rows[0]["ticket_age_hours"], 3);
+    assert_eq!(rows[0]["ticket_too_young"], true);
+    assert_eq!(rows[0]["requester_matches"], true);
+    assert_eq!(rows[0]["ticket_state"], "Open");
+    assert_eq!(rows[0]["rules"], serde_json::json!(["ticket-too-early"]));
+    assert_eq!(rows[1]["ticket_age_hours"], 100);
+    assert_eq!(rows[1]["requester_matches"], false);
+    assert_eq!(
+        rows[1]["rules"],
+        serde_json::json!(["ticket-not-requester", "ticket"])
+    );
+    assert_eq!(rows[2]["registry"], "unknown");
+    assert_eq!(rows[2]["rules"], serde_json::json!(["ticket-unknown"]));
+    // The export gone: every lookup is unavailable, said once on stderr.
+    std::fs::remove_file(&csv).expect("rm");
+    let out = classify();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ticket registry unavailable"), "{err}");
+    let first: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .expect("a line"),
+    )
+    .expect("json");
+    assert_eq!(first["registry"], "unavailable");
+    assert_eq!(
+        first["rules"],
+        serde_json::json!(["registry-unavailable", "ticket"])
+    );
 }

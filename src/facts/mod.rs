@@ -299,12 +299,12 @@ impl Facts {
     }
 
     /// Sets the registry facts from its answers for the batch (`None`: no registry),
-    /// ages counted on `calendar` up to `now` (Unix seconds).
+    /// ages counted on the matrix's calendar up to `now` (Unix seconds).
     pub fn with_registry(
         mut self,
         answers: Option<&crate::registry::Answers>,
         now: i64,
-        calendar: &crate::worktime::Calendar,
+        matrix: &crate::rules::Matrix,
     ) -> Facts {
         let senders: Vec<&str> = self
             .from
@@ -317,7 +317,7 @@ impl Facts {
             answers,
             &senders,
             now,
-            calendar,
+            (&matrix.calendar, matrix.helpdesk_hours),
         );
         self
     }

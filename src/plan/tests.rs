@@ -528,3 +528,94 @@ fn the_batchs_senders_are_lower_cased_once_each() {
     assert!(replies(&p.rules));
     assert_eq!(answer_window_start(&p.rules, NOW), NOW - 24 * HOUR);
 }
+
+/// Issue #17 on the shipped GeM rules: what the ticket registry's answer does to a ticket
+/// mail. Plain hours, [matrix] helpdesk_hours = 48.
+#[test]
+fn the_registry_sends_young_and_unknown_tickets_back_to_the_helpdesk() {
+    use crate::registry::{Answers, Lookup, TicketRecord, ticket_key};
+    let p = policy();
+    let record = |hours_ago: i64, requester: &str| {
+        Lookup::Known(TicketRecord {
+            created: NOW - hours_ago * HOUR,
+            requester: Some(requester.into()),
+            state: Some("Open".into()),
+        })
+    };
+    let mut answers = Answers::new();
+    answers.insert(ticket_key("2026-1000001"), record(5, "meena@rites.co.in"));
+    answers.insert(ticket_key("2026-1000002"), Lookup::Unknown);
+    answers.insert(ticket_key("2026-1000003"), record(72, "someone@else.in"));
+    answers.insert(ticket_key("2026-1000004"), record(72, "clerk@rites.co.in"));
+    answers.insert(
+        ticket_key("2026-1000005"),
+        Lookup::Unavailable("cannot read /srv/tickets.csv".into()),
+    );
+    let from = "Meena <meena@rites.co.in>";
+    let mails: Vec<Vec<u8>> = (1..=5)
+        .map(|n| {
+            raw(
+                from,
+                "bid.ra@gem.gov.in",
+                &format!("Bid query, Ticket No:- 2026-100000{n}"),
+                &format!("reg{n}"),
+            )
+        })
+        .collect();
+    let known = KnownState {
+        tickets: Some(answers),
+        ..KnownState::default()
+    };
+    let batch = mails
+        .iter()
+        .enumerate()
+        .map(|(i, m)| new_mail(&p, m, "bid-ra", u32::try_from(i).unwrap_or(0) + 1))
+        .collect();
+    let planned = plan(&p, "bid-ra", batch, &known);
+    let rules_of = |i: usize| planned[i].decision.rules.clone();
+    // 5 hours old: back to the helpdesk, telling when the desk can take it up.
+    assert_eq!(rules_of(0), ["ticket-too-early"]);
+    assert!(actions(&planned[0]).contains(&"tag:$TooEarly".to_string()));
+    let early = &planned[0].record.outbox;
+    assert_eq!(early.len(), 1);
+    assert_eq!(early[0].recipients, [HELPDESK, "meena@rites.co.in"]);
+    let mail = mail_parser::MessageParser::default()
+        .parse(&early[0].bytes)
+        .unwrap_or_else(|| panic!("parse"));
+    assert_eq!(
+        mail.subject(),
+        Some("[Ticket too early] Bid query, Ticket No:- 2026-1000001")
+    );
+    let text = mail.body_text(0).unwrap_or_default();
+    // NOW is 2025-06-15 15:06:40 UTC; created 5 h before, ready 48 h after that, told in
+    // the rules' time zone (GeM: Asia/Kolkata, +05:30).
+    assert!(
+        text.contains("registered on 2025-06-15 15:36 IST"),
+        "{text}"
+    );
+    assert!(
+        text.contains("come to the desk from 2025-06-17 15:36 IST"),
+        "{text}"
+    );
+    // Unknown to the helpdesk: back to it.
+    assert_eq!(rules_of(1), ["ticket-unknown"]);
+    let unknown = String::from_utf8_lossy(&planned[1].record.outbox[0].bytes).into_owned();
+    assert!(unknown.contains("Subject: [Ticket not found]"), "{unknown}");
+    // Old enough, quoted by someone else: kept, tagged for the officer, nothing sent.
+    assert_eq!(rules_of(2), ["ticket-not-requester", "ticket"]);
+    assert!(planned[2].record.outbox.is_empty());
+    // The requester's organisation (same domain): an ordinary ticket mail.
+    assert_eq!(rules_of(3), ["ticket"]);
+    // The registry unreadable: handled as without one, and tagged.
+    assert_eq!(rules_of(4), ["registry-unavailable", "ticket"]);
+    assert!(planned[4].record.outbox.is_empty());
+    // Without a registry the same mails are ordinary ticket mail.
+    let batch = mails
+        .iter()
+        .enumerate()
+        .map(|(i, m)| new_mail(&p, m, "bid-ra", u32::try_from(i).unwrap_or(0) + 1))
+        .collect();
+    for planned in plan(&p, "bid-ra", batch, &KnownState::default()) {
+        assert_eq!(planned.decision.rules, ["ticket"]);
+    }
+}

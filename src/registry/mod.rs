@@ -147,6 +147,11 @@ pub struct TicketFacts {
     /// Whole hours since the ticket was created, on the rules' calendar (seed 000: a desk
     /// takes up a ticket only after 48 hours unresolved at the helpdesk).
     pub ticket_age_hours: Option<u64>,
+    /// Younger than the matrix's hours at the helpdesk (`[matrix] helpdesk_hours`).
+    pub ticket_too_young: Option<bool>,
+    /// When the helpdesk registered it (Unix seconds), for templates.
+    #[serde(skip)]
+    pub ticket_created: Option<i64>,
     pub ticket_state: Option<String>,
     /// The sender (From or Reply-To) is the ticket's requester, or writes from the same
     /// organisation's domain (not a public mail provider's).
@@ -159,6 +164,8 @@ impl TicketFacts {
         registry: RegistryState::Off,
         ticket_known: None,
         ticket_age_hours: None,
+        ticket_too_young: None,
+        ticket_created: None,
         ticket_state: None,
         requester_matches: None,
     };
@@ -223,13 +230,14 @@ pub fn requester_matches(senders: &[&str], requester: &str) -> bool {
 }
 
 /// The registry facts of a mail with ticket `number` (or none), sent by `senders`,
-/// decided at `now` (Unix seconds), ages counted on `calendar`.
+/// decided at `now` (Unix seconds), ages counted on `calendar`; a ticket is too young below
+/// `helpdesk_hours`.
 pub fn ticket_facts(
     number: Option<&str>,
     answers: Option<&Answers>,
     senders: &[&str],
     now: i64,
-    calendar: &Calendar,
+    (calendar, helpdesk_hours): (&Calendar, u64),
 ) -> TicketFacts {
     let (Some(number), Some(answers)) = (number, answers) else {
         return TicketFacts::OFF;
@@ -251,6 +259,11 @@ pub fn ticket_facts(
             ticket_age_hours: Some(
                 u64::try_from(calendar.elapsed(t.created, now) / 3_600).unwrap_or(0),
             ),
+            ticket_too_young: Some(
+                calendar.elapsed(t.created, now)
+                    < i64::try_from(helpdesk_hours.saturating_mul(3_600)).unwrap_or(i64::MAX),
+            ),
+            ticket_created: Some(t.created),
             ticket_state: t.state.clone(),
             requester_matches: t
                 .requester
@@ -290,11 +303,13 @@ mod tests {
             Some(&a),
             &["meena.iyer@rites.co.in"],
             1_000_000 + 47 * 3_600 + 3_599,
-            &Calendar::Plain,
+            (&Calendar::Plain, 48),
         );
         assert_eq!(f.registry, RegistryState::Known);
         assert_eq!(f.ticket_known, Some(true));
         assert_eq!(f.ticket_age_hours, Some(47), "whole hours, rounded down");
+        assert_eq!(f.ticket_too_young, Some(true), "47:59:59 is below 48 hours");
+        assert_eq!(f.ticket_created, Some(1_000_000));
         assert_eq!(f.ticket_state.as_deref(), Some("Open"));
         assert_eq!(f.requester_matches, Some(true));
     }
@@ -303,7 +318,7 @@ mod tests {
     fn unknown_unavailable_and_not_asked_are_told_apart() {
         let a = answers();
         let facts = |n: Option<&str>, a: Option<&Answers>| {
-            ticket_facts(n, a, &["x@y.in"], 0, &Calendar::Plain)
+            ticket_facts(n, a, &["x@y.in"], 0, (&Calendar::Plain, 48))
         };
         let unknown = facts(Some("2024-7654321"), Some(&a));
         assert_eq!(

@@ -408,13 +408,14 @@ impl Builder {
                 text,
                 registry,
                 ticket_known: w.ticket_known,
-                ticket_younger_than_hours: w.ticket_younger_than_hours,
+                ticket_too_young: w.ticket_too_young,
                 ticket_state: w.ticket_state.map(OneOrMany::into_vec),
                 requester_matches: w.requester_matches,
             },
             actions,
             stop: r.stop,
             reply_period_secs: r.reply_period_hours.unwrap_or(0) * 3600,
+            template: r.template,
         })
     }
 
@@ -441,12 +442,7 @@ impl Builder {
                 });
             }
             for a in &rule.actions {
-                let needed = match a {
-                    Action::Redirect(_) => Some("redirect"),
-                    Action::Forward(_) => Some("forward"),
-                    Action::Reply(t) => Some(t.as_str()),
-                    _ => None,
-                };
+                let needed = rule.template_of(a);
                 if let Some(t) = needed
                     && !self.templates.contains_key(t)
                 {

@@ -126,7 +126,7 @@ pub struct Condition {
     /// The ticket registry's answer (issue #17).
     pub registry: Option<crate::registry::RegistryState>,
     pub ticket_known: Option<bool>,
-    pub ticket_younger_than_hours: Option<u64>,
+    pub ticket_too_young: Option<bool>,
     pub ticket_state: Option<Vec<String>>,
     pub requester_matches: Option<bool>,
 }
@@ -140,6 +140,22 @@ pub struct Rule {
     pub stop: bool,
     /// Minimum time between two replies of this rule to one sender.
     pub reply_period_secs: u64,
+    /// The template of this rule's redirects and forwards; `None`: `redirect`, `forward`.
+    pub template: Option<String>,
+}
+
+impl Rule {
+    /// The template `action` of this rule is sent with: a reply's own, a redirect's or a
+    /// forward's from the rule's `template` or by its kind. `None` for other actions.
+    pub fn template_of<'a>(&'a self, action: &'a crate::action::Action) -> Option<&'a str> {
+        use crate::action::Action;
+        match action {
+            Action::Reply(t) => Some(t),
+            Action::Redirect(_) => Some(self.template.as_deref().unwrap_or("redirect")),
+            Action::Forward(_) => Some(self.template.as_deref().unwrap_or("forward")),
+            _ => None,
+        }
+    }
 }
 
 /// The escalation matrix's time limits (seed 000), counted on `calendar`.

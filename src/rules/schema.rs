@@ -293,8 +293,9 @@ pub struct RawCondition {
     /// The ticket registry's answer: "off", "known", "unknown" or "unavailable" (issue #17).
     pub registry: Option<String>,
     pub ticket_known: Option<bool>,
-    /// Holds when the ticket's age is known and below this many hours.
-    pub ticket_younger_than_hours: Option<u64>,
+    /// The ticket is known and younger than `[matrix] helpdesk_hours` (seed 000: a desk
+    /// takes a ticket up only after 48 hours unresolved at the helpdesk).
+    pub ticket_too_young: Option<bool>,
     /// The registry's states, any of them (case-insensitive).
     pub ticket_state: Option<OneOrMany>,
     pub requester_matches: Option<bool>,
@@ -328,6 +329,8 @@ pub struct RawRule {
     #[serde(default)]
     pub stop: bool,
     pub reply_period_hours: Option<u64>,
+    /// The template of this rule's redirects and forwards (default: `redirect`, `forward`).
+    pub template: Option<String>,
 }
 
 /// `[template.NAME]` in a rules file.

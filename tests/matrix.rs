@@ -1,0 +1,185 @@
+//! The escalation matrix's 48 hours (issue #17), on a real Dovecot and Postfix: with the
+//! helpdesk's ticket export configured (`[registry]`), a ticket the helpdesk registered
+//! less than 48 hours ago, or one it does not know, goes back to it with the user in copy
+//! (what the helpdesk receives, where the desk's copy is filed and how it is tagged); a
+//! ticket that is old enough stays with the desk; a new export is read without a restart.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed expectation is a failed test"
+)]
+
+mod faultkit;
+mod support;
+
+use std::path::Path;
+
+use faultkit::{redirects, run_once};
+use support::{MailStack, WAIT};
+
+const HOUR: u64 = 3_600;
+
+/// The export as the CRM writes it: creation times in IST without an offset
+/// (`created_format`), tickets `ago` hours old.
+fn export(path: &Path, tickets: &[(&str, u64, &str)]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ist = jiff::tz::TimeZone::get("Asia/Kolkata").unwrap();
+    let mut text = String::from("Ticket No,Created On,Email,Status\n");
+    for (ticket, ago, requester) in tickets {
+        let created = jiff::Timestamp::from_second(i64::try_from(now - ago * HOUR).unwrap())
+            .unwrap()
+            .to_zoned(ist.clone())
+            .strftime("%d-%m-%Y %H:%M")
+            .to_string();
+        text.push_str(&format!("{ticket},{created},{requester},Open\n"));
+    }
+    // Replaced as a whole, as an export job does (a new file, renamed into place).
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn mail(ticket: &str, id: &str) -> Vec<u8> {
+    format!(
+        "From: Meena Iyer <meena.iyer@rites.co.in>\r\nTo: bid.ra@gem.test\r\n\
+         Subject: Bid corrigendum, Ticket No:- {ticket}\r\nMessage-ID: <{id}@rites.co.in>\r\n\
+         Date: Mon, 30 Nov 2026 10:00:00 +0530\r\n\r\nThe corrigendum is still not published.\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn young_and_unknown_tickets_go_back_to_the_helpdesk() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("tickets.csv");
+    export(
+        &csv,
+        &[
+            ("2026-1000001", 3, "meena.iyer@rites.co.in"),
+            ("2026-1000002", 100, "meena.iyer@rites.co.in"),
+        ],
+    );
+    let config = faultkit::deployment(&stack, dir.path(), "", "", None);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[registry]\ncsv = \"{}\"\nticket_column = \"Ticket No\"\ncreated_column = \"Created On\"\n\
+         created_format = \"%d-%m-%Y %H:%M\"\nrequester_column = \"Email\"\nstate_column = \"Status\"\n",
+        csv.display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    for (ticket, id) in [
+        ("2026-1000001", "young"),
+        ("2026-1000002", "old"),
+        ("2026-1000003", "unknown"),
+    ] {
+        stack.append("bid.ra", "INBOX", &mail(ticket, id)).await;
+    }
+    let log = run_once(&config);
+    assert!(log.contains("ticket registry loaded"), "{log}");
+
+    let helpdesk = stack
+        .wait_for("helpdesk", "INBOX", WAIT, "two mails back", |m| {
+            m.len() >= 2
+        })
+        .await;
+    assert_eq!(redirects(&helpdesk).len(), 2, "{log}");
+    let subjects: Vec<String> = helpdesk.iter().map(|m| m.subject()).collect();
+    assert!(
+        subjects
+            .iter()
+            .any(|s| s == "[Ticket too early] Bid corrigendum, Ticket No:- 2026-1000001"),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects
+            .iter()
+            .any(|s| s == "[Ticket not found] Bid corrigendum, Ticket No:- 2026-1000003"),
+        "{subjects:?}"
+    );
+    let early = helpdesk
+        .iter()
+        .find(|m| m.subject().starts_with("[Ticket too early]"))
+        .unwrap();
+    assert_eq!(
+        early.header("Cc").as_deref(),
+        Some("meena.iyer@rites.co.in"),
+        "the user is told too"
+    );
+    let note = mail_parser::MessageParser::default()
+        .parse(&early.raw)
+        .and_then(|m| m.body_text(0).map(|t| t.into_owned()))
+        .unwrap_or_default();
+    assert!(note.contains("can come to the desk from "), "{note}");
+    assert!(note.contains(" IST."), "times in the desks' zone: {note}");
+
+    let filed = stack.mailbox("bid.ra", "Redirected").await;
+    assert_eq!(filed.len(), 2);
+    assert_eq!(filed.iter().filter(|m| m.has_flag("$TooEarly")).count(), 1);
+    assert_eq!(
+        filed
+            .iter()
+            .filter(|m| m.has_flag("$UnknownTicket"))
+            .count(),
+        1
+    );
+    let inbox = stack.mailbox("bid.ra", "INBOX").await;
+    assert_eq!(inbox.len(), 1, "the ticket old enough stays with the desk");
+    assert!(inbox[0].has_flag("$Ticket") && !inbox[0].has_flag("$TooEarly"));
+
+    // The helpdesk's next export knows 2026-1000003 (registered 60 hours ago): the running
+    // daemon reads it at its next batch, without a restart; the user's next mail on that
+    // ticket stays with the desk.
+    let log = dir.path().join("daemon.log");
+    let daemon = faultkit::spawn_watching(&config, &log).await;
+    stack
+        .send(
+            "meena.iyer@rites.co.in",
+            &["bid.ra@gem.test"],
+            &mail("2026-1000002", "old-again"),
+        )
+        .await;
+    stack
+        .wait_for("bid.ra", "INBOX", WAIT, "a mail on the old export", |m| {
+            m.len() == 2 && m.iter().all(|m| m.has_flag("$Ticket"))
+        })
+        .await;
+    export(
+        &csv,
+        &[
+            ("2026-1000001", 3, "meena.iyer@rites.co.in"),
+            ("2026-1000002", 100, "meena.iyer@rites.co.in"),
+            ("2026-1000003", 60, "meena.iyer@rites.co.in"),
+        ],
+    );
+    stack
+        .send(
+            "meena.iyer@rites.co.in",
+            &["bid.ra@gem.test"],
+            &mail("2026-1000003", "again"),
+        )
+        .await;
+    let inbox = stack
+        .wait_for("bid.ra", "INBOX", WAIT, "the new mail decided", |m| {
+            m.len() == 3 && m.iter().all(|m| m.has_flag("$Ticket"))
+        })
+        .await;
+    assert!(inbox.iter().all(|m| !m.has_flag("$UnknownTicket")));
+    faultkit::stop(daemon);
+    let text = faultkit::log_text(&log);
+    assert_eq!(
+        text.matches("ticket registry loaded").count(),
+        2,
+        "read when a batch first needed it, and again after the new export: {text}"
+    );
+    assert!(
+        text.contains("tickets=2") && text.contains("tickets=3"),
+        "{text}"
+    );
+    let helpdesk = stack.mailbox("helpdesk", "INBOX").await;
+    assert_eq!(redirects(&helpdesk).len(), 2, "nothing more went back");
+}
