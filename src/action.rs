@@ -61,6 +61,9 @@ pub enum Action {
     MarkSeen,
     /// Write the ticket and the mail into the state database for reports.
     Record,
+    /// Start the desk's clock on the mail's ticket (seed 000: the desk has `[matrix]
+    /// desk_hours` to answer), or add the mail to the clock already running on it.
+    Clock,
 }
 
 impl Action {
@@ -74,6 +77,7 @@ impl Action {
             Action::File(_) => "file",
             Action::MarkSeen => "seen",
             Action::Record => "record",
+            Action::Clock => "clock",
         }
     }
 
@@ -130,8 +134,9 @@ impl Action {
             }
             "seen" => no_arg(Action::MarkSeen),
             "record" => no_arg(Action::Record),
+            "clock" => no_arg(Action::Clock),
             other => Err(format!(
-                "unknown action `{other}`; expected one of redirect, forward, reply, tag, flag, file, seen, record"
+                "unknown action `{other}`; expected one of redirect, forward, reply, tag, flag, file, seen, record, clock"
             )),
         }
     }
@@ -191,6 +196,7 @@ impl fmt::Display for Action {
             Action::File(d) => write!(f, "file:{d}"),
             Action::MarkSeen => f.write_str("seen"),
             Action::Record => f.write_str("record"),
+            Action::Clock => f.write_str("clock"),
         }
     }
 }

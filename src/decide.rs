@@ -317,7 +317,7 @@ mod tests {
             f.ticket.as_ref().map(|t| t.number.as_str()),
             Some("2024-1234567")
         );
-        assert_eq!(a, ["tag:$Ticket", "record"]);
+        assert_eq!(a, ["tag:$Ticket", "record", "clock"]);
     }
 
     #[test]
@@ -411,7 +411,13 @@ mod tests {
         let (_, a) = actions(&raw, "bid-ra", &[], &known);
         assert_eq!(
             a,
-            ["tag:$Broadcast", "tag:\\Flagged", "tag:$Ticket", "record"]
+            [
+                "tag:$Broadcast",
+                "tag:\\Flagged",
+                "tag:$Ticket",
+                "record",
+                "clock"
+            ]
         );
     }
 

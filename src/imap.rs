@@ -20,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::tls::Security;
 
+mod clock_reads;
+pub use clock_reads::bare as bare_message_id;
+
 /// Where and how to connect.
 #[derive(Debug, Clone)]
 pub struct Endpoint {

@@ -29,6 +29,7 @@
 //! - [`metrics`]: counters and gauges, the Prometheus `/metrics` and `/health` endpoint;
 //!   [`process`] adds the standard process metrics and build info.
 //! - [`registry`]: the helpdesk's ticket registry (a CSV export) and the facts from it.
+//! - [`deskclock`]: the desk's clock: answered, or overdue and tagged `$Overdue`.
 //! - [`worktime`]: hours of the matrix's 48-hour limits, plain or on a working calendar.
 //! - [`docs`]: the man pages and shell completions generated from the command line.
 #![forbid(unsafe_code)]
@@ -41,6 +42,7 @@ pub mod compose;
 pub mod config;
 pub mod crash;
 pub mod decide;
+pub mod deskclock;
 pub mod docs;
 pub mod facts;
 pub mod imap;

@@ -89,6 +89,13 @@ enum Command {
         /// json (rows and outbox).
         #[arg(long, value_enum, default_value_t = ticketgate::report::ReportFormat::Table)]
         format: ticketgate::report::ReportFormat,
+        /// Instead of the counts: the desk clocks running past their limit, or reaching it
+        /// within --within-hours (ticket mail no officer has answered).
+        #[arg(long)]
+        overdue: bool,
+        /// With --overdue: also clocks that fall due within this many hours.
+        #[arg(long, default_value_t = 6, requires = "overdue")]
+        within_hours: u32,
     },
     /// Writes the man pages and shell completions into DIR (for packaging).
     #[command(hide = true)]
@@ -111,7 +118,14 @@ fn main() -> ExitCode {
             config,
             days,
             format,
-        } => report(&config.config, days, format),
+            overdue,
+            within_hours,
+        } => report(
+            &config.config,
+            days,
+            format,
+            overdue.then_some(within_hours),
+        ),
         Command::GenerateDocs { dir } => {
             match ticketgate::docs::generate(<Cli as clap::CommandFactory>::command(), &dir) {
                 Ok(files) => {
@@ -393,7 +407,12 @@ fn run(path: &Path, once: bool) -> ExitCode {
     }
 }
 
-fn report(path: &Path, days: u32, format: ticketgate::report::ReportFormat) -> ExitCode {
+fn report(
+    path: &Path,
+    days: u32,
+    format: ticketgate::report::ReportFormat,
+    overdue_within_hours: Option<u32>,
+) -> ExitCode {
     let (cfg, rules) = match load_offline(path) {
         Ok(x) => x,
         Err(problems) => return print_problems(&problems),
@@ -401,7 +420,11 @@ fn report(path: &Path, days: u32, format: ticketgate::report::ReportFormat) -> E
     let Some(runtime) = runtime(false) else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(ticketgate::report::report(&cfg, &rules, days, format)) {
+    let text = match overdue_within_hours {
+        Some(hours) => runtime.block_on(ticketgate::report::overdue(&cfg, &rules, hours, format)),
+        None => runtime.block_on(ticketgate::report::report(&cfg, &rules, days, format)),
+    };
+    match text {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

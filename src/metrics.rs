@@ -15,8 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// The action kinds counted in `ticketgate_actions_total` (see `Action::kind`).
-pub const ACTION_KINDS: [&str; 7] = [
-    "redirect", "forward", "reply", "tag", "file", "seen", "record",
+pub const ACTION_KINDS: [&str; 8] = [
+    "redirect", "forward", "reply", "tag", "file", "seen", "record", "clock",
 ];
 
 /// What one desk watcher reports about itself.
@@ -33,6 +33,10 @@ pub struct DeskGauges {
     pub last_sync: AtomicI64,
     /// Actions decided at this desk, by kind (index in [`ACTION_KINDS`]).
     pub actions: [AtomicU64; ACTION_KINDS.len()],
+    /// Desk clocks running (issue #17), as of the desk's last review of them.
+    pub clocks_open: AtomicU64,
+    /// Of those, the ones past their limit (their mail tagged `$Overdue`).
+    pub clocks_overdue: AtomicU64,
 }
 
 /// Every number the daemon exposes. Shared by all tasks; updates are relaxed atomics.
@@ -217,6 +221,18 @@ impl Metrics {
             "gauge",
             "Unix time the desk's mailbox was last fully caught up (0: not yet).",
             &per_desk(&|g| g.last_sync.load(Ordering::Relaxed).to_string()),
+        );
+        family(
+            "ticketgate_desk_clocks_open",
+            "gauge",
+            "Desk clocks running: ticket mail the desk keeps that no officer has answered yet.",
+            &per_desk(&|g| load(&g.clocks_open).to_string()),
+        );
+        family(
+            "ticketgate_desk_clocks_overdue",
+            "gauge",
+            "Desk clocks past [matrix] desk_hours, unanswered (their mail tagged $Overdue).",
+            &per_desk(&|g| load(&g.clocks_overdue).to_string()),
         );
         family(
             "ticketgate_outbox_running",

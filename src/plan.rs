@@ -13,7 +13,7 @@ use crate::config::Desk;
 use crate::decide::{Decision, Known, decide};
 use crate::facts::{Directory, Facts};
 use crate::rules::Rules;
-use crate::store::{MailKey, NewDecision, NewOutgoing, ReplyClaim};
+use crate::store::{MailKey, NewClock, NewDecision, NewOutgoing, ReplyClaim};
 
 /// Rules and directory in force; swapped as a whole on reload.
 #[derive(Debug)]
@@ -73,7 +73,7 @@ pub struct Planned {
 pub fn imap_actions(decision: &Decision) -> Vec<Action> {
     decision
         .actions()
-        .filter(|a| !a.sends_mail() && **a != Action::Record)
+        .filter(|a| !a.sends_mail() && !matches!(a, Action::Record | Action::Clock))
         .cloned()
         .collect()
 }
@@ -170,6 +170,15 @@ pub fn plan_batch(
             automatic: facts.automatic,
             redirected: decision.actions().any(|a| matches!(a, Action::Redirect(_))),
             rule: decision.rules.last().cloned(),
+            clock: decision
+                .actions()
+                .any(|a| *a == Action::Clock)
+                .then_some(facts.ticket.as_ref())
+                .flatten()
+                .map(|t| NewClock {
+                    ticket: t.number.clone(),
+                    due: rules.matrix.calendar.due(now, rules.matrix.desk_secs),
+                }),
             actions,
             outbox,
             now,

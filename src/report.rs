@@ -1,5 +1,6 @@
 //! `ticketgate report`: what the store's counts per desk and day and its outbox look like
-//! as a table, CSV or JSON. The counting itself is the store's (`store::report`).
+//! as a table, CSV or JSON; with `--overdue`, the desk clocks past or near their limit
+//! (issue #17). The counting itself is the store's (`store::report`, `store::clocks`).
 
 use anyhow::Context;
 
@@ -16,6 +17,90 @@ pub enum ReportFormat {
     Csv,
     /// One JSON object: `days` (the rows), `outbox` (waiting, refused, partly refused).
     Json,
+}
+
+/// `ticketgate report --overdue`: the desks' running clocks past their limit or reaching it
+/// within `within_hours`, most overdue first, times in the rules' time zone. Opens the
+/// database read-only.
+pub async fn overdue(
+    cfg: &Config,
+    rules: &Rules,
+    within_hours: u32,
+    format: ReportFormat,
+) -> anyhow::Result<String> {
+    let store = Store::open_read_only(&cfg.database)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open state database {}",
+                crate::store::redact_url(&cfg.database)
+            )
+        })?;
+    let now = crate::clock::unix_now();
+    let rows = store
+        .clocks_due_before(now + i64::from(within_hours) * 3_600)
+        .await?;
+    let zone = &rules.time_zone;
+    let when = |t: i64| crate::clock::local_minute(t, zone);
+    let state = |due: i64| if due <= now { "overdue" } else { "due soon" };
+    let hours = |due: i64| (now - due) / 3_600;
+    Ok(match format {
+        ReportFormat::Json => {
+            let list: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "desk": r.desk, "ticket": r.ticket, "state": state(r.due),
+                        "started": r.started, "due": r.due,
+                        "hours_past_due": hours(r.due),
+                        "sender": r.sender, "subject": r.subject,
+                    })
+                })
+                .collect();
+            format!("{}\n", serde_json::json!({ "clocks": list }))
+        }
+        ReportFormat::Csv => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            let _ = w.write_record([
+                "desk", "ticket", "state", "started", "due", "sender", "subject",
+            ]);
+            for r in &rows {
+                let _ = w.write_record([
+                    r.desk.as_str(),
+                    r.ticket.as_str(),
+                    state(r.due),
+                    &when(r.started),
+                    &when(r.due),
+                    r.sender.as_deref().unwrap_or(""),
+                    r.subject.as_str(),
+                ]);
+            }
+            String::from_utf8_lossy(&w.into_inner().unwrap_or_default()).into_owned()
+        }
+        ReportFormat::Table => {
+            if rows.is_empty() {
+                return Ok(format!(
+                    "No desk clock is past its limit or due within {within_hours} hours.\n"
+                ));
+            }
+            let mut out = format!(
+                "{:<20} {:<14} {:<9} {:<22} {:<32} subject\n",
+                "desk", "ticket", "state", "due", "sender"
+            );
+            for r in &rows {
+                out.push_str(&format!(
+                    "{:<20} {:<14} {:<9} {:<22} {:<32} {}\n",
+                    r.desk,
+                    r.ticket,
+                    state(r.due),
+                    when(r.due),
+                    r.sender.as_deref().unwrap_or("-"),
+                    r.subject
+                ));
+            }
+            out
+        }
+    })
 }
 
 /// `ticketgate report`: counts per desk and day (in the rules' time zone) over the last

@@ -38,6 +38,8 @@ pub enum DeskOp {
     SetAside,
     /// Correcting copies found to be part of a broadcast later.
     LateBroadcasts,
+    /// Reviewing the desk's clocks (answered, overdue).
+    Clocks,
     /// Waiting for new mail (IDLE or polling).
     Wait,
 }
@@ -53,6 +55,7 @@ impl std::fmt::Display for DeskOp {
             DeskOp::Decide => "decide",
             DeskOp::File => "file",
             DeskOp::SetAside => "set-aside",
+            DeskOp::Clocks => "clocks",
             DeskOp::LateBroadcasts => "late-broadcasts",
             DeskOp::Wait => "wait",
         })
@@ -499,18 +502,26 @@ async fn session(
         pipeline::tag_late_broadcasts(&mut s, shared, desk)
             .await
             .at(DeskOp::LateBroadcasts)?;
+        // The desk's clocks: after every round, and again when the next one falls due.
+        let next_due = crate::deskclock::check(&mut s, shared, desk, state.uidvalidity, unix_now())
+            .await
+            .at(DeskOp::Clocks)?;
         gauges.last_sync.store(unix_now(), Ordering::Relaxed);
         if once {
             let _ = s.logout().await;
             return Ok(());
         }
+        let until_due = next_due.map(|due| {
+            std::time::Duration::from_secs(u64::try_from(due - unix_now()).unwrap_or(0).max(1))
+        });
+        let refresh = until_due.map_or(shared.config.imap.idle_refresh, |d| {
+            d.min(shared.config.imap.idle_refresh)
+        });
+        let poll = until_due.map_or(shared.config.imap.poll_interval, |d| {
+            d.min(shared.config.imap.poll_interval)
+        });
         match s
-            .wait(
-                cancel,
-                &shared.recheck,
-                shared.config.imap.idle_refresh,
-                shared.config.imap.poll_interval,
-            )
+            .wait(cancel, &shared.recheck, refresh, poll)
             .await
             .at(DeskOp::Wait)?
         {

@@ -3,6 +3,8 @@
 //! less than 48 hours ago, or one it does not know, goes back to it with the user in copy
 //! (what the helpdesk receives, where the desk's copy is filed and how it is tagged); a
 //! ticket that is old enough stays with the desk; a new export is read without a restart.
+//! The desk's clock: an unanswered ticket mail is tagged `$Overdue` when the limit passes,
+//! answered ones (\Answered, a reply in Sent, moved to the done folder) are not.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -16,7 +18,7 @@ mod support;
 use std::path::Path;
 
 use faultkit::{redirects, run_once};
-use support::{MailStack, WAIT};
+use support::{MailStack, StoredMail, WAIT};
 
 const HOUR: u64 = 3_600;
 
@@ -182,4 +184,108 @@ async fn young_and_unknown_tickets_go_back_to_the_helpdesk() {
     );
     let helpdesk = stack.mailbox("helpdesk", "INBOX").await;
     assert_eq!(redirects(&helpdesk).len(), 2, "nothing more went back");
+}
+
+/// Issue #17 point 3, the desk's clock: four ticket mails the desk keeps; an officer answers
+/// one (\Answered, as a mail client sets it), replies to another from the Sent folder,
+/// moves a third to the done folder, and leaves the fourth. When the limit passes (here
+/// `desk_hours = 0.002`, 7.2 s), the running daemon wakes by itself and tags only the
+/// fourth `$Overdue` and \Flagged; `report --overdue` lists it alone. A daemon killed and
+/// started again keeps the clocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_ticket_mail_is_tagged_overdue_when_the_desk_clock_runs_out() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = faultkit::rules_with(
+        dir.path(),
+        &[
+            ("\ndesk_hours = 48", "\ndesk_hours = 0.002"),
+            ("# done_folder = \"Done\"", "done_folder = \"Done\""),
+        ],
+    );
+    let config = faultkit::deployment(&stack, dir.path(), "", "", Some(&rules));
+    let tickets = [
+        "2026-2000001",
+        "2026-2000002",
+        "2026-2000003",
+        "2026-2000004",
+    ];
+    let mut uids = Vec::new();
+    for (n, ticket) in tickets.iter().enumerate() {
+        uids.push(
+            stack
+                .append("bid.ra", "INBOX", &mail(ticket, &format!("clock{n}")))
+                .await,
+        );
+    }
+    let log = dir.path().join("daemon.log");
+    let daemon = faultkit::spawn_watching(&config, &log).await;
+    stack
+        .wait_for("bid.ra", "INBOX", WAIT, "four ticket mails kept", |m| {
+            m.len() == 4 && m.iter().all(|m| m.has_flag("$Ticket"))
+        })
+        .await;
+    // The officer, in a mail client of their own.
+    let mut officer = stack.login("bid.ra").await;
+    officer.select("INBOX").await.unwrap();
+    officer
+        .run_command_and_check_ok(&format!("UID STORE {} +FLAGS (\\Answered)", uids[0]))
+        .await
+        .unwrap();
+    officer.create("Done").await.unwrap();
+    officer
+        .run_command_and_check_ok(&format!("UID MOVE {} Done", uids[2]))
+        .await
+        .unwrap();
+    officer.logout().await.unwrap();
+    let reply = "From: bid.ra@gem.test\r\nTo: meena.iyer@rites.co.in\r\n\
+                 Subject: Re: Bid corrigendum, Ticket No:- 2026-2000002\r\n\
+                 Message-ID: <answer-1@gem.test>\r\nIn-Reply-To: <clock1@rites.co.in>\r\n\
+                 References: <clock1@rites.co.in>\r\nDate: Mon, 30 Nov 2026 11:00:00 +0530\r\n\r\n\
+                 The corrigendum is published.\r\n";
+    stack.append("bid.ra", "Sent", reply.as_bytes()).await;
+
+    let inbox = stack
+        .wait_for("bid.ra", "INBOX", WAIT, "the fourth mail overdue", |m| {
+            m.iter().any(|m| m.has_flag("$Overdue"))
+        })
+        .await;
+    let overdue: Vec<String> = inbox
+        .iter()
+        .filter(|m| m.has_flag("$Overdue"))
+        .map(StoredMail::subject)
+        .collect();
+    assert_eq!(overdue, ["Bid corrigendum, Ticket No:- 2026-2000004"]);
+    let flagged = inbox.iter().find(|m| m.has_flag("$Overdue")).unwrap();
+    assert!(flagged.has_flag("\\Flagged"), "shown in every client");
+    let done = stack.mailbox("bid.ra", "Done").await;
+    assert!(done.iter().all(|m| !m.has_flag("$Overdue")));
+    faultkit::stop(daemon);
+    let text = faultkit::log_text(&log);
+    for reason in ["reason=answered", "reason=sent", "reason=done-folder"] {
+        assert!(text.contains(reason), "{reason} in:\n{text}");
+    }
+
+    let report = faultkit::ticketgate(&config, &["report", "--overdue", "--format", "csv"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&report.stdout);
+    assert!(report.status.success(), "{listed}");
+    let lines: Vec<&str> = listed.lines().skip(1).collect();
+    assert_eq!(lines.len(), 1, "{listed}");
+    assert!(
+        lines[0].starts_with("bid-ra,2026-2000004,overdue,"),
+        "{listed}"
+    );
+
+    // Restarted (kill -9 before, no clean stop): the clocks are in the database; nothing is
+    // tagged twice and the answered ones stay stopped.
+    let log2 = dir.path().join("daemon2.log");
+    let daemon = faultkit::spawn_watching(&config, &log2).await;
+    faultkit::wait_log(&log2, "watching", 7).await;
+    faultkit::stop(daemon);
+    let inbox = stack.mailbox("bid.ra", "INBOX").await;
+    assert_eq!(inbox.iter().filter(|m| m.has_flag("$Overdue")).count(), 1);
+    let again = faultkit::log_text(&log2);
+    assert!(!again.contains("desk clock ran out"), "{again}");
 }

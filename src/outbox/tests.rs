@@ -91,6 +91,7 @@ impl RealTimeStore {
                     bytes: format!("Subject: {id}\r\n\r\nbody\r\n").into_bytes(),
                     reply_claim: None,
                 }],
+                clock: None,
                 now: at + i64::from(i),
             })
             .collect();

@@ -504,8 +504,10 @@ impl Builder {
             time_zone: time_zone.clone(),
             matrix: Matrix {
                 helpdesk_hours: matrix.helpdesk_hours,
-                desk_hours: matrix.desk_hours,
+                desk_secs: matrix.desk_secs,
                 calendar: matrix.calendar(&time_zone),
+                sent_folder: matrix.sent_folder.clone(),
+                done_folder: matrix.done_folder.clone(),
             },
             rules,
             templates: self.templates,

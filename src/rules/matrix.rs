@@ -18,9 +18,9 @@ pub struct RawMatrix {
     /// Hours a ticket spends at the helpdesk before a desk takes it up.
     #[serde(default = "default_hours")]
     pub helpdesk_hours: u64,
-    /// Hours a desk has to answer a ticket mail.
-    #[serde(default = "default_hours")]
-    pub desk_hours: u64,
+    /// Hours a desk has to answer a ticket mail (fractions allowed: 0.5 is 30 minutes).
+    #[serde(default = "default_desk_hours")]
+    pub desk_hours: f64,
     /// `"plain"` (every hour counts) or `"working"` (working days, office hours, holidays).
     #[serde(default = "default_calendar")]
     pub calendar: String,
@@ -32,10 +32,17 @@ pub struct RawMatrix {
     /// Days off, `"2027-01-26"`.
     #[serde(default)]
     pub holidays: Vec<String>,
+    /// The desk's Sent folder: a reply there to a clock's mail stops the clock.
+    pub sent_folder: Option<String>,
+    /// Where officers move mail they have dealt with: a clock's mail there stops it.
+    pub done_folder: Option<String>,
 }
 
 fn default_hours() -> u64 {
     48
+}
+fn default_desk_hours() -> f64 {
+    48.0
 }
 fn default_calendar() -> String {
     "plain".into()
@@ -54,17 +61,22 @@ pub type WorkingDays = ([bool; 7], Option<(Time, Time)>, BTreeSet<Date>);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedMatrix {
     pub helpdesk_hours: u64,
-    pub desk_hours: u64,
+    /// `desk_hours` in seconds.
+    pub desk_secs: i64,
     /// `None`: plain hours.
     pub working: Option<WorkingDays>,
+    pub sent_folder: Option<String>,
+    pub done_folder: Option<String>,
 }
 
 impl Default for CheckedMatrix {
     fn default() -> Self {
         CheckedMatrix {
             helpdesk_hours: default_hours(),
-            desk_hours: default_hours(),
+            desk_secs: 48 * 3_600,
             working: None,
+            sent_folder: None,
+            done_folder: None,
         }
     }
 }
@@ -87,11 +99,12 @@ impl CheckedMatrix {
 /// Checks `[matrix]` (starting at byte `start` of `src`); every problem at its key.
 pub fn check(src: &Source<'_>, start: usize, m: RawMatrix) -> Result<CheckedMatrix, Vec<Problem>> {
     let mut problems = Vec::new();
+    #[allow(clippy::cast_precision_loss, reason = "whole hours below 2^53")]
     for (key, hours) in [
-        ("helpdesk_hours", m.helpdesk_hours),
+        ("helpdesk_hours", m.helpdesk_hours as f64),
         ("desk_hours", m.desk_hours),
     ] {
-        if hours == 0 || hours > 24 * 365 {
+        if !(hours * 3_600.0 >= 1.0 && hours <= 8_760.0) {
             problems.push(src.problem_at_key(
                 start,
                 key,
@@ -167,8 +180,11 @@ pub fn check(src: &Source<'_>, start: usize, m: RawMatrix) -> Result<CheckedMatr
     if problems.is_empty() {
         Ok(CheckedMatrix {
             helpdesk_hours: m.helpdesk_hours,
-            desk_hours: m.desk_hours,
+            #[allow(clippy::cast_possible_truncation, reason = "checked: 1 s to a year")]
+            desk_secs: (m.desk_hours * 3_600.0).round() as i64,
             working,
+            sent_folder: m.sent_folder.filter(|f| !f.trim().is_empty()),
+            done_folder: m.done_folder.filter(|f| !f.trim().is_empty()),
         })
     } else {
         Err(problems)
@@ -187,7 +203,10 @@ mod tests {
     fn a_working_calendar_in_the_rules_time_zone() {
         let text = "[matrix]\ncalendar = \"working\"\nworking_days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\"]\nworking_hours = \"09:30-18:00\"\nholidays = [\"2027-01-26\"]\nhelpdesk_hours = 72\n\n[settings]\ntime_zone = \"Asia/Kolkata\"\n\n[[ticket_pattern]]\nname = \"t\"\nregex = '(?P<ticket>T-[0-9]+)'\n";
         let r = compile_str(Path::new("m.toml"), text, &Deployment::default()).unwrap();
-        assert_eq!((r.matrix.helpdesk_hours, r.matrix.desk_hours), (72, 48));
+        assert_eq!(
+            (r.matrix.helpdesk_hours, r.matrix.desk_secs),
+            (72, 48 * 3_600)
+        );
         let Calendar::Working(w) = &r.matrix.calendar else {
             panic!("working calendar")
         };
@@ -206,7 +225,7 @@ mod tests {
 
     #[test]
     fn each_wrong_value_is_named_at_its_line() {
-        let text = "[matrix]\ncalendar = \"working\"\nworking_days = [\"monday\", \"someday\"]\nworking_hours = \"18:00-09:30\"\nholidays = [\"26-01-2027\"]\ndesk_hours = 0\n";
+        let text = "[matrix]\ncalendar = \"working\"\nworking_days = [\"monday\", \"someday\"]\nworking_hours = \"18:00-09:30\"\nholidays = [\"26-01-2027\"]\ndesk_hours = 0.0\n";
         let e = compile_str(Path::new("m.toml"), text, &Deployment::default())
             .unwrap_err()
             .to_string();

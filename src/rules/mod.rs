@@ -163,9 +163,12 @@ impl Rule {
 pub struct Matrix {
     /// Hours a ticket spends at the helpdesk before a desk takes it up (48).
     pub helpdesk_hours: u64,
-    /// Hours a desk has to answer a ticket mail (48).
-    pub desk_hours: u64,
+    /// Seconds a desk has to answer a ticket mail (48 hours).
+    pub desk_secs: i64,
     pub calendar: crate::worktime::Calendar,
+    /// The desks' Sent folder and done folder, where the clock looks for an answer.
+    pub sent_folder: Option<String>,
+    pub done_folder: Option<String>,
 }
 
 /// A message template: `{name}` placeholders are filled from the facts (see `compose`).

@@ -79,6 +79,7 @@ fn legacy(record: &str) -> Result<Action, String> {
         "file" => Ok(Action::File(need()?)),
         "seen" => bare(Action::MarkSeen),
         "record" => bare(Action::Record),
+        "clock" => bare(Action::Clock),
         other => Err(format!("unknown action kind `{other}`")),
     }
 }
@@ -106,6 +107,7 @@ pub(super) mod tests {
             Action::File("Redirected/Sub: \"x\"".into()),
             Action::MarkSeen,
             Action::Record,
+            Action::Clock,
         ]);
         all
     }

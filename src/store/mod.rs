@@ -12,6 +12,7 @@
 //! on several desks queue one redirect; a reply claim checks and takes the ledger atomically.
 
 mod actions;
+mod clocks;
 mod journal;
 mod known;
 pub use known::Journaled;
@@ -38,6 +39,7 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Row};
 
 pub use actions::UnreadableAction;
+pub use clocks::{ClockChange, ClockMail, ClockRow, NewClock, OpenClock, StopReason};
 pub use journal::{JournalEntry, MailStatus};
 use location::Location;
 pub use outbox::{OutboxItem, OutboxRecord, OutboxStatus};
@@ -175,6 +177,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "outbox body bytes",
         include_str!("../../migrations/0003_outbox_body_bytes.sql"),
+    ),
+    (
+        4,
+        "desk clock",
+        include_str!("../../migrations/0004_desk_clock.sql"),
     ),
 ];
 

@@ -35,6 +35,8 @@ pub struct NewDecision {
     /// Planned actions in order, as [`super::JournalEntry::actions`] gives them back.
     pub actions: Vec<Action>,
     pub outbox: Vec<NewOutgoing>,
+    /// The desk's clock to start or join on the mail's ticket (the `clock` action).
+    pub clock: Option<super::clocks::NewClock>,
     /// Unix seconds.
     pub now: i64,
 }
@@ -111,6 +113,9 @@ impl Store {
         for d in decisions {
             // Removed once seen: the same mail twice in one call is journaled once.
             out.push(if inserted.remove(&d.key) {
+                if let Some(clock) = &d.clock {
+                    super::clocks::start_or_join(&mut tx, d, clock).await?;
+                }
                 Recorded {
                     first_time: true,
                     queued: record_outgoing(&mut tx, d).await?,

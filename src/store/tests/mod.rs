@@ -131,6 +131,7 @@ fn decision(key: MailKey, group_key: &str, now: i64) -> NewDecision {
             Action::File("Redirected".into()),
         ],
         outbox: vec![],
+        clock: None,
         now,
     }
 }

@@ -1,0 +1,334 @@
+//! The desk's clock (issue #17; seed 000: "the desk has 48 hours to resolve"): which open
+//! clocks an officer has answered, and which fell due unanswered and are now overdue — a
+//! pure [`review`] of what the shell observed on the server, and the shell's [`check`]
+//! that observes (flags of the clocks' mails, the Sent and done folders), tags overdue mail
+//! `$Overdue` and `\Flagged`, and writes the changes in one transaction. Starting a clock
+//! is a decision (the rules' `clock` action, in `plan`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::config::Desk;
+use crate::imap::{DeskSession, bare_message_id};
+use crate::pipeline::PipelineError;
+use crate::shared::Shared;
+use crate::store::{ClockChange, OpenClock, StopReason};
+
+/// Keyword of mail whose clock ran out unanswered.
+pub const OVERDUE: &str = "$Overdue";
+
+/// What the shell saw of a desk's open clocks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// The desk mailbox's UIDVALIDITY now: mails recorded under another are not looked at.
+    pub uidvalidity: u32,
+    /// Flags of the clocks' mails still in the desk mailbox, by UID.
+    pub flags: HashMap<u32, Vec<String>>,
+    /// Bare Message-IDs that a mail in the Sent folder replies to.
+    pub replied: HashSet<String>,
+    /// Bare Message-IDs found in the done folder.
+    pub done: HashSet<String>,
+}
+
+/// The changes to make at `now` (Unix seconds), and the mails to tag overdue (UIDs in the
+/// desk mailbox).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Review {
+    pub changes: Vec<ClockChange>,
+    pub tag_overdue: Vec<u32>,
+    /// The earliest due time of a clock still running and not overdue: when to look again.
+    pub next_due: Option<i64>,
+}
+
+/// Reviews `clocks`: a clock stops when one of its mails is `\Answered`, replied to from
+/// the Sent folder, or in the done folder (in that order of reasons); a running clock past
+/// its due time becomes overdue once, and its mails still in the mailbox are tagged.
+pub fn review(clocks: &[OpenClock], seen: &Observed, now: i64) -> Review {
+    let mut r = Review::default();
+    for c in clocks {
+        let ids: Vec<String> = c
+            .mails
+            .iter()
+            .filter_map(|m| m.message_id.as_deref().map(bare_message_id))
+            .collect();
+        let here: Vec<u32> = c
+            .mails
+            .iter()
+            .filter(|m| m.uidvalidity == seen.uidvalidity && seen.flags.contains_key(&m.uid))
+            .map(|m| m.uid)
+            .collect();
+        let answered = here
+            .iter()
+            .any(|u| seen.flags[u].iter().any(|f| f == "\\Answered"));
+        let reason = if answered {
+            Some(StopReason::Answered)
+        } else if ids.iter().any(|i| seen.replied.contains(i)) {
+            Some(StopReason::Sent)
+        } else if ids.iter().any(|i| seen.done.contains(i)) {
+            Some(StopReason::DoneFolder)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            r.changes.push(ClockChange::Stop {
+                ticket: c.ticket.clone(),
+                started: c.started,
+                at: now,
+                reason,
+            });
+            continue;
+        }
+        if c.overdue_at.is_some() {
+            continue;
+        }
+        if now >= c.due {
+            r.changes.push(ClockChange::Overdue {
+                ticket: c.ticket.clone(),
+                started: c.started,
+                at: now,
+            });
+            r.tag_overdue.extend(here);
+        } else {
+            r.next_due = Some(r.next_due.map_or(c.due, |d: i64| d.min(c.due)));
+        }
+    }
+    r.tag_overdue.sort_unstable();
+    r.tag_overdue.dedup();
+    r
+}
+
+/// Looks at `desk`'s open clocks on the server (its mailbox selected, `uidvalidity` its
+/// UIDVALIDITY) and acts on the [`review`]: overdue mail tagged, changes written, the
+/// clock gauges set. Leaves the desk mailbox selected. Returns when to look again (the
+/// next due time), `None` when no clock runs.
+///
+/// # Errors
+/// IMAP or store errors, as the watcher handles every desk error.
+pub async fn check(
+    session: &mut DeskSession,
+    shared: &Shared,
+    desk: &Desk,
+    uidvalidity: u32,
+    now: i64,
+) -> Result<Option<i64>, PipelineError> {
+    let clocks = shared.store.open_clocks(&desk.name).await?;
+    let gauges = shared.metrics.desk(&desk.name);
+    if clocks.is_empty() {
+        gauges.clocks_open.store(0, Relaxed);
+        gauges.clocks_overdue.store(0, Relaxed);
+        return Ok(None);
+    }
+    let policy = shared.policy();
+    let matrix = &policy.rules.matrix;
+    let uids: Vec<u32> = clocks
+        .iter()
+        .flat_map(|c| &c.mails)
+        .filter(|m| m.uidvalidity == uidvalidity)
+        .map(|m| m.uid)
+        .collect();
+    let mut seen = Observed {
+        uidvalidity,
+        flags: session.flags_of(&uids).await?,
+        ..Observed::default()
+    };
+    let ids: Vec<String> = clocks
+        .iter()
+        .flat_map(|c| &c.mails)
+        .filter_map(|m| m.message_id.clone())
+        .collect();
+    let oldest = clocks.iter().map(|c| c.started).min().unwrap_or(now);
+    let mut looked_elsewhere = false;
+    for (folder, into) in [
+        (matrix.sent_folder.as_deref(), &mut seen.replied),
+        (matrix.done_folder.as_deref(), &mut seen.done),
+    ] {
+        let Some(folder) = folder else { continue };
+        let Some(name) = session.existing_folder(folder).await? else {
+            continue;
+        };
+        looked_elsewhere = true;
+        *into = session.message_ids_in(&name, &ids, oldest - 86_400).await?;
+    }
+    if looked_elsewhere {
+        session.select(&desk.mailbox).await?;
+    }
+    let r = review(&clocks, &seen, now);
+    if !r.tag_overdue.is_empty() {
+        session
+            .add_flags(
+                &r.tag_overdue,
+                &[OVERDUE.to_string(), "\\Flagged".to_string()],
+            )
+            .await?;
+    }
+    shared.store.update_clocks(&desk.name, &r.changes).await?;
+    for change in &r.changes {
+        match change {
+            ClockChange::Stop {
+                ticket,
+                started,
+                reason,
+                ..
+            } => {
+                let late = clocks
+                    .iter()
+                    .find(|c| c.ticket == *ticket && c.started == *started)
+                    .is_some_and(|c| now > c.due);
+                tracing::info!(desk = %desk.name, %ticket, reason = %reason.as_str(), late, "desk clock stopped");
+            }
+            ClockChange::Overdue { ticket, .. } => {
+                tracing::warn!(desk = %desk.name, %ticket, "desk clock ran out: mail tagged $Overdue and flagged");
+            }
+        }
+    }
+    let stopped = r
+        .changes
+        .iter()
+        .filter(|c| matches!(c, ClockChange::Stop { .. }))
+        .count();
+    let overdue_before = clocks.iter().filter(|c| c.overdue_at.is_some()).count();
+    let overdue_now = r
+        .changes
+        .iter()
+        .filter(|c| matches!(c, ClockChange::Overdue { .. }))
+        .count();
+    let still_open = clocks.len() - stopped;
+    gauges.clocks_open.store(still_open as u64, Relaxed);
+    // Stopped clocks that were overdue leave the count.
+    let overdue_stopped = r
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            ClockChange::Stop {
+                ticket, started, ..
+            } => clocks
+                .iter()
+                .find(|o| o.ticket == *ticket && o.started == *started),
+            ClockChange::Overdue { .. } => None,
+        })
+        .filter(|c| c.overdue_at.is_some())
+        .count();
+    gauges.clocks_overdue.store(
+        (overdue_before + overdue_now - overdue_stopped) as u64,
+        Relaxed,
+    );
+    Ok(r.next_due)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ClockMail;
+
+    fn clock(ticket: &str, due: i64, uids: &[u32]) -> OpenClock {
+        OpenClock {
+            desk: "bid-ra".into(),
+            ticket: ticket.into(),
+            started: 100,
+            due,
+            sender: Some("meena@rites.co.in".into()),
+            subject: format!("Ticket No:- {ticket}"),
+            overdue_at: None,
+            mails: uids
+                .iter()
+                .map(|u| ClockMail {
+                    uidvalidity: 7,
+                    uid: *u,
+                    message_id: Some(format!("<m{u}@rites.co.in>")),
+                })
+                .collect(),
+        }
+    }
+
+    fn seen(flags: &[(u32, &[&str])]) -> Observed {
+        Observed {
+            uidvalidity: 7,
+            flags: flags
+                .iter()
+                .map(|(u, f)| (*u, f.iter().map(|s| s.to_string()).collect()))
+                .collect(),
+            ..Observed::default()
+        }
+    }
+
+    #[test]
+    fn an_answered_mail_stops_its_clock_before_or_after_the_limit() {
+        let clocks = [clock("2026-1", 1_000, &[1, 2])];
+        let r = review(
+            &clocks,
+            &seen(&[(1, &[]), (2, &["\\Answered", "\\Seen"])]),
+            500,
+        );
+        assert_eq!(
+            r.changes,
+            [ClockChange::Stop {
+                ticket: "2026-1".into(),
+                started: 100,
+                at: 500,
+                reason: StopReason::Answered
+            }]
+        );
+        assert!(r.tag_overdue.is_empty());
+        assert_eq!(r.next_due, None);
+        // Answered late: stopped all the same, never tagged.
+        let r = review(&clocks, &seen(&[(2, &["\\Answered"])]), 5_000);
+        assert!(matches!(r.changes[..], [ClockChange::Stop { .. }]));
+        assert!(r.tag_overdue.is_empty());
+    }
+
+    #[test]
+    fn a_clock_past_its_limit_is_overdue_once_and_its_mails_tagged() {
+        let mut clocks = vec![
+            clock("2026-1", 1_000, &[1, 3]),
+            clock("2026-2", 2_000, &[2]),
+        ];
+        let r = review(
+            &clocks,
+            &seen(&[(1, &["\\Seen"]), (2, &[]), (3, &[])]),
+            1_000,
+        );
+        assert_eq!(
+            r.changes,
+            [ClockChange::Overdue {
+                ticket: "2026-1".into(),
+                started: 100,
+                at: 1_000
+            }]
+        );
+        assert_eq!(r.tag_overdue, [1, 3]);
+        assert_eq!(r.next_due, Some(2_000));
+        clocks[0].overdue_at = Some(1_000);
+        let r = review(&clocks, &seen(&[(1, &[]), (2, &[]), (3, &[])]), 1_500);
+        assert!(r.changes.is_empty(), "{r:?}");
+        assert_eq!(r.next_due, Some(2_000));
+    }
+
+    #[test]
+    fn a_reply_in_sent_or_a_mail_in_the_done_folder_stops_it() {
+        let clocks = [clock("2026-1", 1_000, &[1]), clock("2026-2", 1_000, &[2])];
+        let mut s = seen(&[]);
+        s.replied.insert("m1@rites.co.in".into());
+        s.done.insert("m2@rites.co.in".into());
+        let r = review(&clocks, &s, 2_000);
+        let reasons: Vec<StopReason> = r
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                ClockChange::Stop { reason, .. } => Some(*reason),
+                ClockChange::Overdue { .. } => None,
+            })
+            .collect();
+        assert_eq!(reasons, [StopReason::Sent, StopReason::DoneFolder]);
+    }
+
+    #[test]
+    fn mails_of_another_uidvalidity_or_gone_are_not_tagged() {
+        let mut c = clock("2026-1", 1_000, &[1, 2]);
+        c.mails[0].uidvalidity = 6;
+        let r = review(&[c], &seen(&[(1, &[]), (2, &[])]), 1_000);
+        assert_eq!(r.tag_overdue, [2]);
+        let r = review(&[clock("2026-1", 1_000, &[1])], &seen(&[]), 1_000);
+        assert!(matches!(r.changes[..], [ClockChange::Overdue { .. }]));
+        assert!(r.tag_overdue.is_empty(), "moved away: nothing to tag here");
+    }
+}

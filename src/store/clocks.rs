@@ -1,0 +1,277 @@
+//! The desks' clocks (issue #17, migration 0004): started or joined with a decision (in
+//! its transaction, [`start_or_join`]), read per desk for review, stopped or marked overdue
+//! in one transaction, listed for `ticketgate report --overdue`. What stops a clock and
+//! when it is overdue is decided in `deskclock`.
+
+use std::collections::BTreeMap;
+
+use sqlx::AnyConnection;
+
+use super::record::NewDecision;
+use super::{Store, StoreError, get, get_u32, query_error};
+
+/// A clock to start (or join) with a decision: the mail's ticket and when the desk's limit
+/// falls due if this mail starts it (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewClock {
+    pub ticket: String,
+    pub due: i64,
+}
+
+/// One mail of a clock, where it is in the desk's mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClockMail {
+    pub uidvalidity: u32,
+    pub uid: u32,
+    pub message_id: Option<String>,
+}
+
+/// A running clock of a desk with its mails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenClock {
+    pub desk: String,
+    pub ticket: String,
+    /// When the first mail was decided (Unix seconds); with desk and ticket, the clock's key.
+    pub started: i64,
+    pub due: i64,
+    pub sender: Option<String>,
+    pub subject: String,
+    /// When its mails were tagged overdue; `None`: not yet.
+    pub overdue_at: Option<i64>,
+    pub mails: Vec<ClockMail>,
+}
+
+/// Why a clock stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// `\Answered` on one of its mails (what a mail client sets when an officer replies).
+    Answered,
+    /// A mail in the Sent folder replies to one of its mails.
+    Sent,
+    /// One of its mails was moved to the done folder.
+    DoneFolder,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Answered => "answered",
+            StopReason::Sent => "sent",
+            StopReason::DoneFolder => "done-folder",
+        }
+    }
+}
+
+/// A change to a clock, written by [`Store::update_clocks`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClockChange {
+    Stop {
+        ticket: String,
+        started: i64,
+        at: i64,
+        reason: StopReason,
+    },
+    Overdue {
+        ticket: String,
+        started: i64,
+        at: i64,
+    },
+}
+
+/// A clock as `report --overdue` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClockRow {
+    pub desk: String,
+    pub ticket: String,
+    pub started: i64,
+    pub due: i64,
+    pub sender: Option<String>,
+    pub subject: String,
+    pub overdue_at: Option<i64>,
+}
+
+/// Starts the desk's clock on `clock.ticket` with decision `d`, or adds `d`'s mail to the
+/// clock already open on it (inside the decision's transaction).
+pub(super) async fn start_or_join(
+    tx: &mut AnyConnection,
+    d: &NewDecision,
+    clock: &NewClock,
+) -> Result<(), StoreError> {
+    let op = "start a desk clock";
+    let open = sqlx::query(
+        "SELECT started FROM desk_clock WHERE desk = $1 AND ticket = $2 AND status = 'open'",
+    )
+    .bind(&d.key.desk)
+    .bind(&clock.ticket)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(query_error(op))?;
+    let started = match open {
+        Some(row) => get::<i64>(&row, "started", op)?,
+        None => {
+            sqlx::query(
+                "INSERT INTO desk_clock (desk, ticket, started, due, sender, subject, status) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'open') ON CONFLICT DO NOTHING",
+            )
+            .bind(&d.key.desk)
+            .bind(&clock.ticket)
+            .bind(d.now)
+            .bind(clock.due)
+            .bind(d.sender.as_deref())
+            .bind(super::truncate(&d.subject))
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error(op))?;
+            d.now
+        }
+    };
+    sqlx::query(
+        "INSERT INTO desk_clock_mail (desk, uidvalidity, uid, ticket, started, message_id) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+    )
+    .bind(&d.key.desk)
+    .bind(i64::from(d.key.uidvalidity))
+    .bind(i64::from(d.key.uid))
+    .bind(&clock.ticket)
+    .bind(started)
+    .bind(d.message_id.as_deref())
+    .execute(&mut *tx)
+    .await
+    .map_err(query_error(op))?;
+    Ok(())
+}
+
+impl Store {
+    /// The open clocks of `desk` with their mails, oldest first. Two queries.
+    pub async fn open_clocks(&self, desk: &str) -> Result<Vec<OpenClock>, StoreError> {
+        let op = "read the desk clocks";
+        let rows = sqlx::query(
+            "SELECT ticket, started, due, sender, subject, overdue_at FROM desk_clock \
+             WHERE desk = $1 AND status = 'open' ORDER BY started, ticket",
+        )
+        .bind(desk)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(op))?;
+        let mut clocks: BTreeMap<(String, i64), OpenClock> = BTreeMap::new();
+        for r in &rows {
+            let ticket: String = get(r, "ticket", op)?;
+            let started: i64 = get(r, "started", op)?;
+            clocks.insert(
+                (ticket.clone(), started),
+                OpenClock {
+                    desk: desk.to_string(),
+                    ticket,
+                    started,
+                    due: get(r, "due", op)?,
+                    sender: get(r, "sender", op)?,
+                    subject: get(r, "subject", op)?,
+                    overdue_at: get(r, "overdue_at", op)?,
+                    mails: Vec::new(),
+                },
+            );
+        }
+        if clocks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mails = sqlx::query(
+            "SELECT m.ticket, m.started, m.uidvalidity, m.uid, m.message_id \
+             FROM desk_clock_mail m JOIN desk_clock c ON c.desk = m.desk AND c.ticket = m.ticket \
+             AND c.started = m.started WHERE m.desk = $1 AND c.status = 'open' \
+             ORDER BY m.uidvalidity, m.uid",
+        )
+        .bind(desk)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(op))?;
+        for r in &mails {
+            let key = (
+                get::<String>(r, "ticket", op)?,
+                get::<i64>(r, "started", op)?,
+            );
+            if let Some(c) = clocks.get_mut(&key) {
+                c.mails.push(ClockMail {
+                    uidvalidity: get_u32(r, "uidvalidity", op)?,
+                    uid: get_u32(r, "uid", op)?,
+                    message_id: get(r, "message_id", op)?,
+                });
+            }
+        }
+        let mut out: Vec<OpenClock> = clocks.into_values().collect();
+        out.sort_by(|a, b| (a.started, &a.ticket).cmp(&(b.started, &b.ticket)));
+        Ok(out)
+    }
+
+    /// Writes `changes` to `desk`'s clocks in one transaction. Stopping a clock that is not
+    /// open, or marking one overdue twice, changes nothing (the first time stays).
+    pub async fn update_clocks(
+        &self,
+        desk: &str,
+        changes: &[ClockChange],
+    ) -> Result<(), StoreError> {
+        let op = "update the desk clocks";
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(query_error(op))?;
+        for c in changes {
+            let q = match c {
+                ClockChange::Stop {
+                    ticket,
+                    started,
+                    at,
+                    reason,
+                } => sqlx::query(
+                    "UPDATE desk_clock SET status = 'stopped', stopped_at = $1, stop_reason = $2 \
+                     WHERE desk = $3 AND ticket = $4 AND started = $5 AND status = 'open'",
+                )
+                .bind(*at)
+                .bind(reason.as_str())
+                .bind(desk)
+                .bind(ticket)
+                .bind(*started),
+                ClockChange::Overdue {
+                    ticket,
+                    started,
+                    at,
+                } => sqlx::query(
+                    "UPDATE desk_clock SET overdue_at = $1 WHERE desk = $2 AND ticket = $3 \
+                     AND started = $4 AND overdue_at IS NULL",
+                )
+                .bind(*at)
+                .bind(desk)
+                .bind(ticket)
+                .bind(*started),
+            };
+            q.execute(&mut *tx).await.map_err(query_error(op))?;
+        }
+        tx.commit().await.map_err(query_error(op))
+    }
+
+    /// Open clocks of every desk due before `until` (Unix seconds), most overdue first:
+    /// what `ticketgate report --overdue` lists.
+    pub async fn clocks_due_before(&self, until: i64) -> Result<Vec<ClockRow>, StoreError> {
+        let op = "list the desk clocks";
+        let rows = sqlx::query(
+            "SELECT desk, ticket, started, due, sender, subject, overdue_at FROM desk_clock \
+             WHERE status = 'open' AND due < $1 ORDER BY due, desk, ticket",
+        )
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(op))?;
+        rows.iter()
+            .map(|r| {
+                Ok(ClockRow {
+                    desk: get(r, "desk", op)?,
+                    ticket: get(r, "ticket", op)?,
+                    started: get(r, "started", op)?,
+                    due: get(r, "due", op)?,
+                    sender: get(r, "sender", op)?,
+                    subject: get(r, "subject", op)?,
+                    overdue_at: get(r, "overdue_at", op)?,
+                })
+            })
+            .collect()
+    }
+}
