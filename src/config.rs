@@ -478,7 +478,7 @@ pub fn parse_for(
     };
 
     let registry = raw.registry.and_then(|v| {
-        crate::registry::RegistryConfig::parse(&src, v, &base)
+        crate::registry::RegistryConfig::parse(&src, v, &base, env, offline)
             .map_err(|p| problems.push(p))
             .ok()
     });
@@ -674,31 +674,58 @@ fn secret(
     if offline {
         return Ok(Secret::new(""));
     }
+    let from = if let Some(f) = &d.password_file {
+        SecretFrom::File("password_file", f)
+    } else if let Some(name) = &d.password_env {
+        SecretFrom::Env("password_env", name)
+    } else {
+        SecretFrom::Credential(
+            "password_credential",
+            d.password_credential.as_deref().unwrap_or_default(),
+        )
+    };
+    read_secret(from, "password", base, env)
+}
+
+/// Where one secret is read from, with the config key that names it: `*_file` (relative
+/// to config.toml's directory), `*_env`, or `*_credential` (a systemd credential's name).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SecretFrom<'a> {
+    File(&'static str, &'a Path),
+    Env(&'static str, &'a str),
+    Credential(&'static str, &'a str),
+}
+
+/// Reads a secret (`what`: "password", "token", for messages) from where `from` says.
+///
+/// # Errors
+/// The config key and why: the file cannot be read, the variable is not set, or
+/// `CREDENTIALS_DIRECTORY` is not set or lacks the credential. The secret is never in it.
+pub(crate) fn read_secret(
+    from: SecretFrom<'_>,
+    what: &str,
+    base: &Path,
+    env: &dyn Environment,
+) -> Result<Secret, (&'static str, String)> {
     let read = |p: &Path, key: &'static str| -> Result<Secret, (&'static str, String)> {
         std::fs::read_to_string(p)
             .map(|s| Secret::new(s.trim_end_matches(['\r', '\n'])))
-            .map_err(|e| {
-                (
-                    key,
-                    format!("cannot read password file {}: {e}", p.display()),
-                )
-            })
+            .map_err(|e| (key, format!("cannot read {what} file {}: {e}", p.display())))
     };
-    if let Some(f) = &d.password_file {
-        return read(&base.join(f), "password_file");
+    match from {
+        SecretFrom::File(key, f) => read(&base.join(f), key),
+        SecretFrom::Env(key, name) => env
+            .var(name)
+            .map(Secret::new)
+            .ok_or((key, format!("environment variable {name} is not set"))),
+        SecretFrom::Credential(key, name) => {
+            let dir = env.var("CREDENTIALS_DIRECTORY").ok_or((
+                key,
+                format!("CREDENTIALS_DIRECTORY is not set (systemd LoadCredential={name}:/path, or export it to a directory holding a file `{name}`)"),
+            ))?;
+            read(&Path::new(&dir).join(name), key)
+        }
     }
-    if let Some(name) = &d.password_env {
-        return env.var(name).map(Secret::new).ok_or((
-            "password_env",
-            format!("environment variable {name} is not set"),
-        ));
-    }
-    let name = d.password_credential.as_deref().unwrap_or_default();
-    let dir = env.var("CREDENTIALS_DIRECTORY").ok_or((
-        "password_credential",
-        format!("CREDENTIALS_DIRECTORY is not set (systemd LoadCredential={name}:/path, or export it to a directory holding a file `{name}`)"),
-    ))?;
-    read(&Path::new(&dir).join(name), "password_credential")
 }
 
 #[cfg(test)]
