@@ -268,6 +268,10 @@ mod tests {
             );
             return;
         };
+        crate::test_skip::ran_on(
+            "postgresql",
+            "registry_a_batch_is_one_query_on_the_crm_table",
+        );
         let table = format!("crm_tickets_{}_{}", std::process::id(), fastrand::u32(..));
         let setup = registry(
             url.clone(),
@@ -313,6 +317,18 @@ mod tests {
                 "{created}"
             );
             assert_eq!(a["2024-0000000"], Lookup::Unknown);
+        }
+        // Over TLS, the server's certificate verified against its CA (sslrootcert).
+        if let Ok(ca) = std::env::var("TICKETGATE_TEST_POSTGRES_CA") {
+            let r = registry(
+                format!("{url}?sslmode=verify-full&sslrootcert={ca}"),
+                Some(password.clone()),
+                &format!(
+                    "SELECT number AS ticket, created_at AS created FROM {table} WHERE number = ANY($1)"
+                ),
+            );
+            let a = r.lookup(&["2024-1234567"]).await;
+            assert!(matches!(a["2024-1234567"], Lookup::Known(_)), "{a:?}");
         }
         // Requester and state are optional columns.
         let r = registry(
