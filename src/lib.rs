@@ -28,7 +28,8 @@
 //! - [`report`]: `ticketgate report`'s table, CSV and JSON; [`check`]: `check --connect`.
 //! - [`metrics`]: counters and gauges, the Prometheus `/metrics` and `/health` endpoint;
 //!   [`process`] adds the standard process metrics and build info.
-//! - [`registry`]: the helpdesk's ticket registry (a CSV export) and the facts from it.
+//! - [`registry`]: the helpdesk's ticket registry (a CSV export, a PostgreSQL query or an
+//!   HTTP JSON lookup) and the facts from it.
 //! - [`worktime`]: hours of the matrix's 48-hour limits, plain or on a working calendar.
 //! - [`docs`]: the man pages and shell completions generated from the command line.
 #![forbid(unsafe_code)]

@@ -211,8 +211,12 @@ impl HttpRegistry {
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await
                 .map_err(|e| e.to_string())?;
-        // Drives the connection until the answer is read (ends with the sender).
-        tokio::spawn(connection);
+        // Drives the connection until the answer is read (it ends with the sender); bounded,
+        // so that a server that never answers holds no socket after the lookup gave up.
+        tokio::spawn(tokio::time::timeout(
+            self.config.timeout.saturating_mul(2),
+            connection,
+        ));
         let mut request = hyper::Request::get(path)
             .header(hyper::header::HOST, authority)
             .header(hyper::header::ACCEPT, "application/json")
