@@ -30,6 +30,8 @@
 //!   [`process`] adds the standard process metrics and build info.
 //! - [`registry`]: the helpdesk's ticket registry (a CSV export, a PostgreSQL query or an
 //!   HTTP JSON lookup) and the facts from it.
+//! - [`secret`]: passwords and tokens of config.toml: never printed, read from a file, the
+//!   environment or a systemd credential.
 //! - [`worktime`]: hours of the matrix's 48-hour limits, plain or on a working calendar.
 //! - [`docs`]: the man pages and shell completions generated from the command line.
 #![forbid(unsafe_code)]
@@ -55,6 +57,7 @@ pub mod process;
 pub mod registry;
 pub mod report;
 pub mod rules;
+pub mod secret;
 pub mod shared;
 pub mod smtp;
 pub mod store;

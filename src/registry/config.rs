@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{Environment, Secret, SecretFrom, read_secret};
 use crate::rules::schema::{Problem, Source};
+use crate::secret::{Environment, Secret, SecretFrom, read_secret};
 
 use super::csv::Columns;
 use super::http::HttpConfig;
@@ -380,7 +380,7 @@ fn http(cx: &Ctx<'_, '_>, r: RawRegistry) -> Result<RegistryConfig, Problem> {
     };
     let host = url.host_str().unwrap_or_default();
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    if url.scheme() == "http" && !crate::config::is_loopback(host) {
+    if url.scheme() == "http" && !is_loopback(host) {
         return Err(cx.at(
             "http",
             format!(
@@ -440,6 +440,14 @@ fn http(cx: &Ctx<'_, '_>, r: RawRegistry) -> Result<RegistryConfig, Problem> {
         ca_file,
         token,
     }))
+}
+
+/// True for 127.0.0.0/8, ::1 and `localhost` (as `[imap] security = "plain"` allows).
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::{Answers, Lookup, TicketRecord, ticket_key};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// `[registry] http = URL-TEMPLATE` and its settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use sqlx::{Row, TypeInfo, ValueRef};
 use tokio::sync::OnceCell;
 
 use super::{Answers, Lookup, TicketRecord, ticket_key};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// `[registry] postgres = URL`, `query`, the password's source, `timeout_seconds`.
 #[derive(Debug, Clone, PartialEq, Eq)]
