@@ -3,7 +3,6 @@
 //! line. Rules are compiled elsewhere (`rules`); this module only says where they are.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,33 +11,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::rules::schema::{Problem, Source, read_file};
+pub use crate::secret::{Environment, ProcessEnv, Secret};
+use crate::secret::{SecretFrom, read_secret};
 use crate::tls::Security;
-
-/// A password. Its `Debug` and `Display` print `***`, so it never reaches a log line.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-    /// The secret itself, for the one place that needs it (login).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// A mail server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,21 +236,6 @@ fn default_mailbox() -> String {
     "INBOX".into()
 }
 
-/// Where secrets come from; injected so that tests need not touch the process environment.
-pub trait Environment {
-    fn var(&self, name: &str) -> Option<String>;
-}
-
-/// The real process environment.
-#[derive(Debug, Clone, Copy)]
-pub struct ProcessEnv;
-
-impl Environment for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-}
-
 /// What the config is loaded for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -478,7 +438,7 @@ pub fn parse_for(
     };
 
     let registry = raw.registry.and_then(|v| {
-        crate::registry::RegistryConfig::parse(&src, v, &base)
+        crate::registry::RegistryConfig::parse(&src, v, &base, env, offline)
             .map_err(|p| problems.push(p))
             .ok()
     });
@@ -674,31 +634,17 @@ fn secret(
     if offline {
         return Ok(Secret::new(""));
     }
-    let read = |p: &Path, key: &'static str| -> Result<Secret, (&'static str, String)> {
-        std::fs::read_to_string(p)
-            .map(|s| Secret::new(s.trim_end_matches(['\r', '\n'])))
-            .map_err(|e| {
-                (
-                    key,
-                    format!("cannot read password file {}: {e}", p.display()),
-                )
-            })
+    let from = if let Some(f) = &d.password_file {
+        SecretFrom::File("password_file", f)
+    } else if let Some(name) = &d.password_env {
+        SecretFrom::Env("password_env", name)
+    } else {
+        SecretFrom::Credential(
+            "password_credential",
+            d.password_credential.as_deref().unwrap_or_default(),
+        )
     };
-    if let Some(f) = &d.password_file {
-        return read(&base.join(f), "password_file");
-    }
-    if let Some(name) = &d.password_env {
-        return env.var(name).map(Secret::new).ok_or((
-            "password_env",
-            format!("environment variable {name} is not set"),
-        ));
-    }
-    let name = d.password_credential.as_deref().unwrap_or_default();
-    let dir = env.var("CREDENTIALS_DIRECTORY").ok_or((
-        "password_credential",
-        format!("CREDENTIALS_DIRECTORY is not set (systemd LoadCredential={name}:/path, or export it to a directory holding a file `{name}`)"),
-    ))?;
-    read(&Path::new(&dir).join(name), "password_credential")
+    read_secret(from, "password", base, env)
 }
 
 #[cfg(test)]

@@ -28,7 +28,10 @@
 //! - [`report`]: `ticketgate report`'s table, CSV and JSON; [`check`]: `check --connect`.
 //! - [`metrics`]: counters and gauges, the Prometheus `/metrics` and `/health` endpoint;
 //!   [`process`] adds the standard process metrics and build info.
-//! - [`registry`]: the helpdesk's ticket registry (a CSV export) and the facts from it.
+//! - [`registry`]: the helpdesk's ticket registry (a CSV export, a PostgreSQL query or an
+//!   HTTP JSON lookup) and the facts from it.
+//! - [`secret`]: passwords and tokens of config.toml: never printed, read from a file, the
+//!   environment or a systemd credential.
 //! - [`deskclock`]: the desk's clock: answered, or overdue and tagged `$Overdue`.
 //! - [`worktime`]: hours of the matrix's 48-hour limits, plain or on a working calendar.
 //! - [`docs`]: the man pages and shell completions generated from the command line.
@@ -56,6 +59,7 @@ pub mod process;
 pub mod registry;
 pub mod report;
 pub mod rules;
+pub mod secret;
 pub mod shared;
 pub mod smtp;
 pub mod store;

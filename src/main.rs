@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use ticketgate::classify::classify_file;
 use ticketgate::config::{self, Config};
 use ticketgate::facts::Directory;
+use ticketgate::registry::RegistryConfig;
 use ticketgate::rules::{self, Problem, Rules};
 
 /// sysexits.h: configuration error.
@@ -266,31 +267,38 @@ fn check(path: &Path, connect: bool) -> ExitCode {
     for w in cfg.desks.iter().filter_map(|d| d.password_file_warning()) {
         eprintln!("warning: {w}");
     }
-    if let Some(r) = &cfg.registry {
-        // The export as `run` will read it: its tickets, or why not (a warning: the
-        // daemon treats an unreadable export as "unavailable", it does not stop).
-        match std::fs::read(&r.csv)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                ticketgate::registry::csv::parse(&r.csv, &bytes, &r.columns, &rules.time_zone)
-                    .map_err(|e| e.to_string())
-            }) {
-            Ok(table) => {
-                println!(
-                    "registry: {} ticket(s) in {}, {} line(s) skipped",
-                    table.tickets.len(),
-                    r.csv.display(),
-                    table.skipped
-                );
-                for (line, why) in &table.problems {
-                    eprintln!("warning: {}:{line}: skipped: {why}", r.csv.display());
+    match &cfg.registry {
+        Some(RegistryConfig::Csv { path, columns }) => {
+            // The export as `run` will read it: its tickets, or why not (a warning: the
+            // daemon treats an unreadable export as "unavailable", it does not stop).
+            match std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    ticketgate::registry::csv::parse(path, &bytes, columns, &rules.time_zone)
+                        .map_err(|e| e.to_string())
+                }) {
+                Ok(table) => {
+                    println!(
+                        "registry: {} ticket(s) in {}, {} line(s) skipped",
+                        table.tickets.len(),
+                        path.display(),
+                        table.skipped
+                    );
+                    for (line, why) in &table.problems {
+                        eprintln!("warning: {}:{line}: skipped: {why}", path.display());
+                    }
                 }
+                Err(e) => eprintln!(
+                    "warning: ticket registry {}: {e}; until it can be read, rules see registry = \"unavailable\"",
+                    path.display()
+                ),
             }
-            Err(e) => eprintln!(
-                "warning: ticket registry {}: {e}; until it can be read, rules see registry = \"unavailable\"",
-                r.csv.display()
-            ),
         }
+        Some(r) => println!(
+            "registry: {}, asked in each batch's read (`check --connect` asks it once)",
+            ticketgate::registry::Registry::new(r, rules.time_zone.clone()).describe()
+        ),
+        None => {}
     }
     if !connect {
         return ExitCode::SUCCESS;
@@ -298,7 +306,19 @@ fn check(path: &Path, connect: bool) -> ExitCode {
     let Some(runtime) = runtime(false) else {
         return ExitCode::FAILURE;
     };
-    let failures = runtime.block_on(ticketgate::check::check_connect(&cfg));
+    let mut failures = runtime.block_on(ticketgate::check::check_connect(&cfg));
+    if let Some(r) = &cfg.registry
+        && !matches!(r, RegistryConfig::Csv { .. })
+    {
+        let registry = ticketgate::registry::Registry::new(r, rules.time_zone.clone());
+        match runtime.block_on(registry.probe()) {
+            Ok(said) => println!("registry ok: {said}"),
+            Err(why) => {
+                failures += 1;
+                println!("registry FAILED: {why}");
+            }
+        }
+    }
     if failures == 0 {
         ExitCode::SUCCESS
     } else {
@@ -329,17 +349,25 @@ fn classify(
         return ExitCode::from(EX_CONFIG);
     }
     let dir = Directory::new(&cfg, &rules);
-    // The registry's CSV export is read as `run` reads it (no server is asked).
-    let registry = cfg.registry.as_ref().map(|r| {
+    // The registry's CSV export is read as `run` reads it; a database or HTTP service is
+    // not asked offline (rules see registry = "off").
+    let registry = cfg.registry.as_ref().and_then(|r| {
+        let RegistryConfig::Csv { path, columns } = r else {
+            eprintln!(
+                "ticketgate: the ticket registry ({}) is not consulted offline; rules see registry = \"off\"",
+                r.kind()
+            );
+            return None;
+        };
         let registry = ticketgate::registry::csv::CsvRegistry::new(
-            r.csv.clone(),
-            r.columns.clone(),
+            path.clone(),
+            columns.clone(),
             rules.time_zone.clone(),
         );
         if let ticketgate::registry::csv::Refresh::Failed(e) = registry.refresh() {
             eprintln!("ticketgate: ticket registry unavailable: {e}");
         }
-        registry
+        Some(registry)
     });
     let offline = ticketgate::classify::Offline {
         registry: registry.as_ref(),

@@ -276,9 +276,11 @@ async fn read_known(
     Ok(known)
 }
 
-/// The ticket registry's answers for the tickets of `mails` (`None` without a registry).
-/// The export is read again first if it changed, off the async runtime; what happened is
-/// logged when it is news (loaded, or failing), never per mail.
+/// The ticket registry's answers for the tickets of `mails` (`None` without a registry):
+/// a CSV export is read again first if it changed, off the async runtime; a database or
+/// HTTP service is asked within its timeout. What happened is logged when it is news
+/// (loaded, failing, answering again), never per mail; a source that cannot answer makes
+/// the batch's lookups `Unavailable`, it never fails the batch.
 async fn registry_answers(
     shared: &Shared,
     mails: &[NewMail<'_>],
@@ -290,26 +292,7 @@ async fn registry_answers(
         .iter()
         .filter_map(|m| m.facts.ticket.as_ref().map(|t| t.number.clone()))
         .collect();
-    let registry = Arc::clone(registry);
-    let answers = tokio::task::spawn_blocking(move || {
-        use crate::registry::csv::Refresh;
-        match registry.refresh() {
-            Refresh::Unchanged => {}
-            Refresh::Loaded { tickets, skipped } => tracing::info!(
-                path = %registry.path().display(),
-                tickets,
-                skipped,
-                "ticket registry loaded"
-            ),
-            Refresh::Failed(error) => {
-                tracing::warn!(%error, "ticket registry unavailable: rules see registry = \"unavailable\"")
-            }
-        }
-        let numbers: Vec<&str> = numbers.iter().map(String::as_str).collect();
-        registry.lookup(&numbers)
-    })
-    .await?;
-    Ok(Some(answers))
+    Ok(Some(registry.answers(numbers).await))
 }
 
 /// Decides the batch's new mails (read → plan → write) and journals all decisions with

@@ -32,18 +32,17 @@ pub struct Shared {
     reload_refused: AtomicBool,
     /// The first problem of the last refused reload, for `reload-result`.
     last_refusal: Mutex<String>,
-    /// The helpdesk's ticket registry (config.toml's `[registry]`), read again when its
-    /// export changes; `None`: no registry.
-    pub registry: Option<Arc<crate::registry::csv::CsvRegistry>>,
+    /// The helpdesk's ticket registry (config.toml's `[registry]`: a CSV export read again
+    /// when it changes, a PostgreSQL query or an HTTP lookup); `None`: no registry.
+    pub registry: Option<Arc<crate::registry::Registry>>,
 }
 
 impl Shared {
     /// Shared state with `policy` in force and no reload refused.
     pub fn new(config: Config, store: Store, policy: Policy, metrics: Arc<Metrics>) -> Shared {
         let registry = config.registry.as_ref().map(|r| {
-            Arc::new(crate::registry::csv::CsvRegistry::new(
-                r.csv.clone(),
-                r.columns.clone(),
+            Arc::new(crate::registry::Registry::new(
+                r,
                 policy.rules.time_zone.clone(),
             ))
         });

@@ -5,7 +5,7 @@
 //! `Unavailable` (the last good copy is kept and used when there is one); a line that
 //! cannot be read is skipped and counted, never the whole file.
 //!
-//! Not here: the facts from an answer (`registry`), other sources.
+//! Not here: the facts from an answer (`registry`), the other sources (`postgres`, `http`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -140,7 +140,7 @@ pub fn parse(
 }
 
 /// Unix seconds of a creation time as the export writes it.
-fn parse_time(text: &str, format: Option<&str>, zone: &TimeZone) -> Result<i64, String> {
+pub(super) fn parse_time(text: &str, format: Option<&str>, zone: &TimeZone) -> Result<i64, String> {
     let local = |dt: DateTime| {
         dt.to_zoned(zone.clone())
             .map(|z| z.timestamp().as_second())

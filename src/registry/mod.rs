@@ -2,81 +2,26 @@
 //! ticket was created, for whom and in which state, and the facts rules see from it
 //! (`registry`, `ticket_known`, `ticket_age_hours`, `ticket_state`, `requester_matches`).
 //! The facts are a pure function of (the mail's ticket and senders, the registry's answer,
-//! now, the calendar); sources live in submodules: [`csv`] reads a helpdesk export.
+//! now, the calendar). [`Registry`] is the one source config.toml names, whichever it is;
+//! the sources live in submodules: [`csv`] reads a helpdesk export, [`postgres`] runs a
+//! query, [`http`] asks a JSON service; [`config`] reads `[registry]`.
 //!
 //! Not here: which rules act on the facts (rules), when the shell asks (the batch's read).
 
+pub mod config;
 pub mod csv;
+pub mod http;
+pub mod postgres;
+mod source;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use toml::Spanned;
-
-use crate::rules::schema::{Problem, Source};
+use serde::Serialize;
 
 use crate::worktime::Calendar;
 
-/// `[registry]` of config.toml: where the helpdesk's tickets are read from. Today a CSV
-/// export (`csv = "/path/tickets.csv"` and the names of its columns).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegistryConfig {
-    /// The export, absolute (relative paths are taken from config.toml's directory).
-    pub csv: PathBuf,
-    pub columns: csv::Columns,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRegistry {
-    csv: PathBuf,
-    ticket_column: String,
-    created_column: String,
-    created_format: Option<String>,
-    requester_column: Option<String>,
-    state_column: Option<String>,
-}
-
-impl RegistryConfig {
-    /// Checks `[registry]` of config.toml (`base`: the file's directory).
-    ///
-    /// # Errors
-    /// A [`Problem`] at the section or the key: unknown keys, missing ones, an empty column
-    /// name.
-    pub fn parse(
-        src: &Source<'_>,
-        v: Spanned<toml::Value>,
-        base: &Path,
-    ) -> Result<RegistryConfig, Problem> {
-        let start = v.span().start;
-        let r: RawRegistry = src.section(v, "[registry]")?;
-        for (key, value) in [
-            ("ticket_column", Some(&r.ticket_column)),
-            ("created_column", Some(&r.created_column)),
-            ("requester_column", r.requester_column.as_ref()),
-            ("state_column", r.state_column.as_ref()),
-        ] {
-            if value.is_some_and(|v| v.trim().is_empty()) {
-                return Err(src.problem_at_key(
-                    start,
-                    key,
-                    format!("{key} is empty: name the column of the export's header line"),
-                ));
-            }
-        }
-        Ok(RegistryConfig {
-            csv: base.join(&r.csv),
-            columns: csv::Columns {
-                ticket: r.ticket_column,
-                created: r.created_column,
-                requester: r.requester_column,
-                state: r.state_column,
-                created_format: r.created_format,
-            },
-        })
-    }
-}
+pub use config::RegistryConfig;
+pub use source::Registry;
 
 /// What the registry holds about one ticket.
 #[derive(Debug, Clone, PartialEq, Eq)]
