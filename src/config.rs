@@ -109,6 +109,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// The helpdesk's ticket registry (`[registry]`, issue #17); off when `None`.
     pub registry: Option<crate::registry::RegistryConfig>,
+    /// The supervisors' daily digests (`[[digest]]`, issue #17); none when not set.
+    pub digests: Vec<crate::digest::DigestGroup>,
 }
 
 impl Config {
@@ -148,6 +150,8 @@ struct RawFile {
     rules: Option<Spanned<toml::Value>>,
     metrics: Option<Spanned<toml::Value>>,
     registry: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    digest: Vec<Spanned<toml::Value>>,
     #[serde(default)]
     desk: BTreeMap<String, Spanned<toml::Value>>,
 }
@@ -454,6 +458,10 @@ pub fn parse_for(
     let mut raw_desks: Vec<_> = raw.desk.into_iter().collect();
     let declared: Vec<String> = raw_desks.iter().map(|(n, _)| n.clone()).collect();
     raw_desks.sort_by_key(|(_, v)| v.span().start);
+    let in_order: Vec<String> = raw_desks.iter().map(|(n, _)| n.clone()).collect();
+    let digests = crate::digest::config::parse(&src, raw.digest, &in_order)
+        .map_err(|mut p| problems.append(&mut p))
+        .unwrap_or_default();
     for (name, v) in raw_desks {
         let start = v.span().start;
         if name.is_empty()
@@ -530,6 +538,7 @@ pub fn parse_for(
                 desks,
                 metrics,
                 registry,
+                digests,
             })
         }
         (_, _, _, _, _, rules_files) => Err(ConfigError(

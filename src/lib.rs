@@ -33,6 +33,7 @@
 //! - [`secret`]: passwords and tokens of config.toml: never printed, read from a file, the
 //!   environment or a systemd credential.
 //! - [`deskclock`]: the desk's clock: answered, or overdue and tagged `$Overdue`.
+//! - [`digest`]: the supervisors' daily digest per desk group (text and HTML).
 //! - [`worktime`]: hours of the matrix's 48-hour limits, plain or on a working calendar.
 //! - [`docs`]: the man pages and shell completions generated from the command line.
 #![forbid(unsafe_code)]
@@ -46,6 +47,7 @@ pub mod config;
 pub mod crash;
 pub mod decide;
 pub mod deskclock;
+pub mod digest;
 pub mod docs;
 pub mod facts;
 pub mod imap;

@@ -79,6 +79,19 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// The supervisors' digest of a day ([[digest]] of config.toml): printed, or queued for
+    /// sending (once per group and day, whoever queues it; the running service sends it).
+    Digest {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Queue it in the outbox instead of printing it (needs write access to the state
+        /// database, as the service has).
+        #[arg(long)]
+        send: bool,
+        /// The local day it covers (YYYY-MM-DD); default: yesterday.
+        #[arg(long)]
+        day: Option<String>,
+    },
     /// Counts per desk and day from the state database (read-only; needs no passwords).
     Report {
         #[command(flatten)]
@@ -115,6 +128,7 @@ fn main() -> ExitCode {
             files,
         } => classify(&config, desk.as_deref(), json, show_mail, &files),
         Command::Run { config, once } => run(&config.config, once),
+        Command::Digest { config, send, day } => digest(&config.config, send, day),
         Command::Report {
             config,
             days,
@@ -430,6 +444,67 @@ fn run(path: &Path, once: bool) -> ExitCode {
         Err(e) => {
             tracing::error!("ticketgate stopped: {e:#}");
             eprintln!("ticketgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn digest(path: &Path, send: bool, day: Option<String>) -> ExitCode {
+    let (cfg, rules) = match load_offline(path) {
+        Ok(x) => x,
+        Err(problems) => return print_problems(&problems),
+    };
+    if cfg.digests.is_empty() {
+        eprintln!(
+            "ticketgate: no [[digest]] in {}: name the supervisors there first",
+            path.display()
+        );
+        return ExitCode::from(EX_CONFIG);
+    }
+    let Some(runtime) = runtime(false) else {
+        return ExitCode::FAILURE;
+    };
+    let now = ticketgate::clock::unix_now();
+    let day = day.unwrap_or_else(|| ticketgate::digest::send::covered_day(now, &rules.time_zone));
+    let result = runtime.block_on(async {
+        let store = if send {
+            ticketgate::store::Store::open(&cfg.database).await
+        } else {
+            ticketgate::store::Store::open_read_only(&cfg.database).await
+        }
+        .map_err(|e| e.to_string())?;
+        for group in &cfg.digests {
+            let d = ticketgate::digest::send::gather(&store, group, &rules, &day, now)
+                .await
+                .map_err(|e| e.to_string())?;
+            if send {
+                let out = ticketgate::digest::send::mail(&cfg, group, &d, now)?;
+                let queued = store
+                    .queue_once(&out, now)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!(
+                    "{}: {} ({})",
+                    group.name,
+                    if queued {
+                        "queued"
+                    } else {
+                        "already queued for this day"
+                    },
+                    out.id
+                );
+            } else {
+                println!("To: {}", group.supervisors.join(", "));
+                println!("Subject: {}\n", ticketgate::digest::subject(&d));
+                print!("{}", ticketgate::digest::text(&d));
+            }
+        }
+        Ok::<(), String>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ticketgate: {e}");
             ExitCode::FAILURE
         }
     }

@@ -102,6 +102,10 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
         });
     }
     desks.close();
+    if !once {
+        // The supervisors' digests: each day at their time (queued once per day).
+        tracker.spawn(crate::digest::send::run(Arc::clone(&shared), token.clone()));
+    }
     let outbox_token = token.child_token();
     if !once {
         let (wake, metrics, store) = (

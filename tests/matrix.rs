@@ -204,6 +204,13 @@ async fn an_unanswered_ticket_mail_is_tagged_overdue_when_the_desk_clock_runs_ou
         ],
     );
     let config = faultkit::deployment(&stack, dir.path(), "", "", Some(&rules));
+    // The supervisors' digest (the helpdesk's mailbox stands in for the supervisor's),
+    // due at 00:00: a daemon queues yesterday's when it starts.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(
+        "\n[[digest]]\nname = \"GeM desks\"\nsupervisors = [\"helpdesk@gem.test\"]\ntime = \"00:00\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
     let tickets = [
         "2026-2000001",
         "2026-2000002",
@@ -288,4 +295,58 @@ async fn an_unanswered_ticket_mail_is_tagged_overdue_when_the_desk_clock_runs_ou
     assert_eq!(inbox.iter().filter(|m| m.has_flag("$Overdue")).count(), 1);
     let again = faultkit::log_text(&log2);
     assert!(!again.contains("desk clock ran out"), "{again}");
+
+    // The digest: the first daemon queued yesterday's at its start and sent it, once.
+    let digests = stack
+        .wait_for("helpdesk", "INBOX", WAIT, "the digest", |m| {
+            m.iter().any(|m| m.subject().starts_with("[Digest "))
+        })
+        .await;
+    let digest = digests
+        .iter()
+        .find(|m| m.subject().starts_with("[Digest "))
+        .unwrap();
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&digest.raw)
+        .unwrap();
+    assert_eq!(parsed.text_body.len(), 1, "a text/plain part");
+    assert_eq!(parsed.html_body.len(), 1, "and a text/html one");
+    assert!(
+        parsed.body_html(0).unwrap().contains("bgcolor"),
+        "bars as table cells"
+    );
+    let out = faultkit::ticketgate(&config, &["digest", "--send"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("already queued for this day"),
+        "once per day: {said}"
+    );
+    // Today's, printed for a supervisor at the terminal: the four mails, the overdue ticket.
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::get("Asia/Kolkata").unwrap())
+        .date()
+        .to_string();
+    let out = faultkit::ticketgate(&config, &["digest", "--day", &today])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}");
+    assert!(
+        printed.lines().any(|l| l.starts_with("bid-ra ")
+            && l.split_whitespace().nth(1) == Some("4")
+            && l.split_whitespace().nth(5) == Some("1")),
+        "bid-ra: 4 mails, 1 overdue:\n{printed}"
+    );
+    assert!(printed.contains("bid-ra: ticket 2026-2000004"), "{printed}");
+    assert!(
+        printed.contains("100 %"),
+        "three answered in time: {printed}"
+    );
 }

@@ -23,6 +23,7 @@ mod prune;
 mod record;
 mod report;
 mod sightings;
+mod standalone;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests;
@@ -46,6 +47,7 @@ pub use outbox::{OutboxItem, OutboxRecord, OutboxStatus};
 pub use prune::{Keep, PruneCounts, prune_periodically};
 pub use record::{NewDecision, NewOutgoing, Recorded, ReplyClaim};
 pub use report::{ReportRow, format_report};
+pub use standalone::StoppedClock;
 
 /// `url` with its password (userinfo or `password=` parameter) replaced by `***`, for
 /// messages.
