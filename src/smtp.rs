@@ -64,6 +64,9 @@ enum Transaction {
         error: SendError,
         permanent: bool,
         envelope: bool,
+        /// The server answered DATA with 354 and waits for a message that will not come:
+        /// the connection can only be dropped (a QUIT would be read as message text).
+        in_data: bool,
     },
 }
 
@@ -73,6 +76,7 @@ impl Transaction {
             error: send_error(error),
             permanent: error.is_permanent(),
             envelope,
+            in_data: false,
         }
     }
 }
@@ -146,7 +150,14 @@ async fn transact(
                 code = e.status().map(u16::from);
                 refused.push(format!("{to}: {e}"));
             }
-            Err(e) => return Transaction::failed(e, true),
+            Err(e) => {
+                return Transaction::Failed {
+                    error: send_error(e),
+                    permanent: false,
+                    envelope: true,
+                    in_data: answers.last().is_some_and(Result::is_ok),
+                };
+            }
         }
     }
     if refused.len() == envelope.to().len() {
@@ -322,7 +333,7 @@ impl Mailer {
                 if usable {
                     Some(k)
                 } else {
-                    k.conn.abort().await;
+                    abort(&mut k.conn, ep.timeout).await;
                     None
                 }
             }
@@ -359,12 +370,13 @@ impl Mailer {
                 }),
                 Ok(Transaction::Failed {
                     envelope: true,
-                    permanent: false,
+                    in_data: false,
+                    ref error,
                     ..
-                }) if reused => {
+                }) if reused && matches!(error.code, None | Some(421)) => {
                     // A kept connection the server had closed or dropped (a restart, its
                     // idle timeout): nothing of this mail was sent, so again, on a new one.
-                    kept.conn.abort().await;
+                    abort(&mut kept.conn, ep.timeout).await;
                     reused = false;
                     kept = match connect(ep, &desk.credentials).await {
                         Ok(k) => k,
@@ -374,20 +386,29 @@ impl Mailer {
                     continue;
                 }
                 Ok(Transaction::Failed {
-                    error, permanent, ..
+                    error,
+                    permanent,
+                    in_data,
+                    ..
                 }) => {
-                    if permanent {
+                    if in_data {
+                        // Closing the socket mid-DATA makes the server discard the mail.
+                        drop(kept);
+                    } else {
+                        abort(&mut kept.conn, ep.timeout).await;
+                    }
+                    return if permanent {
                         Outcome::Permanent(error)
                     } else {
                         Outcome::Transient(error)
-                    }
+                    };
                 }
                 Err(_) => Outcome::Transient(SendError::new(format!(
                     "the SMTP server did not complete the send within {} s",
                     ep.timeout.as_secs()
                 ))),
             };
-            kept.conn.abort().await;
+            abort(&mut kept.conn, ep.timeout).await;
             return outcome;
         }
     }
@@ -418,6 +439,11 @@ impl Transport for Mailer {
     }
 }
 
+/// Ends a connection after a failure: QUIT, waiting at most `timeout` for the answer.
+async fn abort(conn: &mut AsyncSmtpConnection, timeout: Duration) {
+    let _ = tokio::time::timeout(timeout, conn.abort()).await;
+}
+
 /// Closes (QUIT) the connection in `slot` once it has been idle for [`CLOSE_IDLE_AFTER`];
 /// ends when the slot is empty.
 async fn close_when_idle(slot: Arc<tokio::sync::Mutex<Slot>>) {
@@ -428,7 +454,6 @@ async fn close_when_idle(slot: Arc<tokio::sync::Mutex<Slot>>) {
                 Some(k) if k.used.elapsed() < CLOSE_IDLE_AFTER => k.used + CLOSE_IDLE_AFTER,
                 Some(k) => {
                     let _ = tokio::time::timeout(CHECK_IDLE_AFTER, k.conn.quit()).await;
-                    k.conn.abort().await;
                     s.kept = None;
                     s.watched = false;
                     return;

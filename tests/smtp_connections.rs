@@ -149,3 +149,36 @@ async fn a_connection_the_server_drops_midway_is_replaced_and_every_mail_arrives
     // One smtpd (one connection) before the restart, a new one after it.
     assert_eq!(smtpd_pids(&stack, "bid.ra").len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipient_refused_for_now_among_accepted_ones_fails_the_attempt_without_delivery() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = deployment(&stack, dir.path(), "", "", None);
+    faultkit::smtp_faults(&stack, "helpdesk@gem.test 451 4.3.2 try later\n", "");
+    let config = ticketgate::config::load(&path).expect("config");
+    let mailer = ticketgate::smtp::Mailer::new(&config).expect("mailer");
+    let mut two = item(0);
+    two.recipients.push("seller.registration@gem.test".into());
+    // The server answered DATA with 354 (one recipient took it): the attempt is given up
+    // at once, without waiting for the SMTP timeout and without delivering to anyone.
+    let started = std::time::Instant::now();
+    let outcome = mailer.send(&two).await;
+    assert!(
+        matches!(&outcome, Outcome::Transient(e) if e.code == Some(451)),
+        "{outcome:?}"
+    );
+    assert!(
+        started.elapsed() < config.smtp.timeout,
+        "{:?}",
+        started.elapsed()
+    );
+    faultkit::smtp_faults(&stack, "", "");
+    assert_eq!(mailer.send(&two).await, Outcome::Sent);
+    for user in ["helpdesk", "seller.registration"] {
+        let inbox = stack
+            .wait_for(user, "INBOX", WAIT, "the mail", |m| !m.is_empty())
+            .await;
+        assert_eq!(inbox.len(), 1, "{user} got the mail once");
+    }
+}
