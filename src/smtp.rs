@@ -1,6 +1,7 @@
 //! The SMTP transport: [`Mailer`] sends one queued mail through lettre's SMTP client as
-//! the desk it comes from, over a kept-open connection per desk, and says how it went as an
-//! [`Outcome`] with the server's reply code. When to send and retry is `outbox`'s;
+//! the desk it comes from, over a kept-open connection per desk (envelope commands
+//! pipelined when the server offers it, closed after [`CLOSE_IDLE_AFTER`] idle), and says
+//! how it went as an [`Outcome`] with the server's reply code. When to send and retry is `outbox`'s;
 //! composing mail is `compose`'s.
 
 use std::collections::HashMap;
