@@ -1,6 +1,7 @@
 //! The SMTP transport: [`Mailer`] sends one queued mail through lettre's SMTP client as
-//! the desk it comes from, over a kept-open connection per desk, and says how it went as an
-//! [`Outcome`] with the server's reply code. When to send and retry is `outbox`'s;
+//! the desk it comes from, over a kept-open connection per desk (envelope commands
+//! pipelined when the server offers it, closed after [`CLOSE_IDLE_AFTER`] idle), and says
+//! how it went as an [`Outcome`] with the server's reply code. When to send and retry is `outbox`'s;
 //! composing mail is `compose`'s.
 
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{
     AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
 };
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -53,23 +54,47 @@ fn send_error(e: &lettre::transport::smtp::Error) -> SendError {
 /// How one SMTP transaction ended.
 enum Transaction {
     /// The server took the mail; `refused` lists the recipients it refused for good.
-    Delivered {
-        refused: Vec<String>,
-    },
+    Delivered { refused: Vec<String> },
     /// The server refused every recipient for good: its last answer's code, and every
     /// recipient with its answer.
     AllRefused(Option<u16>, String),
-    Failed(lettre::transport::smtp::Error),
+    /// The transaction failed (`permanent`: a 5xx answer); `envelope` when it failed
+    /// before any byte of the message was written, so the server cannot have taken it and
+    /// it is safe to try again at once.
+    Failed {
+        error: SendError,
+        permanent: bool,
+        envelope: bool,
+        /// The server answered DATA with 354 and waits for a message that will not come:
+        /// the connection can only be dropped (a QUIT would be read as message text).
+        in_data: bool,
+    },
+}
+
+impl Transaction {
+    fn failed(error: &lettre::transport::smtp::Error, envelope: bool) -> Transaction {
+        Transaction::Failed {
+            error: send_error(error),
+            permanent: error.is_permanent(),
+            envelope,
+            in_data: false,
+        }
+    }
 }
 
 /// One SMTP transaction, recipient by recipient, so that one address the server refuses
 /// for good (a sender's mailbox that no longer exists, say) does not keep the mail from the
 /// others: such a recipient is left out and reported. A temporary refusal (4xx) of any
 /// recipient fails the whole attempt, to be retried.
+///
+/// With `pipelining` (the server offers PIPELINING, RFC 2920), MAIL, every RCPT and DATA
+/// go out in one write and their answers are read after it: two round trips per mail
+/// (envelope, then message) instead of three or more.
 async fn transact(
     conn: &mut AsyncSmtpConnection,
     envelope: &Envelope,
     email: &[u8],
+    pipelining: bool,
 ) -> Transaction {
     let mut options = Vec::new();
     let non_ascii = envelope
@@ -85,39 +110,67 @@ async fn transact(
             Ok(_) => Transaction::Delivered {
                 refused: Vec::new(),
             },
-            Err(e) => Transaction::Failed(e),
+            Err(e) => Transaction::failed(&e, false),
         };
     }
     if !email.is_ascii() {
         options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
-    if let Err(e) = conn
-        .command(Mail::new(envelope.from().cloned(), options))
-        .await
-    {
-        return Transaction::Failed(e);
+    // The commands of the envelope, each ending in CRLF.
+    let mut commands = vec![Mail::new(envelope.from().cloned(), options).to_string()];
+    commands.extend(
+        envelope
+            .to()
+            .iter()
+            .map(|to| Rcpt::new(to.clone(), Vec::new()).to_string()),
+    );
+    commands.push(Data.to_string());
+    let mut answers = Vec::with_capacity(commands.len());
+    for (i, command) in commands.iter().enumerate() {
+        let answer = if !pipelining {
+            conn.command(command).await
+        } else if i == 0 {
+            // One write for the whole envelope; then one answer per command, in order.
+            conn.command(commands.concat()).await
+        } else {
+            conn.read_response().await
+        };
+        match answer {
+            Ok(a) => answers.push(Ok(a)),
+            // A broken connection, or a refused MAIL FROM: nothing more to learn.
+            Err(e) if e.status().is_none() || i == 0 => return Transaction::failed(&e, true),
+            Err(e) => answers.push(Err(e)),
+        }
     }
     let mut refused = Vec::new();
     let mut code = None;
-    for to in envelope.to() {
-        match conn.command(Rcpt::new(to.clone(), Vec::new())).await {
+    for (to, answer) in envelope.to().iter().zip(&answers[1..]) {
+        match answer {
             Ok(_) => {}
             Err(e) if e.is_permanent() => {
                 code = e.status().map(u16::from);
                 refused.push(format!("{to}: {e}"));
             }
-            Err(e) => return Transaction::Failed(e),
+            Err(e) => {
+                return Transaction::Failed {
+                    error: send_error(e),
+                    permanent: false,
+                    envelope: true,
+                    in_data: answers.last().is_some_and(Result::is_ok),
+                };
+            }
         }
     }
     if refused.len() == envelope.to().len() {
+        // The server also refused DATA then; the caller closes the connection.
         return Transaction::AllRefused(code, refused.join("; "));
     }
-    if let Err(e) = conn.command(Data).await {
-        return Transaction::Failed(e);
+    if let Some(Err(e)) = answers.last() {
+        return Transaction::failed(e, true);
     }
     match conn.message(email).await {
         Ok(_) => Transaction::Delivered { refused },
-        Err(e) => Transaction::Failed(e),
+        Err(e) => Transaction::failed(&e, false),
     }
 }
 
@@ -147,14 +200,35 @@ struct SmtpEndpoint {
 
 struct DeskSender {
     credentials: Credentials,
-    /// The open connection and when it was last used.
-    conn: tokio::sync::Mutex<Option<(AsyncSmtpConnection, Instant)>>,
+    /// The open connection, shared with the task that closes it once idle.
+    slot: Arc<tokio::sync::Mutex<Slot>>,
+}
+
+/// A desk's kept-open connection, if any, and whether a task watches it for idleness.
+#[derive(Default)]
+struct Slot {
+    kept: Option<Kept>,
+    /// A task will close `kept` once it has been idle for [`CLOSE_IDLE_AFTER`].
+    watched: bool,
+}
+
+/// An open, authenticated connection.
+struct Kept {
+    conn: AsyncSmtpConnection,
+    /// The server offers PIPELINING.
+    pipelining: bool,
+    /// When it last finished a mail.
+    used: Instant,
 }
 
 /// A kept-open connection idle for longer than this is checked with NOOP before it is used
 /// (servers close idle SMTP sessions, Postfix after 300 s), so that a mail is not sent into
 /// a connection the server already closed.
 const CHECK_IDLE_AFTER: Duration = Duration::from_secs(10);
+
+/// A kept-open connection idle for this long is closed (QUIT): the outbox drained, and a
+/// desk's next mail opens a new one.
+pub const CLOSE_IDLE_AFTER: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -226,7 +300,7 @@ impl Mailer {
                         desk.login.clone(),
                         desk.password.expose().to_string(),
                     ),
-                    conn: tokio::sync::Mutex::new(None),
+                    slot: Arc::default(),
                 };
                 (desk.name.clone(), sender)
             })
@@ -249,62 +323,94 @@ impl Mailer {
             Err(e) => return Outcome::Permanent(SendError::new(e.to_string())),
         };
         let ep = &self.endpoint;
-        let mut slot = desk.conn.lock().await;
-        let kept = match slot.take() {
-            Some((mut c, used)) => {
-                let usable = !c.has_broken()
-                    && (used.elapsed() < CHECK_IDLE_AFTER
-                        || tokio::time::timeout(ep.timeout, c.test_connected())
+        let mut slot = desk.slot.lock().await;
+        let kept = match slot.kept.take() {
+            Some(mut k) => {
+                let usable = !k.conn.has_broken()
+                    && (k.used.elapsed() < CHECK_IDLE_AFTER
+                        || tokio::time::timeout(ep.timeout, k.conn.test_connected())
                             .await
                             .unwrap_or(false));
                 if usable {
-                    Some(c)
+                    Some(k)
                 } else {
-                    c.abort().await;
+                    abort(&mut k.conn, ep.timeout).await;
                     None
                 }
             }
             None => None,
         };
-        let mut conn = match kept {
-            Some(c) => c,
+        let mut reused = kept.is_some();
+        let mut kept = match kept {
+            Some(k) => k,
             None => match connect(ep, &desk.credentials).await {
-                Ok(c) => c,
+                Ok(k) => k,
                 Err(e) if e.is_permanent() => return Outcome::Permanent(e.send_error()),
                 Err(e) => return Outcome::Transient(e.send_error()),
             },
         };
-        match tokio::time::timeout(ep.timeout, transact(&mut conn, &envelope, &item.bytes)).await {
-            Ok(Transaction::Delivered { refused }) => {
-                *slot = Some((conn, Instant::now()));
-                if refused.is_empty() {
-                    Outcome::Sent
-                } else {
-                    Outcome::SentExcept(refused.join("; "))
+        loop {
+            let work = transact(&mut kept.conn, &envelope, &item.bytes, kept.pipelining);
+            let outcome = match tokio::time::timeout(ep.timeout, work).await {
+                Ok(Transaction::Delivered { refused }) => {
+                    kept.used = Instant::now();
+                    slot.kept = Some(kept);
+                    if !slot.watched {
+                        slot.watched = true;
+                        tokio::spawn(close_when_idle(Arc::clone(&desk.slot)));
+                    }
+                    return if refused.is_empty() {
+                        Outcome::Sent
+                    } else {
+                        Outcome::SentExcept(refused.join("; "))
+                    };
                 }
-            }
-            Ok(Transaction::AllRefused(code, refused)) => {
-                conn.abort().await;
-                Outcome::Permanent(SendError {
+                Ok(Transaction::AllRefused(code, refused)) => Outcome::Permanent(SendError {
                     code,
                     message: refused,
-                })
-            }
-            Ok(Transaction::Failed(e)) => {
-                conn.abort().await;
-                if e.is_permanent() {
-                    Outcome::Permanent(send_error(&e))
-                } else {
-                    Outcome::Transient(send_error(&e))
+                }),
+                Ok(Transaction::Failed {
+                    envelope: true,
+                    in_data: false,
+                    ref error,
+                    ..
+                }) if reused && matches!(error.code, None | Some(421)) => {
+                    // A kept connection the server had closed or dropped (a restart, its
+                    // idle timeout): nothing of this mail was sent, so again, on a new one.
+                    abort(&mut kept.conn, ep.timeout).await;
+                    reused = false;
+                    kept = match connect(ep, &desk.credentials).await {
+                        Ok(k) => k,
+                        Err(e) if e.is_permanent() => return Outcome::Permanent(e.send_error()),
+                        Err(e) => return Outcome::Transient(e.send_error()),
+                    };
+                    continue;
                 }
-            }
-            Err(_) => {
-                conn.abort().await;
-                Outcome::Transient(SendError::new(format!(
+                Ok(Transaction::Failed {
+                    error,
+                    permanent,
+                    in_data,
+                    ..
+                }) => {
+                    if in_data {
+                        // Closing the socket mid-DATA makes the server discard the mail.
+                        drop(kept);
+                    } else {
+                        abort(&mut kept.conn, ep.timeout).await;
+                    }
+                    return if permanent {
+                        Outcome::Permanent(error)
+                    } else {
+                        Outcome::Transient(error)
+                    };
+                }
+                Err(_) => Outcome::Transient(SendError::new(format!(
                     "the SMTP server did not complete the send within {} s",
                     ep.timeout.as_secs()
-                )))
-            }
+                ))),
+            };
+            abort(&mut kept.conn, ep.timeout).await;
+            return outcome;
         }
     }
 
@@ -316,7 +422,8 @@ impl Mailer {
             .ok_or_else(|| format!("no desk {desk}"))?;
         let mut conn = connect(&self.endpoint, &d.credentials)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .conn;
         let ok = conn.test_connected().await;
         let _ = conn.quit().await;
         if ok {
@@ -333,12 +440,38 @@ impl Transport for Mailer {
     }
 }
 
+/// Ends a connection after a failure: QUIT, waiting at most `timeout` for the answer.
+async fn abort(conn: &mut AsyncSmtpConnection, timeout: Duration) {
+    let _ = tokio::time::timeout(timeout, conn.abort()).await;
+}
+
+/// Closes (QUIT) the connection in `slot` once it has been idle for [`CLOSE_IDLE_AFTER`];
+/// ends when the slot is empty.
+async fn close_when_idle(slot: Arc<tokio::sync::Mutex<Slot>>) {
+    loop {
+        let deadline = {
+            let mut s = slot.lock().await;
+            match s.kept.as_mut() {
+                Some(k) if k.used.elapsed() < CLOSE_IDLE_AFTER => k.used + CLOSE_IDLE_AFTER,
+                Some(k) => {
+                    let _ = tokio::time::timeout(CHECK_IDLE_AFTER, k.conn.quit()).await;
+                    s.kept = None;
+                    s.watched = false;
+                    return;
+                }
+                None => {
+                    s.watched = false;
+                    return;
+                }
+            }
+        };
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
 /// Opens an authenticated connection: TCP with `TCP_NODELAY`, implicit TLS or STARTTLS as
 /// configured, EHLO, AUTH.
-async fn connect(
-    ep: &SmtpEndpoint,
-    credentials: &Credentials,
-) -> Result<AsyncSmtpConnection, ConnectError> {
+async fn connect(ep: &SmtpEndpoint, credentials: &Credentials) -> Result<Kept, ConnectError> {
     let work = async {
         let shown = format!("{}:{}", ep.host, ep.port);
         let tcp = TcpStream::connect((ep.host.as_str(), ep.port))
@@ -370,9 +503,19 @@ async fn connect(
             }
             conn.starttls(params.clone(), &hello).await?;
         }
+        // lettre keeps only the extensions it uses itself: EHLO once more to learn whether
+        // the server takes pipelined commands.
+        let ehlo = conn.command(Ehlo::new(hello)).await?;
+        let pipelining = ehlo
+            .message()
+            .any(|l| l.trim().eq_ignore_ascii_case("PIPELINING"));
         conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
             .await?;
-        Ok(conn)
+        Ok(Kept {
+            conn,
+            pipelining,
+            used: Instant::now(),
+        })
     };
     tokio::time::timeout(ep.timeout, work)
         .await
