@@ -19,6 +19,16 @@ pub enum ReportFormat {
     Json,
 }
 
+/// The state database of `cfg`, read-only; the error names it without its password.
+async fn open(cfg: &Config) -> anyhow::Result<Store> {
+    Store::open_read_only(&cfg.database).await.with_context(|| {
+        format!(
+            "cannot open state database {}",
+            crate::store::redact_url(&cfg.database)
+        )
+    })
+}
+
 /// `ticketgate report --overdue`: the desks' running clocks past their limit or reaching it
 /// within `within_hours`, most overdue first, times in the rules' time zone. Opens the
 /// database read-only.
@@ -28,14 +38,7 @@ pub async fn overdue(
     within_hours: u32,
     format: ReportFormat,
 ) -> anyhow::Result<String> {
-    let store = Store::open_read_only(&cfg.database)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open state database {}",
-                crate::store::redact_url(&cfg.database)
-            )
-        })?;
+    let store = open(cfg).await?;
     let now = crate::clock::unix_now();
     let rows = store
         .clocks_due_before(now + i64::from(within_hours) * 3_600)
@@ -111,14 +114,7 @@ pub async fn report(
     days: u32,
     format: ReportFormat,
 ) -> anyhow::Result<String> {
-    let store = Store::open_read_only(&cfg.database)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open state database {}",
-                crate::store::redact_url(&cfg.database)
-            )
-        })?;
+    let store = open(cfg).await?;
     let since = crate::clock::unix_now() - i64::from(days) * 86_400;
     let rows = store.report(since, &rules.time_zone).await?;
     // Outgoing mail the SMTP server refused for good is kept, never retried: listed here so

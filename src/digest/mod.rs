@@ -110,6 +110,19 @@ impl DeskDay {
     }
 }
 
+/// The most mails a desk of the digest received (at least 1): the full bar.
+fn busiest(d: &Digest) -> u64 {
+    d.desks.iter().map(|x| x.mails).max().unwrap_or(0).max(1)
+}
+
+/// Every overdue clock of the digest with its desk, in desk order.
+fn overdue_of(d: &Digest) -> Vec<(&str, &Overdue)> {
+    d.desks
+        .iter()
+        .flat_map(|x| x.overdue.iter().map(move |o| (x.desk.as_str(), o)))
+        .collect()
+}
+
 /// The subject line (under 78 characters for the usual group names).
 pub fn subject(d: &Digest) -> String {
     let overdue: usize = d.desks.iter().map(|x| x.overdue.len()).sum();
@@ -138,17 +151,13 @@ pub fn text(d: &Digest) -> String {
                 .map_or_else(|| "-".to_string(), |p| format!("{p} %"))
         );
     }
-    let most = d.desks.iter().map(|x| x.mails).max().unwrap_or(0).max(1);
+    let most = busiest(d);
     out.push_str("\nMails received\n");
     for x in &d.desks {
         let bar = "#".repeat(usize::try_from(x.mails * 30 / most).unwrap_or(30));
         let _ = writeln!(out, "{:<20} {bar} {}", x.desk, x.mails);
     }
-    let overdue: Vec<(&str, &Overdue)> = d
-        .desks
-        .iter()
-        .flat_map(|x| x.overdue.iter().map(move |o| (x.desk.as_str(), o)))
-        .collect();
+    let overdue = overdue_of(d);
     if overdue.is_empty() {
         out.push_str("\nNo ticket mail is overdue.\n");
     } else {
@@ -182,7 +191,7 @@ pub fn html(d: &Digest) -> String {
         escape(&d.group),
         escape(&d.day)
     );
-    let most = d.desks.iter().map(|x| x.mails).max().unwrap_or(0).max(1);
+    let most = busiest(d);
     for x in &d.desks {
         let width = (x.mails * 200 / most).max(1);
         let _ = writeln!(
@@ -209,11 +218,7 @@ pub fn html(d: &Digest) -> String {
         );
     }
     out.push_str("</table>\n");
-    let overdue: Vec<(&str, &Overdue)> = d
-        .desks
-        .iter()
-        .flat_map(|x| x.overdue.iter().map(move |o| (x.desk.as_str(), o)))
-        .collect();
+    let overdue = overdue_of(d);
     if overdue.is_empty() {
         out.push_str("<p>No ticket mail is overdue.</p>\n");
     } else {

@@ -360,34 +360,48 @@ pub(super) async fn record_outgoing(
     outgoing.sort_by(|a, b| a.id.cmp(&b.id));
     let mut queued = Vec::new();
     for out in outgoing {
-        let recipients =
-            serde_json::to_string(&out.recipients).map_err(|e| StoreError::Corrupt {
-                what: "outgoing recipients",
-                value: e.to_string(),
-            })?;
-        let added = sqlx::query(
-            "INSERT INTO outbox (id, desk, envelope_from, recipients, body, body_base64, \
-             status, attempts, next_attempt_at, last_error, created_at, finished_at, \
-             mail_desk, mail_uidvalidity, mail_uid) \
-             VALUES ($1, $2, $3, $4, $5, '', 'pending', 0, $6, NULL, $6, NULL, $7, $8, $9) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&out.id)
-        .bind(&out.desk)
-        .bind(&out.envelope_from)
-        .bind(recipients)
-        .bind(out.bytes.as_slice())
-        .bind(d.now)
-        .bind(&d.key.desk)
-        .bind(i64::from(d.key.uidvalidity))
-        .bind(i64::from(d.key.uid))
-        .execute(&mut *tx)
-        .await
-        .map_err(query_error(op))?
-        .rows_affected();
-        if added == 1 {
+        if insert_row(&mut *tx, out, d.now, &d.key).await? {
             queued.push(out.id.clone());
         }
     }
     Ok(queued)
+}
+
+/// Inserts `out` as a pending outbox row for the mail `of` (whose decision queued it),
+/// unless a row with its id exists; returns whether it was inserted. `now`: Unix seconds.
+pub(super) async fn insert_row<'e, E>(
+    executor: E,
+    out: &NewOutgoing,
+    now: i64,
+    of: &MailKey,
+) -> Result<bool, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let op = "queue outgoing mail";
+    let recipients = serde_json::to_string(&out.recipients).map_err(|e| StoreError::Corrupt {
+        what: "outgoing recipients",
+        value: e.to_string(),
+    })?;
+    let added = sqlx::query(
+        "INSERT INTO outbox (id, desk, envelope_from, recipients, body, body_base64, \
+         status, attempts, next_attempt_at, last_error, created_at, finished_at, \
+         mail_desk, mail_uidvalidity, mail_uid) \
+         VALUES ($1, $2, $3, $4, $5, '', 'pending', 0, $6, NULL, $6, NULL, $7, $8, $9) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&out.id)
+    .bind(&out.desk)
+    .bind(&out.envelope_from)
+    .bind(recipients)
+    .bind(out.bytes.as_slice())
+    .bind(now)
+    .bind(&of.desk)
+    .bind(i64::from(of.uidvalidity))
+    .bind(i64::from(of.uid))
+    .execute(executor)
+    .await
+    .map_err(query_error(op))?
+    .rows_affected();
+    Ok(added == 1)
 }

@@ -3,7 +3,7 @@
 //! the digest is `digest`'s.
 
 use super::record::NewOutgoing;
-use super::{Store, StoreError, get, query_error};
+use super::{MailKey, Store, StoreError, get, query_error};
 
 /// A desk clock stopped within a period, for "answered in time".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,30 +18,13 @@ impl Store {
     /// how a digest goes out exactly once per day, whichever process or restart asks.
     /// Returns whether it was queued now. `now`: Unix seconds.
     pub async fn queue_once(&self, out: &NewOutgoing, now: i64) -> Result<bool, StoreError> {
-        let op = "queue a digest";
-        let recipients =
-            serde_json::to_string(&out.recipients).map_err(|e| StoreError::Corrupt {
-                what: "outgoing recipients",
-                value: e.to_string(),
-            })?;
-        let added = sqlx::query(
-            "INSERT INTO outbox (id, desk, envelope_from, recipients, body, body_base64, \
-             status, attempts, next_attempt_at, last_error, created_at, finished_at, \
-             mail_desk, mail_uidvalidity, mail_uid) \
-             VALUES ($1, $2, $3, $4, $5, '', 'pending', 0, $6, NULL, $6, NULL, $2, 0, 0) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&out.id)
-        .bind(&out.desk)
-        .bind(&out.envelope_from)
-        .bind(recipients)
-        .bind(out.bytes.as_slice())
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(query_error(op))?
-        .rows_affected();
-        Ok(added == 1)
+        // Tied to no desk mail: the sending desk with UIDVALIDITY and UID 0.
+        let none = MailKey {
+            desk: out.desk.clone(),
+            uidvalidity: 0,
+            uid: 0,
+        };
+        super::outbox::insert_row(&self.pool, out, now, &none).await
     }
 
     /// Desk clocks stopped in `[from, to)` (Unix seconds).
