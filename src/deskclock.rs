@@ -162,6 +162,30 @@ pub async fn check(
             .await?;
     }
     shared.store.update_clocks(&desk.name, &r.changes).await?;
+    if let Some(template) = &matrix.overdue_notice {
+        let mut queued = false;
+        for change in &r.changes {
+            let ClockChange::Overdue {
+                ticket, started, ..
+            } = change
+            else {
+                continue;
+            };
+            let Some(clock) = clocks
+                .iter()
+                .find(|c| c.ticket == *ticket && c.started == *started)
+            else {
+                continue;
+            };
+            if let Some(out) = notice(&policy, desk, clock, template, now) {
+                // Once per clock, whoever queues it (the id), across restarts.
+                queued |= shared.store.queue_once(&out, now).await?;
+            }
+        }
+        if queued {
+            shared.outbox_wake.notify_one();
+        }
+    }
     for change in &r.changes {
         match change {
             ClockChange::Stop {
@@ -213,6 +237,85 @@ pub async fn check(
         Relaxed,
     );
     Ok(r.next_due)
+}
+
+/// The level-3 notice of an overdue `clock` to its sender, from the desk, rendered from
+/// `template` with the clock's placeholders (`desk`, `desk_name`, `desk_address`,
+/// `helpdesk`, `sender`, `subject`, `ticket`, `date` and the helpdesk's name, phone and
+/// web address); `None` without a sender or template, or when it cannot be composed.
+fn notice(
+    policy: &crate::shared::Policy,
+    desk: &Desk,
+    clock: &OpenClock,
+    template: &str,
+    now: i64,
+) -> Option<crate::store::NewOutgoing> {
+    let sender = clock.sender.as_deref()?;
+    let t = policy.rules.templates.get(template)?;
+    let dir = &policy.dir;
+    let vars: std::collections::BTreeMap<String, String> = [
+        ("desk", desk.name.clone()),
+        (
+            "desk_name",
+            desk.display_name
+                .clone()
+                .unwrap_or_else(|| desk.name.clone()),
+        ),
+        ("desk_address", desk.address.clone()),
+        ("helpdesk", dir.helpdesk.clone()),
+        ("helpdesk_name", dir.helpdesk_name.clone()),
+        ("helpdesk_phone", dir.helpdesk_phone.clone()),
+        ("helpdesk_web", dir.helpdesk_web.clone()),
+        ("sender", sender.to_string()),
+        ("subject", clock.subject.clone()),
+        ("ticket", clock.ticket.clone()),
+        (
+            "date",
+            crate::clock::local_day(now, &policy.rules.time_zone),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let id = format!(
+        "overdue-notice:{}:{}:{}",
+        desk.name, clock.ticket, clock.started
+    );
+    let message_id = format!(
+        "overdue.{}.{}@{}",
+        clock.started,
+        clock
+            .ticket
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "-"),
+        desk.address.rsplit('@').next().unwrap_or("localhost")
+    );
+    let (subject, body) = (
+        crate::compose::render(&t.subject, &vars),
+        crate::compose::render(&t.body, &vars),
+    );
+    let spec = crate::compose::OutgoingSpec {
+        kind: crate::compose::Kind::Reply,
+        from: &desk.address,
+        from_name: desk.display_name.as_deref(),
+        to: sender,
+        cc: None,
+        subject: &subject,
+        body: &body,
+        original: b"",
+        message_id: &message_id,
+        date_unix: now,
+        marker: &desk.name,
+        boundary_seed: crate::compose::random_seed(),
+    };
+    let o = crate::compose::compose(&spec).ok()?;
+    Some(crate::store::NewOutgoing {
+        id,
+        desk: desk.name.clone(),
+        envelope_from: o.envelope_from,
+        recipients: o.recipients,
+        bytes: o.bytes,
+        reply_claim: None,
+    })
 }
 
 #[cfg(test)]

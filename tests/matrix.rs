@@ -201,6 +201,10 @@ async fn an_unanswered_ticket_mail_is_tagged_overdue_when_the_desk_clock_runs_ou
         &[
             ("\ndesk_hours = 48", "\ndesk_hours = 0.002"),
             ("# done_folder = \"Done\"", "done_folder = \"Done\""),
+            (
+                "# overdue_notice = \"overdue-notice\"",
+                "overdue_notice = \"overdue-notice\"",
+            ),
         ],
     );
     let config = faultkit::deployment(&stack, dir.path(), "", "", Some(&rules));
@@ -272,6 +276,18 @@ async fn an_unanswered_ticket_mail_is_tagged_overdue_when_the_desk_clock_runs_ou
     for reason in ["reason=answered", "reason=sent", "reason=done-folder"] {
         assert!(text.contains(reason), "{reason} in:\n{text}");
     }
+    // The level-3 notice went to the user of the overdue ticket, once.
+    let notices: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.contains("mail sent") && l.contains("outbox_id=overdue-notice:bid-ra:2026-2000004")
+        })
+        .collect();
+    assert_eq!(notices.len(), 1, "{text}");
+    assert!(
+        notices[0].contains("recipients=meena.iyer@rites.co.in"),
+        "{text}"
+    );
 
     let report = faultkit::ticketgate(&config, &["report", "--overdue", "--format", "csv"])
         .output()
@@ -295,6 +311,7 @@ async fn an_unanswered_ticket_mail_is_tagged_overdue_when_the_desk_clock_runs_ou
     assert_eq!(inbox.iter().filter(|m| m.has_flag("$Overdue")).count(), 1);
     let again = faultkit::log_text(&log2);
     assert!(!again.contains("desk clock ran out"), "{again}");
+    assert!(!again.contains("overdue-notice"), "{again}");
 
     // The digest: the first daemon queued yesterday's at its start and sent it, once.
     let digests = stack

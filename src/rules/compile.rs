@@ -456,6 +456,16 @@ impl Builder {
                 }
             }
         }
+        if let Some((t, at)) = &matrix.overdue_notice
+            && !self.templates.contains_key(t)
+        {
+            self.problems.push(Problem {
+                message: format!(
+                    "[matrix] overdue_notice: no template `[template.{t}]` with subject and body"
+                ),
+                ..at.clone()
+            });
+        }
         if self.patterns.is_empty() && self.problems.is_empty() {
             self.problems.push(Problem {
                 file: files.first().cloned().unwrap_or_default(),
@@ -508,6 +518,7 @@ impl Builder {
                 calendar: matrix.calendar(&time_zone),
                 sent_folder: matrix.sent_folder.clone(),
                 done_folder: matrix.done_folder.clone(),
+                overdue_notice: matrix.overdue_notice.clone().map(|(t, _)| t),
             },
             rules,
             templates: self.templates,

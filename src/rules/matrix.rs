@@ -36,6 +36,9 @@ pub struct RawMatrix {
     pub sent_folder: Option<String>,
     /// Where officers move mail they have dealt with: a clock's mail there stops it.
     pub done_folder: Option<String>,
+    /// A template sent to the user once when a clock runs out (seed 000: they may now
+    /// write to the concerned officer, level 3); none when left out.
+    pub overdue_notice: Option<String>,
 }
 
 fn default_hours() -> u64 {
@@ -67,6 +70,8 @@ pub struct CheckedMatrix {
     pub working: Option<WorkingDays>,
     pub sent_folder: Option<String>,
     pub done_folder: Option<String>,
+    /// The notice's template, and where it is named (for "no such template").
+    pub overdue_notice: Option<(String, Problem)>,
 }
 
 impl Default for CheckedMatrix {
@@ -77,6 +82,7 @@ impl Default for CheckedMatrix {
             working: None,
             sent_folder: None,
             done_folder: None,
+            overdue_notice: None,
         }
     }
 }
@@ -185,6 +191,12 @@ pub fn check(src: &Source<'_>, start: usize, m: RawMatrix) -> Result<CheckedMatr
             working,
             sent_folder: m.sent_folder.filter(|f| !f.trim().is_empty()),
             done_folder: m.done_folder.filter(|f| !f.trim().is_empty()),
+            overdue_notice: m.overdue_notice.map(|t| {
+                (
+                    t,
+                    src.problem_at_key(start, "overdue_notice", String::new()),
+                )
+            }),
         })
     } else {
         Err(problems)

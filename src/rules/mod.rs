@@ -169,6 +169,8 @@ pub struct Matrix {
     /// The desks' Sent folder and done folder, where the clock looks for an answer.
     pub sent_folder: Option<String>,
     pub done_folder: Option<String>,
+    /// The template sent to the user once when a clock runs out; `None`: no notice.
+    pub overdue_notice: Option<String>,
 }
 
 /// A message template: `{name}` placeholders are filled from the facts (see `compose`).
