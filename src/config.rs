@@ -1,6 +1,11 @@
 //! config.toml → validated [`Config`]: servers, desks and their secrets, helpdesk, state
 //! database, logging, where the rules are. Every problem is reported at once with file and
 //! line. Rules are compiled elsewhere (`rules`); this module only says where they are.
+//!
+//! This file holds the validated types, the top-level table and the section-by-section
+//! checks (`parse_for`); the sections' serde shapes are in `config/raw.rs`, the [imap] /
+//! [smtp] server checks in `config/servers.rs`, a desk's password source in
+//! `config/desks.rs`, reading secrets in `crate::secret`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,9 +15,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::rules::schema::{Problem, Source, read_file};
+use crate::problem::{Problem, Source, read_file};
 pub use crate::secret::{Environment, ProcessEnv, Secret};
-use crate::secret::{SecretFrom, read_secret};
 use crate::tls::Security;
 
 /// A mail server.
@@ -155,90 +159,18 @@ struct RawFile {
     #[serde(default)]
     desk: BTreeMap<String, Spanned<toml::Value>>,
 }
+// The sections as written, server and desk-secret checks, and the tests, each in its own
+// file under src/config/.
+mod desks;
+mod raw;
+mod servers;
+#[cfg(test)]
+mod tests;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawServer {
-    host: String,
-    port: Option<u16>,
-    #[serde(default = "default_security")]
-    security: Security,
-    ca_file: Option<PathBuf>,
-    #[serde(default = "default_timeout")]
-    timeout_seconds: u64,
-    idle_refresh_minutes: Option<u64>,
-    poll_seconds: Option<u64>,
-    batch_size: Option<usize>,
-    file_group: Option<usize>,
-}
-
-fn default_security() -> Security {
-    Security::Tls
-}
-fn default_timeout() -> u64 {
-    60
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHelpdesk {
-    address: String,
-    name: Option<String>,
-    /// How citizens reach the helpdesk, for templates (`{helpdesk_phone}`, `{helpdesk_web}`).
-    phone: Option<String>,
-    web: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawState {
-    database: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLogging {
-    #[serde(default = "default_level")]
-    level: String,
-    #[serde(default = "default_format")]
-    format: LogFormat,
-}
-
-fn default_level() -> String {
-    "info".into()
-}
-fn default_format() -> LogFormat {
-    LogFormat::Auto
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRules {
-    files: Vec<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMetrics {
-    listen: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDesk {
-    address: String,
-    name: Option<String>,
-    login: String,
-    password_file: Option<PathBuf>,
-    password_env: Option<String>,
-    password_credential: Option<String>,
-    #[serde(default = "default_mailbox")]
-    mailbox: String,
-}
-
-fn default_mailbox() -> String {
-    "INBOX".into()
-}
+use desks::secret;
+use raw::{RawDesk, RawHelpdesk, RawLogging, RawMetrics, RawRules, RawState, default_level};
+pub use servers::is_loopback;
+use servers::server;
 
 /// What the config is loaded for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -548,221 +480,5 @@ pub fn parse_for(
                 desks: declared,
             },
         )),
-    }
-}
-
-fn server(
-    src: &Source<'_>,
-    v: Spanned<toml::Value>,
-    what: &str,
-    (tls_port, starttls_port): (u16, u16),
-    base: &Path,
-    offline: bool,
-    problems: &mut Vec<Problem>,
-) -> Option<(Server, RawServer)> {
-    let start = v.span().start;
-    let r = src
-        .section::<RawServer>(v, what)
-        .map_err(|p| problems.push(p))
-        .ok()?;
-    let port = r.port.unwrap_or(match r.security {
-        Security::Tls => tls_port,
-        Security::StartTls | Security::Plain => starttls_port,
-    });
-    if r.security == Security::Plain && !is_loopback(&r.host) {
-        problems.push(src.problem_at_key(
-            start,
-            "security",
-            format!("{what}: security = \"plain\" is only allowed for a loopback host, not `{}`; use \"tls\" or \"starttls\"", r.host),
-        ));
-        return None;
-    }
-    if what == "[smtp]" {
-        for (key, set) in [
-            ("idle_refresh_minutes", r.idle_refresh_minutes.is_some()),
-            ("poll_seconds", r.poll_seconds.is_some()),
-            ("batch_size", r.batch_size.is_some()),
-            ("file_group", r.file_group.is_some()),
-        ] {
-            if set {
-                problems.push(src.problem_at_key(
-                    start,
-                    key,
-                    format!("[smtp]: `{key}` is an [imap] setting; move it to [imap] or remove it"),
-                ));
-            }
-        }
-    }
-    let ca_file = r.ca_file.as_ref().map(|f| base.join(f));
-    if let Some(f) = &ca_file
-        && !offline
-        && !f.is_file()
-    {
-        problems.push(src.problem_at_key(
-            start,
-            "ca_file",
-            format!("{what}: CA file {} does not exist", f.display()),
-        ));
-        return None;
-    }
-    let server = Server {
-        host: r.host.clone(),
-        port,
-        security: r.security,
-        ca_file,
-        timeout: Duration::from_secs(r.timeout_seconds.max(1)),
-    };
-    Some((server, r))
-}
-
-/// True for 127.0.0.0/8, ::1 and `localhost`.
-pub fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-fn secret(
-    d: &RawDesk,
-    base: &Path,
-    env: &dyn Environment,
-    offline: bool,
-) -> Result<Secret, (&'static str, String)> {
-    let set = [
-        d.password_file.is_some(),
-        d.password_env.is_some(),
-        d.password_credential.is_some(),
-    ];
-    if set.iter().filter(|s| **s).count() != 1 {
-        return Err((
-            "login",
-            "set exactly one of password_file, password_env or password_credential (passwords are never written inline)".into(),
-        ));
-    }
-    if offline {
-        return Ok(Secret::new(""));
-    }
-    let from = if let Some(f) = &d.password_file {
-        SecretFrom::File("password_file", f)
-    } else if let Some(name) = &d.password_env {
-        SecretFrom::Env("password_env", name)
-    } else {
-        SecretFrom::Credential(
-            "password_credential",
-            d.password_credential.as_deref().unwrap_or_default(),
-        )
-    };
-    read_secret(from, "password", base, env)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Env(Vec<(&'static str, String)>);
-    impl Environment for Env {
-        fn var(&self, name: &str) -> Option<String> {
-            self.0
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.clone())
-        }
-    }
-
-    const GOOD: &str = r#"
-[imap]
-host = "127.0.0.1"
-port = 10143
-security = "plain"
-
-[smtp]
-host = "127.0.0.1"
-port = 10025
-security = "plain"
-
-[helpdesk]
-address = "helpdesk@gem.test"
-
-[desk.bid-ra]
-address = "bid.ra@gem.test"
-login = "bid.ra"
-password_env = "BID_PW"
-"#;
-
-    #[test]
-    fn good_config_loads_and_hides_the_password() {
-        let env = Env(vec![("BID_PW", "s3cret".into())]);
-        let c = parse(Path::new("/etc/tg/config.toml"), GOOD, &env).map_err(|e| e.to_string());
-        let c = c.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.desks.len(), 1);
-        assert_eq!(c.desks[0].password.expose(), "s3cret");
-        assert!(!format!("{c:?}").contains("s3cret"));
-        assert_eq!(c.rules_files, vec![PathBuf::from("/etc/tg/rules/gem.toml")]);
-        assert_eq!(c.imap.idle_refresh, Duration::from_secs(600));
-    }
-
-    #[test]
-    fn every_problem_is_reported_with_its_line() {
-        let text = GOOD
-            .replace("port = 10025\n", "port = 10025\nprot = 1\n")
-            .replace(
-                "[helpdesk]\naddress = \"helpdesk@gem.test\"",
-                "[helpdesk]\naddress = \"nobody\"",
-            )
-            + "\n[desk.order]\naddress = \"order.process@gem.test\"\nlogin = \"o\"\n";
-        let env = Env(vec![("BID_PW", "x".into())]);
-        let err = parse(Path::new("c.toml"), &text, &env)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(
-            err.contains("c.toml:10:1: in [smtp]: unknown field `prot`"),
-            "{err}"
-        );
-        assert!(err.contains("`nobody` is not a mail address"), "{err}");
-        assert!(err.contains("set exactly one of password_file"), "{err}");
-        assert_eq!(err.lines().count(), 3, "{err}");
-    }
-
-    #[test]
-    fn plain_is_refused_for_a_remote_host() {
-        let text = GOOD.replacen("host = \"127.0.0.1\"", "host = \"mail.gem.gov.in\"", 1);
-        let env = Env(vec![("BID_PW", "x".into())]);
-        let err = parse(Path::new("c.toml"), &text, &env)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(
-            err.contains(
-                "c.toml:5:1: [imap]: security = \"plain\" is only allowed for a loopback host"
-            ),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn credentials_directory_is_used() {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string());
-        let dir = dir.unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(dir.path().join("bid.ra"), "pw-from-cred\n").ok();
-        let text = GOOD.replace(
-            "password_env = \"BID_PW\"",
-            "password_credential = \"bid.ra\"",
-        );
-        let env = Env(vec![(
-            "CREDENTIALS_DIRECTORY",
-            dir.path().display().to_string(),
-        )]);
-        let c = parse(Path::new("c.toml"), &text, &env).map_err(|e| e.to_string());
-        assert_eq!(
-            c.map(|c| c.desks[0].password.expose().to_string()),
-            Ok("pw-from-cred".into())
-        );
-        let err = parse(Path::new("c.toml"), &text, &Env(vec![]))
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(err.contains("CREDENTIALS_DIRECTORY is not set"), "{err}");
     }
 }

@@ -7,7 +7,7 @@
 //! The pure core takes a mail and known state and returns a decision; the shell does the I/O.
 //! - [`config`]: config.toml → validated [`config::Config`] (servers, desks, secrets, database);
 //!   [`template`] names the production template's placeholders left to fill in.
-//! - [`rules`]: rules/*.toml → compiled [`rules::Rules`]; located errors.
+//! - [`rules`]: rules/*.toml → compiled [`rules::Rules`]; [`problem`]: located errors.
 //! - [`facts`]: (message, rules, known state) → [`facts::Facts`] (ticket, broadcast, automatic…).
 //! - [`decide`]: (facts, rules) → [`decide::Decision`], an ordered list of [`action::Action`]s.
 //! - [`plan`]: a batch's (facts, rules, known state, now) → decisions, journal records and
@@ -57,6 +57,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
 pub mod plan;
+pub mod problem;
 pub mod process;
 pub mod registry;
 pub mod report;

@@ -3,7 +3,7 @@
 //! `CHANGE-ME` is one, and each is reported with file:line:column and what to put there.
 //! The rest of config.toml's validation is in `config`; this module only finds placeholders.
 
-use crate::rules::schema::{Problem, Source};
+use crate::problem::{Problem, Source};
 
 /// What a placeholder value starts with; the text after `CHANGE-ME:` says what belongs there.
 pub const MARK: &str = "CHANGE-ME";

@@ -108,8 +108,9 @@ impl Directory {
     }
 }
 
-/// Header that marks mail sent by ticketgate (see `compose`); its presence makes mail `own`.
-pub const MARKER_HEADER: &str = "X-Ticketgate";
+/// Header that marks mail sent by ticketgate; its presence makes mail `own`. Defined by
+/// `compose`, which writes it (so that `compose` needs nothing of `facts`).
+pub use crate::compose::MARKER_HEADER;
 
 /// Everything the rules can look at, for one mail in one desk's mailbox.
 #[derive(Debug, Clone, serde::Serialize)]

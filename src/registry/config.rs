@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::rules::schema::{Problem, Source};
+use crate::problem::{Problem, Source};
 use crate::secret::{Environment, Secret, SecretFrom, read_secret};
 
 use super::csv::Columns;

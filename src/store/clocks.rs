@@ -7,16 +7,9 @@ use std::collections::BTreeMap;
 
 use sqlx::AnyConnection;
 
-use super::record::NewDecision;
+pub use super::decision::NewClock;
+use super::decision::NewDecision;
 use super::{Store, StoreError, get, get_u32, query_error};
-
-/// A clock to start (or join) with a decision: the mail's ticket and when the desk's limit
-/// falls due if this mail starts it (Unix seconds).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewClock {
-    pub ticket: String,
-    pub due: i64,
-}
 
 /// One mail of a clock, where it is in the desk's mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,6 +16,7 @@ mod clocks;
 mod journal;
 mod known;
 pub use known::Journaled;
+mod decision;
 mod location;
 mod outbox;
 mod progress;

@@ -12,7 +12,7 @@ use sqlx::AnyConnection;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-use super::record::{NewDecision, NewOutgoing, ReplyClaim};
+use super::decision::{NewDecision, NewOutgoing, ReplyClaim};
 use super::{MailKey, Store, StoreError, get, get_u32, get_u64, query_error, truncate};
 
 /// Outgoing mail due for an attempt.

@@ -1,0 +1,244 @@
+//! Commands on the selected mailbox of a desk's session: SELECT, UID search, batched fetch
+//! with BODY.PEEK, keyword stores, moves with a safe fallback, search by Message-ID.
+//!
+//! Not here: connecting and logging in (`connection.rs`), creating and finding folders
+//! (`folders.rs`), IDLE (`idle.rs`), the clocks' reads (`clock_reads.rs`).
+
+use futures_util::TryStreamExt;
+
+use super::{DeskSession, FetchedMail, ImapError, MailboxState, flag_text, proto, timed, uid_set};
+
+impl DeskSession {
+    pub async fn select(&mut self, mailbox: &str) -> Result<MailboxState, ImapError> {
+        let t = self.timeout;
+        let mb = timed(t, "SELECT", self.s()?.select(mailbox))
+            .await?
+            .map_err(proto("select the mailbox"))?;
+        self.mailbox = mailbox.to_string();
+        // No PERMANENTFLAGS at all means any flag may be stored (RFC 3501 7.1).
+        let keywords = mb.permanent_flags.is_empty()
+            || mb
+                .permanent_flags
+                .iter()
+                .any(|f| matches!(f, async_imap::types::Flag::MayCreate));
+        self.keywords = keywords;
+        Ok(MailboxState {
+            keywords,
+            uidvalidity: mb
+                .uid_validity
+                .ok_or_else(|| ImapError::NoUidValidity(mailbox.to_string()))?,
+            uidnext: mb.uid_next.unwrap_or(0),
+            exists: mb.exists,
+        })
+    }
+
+    /// UIDs at or above `first_uid`, ascending. (`UID n:*` also matches the highest UID when
+    /// it is below n, RFC 3501 §6.4.8, hence the filter.)
+    pub async fn uids_from(&mut self, first_uid: u32) -> Result<Vec<u32>, ImapError> {
+        let t = self.timeout;
+        let query = format!("UID {}:*", first_uid.max(1));
+        let set = timed(t, "UID SEARCH", self.s()?.uid_search(query))
+            .await?
+            .map_err(proto("search new mail"))?;
+        let mut uids: Vec<u32> = set.into_iter().filter(|u| *u >= first_uid).collect();
+        uids.sort_unstable();
+        Ok(uids)
+    }
+
+    /// Fetches a batch in two round trips: sizes and flags, then the bodies of the mails
+    /// within `max_bytes` with BODY.PEEK (which leaves \Seen alone). Only the first mails of
+    /// `uids` (ascending) whose bodies add up to at most `budget` bytes are fetched and
+    /// returned, at least one: the bytes in flight are bounded, not only the count (issue
+    /// #13). The caller goes on after the last UID returned.
+    pub async fn fetch(
+        &mut self,
+        uids: &[u32],
+        max_bytes: u32,
+        budget: u64,
+    ) -> Result<Vec<FetchedMail>, ImapError> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let t = self.timeout;
+        let set = uid_set(uids);
+        let meta: Vec<_> = timed(t, "UID FETCH", async {
+            self.s()?
+                .uid_fetch(&set, "(UID FLAGS RFC822.SIZE)")
+                .await
+                .map_err(proto("fetch sizes"))?
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(proto("fetch sizes"))
+        })
+        .await??;
+        let mut mails: Vec<FetchedMail> = meta
+            .iter()
+            .filter_map(|f| {
+                let uid = f.uid?;
+                Some(FetchedMail {
+                    uid,
+                    flags: f.flags().map(flag_text).collect(),
+                    size: f.size.unwrap_or(0),
+                    raw: None,
+                })
+            })
+            .filter(|m| uids.binary_search(&m.uid).is_ok() || uids.contains(&m.uid))
+            .collect();
+        mails.sort_by_key(|m| m.uid);
+        mails.dedup_by_key(|m| m.uid);
+        // A mail expunged since the search is missing too; the retry's search skips it.
+        if let Some(&uid) = uids
+            .iter()
+            .find(|u| mails.binary_search_by_key(*u, |m| m.uid).is_err())
+        {
+            return Err(ImapError::Incomplete { what: "size", uid });
+        }
+        // The prefix within the byte budget (mail over `max_bytes` is not downloaded).
+        let mut total = 0u64;
+        let mut keep = 0;
+        for m in &mails {
+            let cost = if m.size <= max_bytes {
+                u64::from(m.size)
+            } else {
+                0
+            };
+            if keep > 0 && total + cost > budget {
+                break;
+            }
+            total += cost;
+            keep += 1;
+        }
+        mails.truncate(keep);
+        let small: Vec<u32> = mails
+            .iter()
+            .filter(|m| m.size <= max_bytes)
+            .map(|m| m.uid)
+            .collect();
+        if !small.is_empty() {
+            let set = uid_set(&small);
+            // Bodies may be large: allow more time than for a plain command.
+            // Each body is copied out as it arrives, so that only one copy of the batch is
+            // held at a time.
+            timed(t * 4, "UID FETCH BODY.PEEK[]", async {
+                let mut stream = self
+                    .s()?
+                    .uid_fetch(&set, "(UID BODY.PEEK[])")
+                    .await
+                    .map_err(proto("fetch mail"))?;
+                while let Some(f) = stream.try_next().await.map_err(proto("fetch mail"))? {
+                    let (Some(uid), Some(body)) = (f.uid, f.body()) else {
+                        continue;
+                    };
+                    if let Ok(i) = mails.binary_search_by_key(&uid, |m| m.uid) {
+                        mails[i].raw = Some(body.to_vec());
+                    }
+                }
+                Ok::<_, ImapError>(())
+            })
+            .await??;
+            // Without this, a refused body fetch would pass the mail on as oversized.
+            if let Some(m) = mails
+                .iter()
+                .find(|m| m.size <= max_bytes && m.raw.is_none())
+            {
+                return Err(ImapError::Incomplete {
+                    what: "body",
+                    uid: m.uid,
+                });
+            }
+        }
+        Ok(mails)
+    }
+
+    /// Adds keywords or system flags (`UID STORE +FLAGS.SILENT`); idempotent.
+    pub async fn add_flags(&mut self, uids: &[u32], flags: &[String]) -> Result<(), ImapError> {
+        // Keywords the server does not keep are left out: system flags still go.
+        let kept: Vec<String>;
+        let flags = if self.keywords {
+            flags
+        } else {
+            kept = flags
+                .iter()
+                .filter(|f| f.starts_with('\\'))
+                .cloned()
+                .collect();
+            &kept
+        };
+        if uids.is_empty() || flags.is_empty() {
+            return Ok(());
+        }
+        let t = self.timeout;
+        let set = uid_set(uids);
+        // Not `uid_store`: its stream ends at the tagged answer without looking at it, so a NO
+        // or BAD would pass for success and the mail be filed without its keywords.
+        let command = format!("UID STORE {set} +FLAGS.SILENT ({})", flags.join(" "));
+        timed(t, "UID STORE", self.s()?.run_command_and_check_ok(&command))
+            .await?
+            .map_err(proto("store flags"))
+    }
+
+    /// Moves mail to `folder`: UID MOVE (RFC 6851) when offered; else UID COPY + \Deleted +
+    /// UID EXPUNGE of exactly these UIDs (RFC 4315); without UIDPLUS the copies are only
+    /// marked \Deleted, never expunged with a plain EXPUNGE that would remove other mail
+    /// an officer marked deleted. A UID that is gone already is a no-op.
+    pub async fn move_to(&mut self, uids: &[u32], folder: &str) -> Result<(), ImapError> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        // The server's name of a folder made sure of in this session.
+        let mapped = self.folders.get(folder).cloned();
+        let folder = mapped.as_deref().unwrap_or(folder);
+        let t = self.timeout;
+        let set = uid_set(uids);
+        if self.caps.r#move {
+            tracing::trace!(folder, set = %set, "UID MOVE");
+            timed(t, "UID MOVE", self.s()?.uid_mv(&set, folder))
+                .await?
+                .map_err(proto("move mail"))?;
+            return Ok(());
+        }
+        tracing::debug!(folder, set = %set, uidplus = self.caps.uidplus, "server lacks MOVE: copying, flagging \\Deleted");
+        timed(t, "UID COPY", self.s()?.uid_copy(&set, folder))
+            .await?
+            .map_err(proto("copy mail"))?;
+        self.add_flags(uids, &["\\Deleted".to_string()]).await?;
+        if self.caps.uidplus {
+            timed(t, "UID EXPUNGE", async {
+                self.s()?
+                    .uid_expunge(&set)
+                    .await
+                    .map_err(proto("expunge moved mail"))?
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map_err(proto("expunge moved mail"))
+            })
+            .await??;
+        } else if !self.warned_no_uidplus {
+            self.warned_no_uidplus = true;
+            tracing::warn!(mailbox = %self.mailbox, "server lacks MOVE and UIDPLUS: filed mail stays in the inbox marked \\Deleted until an officer's client expunges it");
+        }
+        Ok(())
+    }
+
+    /// UIDs of the mail with this Message-ID in the selected mailbox.
+    pub async fn search_message_id(&mut self, message_id: &str) -> Result<Vec<u32>, ImapError> {
+        if message_id.is_empty()
+            || message_id
+                .chars()
+                .any(|c| c == '"' || c == '\\' || c.is_control())
+        {
+            return Ok(Vec::new());
+        }
+        let t = self.timeout;
+        let query = format!(
+            "HEADER Message-ID \"{}\"",
+            message_id.trim_start_matches('<').trim_end_matches('>')
+        );
+        let found = timed(t, "UID SEARCH", self.s()?.uid_search(query))
+            .await?
+            .map_err(proto("search a message id"))?;
+        let mut uids: Vec<u32> = found.into_iter().collect();
+        uids.sort_unstable();
+        Ok(uids)
+    }
+}
