@@ -367,3 +367,49 @@ async fn an_unanswered_ticket_mail_is_tagged_overdue_when_the_desk_clock_runs_ou
         "three answered in time: {printed}"
     );
 }
+
+/// Issue #17: "clocks survive restarts and UIDVALIDITY changes". The desk's folder is
+/// deleted and restored by an officer's client (a new UIDVALIDITY, new UIDs): the restored
+/// mail is decided again and joins the clock already running on its ticket (no second
+/// clock), and when the limit passes it is the restored copy that is tagged `$Overdue`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_survives_a_recreated_mailbox() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = faultkit::rules_with(dir.path(), &[("\ndesk_hours = 48", "\ndesk_hours = 0.002")]);
+    let config = faultkit::deployment(&stack, dir.path(), "", "", Some(&rules));
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "login = \"bid.ra\"\n",
+        "login = \"bid.ra\"\nmailbox = \"Desk\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let raw = mail("2026-3000001", "restored");
+    stack.append("bid.ra", "Desk", &raw).await;
+    run_once(&config);
+    // The officer's client deletes the folder and restores it with the same mail.
+    let mut officer = stack.login("bid.ra").await;
+    officer.delete("Desk").await.unwrap();
+    officer.logout().await.unwrap();
+    stack.append("bid.ra", "Desk", &raw).await;
+    let log = run_once(&config);
+    assert!(log.contains("UIDVALIDITY changed"), "{log}");
+    // Until the limit passes (7.2 s after the first decision), each run reviews the clock.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let desk = stack.mailbox("bid.ra", "Desk").await;
+        if desk.iter().any(|m| m.has_flag("$Overdue")) {
+            assert_eq!(desk.len(), 1);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never tagged $Overdue"
+        );
+        run_once(&config);
+    }
+    let out = faultkit::ticketgate(&config, &["report", "--overdue", "--format", "csv"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listed.lines().count(), 2, "one clock, not two: {listed}");
+}
