@@ -271,6 +271,8 @@ async fn an_unanswered_ticket_mail_is_tagged_overdue_when_the_desk_clock_runs_ou
     assert!(flagged.has_flag("\\Flagged"), "shown in every client");
     let done = stack.mailbox("bid.ra", "Done").await;
     assert!(done.iter().all(|m| !m.has_flag("$Overdue")));
+    // The notice is queued with the tags; the outbox sends it a moment later.
+    faultkit::wait_log(&log, "outbox_id=overdue-notice:bid-ra:2026-2000004", 1).await;
     faultkit::stop(daemon);
     let text = faultkit::log_text(&log);
     for reason in ["reason=answered", "reason=sent", "reason=done-folder"] {
