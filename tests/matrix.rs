@@ -302,6 +302,28 @@ async fn an_unanswered_ticket_mail_is_tagged_overdue_when_the_desk_clock_runs_ou
         lines[0].starts_with("bid-ra,2026-2000004,overdue,"),
         "{listed}"
     );
+    // Today's digest, printed for a supervisor at the terminal: the four mails, the overdue
+    // ticket (also when its limit is this very second), the three answered in time.
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::get("Asia/Kolkata").unwrap())
+        .date()
+        .to_string();
+    let out = faultkit::ticketgate(&config, &["digest", "--day", &today])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}");
+    assert!(
+        printed.lines().any(|l| l.starts_with("bid-ra ")
+            && l.split_whitespace().nth(1) == Some("4")
+            && l.split_whitespace().nth(5) == Some("1")),
+        "bid-ra: 4 mails, 1 overdue:\n{printed}"
+    );
+    assert!(printed.contains("bid-ra: ticket 2026-2000004"), "{printed}");
+    assert!(
+        printed.contains("100 %"),
+        "three answered in time: {printed}"
+    );
 
     // Restarted (kill -9 before, no clean stop): the clocks are in the database; nothing is
     // tagged twice and the answered ones stay stopped.
@@ -346,27 +368,6 @@ async fn an_unanswered_ticket_mail_is_tagged_overdue_when_the_desk_clock_runs_ou
     assert!(
         said.contains("already queued for this day"),
         "once per day: {said}"
-    );
-    // Today's, printed for a supervisor at the terminal: the four mails, the overdue ticket.
-    let today = jiff::Timestamp::now()
-        .to_zoned(jiff::tz::TimeZone::get("Asia/Kolkata").unwrap())
-        .date()
-        .to_string();
-    let out = faultkit::ticketgate(&config, &["digest", "--day", &today])
-        .output()
-        .unwrap();
-    let printed = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{printed}");
-    assert!(
-        printed.lines().any(|l| l.starts_with("bid-ra ")
-            && l.split_whitespace().nth(1) == Some("4")
-            && l.split_whitespace().nth(5) == Some("1")),
-        "bid-ra: 4 mails, 1 overdue:\n{printed}"
-    );
-    assert!(printed.contains("bid-ra: ticket 2026-2000004"), "{printed}");
-    assert!(
-        printed.contains("100 %"),
-        "three answered in time: {printed}"
     );
 }
 

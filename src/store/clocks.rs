@@ -241,13 +241,14 @@ impl Store {
         tx.commit().await.map_err(query_error(op))
     }
 
-    /// Open clocks of every desk due before `until` (Unix seconds), most overdue first:
-    /// what `ticketgate report --overdue` lists.
+    /// Open clocks of every desk due at or before `until` (Unix seconds), most overdue
+    /// first: what `ticketgate report --overdue` and the digest list. At its due second a
+    /// clock is overdue, as the watcher's review has it (`now >= due`).
     pub async fn clocks_due_before(&self, until: i64) -> Result<Vec<ClockRow>, StoreError> {
         let op = "list the desk clocks";
         let rows = sqlx::query(
             "SELECT desk, ticket, started, due, sender, subject, overdue_at FROM desk_clock \
-             WHERE status = 'open' AND due < $1 ORDER BY due, desk, ticket",
+             WHERE status = 'open' AND due <= $1 ORDER BY due, desk, ticket",
         )
         .bind(until)
         .fetch_all(&self.pool)
