@@ -205,37 +205,28 @@ pub async fn check(
             }
         }
     }
-    let stopped = r
-        .changes
-        .iter()
-        .filter(|c| matches!(c, ClockChange::Stop { .. }))
-        .count();
-    let overdue_before = clocks.iter().filter(|c| c.overdue_at.is_some()).count();
-    let overdue_now = r
-        .changes
-        .iter()
-        .filter(|c| matches!(c, ClockChange::Overdue { .. }))
-        .count();
-    let still_open = clocks.len() - stopped;
-    gauges.clocks_open.store(still_open as u64, Relaxed);
-    // Stopped clocks that were overdue leave the count.
-    let overdue_stopped = r
+    // What runs on after this review, and which of it is past its limit (overdue now or
+    // before: the review marks a clock overdue exactly when `now >= due`).
+    let stopped: HashSet<(&str, i64)> = r
         .changes
         .iter()
         .filter_map(|c| match c {
             ClockChange::Stop {
                 ticket, started, ..
-            } => clocks
-                .iter()
-                .find(|o| o.ticket == *ticket && o.started == *started),
+            } => Some((ticket.as_str(), *started)),
             ClockChange::Overdue { .. } => None,
         })
-        .filter(|c| c.overdue_at.is_some())
+        .collect();
+    let running: Vec<&OpenClock> = clocks
+        .iter()
+        .filter(|c| !stopped.contains(&(c.ticket.as_str(), c.started)))
+        .collect();
+    gauges.clocks_open.store(running.len() as u64, Relaxed);
+    let overdue = running
+        .iter()
+        .filter(|c| c.overdue_at.is_some() || now >= c.due)
         .count();
-    gauges.clocks_overdue.store(
-        (overdue_before + overdue_now - overdue_stopped) as u64,
-        Relaxed,
-    );
+    gauges.clocks_overdue.store(overdue as u64, Relaxed);
     Ok(r.next_due)
 }
 
