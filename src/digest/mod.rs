@@ -1,12 +1,13 @@
 //! The supervisors' daily digest (issue #17 point 4): for a group of desks and one local
 //! day, per desk the mails received, tickets, redirected and broadcast mail, the clocks
 //! overdue now (subject, sender, age, the ticket number to search for) and the share of
-//! clocks answered within the limit; as text and as HTML with a bar chart made of table
-//! cells (what Outlook's, Thunderbird's and webmail's renderers all draw). Pure: the shell
-//! reads the store and queues the mail (`digest::send`); `[[digest]]` of config.toml is
-//! read in `digest::config`.
+//! clocks answered within the limit; as text here and as HTML (`digest::html`, a bar chart
+//! made of table cells, what Outlook's, Thunderbird's and webmail's renderers all draw).
+//! Pure: the shell reads the store and queues the mail (`digest::send`); `[[digest]]` of
+//! config.toml is read in `digest::config`.
 
 pub mod config;
+mod html;
 pub mod send;
 
 use std::fmt::Write as _;
@@ -14,6 +15,7 @@ use std::fmt::Write as _;
 use crate::store::{ClockRow, ReportRow, StoppedClock};
 
 pub use config::DigestGroup;
+pub use html::{BAR_COLOUR, BAR_PIXELS, bar_width, html};
 
 /// One desk's line of the digest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -170,77 +172,6 @@ pub fn text(d: &Digest) -> String {
             );
         }
     }
-    out
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// The text/html part: the same table, bars drawn as table cells with a width and a
-/// `bgcolor` (drawn by Outlook's Word renderer as well as by browsers), no links, no images.
-pub fn html(d: &Digest) -> String {
-    let mut out = format!(
-        "<html><body style=\"font-family:Arial,sans-serif\"><h2>{} — {}</h2>\n\
-         <table cellpadding=\"4\" cellspacing=\"0\" border=\"1\">\n<tr><th align=\"left\">desk</th>\
-         <th>mails</th><th>tickets</th><th>redirected</th><th>broadcast</th><th>overdue</th>\
-         <th>answered in time</th><th align=\"left\">mails received</th></tr>\n",
-        escape(&d.group),
-        escape(&d.day)
-    );
-    let most = busiest(d);
-    for x in &d.desks {
-        let width = (x.mails * 200 / most).max(1);
-        let _ = writeln!(
-            out,
-            "<tr><td>{}</td><td align=\"right\">{}</td><td align=\"right\">{}</td>\
-             <td align=\"right\">{}</td><td align=\"right\">{}</td><td align=\"right\"{}>{}</td>\
-             <td align=\"right\">{}</td><td><table cellpadding=\"0\" cellspacing=\"0\"><tr>\
-             <td bgcolor=\"#1c7ed6\" width=\"{width}\" height=\"12\"></td>\
-             <td>&nbsp;{}</td></tr></table></td></tr>",
-            escape(&x.desk),
-            x.mails,
-            x.tickets,
-            x.redirected,
-            x.broadcast,
-            if x.overdue.is_empty() {
-                ""
-            } else {
-                " bgcolor=\"#ffc9c9\""
-            },
-            x.overdue.len(),
-            x.in_time_percent()
-                .map_or_else(|| "-".to_string(), |p| format!("{p} %")),
-            x.mails
-        );
-    }
-    out.push_str("</table>\n");
-    let overdue = overdue_of(d);
-    if overdue.is_empty() {
-        out.push_str("<p>No ticket mail is overdue.</p>\n");
-    } else {
-        out.push_str(
-            "<h3>Overdue</h3><p>Search the ticket number in the desk's mailbox.</p>\n\
-             <table cellpadding=\"4\" cellspacing=\"0\" border=\"1\"><tr><th>desk</th>\
-             <th>ticket</th><th>hours</th><th>sender</th><th>subject</th></tr>\n",
-        );
-        for (desk, o) in overdue {
-            let _ = writeln!(
-                out,
-                "<tr><td>{}</td><td>{}</td><td align=\"right\">{}</td><td>{}</td><td>{}</td></tr>",
-                escape(desk),
-                escape(&o.ticket),
-                o.age_hours,
-                escape(&o.sender),
-                escape(&o.subject)
-            );
-        }
-        out.push_str("</table>\n");
-    }
-    out.push_str("</body></html>\n");
     out
 }
 

@@ -418,9 +418,14 @@ fn http(cx: &Ctx<'_, '_>, r: RawRegistry) -> Result<RegistryConfig, Problem> {
     let ca_file = r.ca_file.as_ref().map(|f| cx.base.join(f));
     if let Some(f) = &ca_file
         && !cx.offline
-        && !f.is_file()
     {
-        return Err(cx.at("ca_file", format!("CA file {} does not exist", f.display())));
+        if !f.is_file() {
+            return Err(cx.at("ca_file", format!("CA file {} does not exist", f.display())));
+        }
+        // As the lookups will read it: a file without a PEM certificate is refused here.
+        if let Err(e) = crate::tls::client_config(Some(f)) {
+            return Err(cx.at("ca_file", e.to_string()));
+        }
     }
     let token = cx.secret(
         "token",
