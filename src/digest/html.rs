@@ -4,7 +4,8 @@
 //! and several webmails drop it), no `<script>`, no links, no images, no external URL.
 //! Every bar is a table cell with `bgcolor` and `width`/`height` attributes (what the Word
 //! engine and sanitisers keep; CSS widths and backgrounds on `div`s they drop) holding a
-//! `&nbsp;` (an empty cell may collapse), and the figure it stands for is written next to
+//! `&nbsp;` (an empty cell may collapse), followed by a pale track cell for the rest of
+//! the scale (a desk without mail shows an empty scale), and the figure it stands for is written next to
 //! it, so a client that draws no bars (Thunderbird's "Simple HTML", a printout without
 //! backgrounds) still shows every number. The figures table and the chart are separate
 //! tables, as in the text part, so that each stays narrow; in the figures table the overdue
@@ -22,6 +23,8 @@ use super::{Digest, busiest, overdue_of};
 pub const BAR_PIXELS: u64 = 200;
 /// The bars' colour.
 pub const BAR_COLOUR: &str = "#1c7ed6";
+/// The rest of a bar's scale.
+const TRACK_COLOUR: &str = "#e9ecef";
 /// The background of a desk's overdue count when it is not zero.
 const OVERDUE_COLOUR: &str = "#ffc9c9";
 /// Inline style of every cell: clients do not pass the wrapper's font on to table cells
@@ -120,12 +123,16 @@ pub fn html(d: &Digest) -> String {
         out.push_str("<td align=\"left\" valign=\"middle\" style=\"padding:3px 0\">");
         out.push_str("<table cellpadding=\"0\" cellspacing=\"0\" border=\"0\"><tr>");
         let width = bar_width(x.mails, most);
-        if width > 0 {
-            let _ = write!(
-                out,
-                "<td bgcolor=\"{BAR_COLOUR}\" width=\"{width}\" height=\"14\" \
-                 style=\"font-size:1px;line-height:1px\">&nbsp;</td>"
-            );
+        // The bar, then the rest of the scale as a pale track (so a desk without mail
+        // shows an empty scale, not nothing).
+        for (colour, w) in [(BAR_COLOUR, width), (TRACK_COLOUR, BAR_PIXELS - width)] {
+            if w > 0 {
+                let _ = write!(
+                    out,
+                    "<td bgcolor=\"{colour}\" width=\"{w}\" height=\"14\" \
+                     style=\"font-size:1px;line-height:1px\">&nbsp;</td>"
+                );
+            }
         }
         cell(
             &mut out,
@@ -270,7 +277,7 @@ mod tests {
                     attrs
                         .iter()
                         .any(|(k, v)| k == "style" && v.contains("font-family"))
-                        || attrs.iter().any(|(k, v)| k == "bgcolor" && v == BAR_COLOUR)
+                        || attrs.iter().any(|(k, _)| k == "height")
                         || attrs
                             .iter()
                             .any(|(k, v)| k == "style" && v.contains("padding")),
@@ -295,10 +302,10 @@ mod tests {
         assert_eq!(width(&bars[1]), Some(7 * BAR_PIXELS / 41));
         assert!(bars.iter().all(|a| a.iter().any(|(k, _)| k == "height")));
         assert_eq!(
-            h.matches(&format!("bgcolor=\"{BAR_COLOUR}\"")).count(),
+            h.matches("height=\"14\"").count(),
             h.matches("style=\"font-size:1px;line-height:1px\">&nbsp;</td>")
                 .count(),
-            "every bar holds a non-breaking space"
+            "every bar and track holds a non-breaking space"
         );
         // What a narrow message pane shows first: the desk, then its overdue count and share
         // answered in time.
