@@ -39,6 +39,7 @@
 #![forbid(unsafe_code)]
 
 pub mod action;
+pub mod budget;
 pub mod check;
 pub mod classify;
 pub mod clock;

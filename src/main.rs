@@ -431,6 +431,8 @@ fn classify(
 }
 
 fn run(path: &Path, once: bool) -> ExitCode {
+    // Before anything else: large mail's memory goes back to the system (issue #13).
+    ticketgate::budget::use_fixed_mmap_threshold();
     let (cfg, rules) = match load(path) {
         Ok(x) => x,
         Err(problems) => return print_problems(&problems),

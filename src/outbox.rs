@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::{MailMemory, Reserved};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::{OutboxItem, Store, StoreError};
@@ -76,13 +77,14 @@ pub trait Transport: Send + Sync {
 /// What the outbox task needs of the state database; [`Store`] is the real one.
 pub trait OutboxStore: Send + Sync {
     /// Pending mail due at `now`, oldest first, at most `limit` mails and (beyond the first)
-    /// `max_bytes` of bodies ([`Store::outbox_due`]).
+    /// `max_bytes` of bodies, with their reservation in `memory` ([`Store::outbox_due`]).
     fn due(
         &self,
         now: i64,
         limit: u32,
         max_bytes: u64,
-    ) -> impl Future<Output = Result<Vec<OutboxItem>, StoreError>> + Send;
+        memory: &MailMemory,
+    ) -> impl Future<Output = Result<(Vec<OutboxItem>, Reserved), StoreError>> + Send;
     /// Writes what became of an attempt on mail `id` at `now`.
     fn record(
         &self,
@@ -100,8 +102,9 @@ impl OutboxStore for Store {
         now: i64,
         limit: u32,
         max_bytes: u64,
-    ) -> Result<Vec<OutboxItem>, StoreError> {
-        self.outbox_due(now, limit, max_bytes).await
+        memory: &MailMemory,
+    ) -> Result<(Vec<OutboxItem>, Reserved), StoreError> {
+        self.outbox_due(now, limit, max_bytes, memory).await
     }
 
     async fn record(&self, id: &str, r: &Record, now: i64) -> Result<(), StoreError> {
@@ -166,17 +169,27 @@ pub struct Outbox<T, S = Store> {
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
     clock: Clock,
+    /// The process-wide budget the mails being read and sent are held under.
+    memory: MailMemory,
 }
 
 impl<T: Transport, S: OutboxStore> Outbox<T, S> {
-    /// An outbox on the system clock; `wake` is notified when the pipeline queues mail.
-    pub fn new(store: S, transport: T, wake: Arc<Notify>, metrics: Arc<Metrics>) -> Self {
+    /// An outbox on the system clock; `wake` is notified when the pipeline queues mail; the
+    /// mails it reads and sends are held under `memory` ([`crate::budget`]).
+    pub fn new(
+        store: S,
+        transport: T,
+        wake: Arc<Notify>,
+        metrics: Arc<Metrics>,
+        memory: MailMemory,
+    ) -> Self {
         Outbox {
             store,
             transport,
             wake,
             metrics,
             clock: Clock::System,
+            memory,
         }
     }
 
@@ -207,23 +220,23 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
                     unrecorded.insert(id, r);
                 }
             }
-            let due = if store_ok {
+            let (due, _reserved) = if store_ok {
                 // At most 50 mails, and beyond the first about 8 MB of them, so that a few
                 // large redirects are read and sent one at a time.
                 match self
                     .store
-                    .due(now, OUTBOX_READ_MAILS, OUTBOX_READ_BYTES)
+                    .due(now, OUTBOX_READ_MAILS, OUTBOX_READ_BYTES, &self.memory)
                     .await
                 {
                     Ok(d) => d,
                     Err(e) => {
                         store_ok = false;
                         tracing::error!(error = %chain(e), "cannot read the outbox; retrying");
-                        Vec::new()
+                        (Vec::new(), Reserved::none())
                     }
                 }
             } else {
-                Vec::new()
+                (Vec::new(), Reserved::none())
             };
             let mut sent_any = false;
             for item in due.iter().filter(|i| !unrecorded.contains_key(&i.id)) {

@@ -46,6 +46,16 @@ impl PipelineError {
     }
 }
 
+/// A fetched batch and the memory reserved for it ([`crate::budget`]), held until it is
+/// decided and written.
+#[derive(Debug)]
+pub struct Batch {
+    /// The mails, ascending by UID.
+    pub mails: Vec<FetchedMail>,
+    /// Given back when the batch is dropped.
+    pub reserved: crate::budget::Reserved,
+}
+
 /// The IMAP part of a decision, for one mail.
 #[derive(Debug)]
 pub struct Plan {
@@ -96,8 +106,13 @@ pub async fn decide_batch(
     shared: &Shared,
     desk: &Desk,
     uidvalidity: u32,
-    mails: Vec<FetchedMail>,
+    batch: Batch,
 ) -> Result<Vec<Plan>, PipelineError> {
+    // Held to the end: the bodies, then the redirects composed from them.
+    let Batch {
+        mails,
+        reserved: _reserved,
+    } = batch;
     crate::crash::point("fetched");
     let started = std::time::Instant::now();
     let policy = shared.policy();
@@ -189,10 +204,17 @@ pub async fn decide_batch(
         }
     }
     let parsed = started.elapsed();
-    plans.extend(decide_new(shared, &policy, desk, pending, now).await?);
+    let count = mails.len();
+    if !pending.is_empty() {
+        let planned = plan_new(shared, &policy, desk, pending, now).await?;
+        // The bodies are not needed any more: only the mail composed from them is written,
+        // so a large redirect is not held twice while the database copies it (issue #13).
+        drop(mails);
+        plans.extend(write_new(shared, desk, planned).await?);
+    }
     tracing::debug!(
         desk = %desk.name,
-        mails = mails.len(),
+        mails = count,
         parse_ms = ms(parsed),
         decide_ms = ms(started.elapsed() - parsed),
         "batch decided"
@@ -295,18 +317,15 @@ async fn registry_answers(
     Ok(Some(registry.answers(numbers).await))
 }
 
-/// Decides the batch's new mails (read → plan → write) and journals all decisions with
-/// their outgoing mail in one transaction; then counts, logs and wakes the outbox.
-async fn decide_new(
+/// Decides the batch's new mails: reads what their decisions depend on, then plans them
+/// (decisions and outgoing mail), with no write yet.
+async fn plan_new(
     shared: &Shared,
     policy: &Policy,
     desk: &Desk,
     mut mails: Vec<NewMail<'_>>,
     now: i64,
-) -> Result<Vec<Plan>, PipelineError> {
-    if mails.is_empty() {
-        return Ok(Vec::new());
-    }
+) -> Result<Vec<crate::plan::Planned>, PipelineError> {
     let known = read_known(shared, policy, &mut mails, now).await?;
     let desks = Desks {
         deciding: desk,
@@ -321,11 +340,21 @@ async fn decide_new(
         &mut crate::compose::random_seed,
     );
     crate::crash::point("decided");
-    let (records, decided): (Vec<_>, Vec<_>) = planned
+    Ok(planned)
+}
+
+/// Journals all planned decisions with their outgoing mail in one transaction; then
+/// counts, logs and wakes the outbox.
+async fn write_new(
+    shared: &Shared,
+    desk: &Desk,
+    planned: Vec<crate::plan::Planned>,
+) -> Result<Vec<Plan>, PipelineError> {
+    let (mut records, decided): (Vec<_>, Vec<_>) = planned
         .into_iter()
         .map(|p| (p.record, (p.facts, p.decision)))
         .unzip();
-    let recorded = shared.store.record_decisions(&records).await?;
+    let recorded = shared.store.record_decisions(&mut records).await?;
     crate::crash::point("journaled");
     let mut plans = Vec::with_capacity(records.len());
     let mut queued_any = false;
@@ -482,7 +511,6 @@ pub async fn tag_late_broadcasts(
                 continue;
             }
             let uids = session.search_message_id(id).await?;
-            let mails = session.fetch(&uids, max_bytes, u64::MAX).await?;
             let holders: Vec<String> = shared
                 .store
                 .sightings(&entry.group_key)
@@ -490,12 +518,18 @@ pub async fn tag_late_broadcasts(
                 .into_iter()
                 .map(|k| k.desk)
                 .collect();
-            for mail in &mails {
-                let Some(raw) = &mail.raw else { continue };
+            // One copy at a time, within the memory budget: a sender can put one Message-ID
+            // on many large mails (issue #13).
+            for &uid in &uids {
+                let (mut mails, _reserved) = session
+                    .fetch(&[uid], max_bytes, u64::MAX, &shared.memory)
+                    .await?;
+                let Some(mail) = mails.pop() else { continue };
+                let Some(raw) = mail.raw else { continue };
                 // Parsing runs on the blocking pool, never on the runtime's worker: a crafted
                 // mail must not stall the other desks, the outbox or the watchdog (issue #13).
                 let extracted = {
-                    let (raw, name, policy) = (raw.clone(), desk.name.clone(), Arc::clone(&policy));
+                    let (name, policy) = (desk.name.clone(), Arc::clone(&policy));
                     tokio::task::spawn_blocking(move || {
                         facts::extract(&raw, &name, &policy.dir, &policy.rules)
                     })

@@ -35,6 +35,9 @@ pub struct Shared {
     /// The helpdesk's ticket registry (config.toml's `[registry]`: a CSV export read again
     /// when it changes, a PostgreSQL query or an HTTP lookup); `None`: no registry.
     pub registry: Option<Arc<crate::registry::Registry>>,
+    /// The memory every task's whole mails share ([`crate::budget`]): four largest allowed
+    /// mails of the rules the daemon started with (a reload does not resize it).
+    pub memory: crate::budget::MailMemory,
 }
 
 impl Shared {
@@ -46,7 +49,10 @@ impl Shared {
                 policy.rules.time_zone.clone(),
             ))
         });
+        let memory =
+            crate::budget::MailMemory::for_largest_mail(policy.rules.limits.max_mail_bytes as u64);
         Shared {
+            memory,
             registry,
             config,
             store,

@@ -108,17 +108,18 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
     }
     let outbox_token = token.child_token();
     if !once {
-        let (wake, metrics, store) = (
+        let (wake, metrics, store, memory) = (
             Arc::clone(&shared.outbox_wake),
             Arc::clone(&shared.metrics),
             shared.store.clone(),
+            shared.memory.clone(),
         );
         let (t, mailer) = (outbox_token.clone(), mailer.clone());
         // The metrics' flag is the one truth about the outbox task: /health and the
         // watchdog both read it.
         metrics.outbox_alive.store(true, Ordering::Relaxed);
         tracker.spawn(async move {
-            Outbox::new(store, mailer, wake, Arc::clone(&metrics))
+            Outbox::new(store, mailer, wake, Arc::clone(&metrics), memory)
                 .run(t, None)
                 .await;
             metrics.outbox_alive.store(false, Ordering::Relaxed);
@@ -143,6 +144,7 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
             mailer,
             Arc::clone(&shared.outbox_wake),
             Arc::clone(&shared.metrics),
+            shared.memory.clone(),
         );
         let outbox = tokio::spawn(async move {
             outbox

@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::unix_now;
 use crate::config::Desk;
-use crate::imap::{DeskSession, Endpoint, FetchedMail, ImapError, Wake};
+use crate::imap::{DeskSession, Endpoint, ImapError, Wake};
 use crate::pipeline;
+use crate::pipeline::Batch;
 use crate::shared::Shared;
 
 mod error;
@@ -127,7 +128,7 @@ async fn careful_catch_up(
             break;
         }
         let handled = async {
-            let (mails, _) = fetch_batch(s, desk, &[uid], max_bytes, u64::MAX)
+            let (mails, _) = fetch_batch(s, shared, desk, &[uid], max_bytes, u64::MAX)
                 .await
                 .at(DeskOp::Fetch)?;
             let plans = pipeline::decide_batch(shared, desk, uidvalidity, mails)
@@ -178,13 +179,14 @@ async fn careful_catch_up(
 /// Fetches one batch; returns it with its highest UID.
 async fn fetch_batch(
     s: &mut DeskSession,
+    shared: &Shared,
     desk: &Desk,
     chunk: &[u32],
     max_bytes: u32,
     budget: u64,
-) -> Result<(Vec<FetchedMail>, u32), ImapError> {
+) -> Result<(Batch, u32), ImapError> {
     let started = std::time::Instant::now();
-    let mails = s.fetch(chunk, max_bytes, budget).await?;
+    let (mails, reserved) = s.fetch(chunk, max_bytes, budget, &shared.memory).await?;
     let bytes: u64 = mails
         .iter()
         .filter_map(|m| m.raw.as_ref())
@@ -192,7 +194,7 @@ async fn fetch_batch(
         .sum();
     tracing::debug!(desk = %desk.name, mails = mails.len(), bytes, fetch_ms = started.elapsed().as_secs_f64() * 1000.0, "batch fetched");
     let highest = mails.last().map_or(0, |m| m.uid);
-    Ok((mails, highest))
+    Ok((Batch { mails, reserved }, highest))
 }
 
 /// One connection's life: returns Ok when cancelled (or caught up, with `once`).
@@ -287,20 +289,21 @@ async fn session(
             let budget = u64::from(max_bytes);
             let mut fetched = match chunk_at(pos).filter(|c| !c.is_empty()) {
                 Some(chunk) => Some(
-                    fetch_batch(&mut s, desk, chunk, max_bytes, budget)
+                    fetch_batch(&mut s, shared, desk, chunk, max_bytes, budget)
                         .await
                         .at(DeskOp::Fetch)?,
                 ),
                 None => None,
             };
             while let Some((mails, highest)) = fetched.take() {
-                pos += mails.len();
+                pos += mails.mails.len();
                 let held: u64 = mails
+                    .mails
                     .iter()
                     .filter_map(|m| m.raw.as_ref())
                     .map(|r| r.len() as u64)
                     .sum();
-                let room = unfiled.len() + mails.len() < group && !cancel.is_cancelled();
+                let room = unfiled.len() + mails.mails.len() < group && !cancel.is_cancelled();
                 let alongside = budget.saturating_sub(held);
                 let following = chunk_at(pos).filter(|c| !c.is_empty() && room);
                 // A large batch is decided first, and the next one fetched after it.
@@ -310,9 +313,11 @@ async fn session(
                     pipeline::decide_batch(shared, desk, state.uidvalidity, mails),
                     async {
                         match next {
-                            Some(chunk) => fetch_batch(&mut s, desk, chunk, max_bytes, alongside)
-                                .await
-                                .map(Some),
+                            Some(chunk) => {
+                                fetch_batch(&mut s, shared, desk, chunk, max_bytes, alongside)
+                                    .await
+                                    .map(Some)
+                            }
                             None => Ok(None),
                         }
                     }
@@ -322,7 +327,7 @@ async fn session(
                 fetched = match (next.at(DeskOp::Fetch)?, deferred) {
                     (Some(n), _) => Some(n),
                     (None, Some(chunk)) => Some(
-                        fetch_batch(&mut s, desk, chunk, max_bytes, budget)
+                        fetch_batch(&mut s, shared, desk, chunk, max_bytes, budget)
                             .await
                             .at(DeskOp::Fetch)?,
                     ),

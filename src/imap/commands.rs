@@ -7,6 +7,7 @@
 use futures_util::TryStreamExt;
 
 use super::{DeskSession, FetchedMail, ImapError, MailboxState, flag_text, proto, timed, uid_set};
+use crate::budget::{MailMemory, Reserved};
 
 impl DeskSession {
     pub async fn select(&mut self, mailbox: &str) -> Result<MailboxState, ImapError> {
@@ -49,15 +50,19 @@ impl DeskSession {
     /// within `max_bytes` with BODY.PEEK (which leaves \Seen alone). Only the first mails of
     /// `uids` (ascending) whose bodies add up to at most `budget` bytes are fetched and
     /// returned, at least one: the bytes in flight are bounded, not only the count (issue
-    /// #13). The caller goes on after the last UID returned.
+    /// #13). The caller goes on after the last UID returned. Before the bodies are fetched,
+    /// their bytes times [`crate::budget::DECIDE_COPIES`] are reserved in `memory` (the
+    /// process-wide budget): the caller holds the returned reservation until the batch is
+    /// decided and written.
     pub async fn fetch(
         &mut self,
         uids: &[u32],
         max_bytes: u32,
         budget: u64,
-    ) -> Result<Vec<FetchedMail>, ImapError> {
+        memory: &MailMemory,
+    ) -> Result<(Vec<FetchedMail>, Reserved), ImapError> {
         if uids.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Reserved::none()));
         }
         let t = self.timeout;
         let set = uid_set(uids);
@@ -109,6 +114,9 @@ impl DeskSession {
             keep += 1;
         }
         mails.truncate(keep);
+        let reserved = memory
+            .reserve(total.saturating_mul(crate::budget::DECIDE_COPIES))
+            .await;
         let small: Vec<u32> = mails
             .iter()
             .filter(|m| m.size <= max_bytes)
@@ -147,7 +155,7 @@ impl DeskSession {
                 });
             }
         }
-        Ok(mails)
+        Ok((mails, reserved))
     }
 
     /// Adds keywords or system flags (`UID STORE +FLAGS.SILENT`); idempotent.

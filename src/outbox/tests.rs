@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::*;
+use crate::budget::{MailMemory, Reserved};
 use crate::store::{MailKey, NewDecision, NewOutgoing, OutboxRecord, OutboxStatus};
 
 const NOW: i64 = 1_750_000_000;
@@ -95,7 +96,7 @@ impl RealTimeStore {
                 now: at + i64::from(i),
             })
             .collect();
-        self.call(move |s| async move { s.record_decisions(&decisions).await })
+        self.call(move |s| async move { s.record_decisions(&mut decisions.clone()).await })
             .await
             .unwrap();
     }
@@ -117,8 +118,10 @@ impl OutboxStore for RealTimeStore {
         now: i64,
         limit: u32,
         max_bytes: u64,
-    ) -> Result<Vec<OutboxItem>, StoreError> {
-        self.call(move |s| async move { s.outbox_due(now, limit, max_bytes).await })
+        memory: &MailMemory,
+    ) -> Result<(Vec<OutboxItem>, Reserved), StoreError> {
+        let memory = memory.clone();
+        self.call(move |s| async move { s.outbox_due(now, limit, max_bytes, &memory).await })
             .await
     }
 
@@ -203,6 +206,7 @@ impl Running {
             transport,
             Arc::clone(&wake),
             Arc::clone(&metrics),
+            MailMemory::for_largest_mail(25 << 20),
         )
         .with_clock(Clock::tokio(NOW));
         let cancel = CancellationToken::new();

@@ -14,6 +14,7 @@ use sqlx::any::AnyRow;
 
 use super::decision::{NewDecision, NewOutgoing, ReplyClaim};
 use super::{MailKey, Store, StoreError, get, get_u32, get_u64, query_error, truncate};
+use crate::budget::{MailMemory, Reserved};
 
 /// Outgoing mail due for an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,12 +96,16 @@ impl Store {
     /// and, beyond the first, at most `max_bytes` of stored bodies in all: large mails are
     /// read one at a time (issue #13). Rows are turned into items one by one as they arrive,
     /// so a body is held twice (row and item) only while it is converted.
+    ///
+    /// Before the bodies are read, their bytes times [`crate::budget::SEND_COPIES`] are
+    /// reserved in `memory`; the caller holds the reservation until the mails are sent.
     pub async fn outbox_due(
         &self,
         now: i64,
         limit: u32,
         max_bytes: u64,
-    ) -> Result<Vec<OutboxItem>, StoreError> {
+        memory: &MailMemory,
+    ) -> Result<(Vec<OutboxItem>, Reserved), StoreError> {
         let op = "read the outbox";
         // Which mails first, by their sizes only (no body is held in a sort); then the
         // chosen mails' bodies. A legacy base64 body counts as the bytes it decodes to.
@@ -125,8 +130,11 @@ impl Store {
             ids.push(get(r, "id", op)?);
         }
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Reserved::none()));
         }
+        let reserved = memory
+            .reserve(total.saturating_mul(crate::budget::SEND_COPIES))
+            .await;
         let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT id, desk, envelope_from, recipients, body, \
@@ -143,7 +151,7 @@ impl Store {
         while let Some(row) = rows.try_next().await.map_err(query_error(op))? {
             items.push(outbox_item(&row, op)?);
         }
-        Ok(items)
+        Ok((items, reserved))
     }
 
     /// The mail was accepted by the SMTP server, for every recipient or (with `refused`:
@@ -311,10 +319,11 @@ fn outbox_item(r: &AnyRow, op: &'static str) -> Result<OutboxItem, StoreError> {
 
 /// Takes the reply claims and queues the outgoing mail of a newly journaled decision, inside
 /// [`Store::record_decisions`]' transaction; returns the outbox ids it queued, sorted. The
-/// body is bound as it is (no encoded copy).
+/// body is moved into the statement (no copy of it is made on this side; `d`'s outgoing
+/// bodies are left empty).
 pub(super) async fn record_outgoing(
     tx: &mut AnyConnection,
-    d: &NewDecision,
+    d: &mut NewDecision,
 ) -> Result<Vec<String>, StoreError> {
     let op = "record a decision";
     if d.outbox.is_empty() {
@@ -329,7 +338,7 @@ pub(super) async fn record_outgoing(
         })
         .collect();
     claims.sort_by(|a, b| (&a.0, &a.1.rule, &a.2.id).cmp(&(&b.0, &b.1.rule, &b.2.id)));
-    let mut refused: HashSet<&str> = HashSet::new();
+    let mut refused: HashSet<String> = HashSet::new();
     for (sender, claim, out) in &claims {
         let taken = sqlx::query(
             "INSERT INTO reply_ledger (sender, rule, replied_at, outbox_id) \
@@ -348,30 +357,34 @@ pub(super) async fn record_outgoing(
         .map_err(query_error(op))?
         .rows_affected();
         if taken == 0 {
-            refused.insert(out.id.as_str());
+            refused.insert(out.id.clone());
         }
     }
 
-    let mut outgoing: Vec<&NewOutgoing> = d
+    let (now, key) = (d.now, &d.key);
+    let mut outgoing: Vec<&mut NewOutgoing> = d
         .outbox
-        .iter()
-        .filter(|out| !refused.contains(out.id.as_str()))
+        .iter_mut()
+        .filter(|out| !refused.contains(&out.id))
         .collect();
     outgoing.sort_by(|a, b| a.id.cmp(&b.id));
     let mut queued = Vec::new();
     for out in outgoing {
-        if insert_row(&mut *tx, out, d.now, &d.key).await? {
+        let bytes = std::mem::take(&mut out.bytes);
+        if insert_row(&mut *tx, out, bytes, now, key).await? {
             queued.push(out.id.clone());
         }
     }
     Ok(queued)
 }
 
-/// Inserts `out` as a pending outbox row for the mail `of` (whose decision queued it),
-/// unless a row with its id exists; returns whether it was inserted. `now`: Unix seconds.
+/// Inserts `out` with the body `bytes` (moved into the statement: sqlx copies a borrowed
+/// one) as a pending outbox row for the mail `of` (whose decision queued it), unless a row
+/// with its id exists; returns whether it was inserted. `now`: Unix seconds.
 pub(super) async fn insert_row<'e, E>(
     executor: E,
     out: &NewOutgoing,
+    bytes: Vec<u8>,
     now: i64,
     of: &MailKey,
 ) -> Result<bool, StoreError>
@@ -394,7 +407,7 @@ where
     .bind(&out.desk)
     .bind(&out.envelope_from)
     .bind(recipients)
-    .bind(out.bytes.as_slice())
+    .bind(bytes)
     .bind(now)
     .bind(&of.desk)
     .bind(i64::from(of.uidvalidity))

@@ -38,9 +38,13 @@ impl Store {
     /// two desks deciding on copies at the same moment only one replies. Claims are taken in
     /// (sender, rule) order and outbox rows inserted in id order, so concurrent decisions lock
     /// rows in the same order and cannot deadlock each other.
+    ///
+    /// The outgoing mails' bodies are moved into the database: `decisions` keep everything
+    /// else, with empty bodies (a large redirect is then not held twice while SQLite copies
+    /// it: issue #13).
     pub async fn record_decisions(
         &self,
-        decisions: &[NewDecision],
+        decisions: &mut [NewDecision],
     ) -> Result<Vec<Recorded>, StoreError> {
         let op = "record a decision";
         let mut out = Vec::with_capacity(decisions.len());
@@ -60,7 +64,7 @@ impl Store {
             .filter(|d| inserted.contains(&d.key) && planned.insert(&d.key))
             .collect();
         insert_action_rows(&mut tx, &first).await?;
-        for d in decisions {
+        for d in decisions.iter_mut() {
             // Removed once seen: the same mail twice in one call is journaled once.
             out.push(if inserted.remove(&d.key) {
                 if let Some(clock) = &d.clock {

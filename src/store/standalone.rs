@@ -24,7 +24,7 @@ impl Store {
             uidvalidity: 0,
             uid: 0,
         };
-        super::outbox::insert_row(&self.pool, out, now, &none).await
+        super::outbox::insert_row(&self.pool, out, out.bytes.clone(), now, &none).await
     }
 
     /// Desk clocks stopped in `[from, to)` (Unix seconds).

@@ -64,7 +64,7 @@ async fn record_decisions_is_idempotent(db: Db) {
         batch.push(d);
     }
     batch.push(batch[1].clone());
-    let results = s.record_decisions(&batch).await.unwrap();
+    let results = s.record_decisions(&mut batch.clone()).await.unwrap();
     assert_eq!(results.len(), batch.len());
     assert!(!results[0].first_time);
     assert_eq!(results[0].queued, vec!["redirect:g1".to_string()]);
@@ -82,7 +82,7 @@ async fn record_decisions_is_idempotent(db: Db) {
         }
     );
     assert_eq!(depth(s).await, 1 + ROWS_PER_INSERT as u64 + 3);
-    assert!(s.record_decisions(&[]).await.unwrap().is_empty());
+    assert!(s.record_decisions(&mut []).await.unwrap().is_empty());
 }
 
 /// Every kind of action and of target is stored as a record and read back equal; records
@@ -358,7 +358,7 @@ async fn report_counts_per_desk_and_day(db: Db) {
         add("finance", day0 + 5, &|d| d.automatic = true),
         add("works", day0 + DAY, &|d| d.redirected = true),
     ];
-    s.record_decisions(&decisions).await.unwrap();
+    s.record_decisions(&mut decisions.clone()).await.unwrap();
     s.fail_mail(&key("finance", 1, 99), "cannot fetch", day0 + 7)
         .await
         .unwrap();

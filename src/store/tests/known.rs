@@ -16,7 +16,7 @@ async fn batch_reads_of_what_a_plan_depends_on(db: Db) {
     };
     let mut replied = with(3, "a@example.in", NOW - 50, false);
     replied.outbox = vec![reply("reply:g3", "works", "A@example.in", DAY)];
-    s.record_decisions(&[
+    s.record_decisions(&mut [
         with(1, "A@Example.in", NOW - 100, true),
         with(2, "user@example.in", NOW - 2 * DAY, true),
         replied,

@@ -121,10 +121,8 @@ async fn reply_claim_race_queues_one(db: Db) {
             &sender,
             DAY,
         )];
-        let (ra, rb) = tokio::join!(
-            s.record_decisions(std::slice::from_ref(&a)),
-            s.record_decisions(std::slice::from_ref(&b))
-        );
+        let (mut a1, mut b1) = ([a.clone()], [b.clone()]);
+        let (ra, rb) = tokio::join!(s.record_decisions(&mut a1), s.record_decisions(&mut b1));
         let (ra, rb) = (&ra.unwrap()[0], &rb.unwrap()[0]);
         assert!(ra.first_time && rb.first_time);
         assert_eq!(
@@ -153,13 +151,13 @@ async fn outbox_lifecycle(db: Db) {
     assert_eq!(depth(s).await, 3);
     assert!(s.outbox_waiting().await.unwrap().1.is_some());
     assert!(
-        s.outbox_due(NOW - 1, 10, u64::MAX)
+        s.outbox_due_unbudgeted(NOW - 1, 10, u64::MAX)
             .await
             .unwrap()
             .is_empty()
     );
 
-    let due = s.outbox_due(NOW, 2, u64::MAX).await.unwrap();
+    let due = s.outbox_due_unbudgeted(NOW, 2, u64::MAX).await.unwrap();
     assert_eq!(due.len(), 2);
     assert_eq!(due[0].id, "o1");
     assert_eq!(due[0].bytes, binary);
@@ -173,10 +171,16 @@ async fn outbox_lifecycle(db: Db) {
     // By bytes: the first mail always, further ones while the bodies before them stay
     // under the limit. Bodies are stored as they are: o1 is 260 bytes, o2 and o3 21 each.
     let ids = |due: Vec<OutboxItem>| due.into_iter().map(|i| i.id).collect::<Vec<_>>();
-    assert_eq!(ids(s.outbox_due(NOW, 10, 1).await.unwrap()), ["o1"]);
-    assert_eq!(ids(s.outbox_due(NOW, 10, 281).await.unwrap()), ["o1", "o2"]);
     assert_eq!(
-        ids(s.outbox_due(NOW, 10, 302).await.unwrap()),
+        ids(s.outbox_due_unbudgeted(NOW, 10, 1).await.unwrap()),
+        ["o1"]
+    );
+    assert_eq!(
+        ids(s.outbox_due_unbudgeted(NOW, 10, 281).await.unwrap()),
+        ["o1", "o2"]
+    );
+    assert_eq!(
+        ids(s.outbox_due_unbudgeted(NOW, 10, 302).await.unwrap()),
         ["o1", "o2", "o3"]
     );
 
@@ -184,7 +188,7 @@ async fn outbox_lifecycle(db: Db) {
         .await
         .unwrap();
     let due: Vec<String> = s
-        .outbox_due(NOW + 1, 10, u64::MAX)
+        .outbox_due_unbudgeted(NOW + 1, 10, u64::MAX)
         .await
         .unwrap()
         .into_iter()
@@ -198,7 +202,10 @@ async fn outbox_lifecycle(db: Db) {
         .unwrap();
     assert_eq!(depth(s).await, 1);
     assert!(s.outbox_waiting().await.unwrap().1.is_some());
-    let due = s.outbox_due(NOW + 60, 10, u64::MAX).await.unwrap();
+    let due = s
+        .outbox_due_unbudgeted(NOW + 60, 10, u64::MAX)
+        .await
+        .unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].id, "o1");
     assert_eq!(due[0].attempts, 1);
@@ -266,7 +273,7 @@ async fn outbox_bodies_are_bytes_and_old_rows_stay_readable(db: Db) {
     .await
     .unwrap();
 
-    let due = s.outbox_due(NOW, 10, u64::MAX).await.unwrap();
+    let due = s.outbox_due_unbudgeted(NOW, 10, u64::MAX).await.unwrap();
     assert_eq!(due.len(), 2);
     assert_eq!(due[0].id, "old");
     assert_eq!(due[0].bytes, old_body);
@@ -275,7 +282,7 @@ async fn outbox_bodies_are_bytes_and_old_rows_stay_readable(db: Db) {
     assert!(due[1].bytes == big, "the big body differs");
     // Sizes count bytes: the old row's decoded size, then the big body beyond the limit.
     let ids: Vec<String> = s
-        .outbox_due(NOW, 10, old_body.len() as u64 + 3)
+        .outbox_due_unbudgeted(NOW, 10, old_body.len() as u64 + 3)
         .await
         .unwrap()
         .into_iter()

@@ -41,7 +41,7 @@ async fn prune_removes_only_what_is_old_and_finished(db: Db) {
         d.outbox = mail.map(|id| outgoing(id, "works")).into_iter().collect();
         batch.push(d);
     }
-    s.record_decisions(&batch).await.unwrap();
+    s.record_decisions(&mut batch.clone()).await.unwrap();
     let sightings: Vec<(String, MailKey)> = batch
         .iter()
         .map(|d| (d.group_key.clone(), d.key.clone()))
@@ -119,7 +119,7 @@ async fn prune_bounds_growth(db: Db) {
                 d
             })
             .collect();
-        s.record_decisions(&batch).await.unwrap();
+        s.record_decisions(&mut batch.clone()).await.unwrap();
         let keys: Vec<MailKey> = batch.iter().map(|d| d.key.clone()).collect();
         let sightings: Vec<(&str, &MailKey)> = batch
             .iter()
