@@ -41,10 +41,12 @@ impl Shared {
     /// Shared state with `policy` in force and no reload refused.
     pub fn new(config: Config, store: Store, policy: Policy, metrics: Arc<Metrics>) -> Shared {
         let registry = config.registry.as_ref().map(|r| {
-            Arc::new(crate::registry::Registry::new(
-                r,
-                policy.rules.time_zone.clone(),
-            ))
+            let registry = crate::registry::Registry::new(r, policy.rules.time_zone.clone());
+            // Learned tickets are read from the daemon's own state database.
+            if let Some(acks) = registry.acknowledgements() {
+                acks.use_store(store.clone());
+            }
+            Arc::new(registry)
         });
         Shared {
             registry,
