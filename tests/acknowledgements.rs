@@ -4,8 +4,9 @@
 //! with the time the desk can take it up (from the acknowledgement's Date, or its arrival
 //! without one), one acknowledged to someone else is tagged `$NotRequester`, and a ticket
 //! no acknowledgement names (only a user's own mail does) stays unknown. A second run
-//! reads only the mail after the last UID it learned from. The helpdesk's folder keeps its
-//! mails byte for byte and their flags (no \Seen). `check --connect` examines the folder.
+//! reads only the mail after the last UID it learned from; a folder made again (a new
+//! UIDVALIDITY) is read from its start. The helpdesk's folder keeps its mails byte for byte
+//! and their flags (no \Seen). `check --connect` examines the folder.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -247,4 +248,31 @@ async fn tickets_are_learned_from_acknowledgements_without_changing_the_helpdesk
         assert_eq!((b.uid, &b.flags, &b.raw), (a.uid, &a.flags, &a.raw));
     }
     assert!(after.iter().all(|m| !m.has_flag("\\Seen")), "{after:?}");
+
+    // The folder made again (a new UIDVALIDITY): read again from its start.
+    let mut s = stack.login("helpdesk").await;
+    s.delete(FOLDER).await.unwrap();
+    let _ = s.logout().await;
+    stack
+        .append(
+            "helpdesk",
+            FOLDER,
+            &ack(
+                "2026-2000006",
+                "meena.iyer@rites.co.in",
+                Some(t - 80 * HOUR),
+            ),
+        )
+        .await;
+    stack
+        .append("bid.ra", "INBOX", &desk_mail("2026-2000006", "recreated"))
+        .await;
+    let log = run_once(&config);
+    assert!(
+        log.contains("new UIDVALIDITY: reading it again from the start")
+            && log.contains("from_uid=1")
+            && log.contains("read=1 learned=1"),
+        "{log}"
+    );
+    assert_eq!(stack.mailbox("bid.ra", "INBOX").await.len(), 4, "{log}");
 }

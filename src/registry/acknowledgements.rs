@@ -19,7 +19,7 @@ use crate::problem::{Problem, Source};
 use crate::secret::{Environment, Secret, SecretFrom, read_secret};
 use crate::store::Store;
 
-use super::{Answers, Lookup, TicketRecord, ticket_key};
+use super::{Answers, Lookup, RegistryConfig, TicketRecord, ticket_key};
 
 /// The subjects of acknowledgements by default: the helpdesk saying a complaint or ticket
 /// was registered, logged or generated, or acknowledging it ("Your complaint has been
@@ -204,6 +204,25 @@ impl AckConfig {
     }
 }
 
+impl RegistryConfig {
+    /// The CSV, PostgreSQL or HTTP source (the one beside the acknowledgements); `None`
+    /// for the acknowledgements alone.
+    pub fn primary(&self) -> Option<&RegistryConfig> {
+        match self {
+            RegistryConfig::Acknowledgements { beside, .. } => beside.as_deref(),
+            other => Some(other),
+        }
+    }
+
+    /// The acknowledgements' settings, when configured.
+    pub fn acknowledgements(&self) -> Option<&AckConfig> {
+        match self {
+            RegistryConfig::Acknowledgements { config, .. } => Some(config),
+            _ => None,
+        }
+    }
+}
+
 /// Where the learning task is: reads done, one running, why the last one failed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadState {
@@ -364,7 +383,7 @@ fn fill(out: &mut Answers, keys: &[String], answer: &Lookup) {
 #[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
-    use crate::registry::RegistryConfig;
+    use std::sync::Arc;
     use toml::Spanned;
 
     struct Env;
@@ -484,5 +503,96 @@ mod tests {
                 .contains("needs a `[registry]` line")
         );
         assert_eq!(explain(p.clone(), &format!("[registry]\n{text}")), p);
+    }
+
+    fn source(dir: &Path) -> impl Future<Output = Arc<Acknowledgements>> {
+        let url = format!("sqlite://{}/state.db", dir.display());
+        async move {
+            let store = Store::open(&url).await.unwrap();
+            store
+                .learn_tickets(
+                    "INBOX",
+                    (1, 1),
+                    &[crate::store::LearnedTicket {
+                        ticket: "2026-1000001".into(),
+                        created: 1_000,
+                        requester: Some("a@rites.co.in".into()),
+                    }],
+                    2_000,
+                )
+                .await
+                .unwrap();
+            let a = Acknowledgements::new(AckConfig {
+                login: "hd".into(),
+                password: Secret::new(""),
+                folder: "INBOX".into(),
+                from: Vec::new(),
+                subject: DEFAULT_SUBJECT.into(),
+                poll: Duration::from_secs(60),
+                timeout: Duration::from_secs(1),
+            });
+            a.use_store(store);
+            Arc::new(a)
+        }
+    }
+
+    #[tokio::test]
+    async fn learned_known_read_unknown_and_unread_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = source(dir.path()).await;
+        let numbers = vec!["2026-1000001".to_string(), " 2026-1000002".to_string()];
+        // No learning task answers: a ticket not learned is unavailable, not unknown.
+        let got = a.answers(&numbers, None).await;
+        assert!(
+            matches!(&got["2026-1000001"], Lookup::Known(t) if t.created == 1_000 && t.requester.as_deref() == Some("a@rites.co.in"))
+        );
+        assert!(
+            matches!(&got["2026-1000002"], Lookup::Unavailable(w) if w.contains("not read within 1s")),
+            "{got:?}"
+        );
+        // A learning task that reads the folder to its end when asked: unknown.
+        let reader = Arc::clone(&a);
+        let task = tokio::spawn(async move {
+            loop {
+                reader.wake.notified().await;
+                reader.read_started();
+                reader.read_finished(None);
+            }
+        });
+        let got = a.answers(&numbers, None).await;
+        task.abort();
+        assert_eq!(got["2026-1000002"], Lookup::Unknown);
+        assert!(a.read_state().failed.is_none());
+    }
+
+    #[tokio::test]
+    async fn beside_another_source_learned_tickets_fill_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = source(dir.path()).await;
+        a.read_finished(None);
+        let crm = TicketRecord {
+            created: 5,
+            requester: None,
+            state: Some("Open".into()),
+        };
+        let beside: Answers = [
+            ("2026-1000001".to_string(), Lookup::Unknown),
+            ("2026-1000003".to_string(), Lookup::Known(crm.clone())),
+            (
+                "2026-1000004".to_string(),
+                Lookup::Unavailable("down".into()),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let numbers: Vec<String> = ["2026-1000001", "2026-1000003", "2026-1000004"]
+            .map(String::from)
+            .to_vec();
+        // The read asked for finishes without a task: the wait times out, the other
+        // source's answers stand for what was not learned.
+        let got = a.answers(&numbers, Some(beside)).await;
+        assert!(matches!(&got["2026-1000001"], Lookup::Known(t) if t.created == 1_000));
+        assert_eq!(got["2026-1000003"], Lookup::Known(crm));
+        assert_eq!(got["2026-1000004"], Lookup::Unavailable("down".into()));
     }
 }

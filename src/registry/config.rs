@@ -54,23 +54,6 @@ impl RegistryConfig {
             RegistryConfig::Acknowledgements { .. } => "acknowledgements",
         }
     }
-
-    /// The CSV, PostgreSQL or HTTP source (the one beside the acknowledgements); `None`
-    /// for the acknowledgements alone.
-    pub fn primary(&self) -> Option<&RegistryConfig> {
-        match self {
-            RegistryConfig::Acknowledgements { beside, .. } => beside.as_deref(),
-            other => Some(other),
-        }
-    }
-
-    /// The acknowledgements' settings, when configured.
-    pub fn acknowledgements(&self) -> Option<&AckConfig> {
-        match self {
-            RegistryConfig::Acknowledgements { config, .. } => Some(config),
-            _ => None,
-        }
-    }
 }
 
 /// Seconds a network source may take for a batch's lookups (`timeout_seconds`).
