@@ -1,5 +1,6 @@
-//! `ticketgate check --connect`: logs in to every desk over IMAP and SMTP once and prints
-//! what it found, one line per check. The daemon's own sessions are `watcher`'s and
+//! `ticketgate check --connect`: logs in to every desk over IMAP and SMTP once (and to the
+//! helpdesk mailbox of `[registry.acknowledgements]`, EXAMINEd) and prints what it found,
+//! one line per check. The daemon's own sessions are `watcher`'s and
 //! `smtp`'s.
 
 use crate::config::Config;
@@ -61,6 +62,14 @@ pub async fn check_connect(cfg: &Config) -> usize {
                 println!("{}: smtp FAILED: {e}", desk.name);
             }
         }
+    }
+    match crate::acklearn::probe(cfg, &ep).await {
+        Some(Ok(said)) => println!("acknowledgements: imap ok: {said}"),
+        Some(Err(why)) => {
+            failures += 1;
+            println!("acknowledgements: imap FAILED: {why}");
+        }
+        None => {}
     }
     failures
 }

@@ -208,9 +208,10 @@ pub fn parse_for(
 ) -> Result<Config, ConfigError> {
     let offline = purpose == Purpose::Offline;
     let src = Source { path, text };
-    let raw: RawFile = src
-        .parse()
-        .map_err(|p| ConfigError(vec![p], Partial::default()))?;
+    let raw: RawFile = src.parse().map_err(|p| {
+        let p = crate::registry::acknowledgements::explain(p, text);
+        ConfigError(vec![p], Partial::default())
+    })?;
     // The production template's `CHANGE-ME` values, named one by one before anything else.
     let left = crate::template::placeholders(&src);
     if !left.is_empty() {

@@ -6,7 +6,8 @@
 //! helpers the parts share (timeouts, UID sets, flag names). The parts: the connection and
 //! login (`imap/connection.rs`), commands on the selected mailbox (`imap/commands.rs`),
 //! folders and the namespace prefix (`imap/folders.rs`), IDLE and polling (`imap/idle.rs`),
-//! the clocks' reads (`imap/clock_reads.rs`).
+//! the clocks' reads (`imap/clock_reads.rs`), read-only reading of a folder
+//! (`imap/examine.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::tls::Security;
 mod clock_reads;
 mod commands;
 mod connection;
+mod examine;
 mod folders;
 mod idle;
 

@@ -29,7 +29,8 @@
 //! - [`metrics`]: counters and gauges, the Prometheus `/metrics` and `/health` endpoint;
 //!   [`process`] adds the standard process metrics and build info.
 //! - [`registry`]: the helpdesk's ticket registry (a CSV export, a PostgreSQL query or an
-//!   HTTP JSON lookup) and the facts from it.
+//!   HTTP JSON lookup, and tickets learned from acknowledgements) and the facts from it;
+//!   [`acklearn`]: the task that reads the helpdesk's acknowledgements, never changing them.
 //! - [`secret`]: passwords and tokens of config.toml: never printed, read from a file, the
 //!   environment or a systemd credential.
 //! - [`deskclock`]: the desk's clock: answered, or overdue and tagged `$Overdue`.
@@ -38,6 +39,7 @@
 //! - [`docs`]: the man pages and shell completions generated from the command line.
 #![forbid(unsafe_code)]
 
+pub mod acklearn;
 pub mod action;
 pub mod budget;
 pub mod check;

@@ -281,7 +281,7 @@ fn check(path: &Path, connect: bool) -> ExitCode {
     for w in cfg.desks.iter().filter_map(|d| d.password_file_warning()) {
         eprintln!("warning: {w}");
     }
-    match &cfg.registry {
+    match cfg.registry.as_ref().map(|r| r.primary().unwrap_or(r)) {
         Some(RegistryConfig::Csv { path, columns }) => {
             // The export as `run` will read it: its tickets, or why not (a warning: the
             // daemon treats an unreadable export as "unavailable", it does not stop).
@@ -314,6 +314,16 @@ fn check(path: &Path, connect: bool) -> ExitCode {
         ),
         None => {}
     }
+    if let Some(a) = cfg
+        .registry
+        .as_ref()
+        .and_then(RegistryConfig::acknowledgements)
+    {
+        println!(
+            "registry: tickets learned from acknowledgements in {} of {} (read only; `check --connect` examines it)",
+            a.folder, a.login
+        );
+    }
     if !connect {
         return ExitCode::SUCCESS;
     }
@@ -321,7 +331,7 @@ fn check(path: &Path, connect: bool) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let mut failures = runtime.block_on(ticketgate::check::check_connect(&cfg));
-    if let Some(r) = &cfg.registry
+    if let Some(r) = cfg.registry.as_ref().and_then(RegistryConfig::primary)
         && !matches!(r, RegistryConfig::Csv { .. })
     {
         let registry = ticketgate::registry::Registry::new(r, rules.time_zone.clone());

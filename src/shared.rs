@@ -44,10 +44,12 @@ impl Shared {
     /// Shared state with `policy` in force and no reload refused.
     pub fn new(config: Config, store: Store, policy: Policy, metrics: Arc<Metrics>) -> Shared {
         let registry = config.registry.as_ref().map(|r| {
-            Arc::new(crate::registry::Registry::new(
-                r,
-                policy.rules.time_zone.clone(),
-            ))
+            let registry = crate::registry::Registry::new(r, policy.rules.time_zone.clone());
+            // Learned tickets are read from the daemon's own state database.
+            if let Some(acks) = registry.acknowledgements() {
+                acks.use_store(store.clone());
+            }
+            Arc::new(registry)
         });
         let memory =
             crate::budget::MailMemory::for_largest_mail(policy.rules.limits.max_mail_bytes as u64);

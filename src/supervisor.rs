@@ -102,6 +102,19 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
         });
     }
     desks.close();
+    // `[registry.acknowledgements]`: learns tickets from the helpdesk's mailbox, read only
+    // (also with --once: the desks' lookups ask it to read).
+    if shared
+        .registry
+        .as_ref()
+        .is_some_and(|r| r.acknowledgements().is_some())
+    {
+        tracker.spawn(crate::acklearn::run(
+            Arc::clone(&shared),
+            Arc::clone(&ep),
+            token.clone(),
+        ));
+    }
     if !once {
         // The supervisors' digests: each day at their time (queued once per day).
         tracker.spawn(crate::digest::send::run(Arc::clone(&shared), token.clone()));

@@ -1,6 +1,7 @@
 //! `[registry]` of config.toml (issue #17): which one source the ticket registry reads —
 //! a CSV export (`csv`), a PostgreSQL query (`postgres` + `query`) or an HTTP JSON lookup
-//! (`http`) — and its settings, checked with every problem at its file, line and column.
+//! (`http`) — and its settings, checked with every problem at its file, line and column;
+//! `[registry.acknowledgements]` (checked in `acknowledgements`) alone or beside one.
 //! Secrets (a database password, a bearer token) are read here like the desks' passwords,
 //! never written inline.
 //!
@@ -15,6 +16,7 @@ use toml::Spanned;
 use crate::problem::{Problem, Source};
 use crate::secret::{Environment, Secret, SecretFrom, read_secret};
 
+use super::acknowledgements::AckConfig;
 use super::csv::Columns;
 use super::http::HttpConfig;
 use super::postgres::PgConfig;
@@ -33,15 +35,23 @@ pub enum RegistryConfig {
     Postgres(PgConfig),
     /// One HTTP GET per ticket (answers cached).
     Http(HttpConfig),
+    /// Tickets learned from the helpdesk's acknowledgement mails, alone or filling in what
+    /// the source `beside` does not know or cannot answer.
+    Acknowledgements {
+        beside: Option<Box<RegistryConfig>>,
+        config: AckConfig,
+    },
 }
 
 impl RegistryConfig {
-    /// The source's kind as config.toml names it: `csv`, `postgres` or `http`.
+    /// The source's kind as config.toml names it: `csv`, `postgres`, `http` or
+    /// `acknowledgements`.
     pub fn kind(&self) -> &'static str {
         match self {
             RegistryConfig::Csv { .. } => "csv",
             RegistryConfig::Postgres(_) => "postgres",
             RegistryConfig::Http(_) => "http",
+            RegistryConfig::Acknowledgements { .. } => "acknowledgements",
         }
     }
 }
@@ -78,6 +88,8 @@ struct RawRegistry {
     token_credential: Option<String>,
 
     timeout_seconds: Option<u64>,
+
+    acknowledgements: Option<toml::Value>,
 }
 
 impl RawRegistry {
@@ -205,7 +217,12 @@ impl RegistryConfig {
         offline: bool,
     ) -> Result<RegistryConfig, Problem> {
         let start = v.span().start;
-        let r: RawRegistry = src.section(v, "[registry]")?;
+        let mut r: RawRegistry = src.section(v, "[registry]")?;
+        let acks = r
+            .acknowledgements
+            .take()
+            .map(|a| AckConfig::parse(src, start, a, base, env, offline))
+            .transpose()?;
         let cx = Ctx {
             src,
             start,
@@ -221,15 +238,25 @@ impl RegistryConfig {
         .into_iter()
         .filter_map(|(k, on)| on.then_some(k))
         .collect();
-        let kind = match sources.as_slice() {
-            [one] => *one,
-            [] => {
+        let kind = match (sources.as_slice(), acks) {
+            ([one], None) => *one,
+            ([], Some(config)) => {
+                return Ok(RegistryConfig::Acknowledgements {
+                    beside: None,
+                    config,
+                });
+            }
+            ([one], Some(config)) => {
+                let beside = Some(Box::new(RegistryConfig::parse_one(&cx, r, one)?));
+                return Ok(RegistryConfig::Acknowledgements { beside, config });
+            }
+            ([], None) => {
                 return Err(src.problem_at(
                     start,
                     "[registry]: set exactly one source: csv = PATH, postgres = URL (with query) or http = URL-TEMPLATE",
                 ));
             }
-            [_, second, ..] => {
+            ([_, second, ..], _) => {
                 return Err(cx.at(
                     second,
                     format!(
@@ -243,6 +270,11 @@ impl RegistryConfig {
                 ));
             }
         };
+        RegistryConfig::parse_one(&cx, r, kind)
+    }
+
+    /// The one CSV, PostgreSQL or HTTP source `kind` of `r`.
+    fn parse_one(cx: &Ctx<'_, '_>, r: RawRegistry, kind: &str) -> Result<RegistryConfig, Problem> {
         if let Some((key, Some(owner))) = r
             .keys()
             .into_iter()
@@ -254,9 +286,9 @@ impl RegistryConfig {
             ));
         }
         match kind {
-            "csv" => csv(&cx, r),
-            "postgres" => postgres(&cx, r),
-            _ => http(&cx, r),
+            "csv" => csv(cx, r),
+            "postgres" => postgres(cx, r),
+            _ => http(cx, r),
         }
     }
 }

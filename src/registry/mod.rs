@@ -4,10 +4,12 @@
 //! The facts are a pure function of (the mail's ticket and senders, the registry's answer,
 //! now, the calendar). [`Registry`] is the one source config.toml names, whichever it is;
 //! the sources live in submodules: [`csv`] reads a helpdesk export, [`postgres`] runs a
-//! query, [`http`] asks a JSON service; [`config`] reads `[registry]`.
+//! query, [`http`] asks a JSON service, [`acknowledgements`] answers from the tickets
+//! learned from the helpdesk's acknowledgement mails; [`config`] reads `[registry]`.
 //!
 //! Not here: which rules act on the facts (rules), when the shell asks (the batch's read).
 
+pub mod acknowledgements;
 pub mod config;
 pub mod csv;
 pub mod http;

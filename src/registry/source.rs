@@ -4,12 +4,17 @@
 //! is news logged once (loaded, failing for a new reason, answering again), and the probe
 //! of `check --connect`.
 //!
-//! Not here: the sources themselves (`csv`, `postgres`, `http`), the facts from an answer.
+//! With `[registry.acknowledgements]`, the learned tickets answer what the other source
+//! does not know (or everything, alone: see `acknowledgements`).
+//!
+//! Not here: the sources themselves (`csv`, `postgres`, `http`, `acknowledgements`), the
+//! facts from an answer.
 
 use std::sync::{Arc, Mutex};
 
 use jiff::tz::TimeZone;
 
+use super::acknowledgements::Acknowledgements;
 use super::csv::{CsvRegistry, Refresh};
 use super::http::HttpRegistry;
 use super::postgres::PgRegistry;
@@ -21,6 +26,8 @@ pub enum Backend {
     Csv(CsvRegistry),
     Postgres(PgRegistry),
     Http(HttpRegistry),
+    /// Only the tickets learned from acknowledgements.
+    Learned,
 }
 
 /// The ticket registry the daemon holds (`Arc`, shared by every desk).
@@ -29,6 +36,8 @@ pub struct Registry {
     pub backend: Backend,
     /// The last reason a network source was unavailable, logged once until it answers.
     said: Mutex<Option<String>>,
+    /// `[registry.acknowledgements]`, alone (backend `Learned`) or beside the backend.
+    acks: Option<Arc<Acknowledgements>>,
 }
 
 /// The number `check --connect` asks about (no helpdesk issues it).
@@ -37,26 +46,51 @@ const PROBE_NUMBER: &str = "TICKETGATE-CHECK-0";
 impl Registry {
     /// The registry `config` describes; `zone` reads creation times without an offset.
     pub fn new(config: &RegistryConfig, zone: TimeZone) -> Registry {
-        let backend = match config {
-            RegistryConfig::Csv { path, columns } => {
+        let backend = match config.primary() {
+            Some(RegistryConfig::Csv { path, columns }) => {
                 Backend::Csv(CsvRegistry::new(path.clone(), columns.clone(), zone))
             }
-            RegistryConfig::Postgres(c) => Backend::Postgres(PgRegistry::new(c.clone(), zone)),
-            RegistryConfig::Http(c) => Backend::Http(HttpRegistry::new(c.clone())),
+            Some(RegistryConfig::Postgres(c)) => {
+                Backend::Postgres(PgRegistry::new(c.clone(), zone))
+            }
+            Some(RegistryConfig::Http(c)) => Backend::Http(HttpRegistry::new(c.clone())),
+            Some(RegistryConfig::Acknowledgements { .. }) | None => Backend::Learned,
         };
         Registry {
             backend,
             said: Mutex::new(None),
+            acks: config
+                .acknowledgements()
+                .map(|c| Arc::new(Acknowledgements::new(c.clone()))),
         }
+    }
+
+    /// The acknowledgements source (its learning task is spawned by the supervisor), when
+    /// configured.
+    pub fn acknowledgements(&self) -> Option<&Arc<Acknowledgements>> {
+        self.acks.as_ref()
     }
 
     /// The source as logs and `check` show it: `csv /path`, `postgres URL` (no password),
     /// `http TEMPLATE`.
     pub fn describe(&self) -> String {
-        match &self.backend {
+        let primary = match &self.backend {
             Backend::Csv(c) => format!("csv {}", c.path().display()),
             Backend::Postgres(p) => format!("postgres {}", p.shown()),
             Backend::Http(h) => format!("http {}", h.template()),
+            Backend::Learned => String::new(),
+        };
+        let Some(a) = &self.acks else {
+            return primary;
+        };
+        let acks = format!(
+            "acknowledgements in {} of {}",
+            a.config.folder, a.config.login
+        );
+        if primary.is_empty() {
+            acks
+        } else {
+            format!("{primary}, then {acks}")
         }
     }
 
@@ -73,8 +107,24 @@ impl Registry {
     /// Logs what is news: a CSV export loaded or failing, a network source failing for a
     /// new reason or answering again; never per mail.
     pub async fn answers(self: &Arc<Self>, numbers: Vec<String>) -> Answers {
+        let Some(acks) = &self.acks else {
+            return self.primary_answers(numbers).await.unwrap_or_default();
+        };
+        let asked = numbers.clone();
+        match self.primary_answers(numbers).await {
+            Some(beside) => acks.answers(&asked, Some(beside)).await,
+            None => {
+                let a = acks.answers(&asked, None).await;
+                self.news(&a);
+                a
+            }
+        }
+    }
+
+    /// The CSV, PostgreSQL or HTTP source's answers; `None` for the acknowledgements alone.
+    async fn primary_answers(self: &Arc<Self>, numbers: Vec<String>) -> Option<Answers> {
         let refs: Vec<&str> = numbers.iter().map(String::as_str).collect();
-        match &self.backend {
+        Some(match &self.backend {
             Backend::Csv(_) => {
                 let me = Arc::clone(self);
                 let keys: Vec<String> = refs.iter().map(|n| super::ticket_key(n)).collect();
@@ -104,7 +154,8 @@ impl Registry {
                 self.news(&a);
                 a
             }
-        }
+            Backend::Learned => return None,
+        })
     }
 
     /// Logs a network source's first failure for a reason, and its recovery.
@@ -166,6 +217,7 @@ impl Registry {
                     h.url(PROBE_NUMBER)
                 )),
             },
+            Backend::Learned => Ok(self.describe()),
         }
     }
 }

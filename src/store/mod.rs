@@ -2,7 +2,8 @@
 //! the [`Store`] handle (open, open read-only, close), its errors, the embedded migrations and
 //! the row helpers the other files share. The tables' operations live beside it: desk
 //! progress (`progress`), the mail journal (`journal`: reading; `record`: writing), the
-//! journal's action records (`actions`), sightings of copies across desks (`sightings`), the
+//! journal's action records (`actions`), tickets learned from the helpdesk's
+//! acknowledgements (`acknowledged`), sightings of copies across desks (`sightings`), the
 //! reply ledger and the outbox (`outbox`), retention (`prune`), reports (`report`). What to
 //! do with a mail (decide), composing and sending (compose, smtp) live elsewhere.
 //!
@@ -11,6 +12,7 @@
 //! effect ([`Store::record_decisions`]); outbox ids are dedupe keys, so copies of a broadcast
 //! on several desks queue one redirect; a reply claim checks and takes the ledger atomically.
 
+mod acknowledged;
 mod actions;
 mod clocks;
 mod journal;
@@ -40,6 +42,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Row};
 
+pub use acknowledged::LearnedTicket;
 pub use actions::UnreadableAction;
 pub use clocks::{ClockChange, ClockMail, ClockRow, NewClock, OpenClock, StopReason};
 pub use journal::{JournalEntry, MailStatus};
@@ -185,6 +188,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "desk clock",
         include_str!("../../migrations/0004_desk_clock.sql"),
+    ),
+    (
+        5,
+        "acknowledged tickets",
+        include_str!("../../migrations/0005_acknowledged_tickets.sql"),
     ),
 ];
 

@@ -100,6 +100,7 @@ macro_rules! store_tests {
 store_tests!(migrations_apply_once_and_reopen, data_survives_reopen);
 
 // After the macro: the files below use it.
+mod acknowledged;
 mod journal;
 mod known;
 mod outbox;
