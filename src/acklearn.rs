@@ -38,6 +38,9 @@ pub enum AckError {
     Imap(#[from] ImapError),
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// The parsing thread ended early.
+    #[error("the parsing thread ended early: {0}")]
+    Worker(String),
 }
 
 /// What tells an acknowledgement, as the learning task applies it.
@@ -119,7 +122,7 @@ pub async fn run(shared: Arc<Shared>, ep: Arc<Endpoint>, token: CancellationToke
         return;
     };
     let recogniser = match Recogniser::new(&acks.config, &shared.config.helpdesk) {
-        Ok(r) => r,
+        Ok(r) => Arc::new(r),
         Err(e) => {
             tracing::error!(error = %e, "acknowledgements: the subject is not a regex");
             return;
@@ -175,7 +178,7 @@ async fn read(
     shared: &Shared,
     ep: &Endpoint,
     acks: &Acknowledgements,
-    recogniser: &Recogniser,
+    recogniser: &Arc<Recogniser>,
     session: &mut Option<DeskSession>,
     first: bool,
 ) -> Result<(), AckError> {
@@ -202,25 +205,36 @@ async fn read(
     let mut rest: &[u32] = &uids;
     while !rest.is_empty() {
         let chunk = &rest[..rest.len().min(BATCH)];
-        let mails = s.fetch(chunk, MAX_ACK_BYTES, BATCH_BYTES).await?;
+        let (mails, _reserved) = s
+            .fetch(chunk, MAX_ACK_BYTES, BATCH_BYTES, &shared.memory)
+            .await?;
         let Some(last) = mails.last().map(|m| m.uid) else {
             break;
         };
         let uids: Vec<u32> = mails.iter().map(|m| m.uid).collect();
         let dates = s.internal_dates(&uids).await?;
         let policy = shared.policy();
-        let tickets: Vec<LearnedTicket> = mails
-            .iter()
-            .filter_map(|m| {
-                let raw = m.raw.as_deref()?;
-                recogniser.recognise(raw, dates.get(&m.uid).copied(), &policy.rules)
+        // Parsing runs on the blocking pool, never on the runtime's worker (issue #13).
+        let count = mails.len();
+        let tickets: Vec<LearnedTicket> = {
+            let recogniser = Arc::clone(recogniser);
+            tokio::task::spawn_blocking(move || {
+                mails
+                    .iter()
+                    .filter_map(|m| {
+                        let raw = m.raw.as_deref()?;
+                        recogniser.recognise(raw, dates.get(&m.uid).copied(), &policy.rules)
+                    })
+                    .collect()
             })
-            .collect();
+            .await
+            .map_err(|e| AckError::Worker(e.to_string()))?
+        };
         shared
             .store
             .learn_tickets(&cfg.folder, (st.uidvalidity, last), &tickets, unix_now())
             .await?;
-        read += mails.len();
+        read += count;
         learned += tickets.len();
         for t in &tickets {
             tracing::debug!(ticket = %t.ticket, created = t.created, requester = ?t.requester, "ticket learned from an acknowledgement");
