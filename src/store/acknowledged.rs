@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::{Store, StoreError, get, get_u32, query_error, row_marks};
+use super::{Store, StoreError, get, query_error, row_marks};
 
 /// Ticket numbers per lookup query (bind parameters stay far below the backends' limits).
 const LOOKUP_KEYS: usize = 200;
@@ -24,19 +24,12 @@ pub struct LearnedTicket {
 impl Store {
     /// The folder's UIDVALIDITY and the highest UID learned from, if it was read before.
     pub async fn ack_progress(&self, folder: &str) -> Result<Option<(u32, u32)>, StoreError> {
-        let op = "read acknowledgement progress";
-        let row = sqlx::query("SELECT uidvalidity, last_uid FROM ack_progress WHERE folder = $1")
-            .bind(folder)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(query_error(op))?;
-        row.map(|row| {
-            Ok((
-                get_u32(&row, "uidvalidity", op)?,
-                get_u32(&row, "last_uid", op)?,
-            ))
-        })
-        .transpose()
+        self.progress(
+            "SELECT uidvalidity, last_uid FROM ack_progress WHERE folder = $1",
+            folder,
+            "read acknowledgement progress",
+        )
+        .await
     }
 
     /// Records `tickets` (an already known ticket keeps the earliest creation time and that

@@ -8,9 +8,23 @@ use super::{Store, StoreError, get_u32, query_error};
 impl Store {
     /// The desk's UIDVALIDITY and the highest UID finished (done or set aside), if known.
     pub async fn desk_progress(&self, desk: &str) -> Result<Option<(u32, u32)>, StoreError> {
-        let op = "read desk progress";
-        let row = sqlx::query("SELECT uidvalidity, last_uid FROM desk_progress WHERE desk = $1")
-            .bind(desk)
+        self.progress(
+            "SELECT uidvalidity, last_uid FROM desk_progress WHERE desk = $1",
+            desk,
+            "read desk progress",
+        )
+        .await
+    }
+
+    /// (uidvalidity, last_uid) of the one row `sql` selects by `key`, if any.
+    pub(super) async fn progress(
+        &self,
+        sql: &'static str,
+        key: &str,
+        op: &'static str,
+    ) -> Result<Option<(u32, u32)>, StoreError> {
+        let row = sqlx::query(sql)
+            .bind(key)
             .fetch_optional(&self.pool)
             .await
             .map_err(query_error(op))?;
