@@ -13,11 +13,20 @@ use mail_parser::{Message, MimeHeaders};
 /// report parts (RFC 3464/8098 multipart/report), the sender (null or robot addresses), the
 /// subject (after gateway tags and reply prefixes), and the body's opening sentence.
 pub fn automatic_reason(msg: &Message<'_>) -> Option<String> {
+    automatic_reason_with_body(msg, || super::text::first_body(msg))
+}
+
+/// [`automatic_reason`] with the first text body of `msg` ([`super::text::first_body`])
+/// from the caller, who has it already; asked for only when no header says it.
+pub fn automatic_reason_with_body<'b>(
+    msg: &Message<'_>,
+    body: impl FnOnce() -> Option<std::borrow::Cow<'b, str>>,
+) -> Option<String> {
     header_evidence(msg)
         .or_else(|| report_evidence(msg))
         .or_else(|| sender_evidence(msg))
         .or_else(|| subject_evidence(msg))
-        .or_else(|| body_evidence(msg))
+        .or_else(|| body_evidence(&body()?))
 }
 
 /// The raw values of every header named `name` (any case), unfolded, RFC 5322 comments
@@ -76,6 +85,9 @@ pub fn without_comments(value: &str) -> String {
 }
 
 fn header_evidence(msg: &Message<'_>) -> Option<String> {
+    // The names present, read once: most of those looked for one by one below are absent.
+    let present: Vec<&str> = msg.headers().iter().map(|h| h.name.as_str()).collect();
+    let has = |name: &str| present.iter().any(|p| p.eq_ignore_ascii_case(name));
     for v in structured(msg, "Auto-Submitted") {
         let token = v
             .split(';')
@@ -111,7 +123,9 @@ fn header_evidence(msg: &Message<'_>) -> Option<String> {
         "X-Loop-Detect",
         "Feedback-Type",
     ] {
-        if let Some(v) = structured(msg, name).next() {
+        if has(name)
+            && let Some(v) = structured(msg, name).next()
+        {
             let l = v.to_ascii_lowercase();
             if !matches!(l.as_str(), "no" | "false" | "0") {
                 return Some(format!("{name} header"));
@@ -340,8 +354,7 @@ const AUTO_REPLY_OPENINGS: [&str; 12] = [
 
 /// The body opens (its first sentence) by saying it is an automatic reply or that the
 /// writer is out of the office.
-fn body_evidence(msg: &Message<'_>) -> Option<String> {
-    let body = super::text::body_text(msg)?;
+fn body_evidence(body: &str) -> Option<String> {
     let start = body.trim_start();
     let first: String = start.chars().take(300).collect::<String>().to_lowercase();
     let first = first.replace(['\r', '\n'], " ");

@@ -18,6 +18,8 @@ pub struct Ticket {
     pub pattern: String,
 }
 
+use std::borrow::Cow;
+
 use mail_parser::{Address, HeaderName, Message, MessageParser};
 use sha2::{Digest, Sha256};
 
@@ -74,8 +76,9 @@ impl Directory {
                     .split(|c| self.subaddress_delimiter.contains(c))
                     .next()
                     .unwrap_or(local);
-                // A local part that is all tag (`+x@`) is left as it is.
-                if base.is_empty() {
+                // A local part that is all tag (`+x@`) is left as it is, and so is one
+                // without a tag (no copy).
+                if base.is_empty() || base.len() == local.len() {
                     a.clone()
                 } else {
                     format!("{base}@{domain}")
@@ -92,17 +95,11 @@ impl Directory {
             .map(|(_, a)| a.as_str())
     }
 
-    fn desk_of(&self, address: &str) -> Option<&str> {
-        let address = self.canonical(address);
-        self.desks
-            .iter()
-            .find(|(_, a)| self.canonical(a) == address)
-            .map(|(n, _)| n.as_str())
-    }
-
-    fn is_own(&self, address: &str) -> bool {
+    /// Whether `address` is a desk's, the helpdesk's or another own address; `desks` are
+    /// the desks' addresses in canonical form, in config order.
+    fn is_own(&self, address: &str, desks: &[String]) -> bool {
         let c = self.canonical(address);
-        self.desk_of(address).is_some()
+        desks.contains(&c)
             || self.canonical(&self.helpdesk) == c
             || self.own.iter().any(|a| self.canonical(a) == c)
     }
@@ -196,10 +193,21 @@ pub fn extract_parsed(msg: &Message<'_>, desk: &str, dir: &Directory, rules: &Ru
     let subject = without_nul(&text::subject(msg).unwrap_or_default());
     let from = first_address(msg.from());
     let sender = first_address(msg.reply_to()).or_else(|| from.clone());
-    let ticket = ticket::find_ticket(msg, &rules.ticket_patterns, &rules.limits);
-    let automatic_reason = automatic::automatic_reason(msg);
-    let own =
-        msg.header_raw(MARKER_HEADER).is_some() || from.as_deref().is_some_and(|f| dir.is_own(f));
+    // The first text body, converted from HTML once for the ticket search, the automatic
+    // facts, the desk suggestion and `when.text`.
+    let first_body = text::first_body(msg);
+    let first_html = match &first_body {
+        Some(Cow::Owned(converted)) => Some(converted.as_str()),
+        _ => None,
+    };
+    let ticket = ticket::find_ticket_with(msg, &rules.ticket_patterns, &rules.limits, first_html);
+    let automatic_reason =
+        automatic::automatic_reason_with_body(msg, || first_body.as_deref().map(Cow::Borrowed));
+    let desk_addresses: Vec<String> = dir.desks.iter().map(|(_, a)| dir.canonical(a)).collect();
+    let own = msg.header_raw(MARKER_HEADER).is_some()
+        || from
+            .as_deref()
+            .is_some_and(|f| dir.is_own(f, &desk_addresses));
 
     // Every To and Cc header counts (a mail may carry several), each address without its
     // subaddress.
@@ -223,8 +231,9 @@ pub fn extract_parsed(msg: &Message<'_>, desk: &str, dir: &Directory, rules: &Ru
     let addressed_desks: Vec<String> = dir
         .desks
         .iter()
-        .filter(|(_, a)| recipients.contains(&dir.canonical(a)))
-        .map(|(n, _)| n.clone())
+        .zip(&desk_addresses)
+        .filter(|(_, a)| recipients.contains(a))
+        .map(|((n, _), _)| n.clone())
         .collect();
     let addressed_contacts = addressed_desks.len()
         + dir
@@ -233,14 +242,14 @@ pub fn extract_parsed(msg: &Message<'_>, desk: &str, dir: &Directory, rules: &Ru
             .filter(|c| recipients.contains(&dir.canonical(c)))
             .count();
 
-    let mut body = String::new();
-    if let Some(t) = text::body_text(msg) {
-        body.push_str(truncate(&t, rules.limits.max_scan_bytes));
-    }
-    let suggested_desk = suggest::suggest_desk(&subject, &body, &rules.desks);
+    let body = truncate(
+        first_body.as_deref().unwrap_or_default(),
+        rules.limits.max_scan_bytes,
+    );
+    let suggested_desk = suggest::suggest_desk(&subject, body, &rules.desks, &rules.phrase_index);
     let mut text = text::normalize(&subject).into_owned();
     text.push('\n');
-    text.push_str(&text::normalize(&body));
+    text.push_str(&text::normalize(body));
 
     let mut facts = Facts {
         desk: desk.to_string(),
@@ -411,12 +420,15 @@ fn group_key(msg: &Message<'_>, from: Option<&str>, subject: &str) -> String {
     let root = msg.root_part();
     let start = (root.offset_body as usize).min(raw.len());
     let end = (root.offset_end as usize).clamp(start, raw.len());
-    // Line ends may be rewritten on the way to one desk and not another.
-    for b in raw.get(start..end).unwrap_or_default() {
-        if *b != b'\r' && *b != b'\n' {
-            h.update([*b]);
-        }
+    // Line ends may be rewritten on the way to one desk and not another: the runs between
+    // them are hashed (the same digest as hashing the other bytes one by one).
+    let body = raw.get(start..end).unwrap_or_default();
+    let mut from = 0;
+    for eol in memchr::memchr2_iter(b'\r', b'\n', body) {
+        h.update(&body[from..eol]);
+        from = eol + 1;
     }
+    h.update(&body[from..]);
     let digest = h.finalize();
     let mut key = String::with_capacity(64);
     for b in digest.iter().take(16) {
@@ -435,4 +447,38 @@ pub fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_group_key_hashes_the_body_without_line_ends() {
+        let body = "line one\r\nline two\n\r\n\rlast";
+        let raw = format!(
+            "From: a@example.in\r\nDate: Mon, 1 Jan 2024 10:00:00 +0530\r\nSubject: s\r\n\r\n{body}"
+        );
+        let msg = MessageParser::default()
+            .parse(raw.as_bytes())
+            .unwrap_or_else(|| panic!("parse"));
+        // The digest of sender, date, subject and the body's bytes other than CR and LF, as
+        // it was computed byte by byte: keys already in a state database stay valid.
+        let mut h = Sha256::new();
+        h.update(b"a@example.in\nMon, 1 Jan 2024 10:00:00 +0530\ns\n");
+        for b in body.bytes().filter(|b| *b != b'\r' && *b != b'\n') {
+            h.update([b]);
+        }
+        let want: String = h.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(group_key(&msg, Some("a@example.in"), "s"), want);
+        // Line ends rewritten on the way do not change it.
+        let unix = raw.replace("\r\n", "\n");
+        let msg = MessageParser::default()
+            .parse(unix.as_bytes())
+            .unwrap_or_else(|| panic!("parse"));
+        assert_eq!(group_key(&msg, Some("a@example.in"), "s"), want);
+    }
 }

@@ -2,6 +2,7 @@
 //! phrases of each desk in the rules (for misrouted and broadcast mail).
 
 use crate::rules::DeskProfile;
+use crate::rules::phrases::PhraseIndex;
 
 /// A desk must score at least this much to be suggested.
 const MIN_SCORE: u32 = 3;
@@ -9,7 +10,18 @@ const MIN_SCORE: u32 = 3;
 const MAX_HITS: usize = 3;
 
 /// The best-fitting desk's name; `None` when no desk scores enough or two desks tie.
-pub fn suggest_desk(subject: &str, body: &str, desks: &[DeskProfile]) -> Option<String> {
+/// `index` is the rules' [`PhraseIndex`] of `desks`: a phrase runs only over the texts
+/// where it can match.
+pub fn suggest_desk(
+    subject: &str,
+    body: &str,
+    desks: &[DeskProfile],
+    index: &PhraseIndex,
+) -> Option<String> {
+    let phrases = desks.iter().map(|d| d.phrases.len()).sum();
+    let in_subject = index.candidates(subject, phrases);
+    let in_body = index.candidates(body, phrases);
+    let mut n = 0;
     let mut scores: Vec<(u32, &str)> = desks
         .iter()
         .map(|d| {
@@ -17,8 +29,15 @@ pub fn suggest_desk(subject: &str, body: &str, desks: &[DeskProfile]) -> Option<
                 .phrases
                 .iter()
                 .map(|(re, w)| {
-                    let hits = 2 * re.find_iter(subject).take(MAX_HITS).count()
-                        + re.find_iter(body).take(MAX_HITS).count();
+                    let count = |text: &str, can: &[bool]| {
+                        if can.get(n).copied().unwrap_or(true) {
+                            re.find_iter(text).take(MAX_HITS).count()
+                        } else {
+                            0
+                        }
+                    };
+                    let hits = 2 * count(subject, &in_subject) + count(body, &in_body);
+                    n += 1;
                     w.saturating_mul(u32::try_from(hits).unwrap_or(u32::MAX))
                 })
                 .sum();
@@ -41,7 +60,7 @@ mod tests {
     use super::*;
     use crate::rules::{Deployment, compile::compile_str};
 
-    fn gem() -> Vec<DeskProfile> {
+    fn gem() -> (Vec<DeskProfile>, PhraseIndex) {
         let d = Deployment::default();
         let rules = compile_str(
             std::path::Path::new("gem.toml"),
@@ -49,12 +68,12 @@ mod tests {
             &d,
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        rules.desks
+        (rules.desks, rules.phrase_index)
     }
 
     #[test]
     fn the_gem_desks_are_told_apart() {
-        let desks = gem();
+        let (desks, index) = gem();
         for (subject, body, want) in [
             (
                 "Reverse auction not opening",
@@ -99,7 +118,14 @@ mod tests {
             ("Hello", "Please help me.", None),
         ] {
             assert_eq!(
-                suggest_desk(subject, body, &desks).as_deref(),
+                suggest_desk(subject, body, &desks, &index).as_deref(),
+                want,
+                "{subject}"
+            );
+            // The same without the index: every phrase runs over both texts.
+            let none = PhraseIndex::default();
+            assert_eq!(
+                suggest_desk(subject, body, &desks, &none).as_deref(),
                 want,
                 "{subject}"
             );

@@ -4,11 +4,9 @@
 //! adjacent RFC 2047 encoded-words joined. Which parts of a mail are searched is `ticket`'s.
 
 use std::borrow::Cow;
-use std::sync::LazyLock;
 
 use mail_parser::decoders::{base64::base64_decode, charsets::map::charset_decoder};
 use mail_parser::{Message, PartType};
-use regex::Regex;
 
 /// The first code point (digit zero) of every run of ten Unicode decimal digits (general
 /// category Nd, Unicode 14; each run holds 0–9 in order), ASCII excluded.
@@ -83,22 +81,133 @@ pub fn normalize(text: &str) -> Cow<'_, str> {
 }
 
 /// Tags a browser shows as a line or cell boundary (HTML Living Standard's block-level and
-/// table elements). `<br>` and `</p>` are already newlines in mail-parser's converter.
-static BLOCK_TAG: LazyLock<Regex> = LazyLock::new(|| {
-    #[allow(clippy::expect_used, reason = "a constant pattern, covered by the tests")]
-    Regex::new(
-        r"(?i)<(/?)(address|article|aside|blockquote|caption|center|dd|div|dl|dt|fieldset|figcaption|figure|footer|form|h[1-6]|header|hr|li|main|nav|ol|p|pre|section|table|tbody|td|tfoot|th|thead|tr|ul)\b",
-    )
-    .expect("block tag pattern")
-});
+/// table elements), lower-case. `<br>` and `</p>` are already newlines in mail-parser's
+/// converter.
+const BLOCK_TAGS: [&str; 38] = [
+    "address",
+    "article",
+    "aside",
+    "blockquote",
+    "caption",
+    "center",
+    "dd",
+    "div",
+    "dl",
+    "dt",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "footer",
+    "form",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "header",
+    "hr",
+    "li",
+    "main",
+    "nav",
+    "ol",
+    "p",
+    "pre",
+    "section",
+    "table",
+    "tbody",
+    "td",
+    "tfoot",
+    "th",
+    "thead",
+    "tr",
+    "ul",
+];
+
+/// Whether `rest`, the text after a `<`, opens or closes a block tag: an optional `/`, then
+/// a name of [`BLOCK_TAGS`] in any case that the next character does not continue as a
+/// word (a Unicode word character, as the regex `\b` sees it). LATIN SMALL LETTER LONG S
+/// and KELVIN SIGN count as `s` and `k`, as they do in case-insensitive regexes.
+fn block_tag_at(rest: &str) -> bool {
+    let rest = rest.strip_prefix('/').unwrap_or(rest);
+    // Every name starts with one of these letters (the long s and Kelvin sign start with a
+    // byte outside ASCII): most tags are let go here.
+    let starts = |b: u8| {
+        !b.is_ascii()
+            || matches!(
+                b.to_ascii_lowercase(),
+                b'a' | b'b'
+                    | b'c'
+                    | b'd'
+                    | b'f'
+                    | b'h'
+                    | b'l'
+                    | b'm'
+                    | b'n'
+                    | b'o'
+                    | b'p'
+                    | b's'
+                    | b't'
+                    | b'u'
+            )
+    };
+    if !rest.bytes().next().is_some_and(starts) {
+        return false;
+    }
+    let mut name = [0u8; 10];
+    let mut len = 0;
+    for c in rest.chars() {
+        let folded = if c.is_ascii() {
+            if !(c.is_ascii_alphanumeric() || c == '_') {
+                break;
+            }
+            c.to_ascii_lowercase() as u8
+        } else if !regex_syntax::is_word_character(c) {
+            break;
+        } else {
+            match c {
+                '\u{17F}' => b's',
+                '\u{212A}' => b'k',
+                _ => return false,
+            }
+        };
+        let Some(slot) = name.get_mut(len) else {
+            return false;
+        };
+        *slot = folded;
+        len += 1;
+    }
+    BLOCK_TAGS.iter().any(|t| t.as_bytes() == &name[..len])
+}
 
 /// `html` as text with the boundaries a reader sees: block elements, table cells and rows,
 /// list items and `<br>` become line breaks, so a number and the next cell's text never
 /// merge. Entities are decoded and `<head>`, `<style>` and `<script>` dropped
 /// (mail-parser's converter does that part).
 pub fn html_to_text(html: &str) -> String {
-    let marked = BLOCK_TAG.replace_all(html, "<br><$1$2");
-    mail_parser::decoders::html::html_to_text(&marked)
+    mail_parser::decoders::html::html_to_text(&mark_blocks(html))
+}
+
+/// `html` with a `<br>` before every block tag, in one pass that copies the runs between
+/// them.
+fn mark_blocks(html: &str) -> Cow<'_, str> {
+    let mut marked = String::new();
+    let mut from = 0;
+    for lt in memchr::memchr_iter(b'<', html.as_bytes()) {
+        if html.get(lt + 1..).is_some_and(block_tag_at) {
+            if marked.is_empty() {
+                marked.reserve(html.len() + html.len() / 8);
+            }
+            marked.push_str(&html[from..lt]);
+            marked.push_str("<br>");
+            from = lt;
+        }
+    }
+    if from == 0 && marked.is_empty() {
+        return Cow::Borrowed(html);
+    }
+    marked.push_str(&html[from..]);
+    Cow::Owned(marked)
 }
 
 /// The text of the body part `i` of `msg` (plain as is, HTML through [`html_to_text`]).
@@ -112,7 +221,17 @@ pub fn part_text(msg: &Message<'_>, i: u32) -> Option<String> {
 
 /// The first text body of `msg` as a reader sees it (see [`part_text`]).
 pub fn body_text(msg: &Message<'_>) -> Option<String> {
-    msg.text_body.first().and_then(|&i| part_text(msg, i))
+    first_body(msg).map(Cow::into_owned)
+}
+
+/// [`body_text`] without a copy of a plain text body.
+pub fn first_body<'m>(msg: &'m Message<'_>) -> Option<Cow<'m, str>> {
+    let i = *msg.text_body.first()?;
+    match &msg.parts.get(i as usize)?.body {
+        PartType::Text(t) => Some(Cow::Borrowed(t.as_ref())),
+        PartType::Html(h) => Some(Cow::Owned(html_to_text(h))),
+        _ => None,
+    }
 }
 
 /// The subject of `msg`, decoded. Adjacent RFC 2047 encoded-words of the same charset and
@@ -296,6 +415,54 @@ mod tests {
         // Inline elements stay inline.
         let inline = html_to_text("Ticket <b>No</b>: <span>2024-1234567</span>");
         assert!(!inline.contains('\n'), "{inline:?}");
+    }
+
+    /// The regex the block-tag scanner replaced: both must mark the same tags.
+    fn marked_by_regex(html: &str) -> String {
+        let re = regex::Regex::new(
+            r"(?i)<(/?)(address|article|aside|blockquote|caption|center|dd|div|dl|dt|fieldset|figcaption|figure|footer|form|h[1-6]|header|hr|li|main|nav|ol|p|pre|section|table|tbody|td|tfoot|th|thead|tr|ul)\b",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        re.replace_all(html, "<br><$1$2").into_owned()
+    }
+
+    #[test]
+    fn block_tags_are_found_as_the_regex_found_them() {
+        let mut cases: Vec<String> = [
+            "<div>a</div><DIV class=x>b</Div ><p>c<pre>d</pre><P/>",
+            "<th>1<thead><tbody><TBODY><td_x><td1><h1>t</h1><h7><hr/><header>",
+            "<blockquote><BLOCKQUOTE><bloc\u{212A}quote><\u{17F}ection><sectioné>",
+            "<d\u{300}iv><div\u{300}><li>x<lI>y<ol><ul><nav><main><form><footer>",
+            "< div><//div></ div><<div><figcaption><figcaptions><a href=x>",
+            "<tr>\u{4E00}<td>\u{4E00}</td><td>\u{0664}",
+            "<",
+            "</",
+            "<p",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for t in BLOCK_TAGS {
+            for (i, c) in t.char_indices() {
+                // Every letter of every name, in upper case and followed by all kinds of
+                // characters.
+                let up = format!("{}{}{}", &t[..i], c.to_ascii_uppercase(), &t[i + 1..]);
+                for next in [">", " ", "/", "x", "_", "1", "\u{300}", "\u{4E00}", "é", ""] {
+                    cases.push(format!("<{up}{next}"));
+                    cases.push(format!("a</{up}{next}b"));
+                }
+            }
+        }
+        for html in &cases {
+            assert_eq!(mark_blocks(html), marked_by_regex(html), "{html}");
+        }
+        // The only characters outside ASCII that a case-insensitive letter matches.
+        let letter = regex::Regex::new("(?i)^[a-z]$").unwrap_or_else(|e| panic!("{e}"));
+        let folding: Vec<char> = (0..=0x10FFFF_u32)
+            .filter_map(char::from_u32)
+            .filter(|c| !c.is_ascii() && letter.is_match(&c.to_string()))
+            .collect();
+        assert_eq!(folding, ['\u{17F}', '\u{212A}']);
     }
 
     fn parse_subject(header: &str) -> Option<String> {

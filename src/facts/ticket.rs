@@ -28,8 +28,28 @@ pub fn find_ticket(
     patterns: &[TicketPattern],
     limits: &Limits,
 ) -> Option<Ticket> {
-    let texts = Texts::of(msg, limits);
+    find_ticket_with(msg, patterns, limits, None)
+}
+
+/// [`find_ticket`], given the text of the mail's first body part when that part is HTML
+/// (`text::first_body`, which the caller has already), so that it is not converted twice.
+pub fn find_ticket_with(
+    msg: &Message<'_>,
+    patterns: &[TicketPattern],
+    limits: &Limits,
+    first_html: Option<&str>,
+) -> Option<Ticket> {
+    let mut texts = Texts::default();
+    if let Some(s) = text::subject(msg) {
+        texts.subject.push(text::normalize(&s).into_owned());
+    }
+    // The subject and headers come first: the body is read only when they hold no ticket.
+    let mut read_body = false;
     for source in TicketSource::ALL {
+        if !read_body && !matches!(source, TicketSource::Subject | TicketSource::Header) {
+            texts.body_of(msg, limits, first_html);
+            read_body = true;
+        }
         for p in patterns.iter().filter(|p| p.sources.contains(&source)) {
             let found = match source {
                 TicketSource::Header => {
@@ -87,23 +107,26 @@ struct Texts {
 }
 
 impl Texts {
-    fn of(msg: &Message<'_>, limits: &Limits) -> Texts {
-        let mut t = Texts::default();
-        if let Some(s) = text::subject(msg) {
-            t.subject.push(text::normalize(&s).into_owned());
-        }
+    /// Everything but the subject: the body parts, then the containers.
+    fn body_of(&mut self, msg: &Message<'_>, limits: &Limits, first_html: Option<&str>) {
+        let t = self;
         let mut html_seen = Vec::new();
-        for &i in msg.text_body.iter().take(limits.max_parts) {
+        for (n, &i) in msg.text_body.iter().take(limits.max_parts).enumerate() {
             match msg.parts.get(i as usize).map(|p| &p.body) {
                 Some(PartType::Text(body)) => {
                     t.split_into(truncate(body, limits.max_scan_bytes), false)
                 }
                 Some(PartType::Html(html)) => {
                     html_seen.push(i);
-                    t.split_into(
-                        &text::html_to_text(truncate(html, limits.max_scan_bytes)),
-                        true,
-                    );
+                    // The caller's text of the whole first part is this part's text when
+                    // the part is not cut.
+                    match first_html.filter(|_| n == 0 && html.len() <= limits.max_scan_bytes) {
+                        Some(converted) => t.split_into(converted, true),
+                        None => t.split_into(
+                            &text::html_to_text(truncate(html, limits.max_scan_bytes)),
+                            true,
+                        ),
+                    }
                 }
                 _ => {}
             }
@@ -121,7 +144,6 @@ impl Texts {
             }
         }
         t.containers(msg, limits, 1, false);
-        t
     }
 
     /// Own text goes to body (or html), quoted text of earlier mails to quoted.
@@ -327,6 +349,14 @@ pub fn split_quoted(text: &str) -> (String, String) {
 }
 
 fn starts_quote_block(t: &str, prev_blank: bool) -> bool {
+    // Every opening below starts with one of these bytes: most lines are let go uncopied.
+    if !t
+        .bytes()
+        .next()
+        .is_some_and(|b| matches!(b.to_ascii_lowercase(), b'o' | b'-' | b'b' | b'f' | b'_'))
+    {
+        return false;
+    }
     let l = t.to_ascii_lowercase();
     (l.starts_with("on ") && l.ends_with("wrote:"))
         || (l.contains("original message") && l.starts_with('-'))

@@ -494,6 +494,7 @@ impl Builder {
             usize::try_from(settings.max_mail_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
         Ok(Rules {
             ticket_patterns: self.patterns,
+            phrase_index: super::phrases::PhraseIndex::new(&self.desks),
             desks: self.desks,
             broadcast_threshold: settings.broadcast_threshold,
             broadcast_window_secs: settings.broadcast_window_minutes * 60,

@@ -4,6 +4,7 @@
 
 pub mod compile;
 pub mod matrix;
+pub mod phrases;
 pub mod schema;
 
 pub use compile::{Deployment, RulesError, compile, load};
@@ -185,6 +186,8 @@ pub struct Template {
 pub struct Rules {
     pub ticket_patterns: Vec<TicketPattern>,
     pub desks: Vec<DeskProfile>,
+    /// The literals of `desks`' phrases, to find in one pass which can match a text.
+    pub phrase_index: phrases::PhraseIndex,
     /// Broadcast when addressed or seen at >= this many contact-list addresses / desks.
     pub broadcast_threshold: usize,
     /// Copies of one mail in several desks count together within this window.
