@@ -57,10 +57,35 @@ async fn prune_removes_only_what_is_old_and_finished(db: Db) {
     s.fail_mail(&failed, "cannot move", NOW).await.unwrap();
     s.outbox_sent("o-sent", None, NOW).await.unwrap();
     s.outbox_failed("o-refused", "550 no", NOW).await.unwrap();
+    // Tickets the helpdesk acknowledged: one long ago, one now.
+    let learned = |ticket: &str, created: i64| crate::store::LearnedTicket {
+        ticket: ticket.to_string(),
+        created,
+        requester: None,
+    };
+    s.learn_tickets(
+        "INBOX",
+        (1, 2),
+        &[learned("2024-1", NOW - 3 * DAY), learned("2024-2", NOW)],
+        NOW,
+    )
+    .await
+    .unwrap();
 
+    // Only the ticket registered before the retention period.
     assert_eq!(
         s.prune(NOW + 3600, KEEP).await.unwrap(),
-        PruneCounts::default()
+        PruneCounts {
+            learned: 1,
+            ..PruneCounts::default()
+        }
+    );
+    assert!(
+        s.learned_tickets(&["2024-1".into(), "2024-2".into()])
+            .await
+            .unwrap()
+            .keys()
+            .eq(["2024-2"])
     );
     assert_eq!(
         s.prune(NOW + 3 * 3600, KEEP).await.unwrap(),
@@ -77,9 +102,10 @@ async fn prune_removes_only_what_is_old_and_finished(db: Db) {
             journal: 4,
             actions: 8,
             outbox: 2,
+            learned: 1,
         }
     );
-    assert_eq!(counts.total(), 14);
+    assert_eq!(counts.total(), 15);
     for k in [&done, &failed, &sent, &refused] {
         assert!(s.journal(k).await.unwrap().is_none(), "{k}");
     }
