@@ -194,6 +194,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "acknowledged tickets",
         include_str!("../../migrations/0005_acknowledged_tickets.sql"),
     ),
+    (
+        6,
+        "desk clock lookup",
+        include_str!("../../migrations/0006_desk_clock_lookup.sql"),
+    ),
 ];
 
 #[derive(Debug)]
