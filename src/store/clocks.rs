@@ -1,15 +1,15 @@
 //! The desks' clocks (issue #17, migration 0004): started or joined with a decision (in
-//! its transaction, [`start_or_join`]), read per desk for review, stopped or marked overdue
+//! its transaction, [`start_or_join_all`]), read per desk for review, stopped or marked overdue
 //! in one transaction, listed for `ticketgate report --overdue`. What stops a clock and
 //! when it is overdue is decided in `deskclock`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::AnyConnection;
 
 pub use super::decision::NewClock;
 use super::decision::NewDecision;
-use super::{Store, StoreError, get, get_u32, query_error};
+use super::{ROWS_PER_INSERT, Store, StoreError, get, get_u32, query_error, row_marks};
 
 /// One mail of a clock, where it is in the desk's mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,58 +83,99 @@ pub struct ClockRow {
     pub overdue_at: Option<i64>,
 }
 
-/// The open clock of a desk (`$1`) and ticket (`$2`), looked up once per ticket mail: an
-/// index on all three columns serves it (migration 0006), or a backlog's cost grows with the
-/// square of its ticket mails.
-pub(super) const OPEN_CLOCK: &str =
-    "SELECT started FROM desk_clock WHERE desk = $1 AND ticket = $2 AND status = 'open'";
+/// The open clocks of a desk (`$1`) among some of its tickets (`$2`, ...: the placeholders
+/// follow): looked up once per batch of ticket mails through an index on all three columns
+/// (migration 0006); with an index on (desk, status) only, SQLite scanned every open clock
+/// of the desk, and a backlog's cost grew with the square of its ticket mails.
+pub(super) const OPEN_CLOCKS_OF: &str =
+    "SELECT ticket, started FROM desk_clock WHERE desk = $1 AND status = 'open' AND ticket IN";
 
-/// Starts the desk's clock on `clock.ticket` with decision `d`, or adds `d`'s mail to the
-/// clock already open on it (inside the decision's transaction).
-pub(super) async fn start_or_join(
+/// Starts the desk's clock on each decision's ticket (`(decision, clock)` in decision
+/// order), or adds the decision's mail to the clock already open on it, inside the
+/// decisions' transaction: the first mail on a ticket without an open clock starts one
+/// (started = its decision time), later ones join it, within the batch as across batches.
+/// A few statements per batch: one lookup per desk and chunk of tickets, multi-row inserts.
+pub(super) async fn start_or_join_all(
     tx: &mut AnyConnection,
-    d: &NewDecision,
-    clock: &NewClock,
+    started: &[(&NewDecision, &NewClock)],
 ) -> Result<(), StoreError> {
     let op = "start a desk clock";
-    let open = sqlx::query(OPEN_CLOCK)
-        .bind(&d.key.desk)
-        .bind(&clock.ticket)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(query_error(op))?;
-    let started = match open {
-        Some(row) => get::<i64>(&row, "started", op)?,
-        None => {
-            sqlx::query(
-                "INSERT INTO desk_clock (desk, ticket, started, due, sender, subject, status) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'open') ON CONFLICT DO NOTHING",
-            )
-            .bind(&d.key.desk)
-            .bind(&clock.ticket)
-            .bind(d.now)
-            .bind(clock.due)
-            .bind(d.sender.as_deref())
-            .bind(super::truncate(&d.subject))
-            .execute(&mut *tx)
-            .await
-            .map_err(query_error(op))?;
-            d.now
+    if started.is_empty() {
+        return Ok(());
+    }
+    // The open clocks of the batch's (desk, ticket) pairs.
+    let mut by_desk: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (d, c) in started {
+        let tickets = by_desk.entry(d.key.desk.as_str()).or_default();
+        if !tickets.contains(&c.ticket.as_str()) {
+            tickets.push(c.ticket.as_str());
         }
-    };
-    sqlx::query(
-        "INSERT INTO desk_clock_mail (desk, uidvalidity, uid, ticket, started, message_id) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-    )
-    .bind(&d.key.desk)
-    .bind(i64::from(d.key.uidvalidity))
-    .bind(i64::from(d.key.uid))
-    .bind(&clock.ticket)
-    .bind(started)
-    .bind(d.message_id.as_deref())
-    .execute(&mut *tx)
-    .await
-    .map_err(query_error(op))?;
+    }
+    let mut open: HashMap<(String, String), i64> = HashMap::new();
+    for (desk, tickets) in &by_desk {
+        for chunk in tickets.chunks(ROWS_PER_INSERT) {
+            let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+            let sql = format!("{OPEN_CLOCKS_OF} ({})", marks.join(", "));
+            let mut q = sqlx::query(&sql).bind(*desk);
+            for t in chunk {
+                q = q.bind(*t);
+            }
+            for row in q.fetch_all(&mut *tx).await.map_err(query_error(op))? {
+                let started: i64 = get(&row, "started", op)?;
+                let key = (desk.to_string(), get::<String>(&row, "ticket", op)?);
+                let earliest = open.entry(key).or_insert(started);
+                *earliest = (*earliest).min(started);
+            }
+        }
+    }
+    // Which mail starts a clock, and the clock each mail joins.
+    let mut new_clocks: Vec<(&NewDecision, &NewClock)> = Vec::new();
+    let mut mails: Vec<(&NewDecision, &NewClock, i64)> = Vec::with_capacity(started.len());
+    for &(d, c) in started {
+        let key = (d.key.desk.clone(), c.ticket.clone());
+        let at = *open.entry(key).or_insert_with(|| {
+            new_clocks.push((d, c));
+            d.now
+        });
+        mails.push((d, c, at));
+    }
+    for chunk in new_clocks.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO desk_clock (desk, ticket, started, due, sender, subject, status) \
+             VALUES {} ON CONFLICT DO NOTHING",
+            row_marks(1, chunk.len(), 7)
+        );
+        let mut q = sqlx::query(&sql);
+        for (d, c) in chunk {
+            q = q
+                .bind(&d.key.desk)
+                .bind(&c.ticket)
+                .bind(d.now)
+                .bind(c.due)
+                .bind(d.sender.as_deref())
+                .bind(super::truncate(&d.subject))
+                .bind("open");
+        }
+        q.execute(&mut *tx).await.map_err(query_error(op))?;
+    }
+    for chunk in mails.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO desk_clock_mail (desk, uidvalidity, uid, ticket, started, message_id) \
+             VALUES {} ON CONFLICT DO NOTHING",
+            row_marks(1, chunk.len(), 6)
+        );
+        let mut q = sqlx::query(&sql);
+        for (d, c, at) in chunk {
+            q = q
+                .bind(&d.key.desk)
+                .bind(i64::from(d.key.uidvalidity))
+                .bind(i64::from(d.key.uid))
+                .bind(&c.ticket)
+                .bind(*at)
+                .bind(d.message_id.as_deref());
+        }
+        q.execute(&mut *tx).await.map_err(query_error(op))?;
+    }
     Ok(())
 }
 

@@ -64,12 +64,14 @@ impl Store {
             .filter(|d| inserted.contains(&d.key) && planned.insert(&d.key))
             .collect();
         insert_action_rows(&mut tx, &first).await?;
+        let clocks: Vec<_> = first
+            .iter()
+            .filter_map(|d| Some((*d, d.clock.as_ref()?)))
+            .collect();
+        super::clocks::start_or_join_all(&mut tx, &clocks).await?;
         for d in decisions.iter_mut() {
             // Removed once seen: the same mail twice in one call is journaled once.
             out.push(if inserted.remove(&d.key) {
-                if let Some(clock) = &d.clock {
-                    super::clocks::start_or_join(&mut tx, d, clock).await?;
-                }
                 Recorded {
                     first_time: true,
                     queued: record_outgoing(&mut tx, d).await?,

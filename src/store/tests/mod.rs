@@ -101,6 +101,7 @@ store_tests!(migrations_apply_once_and_reopen, data_survives_reopen);
 
 // After the macro: the files below use it.
 mod acknowledged;
+mod clocks;
 mod journal;
 mod known;
 mod outbox;
@@ -402,10 +403,14 @@ impl Store {
 #[tokio::test]
 async fn the_open_clock_lookup_uses_an_index_on_desk_status_and_ticket() {
     let db = Db::sqlite().await;
-    let sql = format!("EXPLAIN QUERY PLAN {}", super::clocks::OPEN_CLOCK);
+    let sql = format!(
+        "EXPLAIN QUERY PLAN {} ($2, $3)",
+        super::clocks::OPEN_CLOCKS_OF
+    );
     let rows = sqlx::query(&sql)
         .bind("bid-ra")
         .bind("2024-1")
+        .bind("2024-2")
         .fetch_all(&db.store.pool)
         .await
         .unwrap();
