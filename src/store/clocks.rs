@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use futures_util::TryStreamExt as _;
 use sqlx::AnyConnection;
 
 pub use super::decision::NewClock;
@@ -183,16 +184,17 @@ impl Store {
     /// The open clocks of `desk` with their mails, oldest first. Two queries.
     pub async fn open_clocks(&self, desk: &str) -> Result<Vec<OpenClock>, StoreError> {
         let op = "read the desk clocks";
-        let rows = sqlx::query(
+        // Rows are read as they arrive, not collected first: a desk with thousands of open
+        // clocks (a backlog nobody answered yet) would hold every row twice (issue #16).
+        let mut rows = sqlx::query(
             "SELECT ticket, started, due, sender, subject, overdue_at FROM desk_clock \
              WHERE desk = $1 AND status = 'open' ORDER BY started, ticket",
         )
         .bind(desk)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_error(op))?;
+        .fetch(&self.pool);
         let mut clocks: BTreeMap<(String, i64), OpenClock> = BTreeMap::new();
-        for r in &rows {
+        while let Some(row) = rows.try_next().await.map_err(query_error(op))? {
+            let r = &row;
             let ticket: String = get(r, "ticket", op)?;
             let started: i64 = get(r, "started", op)?;
             clocks.insert(
@@ -209,20 +211,20 @@ impl Store {
                 },
             );
         }
+        drop(rows);
         if clocks.is_empty() {
             return Ok(Vec::new());
         }
-        let mails = sqlx::query(
+        let mut mails = sqlx::query(
             "SELECT m.ticket, m.started, m.uidvalidity, m.uid, m.message_id \
              FROM desk_clock_mail m JOIN desk_clock c ON c.desk = m.desk AND c.ticket = m.ticket \
              AND c.started = m.started WHERE m.desk = $1 AND c.status = 'open' \
              ORDER BY m.uidvalidity, m.uid",
         )
         .bind(desk)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_error(op))?;
-        for r in &mails {
+        .fetch(&self.pool);
+        while let Some(row) = mails.try_next().await.map_err(query_error(op))? {
+            let r = &row;
             let key = (
                 get::<String>(r, "ticket", op)?,
                 get::<i64>(r, "started", op)?,
