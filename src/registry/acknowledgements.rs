@@ -384,7 +384,6 @@ fn fill(out: &mut Answers, keys: &[String], answer: &Lookup) {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use toml::Spanned;
 
     struct Env;
     impl Environment for Env {
@@ -393,26 +392,8 @@ mod tests {
         }
     }
 
-    /// `text` as config.toml (with one `[other]` section first), its `[registry]` parsed.
     fn parse(text: &str) -> Result<RegistryConfig, String> {
-        let text = format!("[other]\nx = 1\n\n{text}");
-        let src = Source {
-            path: Path::new("/etc/ticketgate/config.toml"),
-            text: &text,
-        };
-        #[derive(Deserialize)]
-        struct File {
-            registry: Spanned<toml::Value>,
-        }
-        let file: File = src.parse().map_err(|p| p.to_string())?;
-        RegistryConfig::parse(
-            &src,
-            file.registry,
-            Path::new("/etc/ticketgate"),
-            &Env,
-            false,
-        )
-        .map_err(|p| p.to_string())
+        super::super::config::parse_config(text, &Env)
     }
 
     #[test]

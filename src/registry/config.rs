@@ -487,6 +487,30 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Tests: `text` as `/etc/ticketgate/config.toml` (with one `[other]` section first), its
+/// `[registry]` parsed with `env`; a problem as its text.
+#[cfg(test)]
+pub(super) fn parse_config(text: &str, env: &dyn Environment) -> Result<RegistryConfig, String> {
+    let text = format!("[other]\nx = 1\n\n{text}");
+    let src = Source {
+        path: Path::new("/etc/ticketgate/config.toml"),
+        text: &text,
+    };
+    #[derive(Deserialize)]
+    struct File {
+        registry: Spanned<toml::Value>,
+    }
+    let file: File = src.parse().map_err(|p| p.to_string())?;
+    RegistryConfig::parse(
+        &src,
+        file.registry,
+        Path::new("/etc/ticketgate"),
+        env,
+        false,
+    )
+    .map_err(|p| p.to_string())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
@@ -500,24 +524,7 @@ mod tests {
     }
 
     fn parse(body: &str) -> Result<RegistryConfig, String> {
-        let text = format!("[other]\nx = 1\n\n[registry]\n{body}");
-        let src = Source {
-            path: Path::new("/etc/ticketgate/config.toml"),
-            text: &text,
-        };
-        #[derive(Deserialize)]
-        struct File {
-            registry: Spanned<toml::Value>,
-        }
-        let file: File = toml::from_str(&text).unwrap();
-        RegistryConfig::parse(
-            &src,
-            file.registry,
-            Path::new("/etc/ticketgate"),
-            &Env,
-            false,
-        )
-        .map_err(|p| p.to_string())
+        parse_config(&format!("[registry]\n{body}"), &Env)
     }
 
     #[test]

@@ -16,6 +16,20 @@ fn on_ticket(uid: u32, ticket: &str, now: i64) -> NewDecision {
     d
 }
 
+/// (ticket, started, UIDs of its mails) of each clock.
+fn summary(clocks: &[crate::store::clocks::OpenClock]) -> Vec<(&str, i64, Vec<u32>)> {
+    clocks
+        .iter()
+        .map(|c| {
+            (
+                c.ticket.as_str(),
+                c.started,
+                c.mails.iter().map(|m| m.uid).collect(),
+            )
+        })
+        .collect()
+}
+
 async fn clocks_start_once_per_ticket_and_are_joined_within_and_across_batches(db: Db) {
     let s = &db.store;
     // One batch: two mails on T1 (the second joins the first's clock), one on T2, and one
@@ -28,18 +42,8 @@ async fn clocks_start_once_per_ticket_and_are_joined_within_and_across_batches(d
     ];
     s.record_decisions(&mut batch).await.unwrap();
     let clocks = s.open_clocks("works").await.unwrap();
-    let summary: Vec<(&str, i64, Vec<u32>)> = clocks
-        .iter()
-        .map(|c| {
-            (
-                c.ticket.as_str(),
-                c.started,
-                c.mails.iter().map(|m| m.uid).collect(),
-            )
-        })
-        .collect();
     assert_eq!(
-        summary,
+        summary(&clocks),
         [("2024-1", NOW, vec![1, 2]), ("2024-2", NOW + 5, vec![3])]
     );
     assert_eq!(clocks[0].due, NOW + 48 * 3600);
@@ -71,18 +75,8 @@ async fn clocks_start_once_per_ticket_and_are_joined_within_and_across_batches(d
         .await
         .unwrap();
     let clocks = s.open_clocks("works").await.unwrap();
-    let summary: Vec<(&str, i64, Vec<u32>)> = clocks
-        .iter()
-        .map(|c| {
-            (
-                c.ticket.as_str(),
-                c.started,
-                c.mails.iter().map(|m| m.uid).collect(),
-            )
-        })
-        .collect();
     assert_eq!(
-        summary,
+        summary(&clocks),
         [("2024-2", NOW + 5, vec![3]), ("2024-1", NOW + 200, vec![6])]
     );
 }
