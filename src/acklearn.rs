@@ -17,6 +17,7 @@ use std::time::Duration;
 use mail_parser::MessageParser;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::MailMemory;
 use crate::clock::unix_now;
 use crate::imap::{DeskSession, Endpoint, ImapError};
 use crate::registry::acknowledgements::{AckConfig, Acknowledgements};
@@ -200,14 +201,16 @@ async fn read(
     if first {
         tracing::info!(folder = %cfg.folder, uidvalidity = st.uidvalidity, from_uid = next, "reading the helpdesk's acknowledgements");
     }
+    let own = MailMemory::new(BATCH_BYTES.saturating_mul(crate::budget::DECIDE_COPIES));
     let uids = s.uids_from(next).await?;
     let (mut read, mut learned) = (0usize, 0usize);
     let mut rest: &[u32] = &uids;
     while !rest.is_empty() {
         let chunk = &rest[..rest.len().min(BATCH)];
-        let (mails, _reserved) = s
-            .fetch(chunk, MAX_ACK_BYTES, BATCH_BYTES, &shared.memory)
-            .await?;
+        // Not under the daemon's shared budget: a desk's decision can wait for this read
+        // (a ticket not learned yet) while holding its own reservation, and the read would
+        // then wait for that one. Its bytes are bounded by BATCH_BYTES anyway.
+        let (mails, _reserved) = s.fetch(chunk, MAX_ACK_BYTES, BATCH_BYTES, &own).await?;
         let Some(last) = mails.last().map(|m| m.uid) else {
             break;
         };

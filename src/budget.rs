@@ -114,6 +114,9 @@ impl MailMemory {
 /// The glibc tunable (glibc 2.26+; `GLIBC_TUNABLES`) [`use_fixed_mmap_threshold`] sets.
 pub const MMAP_TUNABLE: &str = "glibc.malloc.mmap_threshold";
 
+/// Set in the environment of the program [`use_fixed_mmap_threshold`] restarts.
+const RESTARTED: &str = "TICKETGATE_MMAP_THRESHOLD_SET";
+
 /// Blocks of this many bytes or more are mapped on their own and unmapped when freed.
 pub const MMAP_THRESHOLD: u32 = 256 * 1024;
 
@@ -129,7 +132,19 @@ pub const MMAP_THRESHOLD: u32 = 256 * 1024;
 /// (mallopt(3)); the cost is one mmap and munmap per block of 256 KiB or more.
 pub fn use_fixed_mmap_threshold() {
     use std::os::unix::process::CommandExt as _;
-    let current = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    // Once only: glibc may drop GLIBC_TUNABLES (secure-execution mode), and the restarted
+    // program must not restart again.
+    if std::env::var_os(RESTARTED).is_some() {
+        return;
+    }
+    // Other tunables that are not UTF-8 are left alone rather than rewritten.
+    let current = match std::env::var_os("GLIBC_TUNABLES") {
+        None => String::new(),
+        Some(v) => match v.into_string() {
+            Ok(v) => v,
+            Err(_) => return,
+        },
+    };
     if current.contains(MMAP_TUNABLE) {
         return;
     }
@@ -148,7 +163,11 @@ pub fn use_fixed_mmap_threshold() {
         command.arg0(name);
     }
     // Only returns on failure (the binary was replaced or removed meanwhile, say).
-    let error = command.args(args).env("GLIBC_TUNABLES", tunables).exec();
+    let error = command
+        .args(args)
+        .env("GLIBC_TUNABLES", tunables)
+        .env(RESTARTED, "1")
+        .exec();
     eprintln!(
         "ticketgate: cannot restart itself with {MMAP_TUNABLE} set ({error}); going on with glibc's defaults"
     );

@@ -220,7 +220,7 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
                     unrecorded.insert(id, r);
                 }
             }
-            let (due, _reserved) = if store_ok {
+            let (due, reserved) = if store_ok {
                 // At most 50 mails, and beyond the first about 8 MB of them, so that a few
                 // large redirects are read and sent one at a time.
                 match self
@@ -258,6 +258,9 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
                     break;
                 }
             }
+            // The mails and their share of the memory budget are not held through a nap.
+            drop(due);
+            drop(reserved);
             if store_ok {
                 store_failures = 0;
                 if sent_any {

@@ -1,9 +1,10 @@
 //! Retention: what the store forgets, and the periodic task that makes it forget. Sightings
 //! are kept as long as broadcast detection looks back (the rules' broadcast window);
 //! finished mails (journal rows done or set aside, with their planned actions) and finished
-//! outgoing mail (sent or failed) for the rules' `retention_days`, and so tickets learned
-//! from the helpdesk's acknowledgements registered before that. Pending outgoing mail and
-//! mails not finished are never removed. The windows come from the rules (`daemon`).
+//! outgoing mail (sent or failed) for the rules' `retention_days`. Pending outgoing mail and
+//! mails not finished are never removed. Tickets learned from the helpdesk's
+//! acknowledgements are kept: the folder is not read again, so a forgotten ticket would be
+//! answered "unknown" (one small row per ticket, like the helpdesk's own export). The windows come from the rules (`daemon`).
 
 use std::time::Duration;
 
@@ -30,14 +31,12 @@ pub struct PruneCounts {
     pub actions: u64,
     /// Sent or failed outbox rows.
     pub outbox: u64,
-    /// Tickets learned from acknowledgements, registered before the retention period.
-    pub learned: u64,
 }
 
 impl PruneCounts {
     /// All rows removed.
     pub fn total(&self) -> u64 {
-        self.sightings + self.journal + self.actions + self.outbox + self.learned
+        self.sightings + self.journal + self.actions + self.outbox
     }
 }
 
@@ -55,8 +54,7 @@ fn finished_journal(j: &str) -> String {
 impl Store {
     /// Removes what is older than `keep` says at `now` (Unix seconds): sightings outside the
     /// broadcast window; journal rows of mails done or set aside, with their planned actions,
-    /// and sent or failed outbox rows, finished before the retention period, and tickets
-    /// learned from acknowledgements registered before it. Never a pending
+    /// and sent or failed outbox rows, finished before the retention period. Never a pending
     /// outbox row, a mail still being decided, or a finished mail whose outgoing mail is
     /// still pending. One transaction for the journal and outbox; sightings apart.
     pub async fn prune(&self, now: i64, keep: Keep) -> Result<PruneCounts, StoreError> {
@@ -100,12 +98,6 @@ impl Store {
         .await
         .map_err(query_error(op))?
         .rows_affected();
-        counts.learned = sqlx::query("DELETE FROM ack_ticket WHERE created < $1")
-            .bind(finished)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_error(op))?
-            .rows_affected();
         tx.commit().await.map_err(query_error(op))?;
         Ok(counts)
     }
@@ -128,7 +120,6 @@ where
                 journal = c.journal,
                 actions = c.actions,
                 outbox = c.outbox,
-                learned_tickets = c.learned,
                 "old state removed from the database"
             ),
             Ok(_) => {}
