@@ -12,7 +12,7 @@ use crate::config::Desk;
 use crate::imap::{DeskSession, bare_message_id};
 use crate::pipeline::PipelineError;
 use crate::shared::Shared;
-use crate::store::{ClockChange, OpenClock, StopReason};
+use crate::store::{ClockChange, ClockRow, OpenClock, StopReason};
 
 /// Keyword of mail whose clock ran out unanswered.
 pub const OVERDUE: &str = "$Overdue";
@@ -71,25 +71,25 @@ pub fn review(clocks: &[OpenClock], seen: &Observed, now: i64) -> Review {
         };
         if let Some(reason) = reason {
             r.changes.push(ClockChange::Stop {
-                ticket: c.ticket.clone(),
-                started: c.started,
+                ticket: c.clock.ticket.clone(),
+                started: c.clock.started,
                 at: now,
                 reason,
             });
             continue;
         }
-        if c.overdue_at.is_some() {
+        if c.clock.overdue_at.is_some() {
             continue;
         }
-        if now >= c.due {
+        if now >= c.clock.due {
             r.changes.push(ClockChange::Overdue {
-                ticket: c.ticket.clone(),
-                started: c.started,
+                ticket: c.clock.ticket.clone(),
+                started: c.clock.started,
                 at: now,
             });
             r.tag_overdue.extend(here);
         } else {
-            r.next_due = Some(r.next_due.map_or(c.due, |d: i64| d.min(c.due)));
+            r.next_due = Some(r.next_due.map_or(c.clock.due, |d: i64| d.min(c.clock.due)));
         }
     }
     r.tag_overdue.sort_unstable();
@@ -136,7 +136,7 @@ pub async fn check(
         .flat_map(|c| &c.mails)
         .filter_map(|m| m.message_id.clone())
         .collect();
-    let oldest = clocks.iter().map(|c| c.started).min().unwrap_or(now);
+    let oldest = clocks.iter().map(|c| c.clock.started).min().unwrap_or(now);
     let mut looked_elsewhere = false;
     for (folder, into) in [
         (matrix.sent_folder.as_deref(), &mut seen.replied),
@@ -173,11 +173,11 @@ pub async fn check(
             };
             let Some(clock) = clocks
                 .iter()
-                .find(|c| c.ticket == *ticket && c.started == *started)
+                .find(|c| c.clock.ticket == *ticket && c.clock.started == *started)
             else {
                 continue;
             };
-            if let Some(out) = notice(&policy, desk, clock, template, now) {
+            if let Some(out) = notice(&policy, desk, &clock.clock, template, now) {
                 // Once per clock, whoever queues it (the id), across restarts.
                 queued |= shared.store.queue_once(&out, now).await?;
             }
@@ -196,8 +196,8 @@ pub async fn check(
             } => {
                 let late = clocks
                     .iter()
-                    .find(|c| c.ticket == *ticket && c.started == *started)
-                    .is_some_and(|c| now > c.due);
+                    .find(|c| c.clock.ticket == *ticket && c.clock.started == *started)
+                    .is_some_and(|c| now > c.clock.due);
                 tracing::info!(desk = %desk.name, %ticket, reason = %reason.as_str(), late, "desk clock stopped");
             }
             ClockChange::Overdue { ticket, .. } => {
@@ -219,12 +219,12 @@ pub async fn check(
         .collect();
     let running: Vec<&OpenClock> = clocks
         .iter()
-        .filter(|c| !stopped.contains(&(c.ticket.as_str(), c.started)))
+        .filter(|c| !stopped.contains(&(c.clock.ticket.as_str(), c.clock.started)))
         .collect();
     gauges.clocks_open.store(running.len() as u64, Relaxed);
     let overdue = running
         .iter()
-        .filter(|c| c.overdue_at.is_some() || now >= c.due)
+        .filter(|c| c.clock.overdue_at.is_some() || now >= c.clock.due)
         .count();
     gauges.clocks_overdue.store(overdue as u64, Relaxed);
     Ok(r.next_due)
@@ -237,7 +237,7 @@ pub async fn check(
 fn notice(
     policy: &crate::shared::Policy,
     desk: &Desk,
-    clock: &OpenClock,
+    clock: &ClockRow,
     template: &str,
     now: i64,
 ) -> Option<crate::store::NewOutgoing> {
@@ -316,13 +316,15 @@ mod tests {
 
     fn clock(ticket: &str, due: i64, uids: &[u32]) -> OpenClock {
         OpenClock {
-            desk: "bid-ra".into(),
-            ticket: ticket.into(),
-            started: 100,
-            due,
-            sender: Some("meena@rites.co.in".into()),
-            subject: format!("Ticket No:- {ticket}"),
-            overdue_at: None,
+            clock: ClockRow {
+                desk: "bid-ra".into(),
+                ticket: ticket.into(),
+                started: 100,
+                due,
+                sender: Some("meena@rites.co.in".into()),
+                subject: format!("Ticket No:- {ticket}"),
+                overdue_at: None,
+            },
             mails: uids
                 .iter()
                 .map(|u| ClockMail {
@@ -391,7 +393,7 @@ mod tests {
         );
         assert_eq!(r.tag_overdue, [1, 3]);
         assert_eq!(r.next_due, Some(2_000));
-        clocks[0].overdue_at = Some(1_000);
+        clocks[0].clock.overdue_at = Some(1_000);
         let r = review(&clocks, &seen(&[(1, &[]), (2, &[]), (3, &[])]), 1_500);
         assert!(r.changes.is_empty(), "{r:?}");
         assert_eq!(r.next_due, Some(2_000));

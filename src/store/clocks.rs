@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use futures_util::TryStreamExt as _;
 use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
 
 pub use super::decision::NewClock;
 use super::decision::NewDecision;
@@ -23,15 +24,7 @@ pub struct ClockMail {
 /// A running clock of a desk with its mails.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenClock {
-    pub desk: String,
-    pub ticket: String,
-    /// When the first mail was decided (Unix seconds); with desk and ticket, the clock's key.
-    pub started: i64,
-    pub due: i64,
-    pub sender: Option<String>,
-    pub subject: String,
-    /// When its mails were tagged overdue; `None`: not yet.
-    pub overdue_at: Option<i64>,
+    pub clock: ClockRow,
     pub mails: Vec<ClockMail>,
 }
 
@@ -72,16 +65,35 @@ pub enum ClockChange {
     },
 }
 
-/// A clock as `report --overdue` lists it.
+/// A desk's clock as the database holds it (without its mails): what `report --overdue`
+/// and the digest list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClockRow {
     pub desk: String,
     pub ticket: String,
+    /// When the first mail was decided (Unix seconds); with desk and ticket, the clock's key.
     pub started: i64,
     pub due: i64,
     pub sender: Option<String>,
     pub subject: String,
+    /// When its mails were tagged overdue; `None`: not yet.
     pub overdue_at: Option<i64>,
+}
+
+/// The columns [`clock_row`] reads.
+const CLOCK_COLUMNS: &str = "desk, ticket, started, due, sender, subject, overdue_at";
+
+/// A `desk_clock` row selected with [`CLOCK_COLUMNS`].
+fn clock_row(r: &AnyRow, op: &'static str) -> Result<ClockRow, StoreError> {
+    Ok(ClockRow {
+        desk: get(r, "desk", op)?,
+        ticket: get(r, "ticket", op)?,
+        started: get(r, "started", op)?,
+        due: get(r, "due", op)?,
+        sender: get(r, "sender", op)?,
+        subject: get(r, "subject", op)?,
+        overdue_at: get(r, "overdue_at", op)?,
+    })
 }
 
 /// The open clocks of a desk (`$1`) among some of its tickets (`$2`, ...: the placeholders
@@ -186,27 +198,18 @@ impl Store {
         let op = "read the desk clocks";
         // Rows are read as they arrive, not collected first: a desk with thousands of open
         // clocks (a backlog nobody answered yet) would hold every row twice (issue #16).
-        let mut rows = sqlx::query(
-            "SELECT ticket, started, due, sender, subject, overdue_at FROM desk_clock \
-             WHERE desk = $1 AND status = 'open' ORDER BY started, ticket",
-        )
-        .bind(desk)
-        .fetch(&self.pool);
+        let sql = format!(
+            "SELECT {CLOCK_COLUMNS} FROM desk_clock \
+             WHERE desk = $1 AND status = 'open' ORDER BY started, ticket"
+        );
+        let mut rows = sqlx::query(&sql).bind(desk).fetch(&self.pool);
         let mut clocks: BTreeMap<(String, i64), OpenClock> = BTreeMap::new();
         while let Some(row) = rows.try_next().await.map_err(query_error(op))? {
-            let r = &row;
-            let ticket: String = get(r, "ticket", op)?;
-            let started: i64 = get(r, "started", op)?;
+            let clock = clock_row(&row, op)?;
             clocks.insert(
-                (ticket.clone(), started),
+                (clock.ticket.clone(), clock.started),
                 OpenClock {
-                    desk: desk.to_string(),
-                    ticket,
-                    started,
-                    due: get(r, "due", op)?,
-                    sender: get(r, "sender", op)?,
-                    subject: get(r, "subject", op)?,
-                    overdue_at: get(r, "overdue_at", op)?,
+                    clock,
                     mails: Vec::new(),
                 },
             );
@@ -238,7 +241,9 @@ impl Store {
             }
         }
         let mut out: Vec<OpenClock> = clocks.into_values().collect();
-        out.sort_by(|a, b| (a.started, &a.ticket).cmp(&(b.started, &b.ticket)));
+        out.sort_by(|a, b| {
+            (a.clock.started, &a.clock.ticket).cmp(&(b.clock.started, &b.clock.ticket))
+        });
         Ok(out)
     }
 
@@ -293,26 +298,15 @@ impl Store {
     /// clock is overdue, as the watcher's review has it (`now >= due`).
     pub async fn clocks_due_before(&self, until: i64) -> Result<Vec<ClockRow>, StoreError> {
         let op = "list the desk clocks";
-        let rows = sqlx::query(
-            "SELECT desk, ticket, started, due, sender, subject, overdue_at FROM desk_clock \
-             WHERE status = 'open' AND due <= $1 ORDER BY due, desk, ticket",
-        )
-        .bind(until)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_error(op))?;
-        rows.iter()
-            .map(|r| {
-                Ok(ClockRow {
-                    desk: get(r, "desk", op)?,
-                    ticket: get(r, "ticket", op)?,
-                    started: get(r, "started", op)?,
-                    due: get(r, "due", op)?,
-                    sender: get(r, "sender", op)?,
-                    subject: get(r, "subject", op)?,
-                    overdue_at: get(r, "overdue_at", op)?,
-                })
-            })
-            .collect()
+        let sql = format!(
+            "SELECT {CLOCK_COLUMNS} FROM desk_clock \
+             WHERE status = 'open' AND due <= $1 ORDER BY due, desk, ticket"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(until)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error(op))?;
+        rows.iter().map(|r| clock_row(r, op)).collect()
     }
 }

@@ -22,8 +22,8 @@ fn summary(clocks: &[crate::store::clocks::OpenClock]) -> Vec<(&str, i64, Vec<u3
         .iter()
         .map(|c| {
             (
-                c.ticket.as_str(),
-                c.started,
+                c.clock.ticket.as_str(),
+                c.clock.started,
                 c.mails.iter().map(|m| m.uid).collect(),
             )
         })
@@ -46,7 +46,7 @@ async fn clocks_start_once_per_ticket_and_are_joined_within_and_across_batches(d
         summary(&clocks),
         [("2024-1", NOW, vec![1, 2]), ("2024-2", NOW + 5, vec![3])]
     );
-    assert_eq!(clocks[0].due, NOW + 48 * 3600);
+    assert_eq!(clocks[0].clock.due, NOW + 48 * 3600);
 
     // A later batch joins the open clock; the same decision again changes nothing.
     let mut later = vec![
@@ -57,7 +57,7 @@ async fn clocks_start_once_per_ticket_and_are_joined_within_and_across_batches(d
     let clocks = s.open_clocks("works").await.unwrap();
     assert_eq!(clocks.len(), 2);
     let uids: Vec<u32> = clocks[0].mails.iter().map(|m| m.uid).collect();
-    assert_eq!((clocks[0].started, uids), (NOW, vec![1, 2, 5]));
+    assert_eq!((clocks[0].clock.started, uids), (NOW, vec![1, 2, 5]));
 
     // Once answered, the next mail on the ticket starts a new clock.
     s.update_clocks(
