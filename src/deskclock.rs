@@ -243,31 +243,12 @@ fn notice(
 ) -> Option<crate::store::NewOutgoing> {
     let sender = clock.sender.as_deref()?;
     let t = policy.rules.templates.get(template)?;
-    let dir = &policy.dir;
-    let vars: std::collections::BTreeMap<String, String> = [
-        ("desk", desk.name.clone()),
-        (
-            "desk_name",
-            desk.display_name
-                .clone()
-                .unwrap_or_else(|| desk.name.clone()),
-        ),
-        ("desk_address", desk.address.clone()),
-        ("helpdesk", dir.helpdesk.clone()),
-        ("helpdesk_name", dir.helpdesk_name.clone()),
-        ("helpdesk_phone", dir.helpdesk_phone.clone()),
-        ("helpdesk_web", dir.helpdesk_web.clone()),
-        ("sender", sender.to_string()),
-        ("subject", clock.subject.clone()),
-        ("ticket", clock.ticket.clone()),
-        (
-            "date",
-            crate::clock::local_day(now, &policy.rules.time_zone),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let mut vars = crate::plan::desk_vars(policy, desk, now);
+    vars.extend([
+        ("sender".to_string(), sender.to_string()),
+        ("subject".to_string(), clock.subject.clone()),
+        ("ticket".to_string(), clock.ticket.clone()),
+    ]);
     let id = format!(
         "overdue-notice:{}:{}:{}",
         desk.name, clock.ticket, clock.started

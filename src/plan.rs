@@ -375,26 +375,11 @@ pub fn template_vars(
             i64::try_from(matrix.helpdesk_hours.saturating_mul(3_600)).unwrap_or(i64::MAX),
         )
     });
+    let mut vars = desk_vars(policy, desk, now);
     let pairs = [
-        ("desk", desk.name.clone()),
-        (
-            "desk_name",
-            desk.display_name
-                .clone()
-                .unwrap_or_else(|| desk.name.clone()),
-        ),
-        ("desk_address", desk.address.clone()),
-        ("helpdesk", policy.dir.helpdesk.clone()),
-        ("helpdesk_name", policy.dir.helpdesk_name.clone()),
-        ("helpdesk_phone", policy.dir.helpdesk_phone.clone()),
-        ("helpdesk_web", policy.dir.helpdesk_web.clone()),
         ("sender", facts.sender.clone().unwrap_or_default()),
         ("subject", facts.subject.clone()),
         ("message_id", facts.message_id.clone().unwrap_or_default()),
-        (
-            "date",
-            crate::clock::local_day(now, &policy.rules.time_zone),
-        ),
         ("ticket", ticket.unwrap_or_default()),
         (
             "ticket_created",
@@ -415,7 +400,37 @@ pub fn template_vars(
         ("suggested_address", address(facts.suggested_desk.as_ref())),
         ("suggested_nature", nature(facts.suggested_desk.as_ref())),
     ];
-    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    vars.extend(pairs.into_iter().map(|(k, v)| (k.to_string(), v)));
+    vars
+}
+
+/// The placeholders that depend on no mail: the sending desk (`desk`, `desk_name`,
+/// `desk_address`), the helpdesk (`helpdesk`, `helpdesk_name`, `helpdesk_phone`,
+/// `helpdesk_web`) and `{date}` (the day of `now` in the rules' time zone). Shared by
+/// [`template_vars`] and the desk clock's overdue notice.
+pub fn desk_vars(policy: &Policy, desk: &Desk, now: i64) -> BTreeMap<String, String> {
+    let dir = &policy.dir;
+    [
+        ("desk", desk.name.clone()),
+        (
+            "desk_name",
+            desk.display_name
+                .clone()
+                .unwrap_or_else(|| desk.name.clone()),
+        ),
+        ("desk_address", desk.address.clone()),
+        ("helpdesk", dir.helpdesk.clone()),
+        ("helpdesk_name", dir.helpdesk_name.clone()),
+        ("helpdesk_phone", dir.helpdesk_phone.clone()),
+        ("helpdesk_web", dir.helpdesk_web.clone()),
+        (
+            "date",
+            crate::clock::local_day(now, &policy.rules.time_zone),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 fn short_hash(s: &str) -> String {
