@@ -44,6 +44,19 @@ pub struct Imap {
     pub file_group: usize,
 }
 
+/// The SMTP submission server plus how the outbox uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Smtp {
+    pub server: Server,
+    /// Mails sent at once, each on its own connection (`[smtp] connections`, 1-16, default
+    /// [`DEFAULT_SMTP_CONNECTIONS`]). Also the most mails a kill -9 can send twice: each
+    /// connection has at most one mail between the server's acceptance and its record.
+    pub connections: usize,
+}
+
+/// `[smtp] connections` when config.toml leaves it out.
+pub const DEFAULT_SMTP_CONNECTIONS: usize = 4;
+
 /// One escalation desk: its mailbox and the account that reads and sends for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desk {
@@ -95,7 +108,7 @@ pub struct Logging {
 pub struct Config {
     pub path: PathBuf,
     pub imap: Imap,
-    pub smtp: Server,
+    pub smtp: Smtp,
     pub helpdesk: String,
     pub helpdesk_name: Option<String>,
     /// The helpdesk's phone numbers and web address as templates show them (`[helpdesk]
@@ -241,15 +254,22 @@ pub fn parse_for(
                 },
             ),
         };
-    let smtp = match raw.smtp {
-        None => {
-            top("smtp", &mut problems);
-            None
-        }
-        Some(v) => {
-            server(&src, v, "[smtp]", (465, 587), &base, offline, &mut problems).map(|(s, _)| s)
-        }
-    };
+    let smtp =
+        match raw.smtp {
+            None => {
+                top("smtp", &mut problems);
+                None
+            }
+            Some(v) => server(&src, v, "[smtp]", (465, 587), &base, offline, &mut problems).map(
+                |(s, r)| Smtp {
+                    server: s,
+                    connections: r
+                        .connections
+                        .unwrap_or(DEFAULT_SMTP_CONNECTIONS)
+                        .clamp(1, 16),
+                },
+            ),
+        };
     let helpdesk = match raw.helpdesk {
         None => {
             top("helpdesk", &mut problems);

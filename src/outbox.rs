@@ -7,9 +7,12 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -171,6 +174,8 @@ pub struct Outbox<T, S = Store> {
     clock: Clock,
     /// The process-wide budget the mails being read and sent are held under.
     memory: MailMemory,
+    /// Mails sent at once (`[smtp] connections`).
+    lanes: usize,
 }
 
 impl<T: Transport, S: OutboxStore> Outbox<T, S> {
@@ -190,6 +195,17 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
             metrics,
             clock: Clock::System,
             memory,
+            lanes: 1,
+        }
+    }
+
+    /// The same outbox sending up to `lanes` mails at once (`[smtp] connections`; 1, one
+    /// after the other in queue order, unless this is called). A kill -9 may send as many
+    /// mails again as were in flight.
+    pub fn with_lanes(self, lanes: usize) -> Self {
+        Outbox {
+            lanes: lanes.max(1),
+            ..self
         }
     }
 
@@ -238,24 +254,35 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
             } else {
                 (Vec::new(), Reserved::none())
             };
+            // Up to `lanes` mails in flight at once, each on its own connection; each lane
+            // records its mail's result before it takes the next, so at most one mail per
+            // connection is sent but unrecorded (what a kill -9 can repeat).
+            let stop = AtomicBool::new(false);
+            let attempted = {
+                let mut queue = due.iter().filter(|i| !unrecorded.contains_key(&i.id));
+                let mut in_flight = FuturesUnordered::new();
+                let mut attempted = Vec::new();
+                loop {
+                    while in_flight.len() < self.lanes
+                        && let Some(item) = queue.next()
+                    {
+                        in_flight.push(self.attempt(item, &cancel, &stop));
+                    }
+                    match in_flight.next().await {
+                        Some(a) => attempted.push(a),
+                        None => break attempted,
+                    }
+                }
+            };
+            if cancel.is_cancelled() {
+                return;
+            }
             let mut sent_any = false;
-            for item in due.iter().filter(|i| !unrecorded.contains_key(&i.id)) {
-                if cancel.is_cancelled() {
-                    return;
-                }
-                let outcome = self.transport.send(item).await;
-                if matches!(outcome, Outcome::Sent | Outcome::SentExcept(_)) {
-                    crate::crash::point("sent");
-                }
-                let now = self.clock.now();
-                let result = self.judge(item, &outcome, now);
+            for (id, result, recorded) in attempted.into_iter().flatten() {
                 sent_any = true;
-                if let Err(e) = self.store.record(&item.id, &result, now).await {
-                    tracing::error!(outbox_id = %item.id, error = %chain(e), "cannot record the send result; holding it until the database takes it (the mail is not sent again meanwhile)");
-                    self.metrics.errors.fetch_add(1, Relaxed);
-                    unrecorded.insert(item.id.clone(), result);
+                if !recorded {
+                    unrecorded.insert(id, result);
                     store_ok = false;
-                    break;
                 }
             }
             // The mails and their share of the memory budget are not held through a nap.
@@ -316,6 +343,36 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
                 () = desks_done => {}
             }
         }
+    }
+
+    /// Sends `item` and records the result: `None` when it was not tried (cancelled, or
+    /// `stop` set because the database refused a result), else its id, result and whether
+    /// the database took the result (if not, `stop` is set: no more mail is started).
+    async fn attempt(
+        &self,
+        item: &OutboxItem,
+        cancel: &CancellationToken,
+        stop: &AtomicBool,
+    ) -> Option<(String, Record, bool)> {
+        if cancel.is_cancelled() || stop.load(Relaxed) {
+            return None;
+        }
+        let outcome = self.transport.send(item).await;
+        if matches!(outcome, Outcome::Sent | Outcome::SentExcept(_)) {
+            crate::crash::point("sent");
+        }
+        let now = self.clock.now();
+        let result = self.judge(item, &outcome, now);
+        let recorded = match self.store.record(&item.id, &result, now).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(outbox_id = %item.id, error = %chain(e), "cannot record the send result; holding it until the database takes it (the mail is not sent again meanwhile)");
+                self.metrics.errors.fetch_add(1, Relaxed);
+                stop.store(true, Relaxed);
+                false
+            }
+        };
+        Some((item.id.clone(), result, recorded))
     }
 
     /// What to record for `outcome` of sending `item` at `now`; logs and counts it.

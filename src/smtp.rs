@@ -1,6 +1,7 @@
 //! The SMTP transport: [`Mailer`] sends one queued mail through lettre's SMTP client as
-//! the desk it comes from, over a kept-open connection per desk (envelope commands
-//! pipelined when the server offers it, closed after [`CLOSE_IDLE_AFTER`] idle), and says
+//! the desk it comes from, over the desk's kept-open connections (one per mail in flight,
+//! at most `[smtp] connections`; envelope commands pipelined when the server offers it,
+//! each closed after [`CLOSE_IDLE_AFTER`] idle), and says
 //! how it went as an [`Outcome`] with the server's reply code. When to send and retry is `outbox`'s;
 //! composing mail is `compose`'s.
 
@@ -174,8 +175,10 @@ async fn transact(
     }
 }
 
-/// One SMTP connection per desk (each desk sends as itself, authenticated), kept open
-/// between mails and opened again when it broke.
+/// The desks' SMTP connections (each desk sends as itself, authenticated): a mail takes
+/// one of its desk's idle connections or opens one, and gives it back after the server's
+/// answer, so a desk holds as many as it has mails in flight (the outbox sends at most
+/// `[smtp] connections` at once); kept open between mails and opened again when broken.
 ///
 /// Own connections rather than lettre's `AsyncSmtpTransport` pool, for one reason: the
 /// socket needs `TCP_NODELAY`. lettre writes a message and its terminating `CRLF.CRLF` as two
@@ -200,15 +203,18 @@ struct SmtpEndpoint {
 
 struct DeskSender {
     credentials: Credentials,
-    /// The open connection, shared with the task that closes it once idle.
-    slot: Arc<tokio::sync::Mutex<Slot>>,
+    /// The desk's open connections not in use, shared with the task that closes them once
+    /// idle. A send takes one out (or opens one) and puts it back when done, so a desk
+    /// holds at most as many connections as the outbox sends at once (`[smtp] connections`).
+    pool: Arc<tokio::sync::Mutex<Pool>>,
 }
 
-/// A desk's kept-open connection, if any, and whether a task watches it for idleness.
+/// A desk's kept-open connections not in use, and whether a task watches them for idleness.
 #[derive(Default)]
-struct Slot {
-    kept: Option<Kept>,
-    /// A task will close `kept` once it has been idle for [`CLOSE_IDLE_AFTER`].
+struct Pool {
+    /// Most recently used last.
+    idle: Vec<Kept>,
+    /// A task will close each of `idle` once it has been idle for [`CLOSE_IDLE_AFTER`].
     watched: bool,
 }
 
@@ -274,7 +280,7 @@ impl ConnectError {
 
 impl Mailer {
     pub fn new(config: &Config) -> Result<Mailer, SmtpError> {
-        let server = &config.smtp;
+        let server = &config.smtp.server;
         let starttls = match server.security {
             Security::StartTls => Some(tls_parameters(server)?),
             _ => None,
@@ -300,7 +306,7 @@ impl Mailer {
                         desk.login.clone(),
                         desk.password.expose().to_string(),
                     ),
-                    slot: Arc::default(),
+                    pool: Arc::default(),
                 };
                 (desk.name.clone(), sender)
             })
@@ -323,8 +329,9 @@ impl Mailer {
             Err(e) => return Outcome::Permanent(SendError::new(e.to_string())),
         };
         let ep = &self.endpoint;
-        let mut slot = desk.slot.lock().await;
-        let kept = match slot.kept.take() {
+        // The lock is held only to take a connection: the desk's other sends go on meanwhile.
+        let taken = desk.pool.lock().await.idle.pop();
+        let kept = match taken {
             Some(mut k) => {
                 let usable = !k.conn.has_broken()
                     && (k.used.elapsed() < CHECK_IDLE_AFTER
@@ -354,11 +361,13 @@ impl Mailer {
             let outcome = match tokio::time::timeout(ep.timeout, work).await {
                 Ok(Transaction::Delivered { refused }) => {
                     kept.used = Instant::now();
-                    slot.kept = Some(kept);
-                    if !slot.watched {
-                        slot.watched = true;
-                        tokio::spawn(close_when_idle(Arc::clone(&desk.slot)));
+                    let mut pool = desk.pool.lock().await;
+                    pool.idle.push(kept);
+                    if !pool.watched {
+                        pool.watched = true;
+                        tokio::spawn(close_when_idle(Arc::clone(&desk.pool)));
                     }
+                    drop(pool);
                     return if refused.is_empty() {
                         Outcome::Sent
                     } else {
@@ -445,27 +454,30 @@ async fn abort(conn: &mut AsyncSmtpConnection, timeout: Duration) {
     let _ = tokio::time::timeout(timeout, conn.abort()).await;
 }
 
-/// Closes (QUIT) the connection in `slot` once it has been idle for [`CLOSE_IDLE_AFTER`];
-/// ends when the slot is empty.
-async fn close_when_idle(slot: Arc<tokio::sync::Mutex<Slot>>) {
+/// Closes (QUIT) each connection in `pool` once it has been idle for [`CLOSE_IDLE_AFTER`];
+/// ends when the pool is empty.
+async fn close_when_idle(pool: Arc<tokio::sync::Mutex<Pool>>) {
     loop {
-        let deadline = {
-            let mut s = slot.lock().await;
-            match s.kept.as_mut() {
-                Some(k) if k.used.elapsed() < CLOSE_IDLE_AFTER => k.used + CLOSE_IDLE_AFTER,
-                Some(k) => {
-                    let _ = tokio::time::timeout(CHECK_IDLE_AFTER, k.conn.quit()).await;
-                    s.kept = None;
-                    s.watched = false;
-                    return;
-                }
-                None => {
-                    s.watched = false;
-                    return;
-                }
+        let (stale, deadline) = {
+            let mut p = pool.lock().await;
+            let (stale, fresh): (Vec<Kept>, Vec<Kept>) = std::mem::take(&mut p.idle)
+                .into_iter()
+                .partition(|k| k.used.elapsed() >= CLOSE_IDLE_AFTER);
+            p.idle = fresh;
+            let deadline = p.idle.iter().map(|k| k.used + CLOSE_IDLE_AFTER).min();
+            if deadline.is_none() {
+                p.watched = false;
             }
+            (stale, deadline)
         };
-        tokio::time::sleep_until(deadline).await;
+        // QUIT outside the lock: a send may take a fresh connection meanwhile.
+        for mut k in stale {
+            let _ = tokio::time::timeout(CHECK_IDLE_AFTER, k.conn.quit()).await;
+        }
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => return,
+        }
     }
 }
 

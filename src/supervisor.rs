@@ -128,11 +128,13 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
             shared.memory.clone(),
         );
         let (t, mailer) = (outbox_token.clone(), mailer.clone());
+        let lanes = shared.config.smtp.connections;
         // The metrics' flag is the one truth about the outbox task: /health and the
         // watchdog both read it.
         metrics.outbox_alive.store(true, Ordering::Relaxed);
         tracker.spawn(async move {
             Outbox::new(store, mailer, wake, Arc::clone(&metrics), memory)
+                .with_lanes(lanes)
                 .run(t, None)
                 .await;
             metrics.outbox_alive.store(false, Ordering::Relaxed);
@@ -158,7 +160,8 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
             Arc::clone(&shared.outbox_wake),
             Arc::clone(&shared.metrics),
             shared.memory.clone(),
-        );
+        )
+        .with_lanes(shared.config.smtp.connections);
         let outbox = tokio::spawn(async move {
             outbox
                 .run(

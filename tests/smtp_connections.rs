@@ -1,5 +1,6 @@
 //! How the outbox uses SMTP connections, on a real Postfix (Postfix's own log counts the
-//! connections): the redirects of one desk travel over one kept-open connection, and a
+//! connections): the redirects of one desk travel over one kept-open connection (with
+//! `[smtp] connections = 1`; over at most N with N), and a
 //! connection the server drops between two mails is replaced without losing or repeating
 //! a mail. What is sent and how it looks is `redirects.rs`'s; send failures are `faults.rs`'s.
 #![allow(
@@ -58,11 +59,19 @@ async fn wait_postfix_lines(stack: &MailStack, needle: &str, n: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_redirects_of_one_desk_travel_over_one_smtp_connection() {
+/// Queues `N` redirects on desk bid-ra, runs `run --once` with `[smtp] connections =
+/// connections`, checks each reached the helpdesk once and went pipelined, and returns how
+/// many SMTP connections the desk opened (Postfix's log) and its smtpd processes.
+async fn redirects_over(connections: usize) -> (usize, usize, String) {
     let stack = MailStack::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = deployment(&stack, dir.path(), "", "", None);
+    let config = deployment(
+        &stack,
+        dir.path(),
+        "",
+        &format!("connections = {connections}"),
+        None,
+    );
     const N: usize = 12;
     for i in 0..N {
         let raw = mail(
@@ -88,7 +97,7 @@ async fn the_redirects_of_one_desk_travel_over_one_smtp_connection() {
     assert_eq!(redirected.len(), N, "{redirected:?}\n{log}");
     assert!(redirected.values().all(|&n| n == 1), "{redirected:?}");
     // Every mail the desk handed to Postfix (redirects and any advisories), then its
-    // connections: one.
+    // connections.
     let sent = log.matches("mail sent").count();
     assert!(sent >= N, "{log}");
     wait_postfix_lines(&stack, "sasl_username=bid.ra", sent).await;
@@ -98,10 +107,25 @@ async fn the_redirects_of_one_desk_travel_over_one_smtp_connection() {
         sent,
         "one Postfix queue entry per mail sent"
     );
-    assert_eq!(connects, 1, "{sent} mails over one SMTP connection\n{log}");
-    assert_eq!(smtpd_pids(&stack, "bid.ra").len(), 1);
     // The commands went pipelined, and Postfix took them as such.
     assert_eq!(postfix_lines(&stack, "improper command pipelining"), 0);
+    (connects, smtpd_pids(&stack, "bid.ra").len(), log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redirects_of_one_desk_travel_over_one_smtp_connection() {
+    let (connects, smtpds, log) = redirects_over(1).await;
+    assert_eq!(connects, 1, "12 mails over one SMTP connection\n{log}");
+    assert_eq!(smtpds, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_three_connections_a_desk_opens_at_most_three() {
+    let (connects, smtpds, log) = redirects_over(3).await;
+    assert!(
+        (1..=3).contains(&connects) && smtpds == connects,
+        "{connects} connections, {smtpds} smtpd processes for `connections = 3`\n{log}"
+    );
 }
 
 /// One test mail from desk bid-ra to the helpdesk.
@@ -172,7 +196,7 @@ async fn a_recipient_refused_for_now_among_accepted_ones_fails_the_attempt_witho
         "{outcome:?}"
     );
     assert!(
-        started.elapsed() < config.smtp.timeout,
+        started.elapsed() < config.smtp.server.timeout,
         "{:?}",
         started.elapsed()
     );

@@ -24,6 +24,7 @@ pub(super) struct RawServer {
     pub(super) poll_seconds: Option<u64>,
     pub(super) batch_size: Option<usize>,
     pub(super) file_group: Option<usize>,
+    pub(super) connections: Option<usize>,
 }
 
 fn default_security() -> Security {

@@ -38,6 +38,23 @@ pub(super) fn server(
         ));
         return None;
     }
+    if what == "[imap]" && r.connections.is_some() {
+        problems.push(src.problem_at_key(
+            start,
+            "connections",
+            "[imap]: `connections` is an [smtp] setting (each desk keeps one IMAP connection); move it to [smtp] or remove it".to_string(),
+        ));
+    }
+    if what == "[smtp]"
+        && let Some(n) = r.connections
+        && !(1..=16).contains(&n)
+    {
+        problems.push(src.problem_at_key(
+            start,
+            "connections",
+            format!("[smtp]: connections = {n}: give 1 to 16 (mails sent at once, each on its own connection; default 4)"),
+        ));
+    }
     if what == "[smtp]" {
         for (key, set) in [
             ("idle_refresh_minutes", r.idle_refresh_minutes.is_some()),

@@ -107,3 +107,36 @@ fn credentials_directory_is_used() {
         .unwrap_or_default();
     assert!(err.contains("CREDENTIALS_DIRECTORY is not set"), "{err}");
 }
+
+#[test]
+fn smtp_connections_default_to_four_and_are_refused_out_of_range_or_in_imap() {
+    let env = Env(vec![("BID_PW", "x".into())]);
+    let c = parse(Path::new("c.toml"), GOOD, &env).map_err(|e| e.to_string());
+    assert_eq!(c.unwrap_or_else(|e| panic!("{e}")).smtp.connections, 4);
+    let text = GOOD.replace("port = 10025\n", "port = 10025\nconnections = 2\n");
+    let c = parse(Path::new("c.toml"), &text, &env).map_err(|e| e.to_string());
+    assert_eq!(c.unwrap_or_else(|e| panic!("{e}")).smtp.connections, 2);
+    for (bad, line, says) in [
+        (
+            GOOD.replace("port = 10025\n", "port = 10025\nconnections = 0\n"),
+            10,
+            "[smtp]: connections = 0: give 1 to 16",
+        ),
+        (
+            GOOD.replace("port = 10025\n", "port = 10025\nconnections = 40\n"),
+            10,
+            "[smtp]: connections = 40: give 1 to 16",
+        ),
+        (
+            GOOD.replace("port = 10143\n", "port = 10143\nconnections = 2\n"),
+            5,
+            "[imap]: `connections` is an [smtp] setting",
+        ),
+    ] {
+        let err = parse(Path::new("c.toml"), &bad, &env)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains(&format!("c.toml:{line}:1: {says}")), "{err}");
+    }
+}

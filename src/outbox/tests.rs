@@ -383,3 +383,102 @@ async fn cancelling_stops_a_sleeping_outbox_at_once() {
     run.stop().await;
     assert!(cancelled.elapsed() < Duration::from_secs(1));
 }
+
+/// What [`Slow`] and [`Counting`] saw: mails being sent at once (now and at most), mails
+/// the server accepted, results recorded, and the most accepted-but-unrecorded mails seen
+/// when a send started.
+#[derive(Default)]
+struct Lanes {
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
+    accepted: std::sync::atomic::AtomicUsize,
+    recorded: std::sync::atomic::AtomicUsize,
+    worst_unrecorded: std::sync::atomic::AtomicUsize,
+}
+
+/// A transport that takes 50 ms (tokio time) per mail and counts in [`Lanes`].
+struct Slow(Arc<Lanes>);
+
+impl Transport for Slow {
+    async fn send(&self, _item: &OutboxItem) -> Outcome {
+        let l = &self.0;
+        let now = l.in_flight.fetch_add(1, Relaxed) + 1;
+        l.max_in_flight.fetch_max(now, Relaxed);
+        let unrecorded = l.accepted.load(Relaxed) - l.recorded.load(Relaxed);
+        l.worst_unrecorded.fetch_max(unrecorded, Relaxed);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        l.accepted.fetch_add(1, Relaxed);
+        l.in_flight.fetch_sub(1, Relaxed);
+        Outcome::Sent
+    }
+}
+
+/// The real store, counting the results it took in [`Lanes`].
+struct Counting(RealTimeStore, Arc<Lanes>);
+
+impl OutboxStore for Counting {
+    async fn due(
+        &self,
+        now: i64,
+        limit: u32,
+        max_bytes: u64,
+        memory: &MailMemory,
+    ) -> Result<(Vec<OutboxItem>, Reserved), StoreError> {
+        self.0.due(now, limit, max_bytes, memory).await
+    }
+
+    async fn record(&self, id: &str, r: &Record, now: i64) -> Result<(), StoreError> {
+        self.0.record(id, r, now).await?;
+        self.1.recorded.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    async fn waiting(&self) -> Result<(u64, Option<i64>), StoreError> {
+        self.0.waiting().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn several_lanes_send_at_once_and_each_records_its_mail_before_the_next() {
+    let store = RealTimeStore::open().await;
+    let ids: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    // All due at once (queued a second apart, the last 10 s ago).
+    store.queue(&refs, NOW - 20).await;
+    let lanes = Arc::new(Lanes::default());
+    let outbox = Outbox::new(
+        Counting(store.clone(), Arc::clone(&lanes)),
+        Slow(Arc::clone(&lanes)),
+        Arc::new(Notify::new()),
+        Arc::new(Metrics::new(["d"])),
+        MailMemory::for_largest_mail(25 << 20),
+    )
+    .with_clock(Clock::tokio(NOW))
+    .with_lanes(3);
+    let desks_done = CancellationToken::new();
+    desks_done.cancel();
+    let started = Instant::now();
+    outbox
+        .run(
+            CancellationToken::new(),
+            Some(Drain {
+                after: desks_done,
+                limit: Duration::from_secs(60),
+            }),
+        )
+        .await;
+    // Three at a time: 10 mails of 50 ms in 4 rounds, not 10.
+    assert_eq!(lanes.max_in_flight.load(Relaxed), 3);
+    assert!(
+        started.elapsed() < Duration::from_millis(10 * 50),
+        "{:?}",
+        started.elapsed()
+    );
+    // What a kill -9 can repeat: when a lane starts a mail, its own last one is recorded;
+    // only the other two lanes' may not be yet.
+    assert!(lanes.worst_unrecorded.load(Relaxed) <= 2);
+    assert_eq!(lanes.recorded.load(Relaxed), 10);
+    for id in &ids {
+        assert_eq!(store.row(id).await.status, OutboxStatus::Sent, "{id}");
+    }
+}
