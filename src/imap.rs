@@ -74,12 +74,32 @@ pub struct MailboxState {
 }
 
 /// One fetched mail. `raw` is `None` when the mail is larger than the limit (not downloaded).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FetchedMail {
     pub uid: u32,
     pub flags: Vec<String>,
     pub size: u32,
-    pub raw: Option<Vec<u8>>,
+    pub raw: Option<MailBytes>,
+}
+
+/// A fetched mail's bytes (RFC 5322), left in the IMAP client's own response buffer: not
+/// copied out, so that a large mail is held once, not twice, while a batch is fetched
+/// (issue #13; the buffer is the response's own allocation in async-imap 0.11, freed
+/// with it). Dereferences to the bytes.
+pub struct MailBytes(async_imap::types::Fetch);
+
+impl std::ops::Deref for MailBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.0.body().unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for MailBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MailBytes({} bytes)", self.len())
+    }
 }
 
 /// Why `wait` returned.

@@ -6,7 +6,9 @@
 
 use futures_util::TryStreamExt;
 
-use super::{DeskSession, FetchedMail, ImapError, MailboxState, flag_text, proto, timed, uid_set};
+use super::{
+    DeskSession, FetchedMail, ImapError, MailBytes, MailboxState, flag_text, proto, timed, uid_set,
+};
 use crate::budget::{MailMemory, Reserved};
 
 impl DeskSession {
@@ -125,8 +127,7 @@ impl DeskSession {
         if !small.is_empty() {
             let set = uid_set(&small);
             // Bodies may be large: allow more time than for a plain command.
-            // Each body is copied out as it arrives, so that only one copy of the batch is
-            // held at a time.
+            // Each body stays in its response's buffer (MailBytes): one copy of the batch.
             timed(t * 4, "UID FETCH BODY.PEEK[]", async {
                 let mut stream = self
                     .s()?
@@ -134,11 +135,11 @@ impl DeskSession {
                     .await
                     .map_err(proto("fetch mail"))?;
                 while let Some(f) = stream.try_next().await.map_err(proto("fetch mail"))? {
-                    let (Some(uid), Some(body)) = (f.uid, f.body()) else {
+                    let (Some(uid), true) = (f.uid, f.body().is_some()) else {
                         continue;
                     };
                     if let Ok(i) = mails.binary_search_by_key(&uid, |m| m.uid) {
-                        mails[i].raw = Some(body.to_vec());
+                        mails[i].raw = Some(MailBytes(f));
                     }
                 }
                 Ok::<_, ImapError>(())

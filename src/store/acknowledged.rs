@@ -90,6 +90,7 @@ impl Store {
                 "SELECT ticket, created, requester FROM ack_ticket WHERE ticket IN {}",
                 row_marks(1, 1, chunk.len())
             );
+            let sql = self.sql(sql);
             let mut q = sqlx::query(&sql);
             for t in chunk {
                 q = q.bind(t);

@@ -11,7 +11,9 @@ use sqlx::any::AnyRow;
 
 pub use super::decision::NewClock;
 use super::decision::NewDecision;
-use super::{ROWS_PER_INSERT, Store, StoreError, get, get_u32, query_error, row_marks};
+use super::{
+    ROWS_PER_INSERT, SQLITE, Store, StoreError, get, get_u32, positional, query_error, row_marks,
+};
 
 /// One mail of a clock, where it is in the desk's mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +118,7 @@ pub(super) async fn start_or_join_all(
     if started.is_empty() {
         return Ok(());
     }
+    let sqlite = tx.backend_name() == SQLITE;
     // The open clocks of the batch's (desk, ticket) pairs.
     let mut by_desk: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (d, c) in started {
@@ -128,7 +131,7 @@ pub(super) async fn start_or_join_all(
     for (desk, tickets) in &by_desk {
         for chunk in tickets.chunks(ROWS_PER_INSERT) {
             let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
-            let sql = format!("{OPEN_CLOCKS_OF} ({})", marks.join(", "));
+            let sql = positional(sqlite, format!("{OPEN_CLOCKS_OF} ({})", marks.join(", ")));
             let mut q = sqlx::query(&sql).bind(*desk);
             for t in chunk {
                 q = q.bind(*t);
@@ -158,6 +161,7 @@ pub(super) async fn start_or_join_all(
              VALUES {} ON CONFLICT DO NOTHING",
             row_marks(1, chunk.len(), 7)
         );
+        let sql = positional(sqlite, sql);
         let mut q = sqlx::query(&sql);
         for (d, c) in chunk {
             q = q
@@ -177,6 +181,7 @@ pub(super) async fn start_or_join_all(
              VALUES {} ON CONFLICT DO NOTHING",
             row_marks(1, chunk.len(), 6)
         );
+        let sql = positional(sqlite, sql);
         let mut q = sqlx::query(&sql);
         for (d, c, at) in chunk {
             q = q

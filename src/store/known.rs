@@ -72,6 +72,7 @@ impl Store {
                 "SELECT sender, rule, replied_at FROM reply_ledger WHERE sender IN ({})",
                 marks(1, chunk.len())
             );
+            let sql = self.sql(sql);
             let mut q = sqlx::query(&sql);
             for s in chunk {
                 q = q.bind(s.as_str());
@@ -103,6 +104,7 @@ impl Store {
                  WHERE desk = $1 AND uidvalidity = $2 AND uid IN ({}) ORDER BY uid, position",
                 marks(3, chunk.len())
             );
+            let sql = self.sql(sql);
             let mut q = sqlx::query(&sql).bind(desk).bind(i64::from(uidvalidity));
             for uid in chunk {
                 q = q.bind(i64::from(*uid));

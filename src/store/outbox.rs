@@ -142,6 +142,7 @@ impl Store {
              FROM outbox WHERE id IN ({}) ORDER BY next_attempt_at, created_at, id",
             placeholders.join(", ")
         );
+        let sql = self.sql(sql);
         let mut q = sqlx::query(&sql);
         for id in &ids {
             q = q.bind(id);

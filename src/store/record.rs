@@ -11,8 +11,8 @@ use super::journal::{MailStatus, queued_by};
 use super::outbox::record_outgoing;
 use super::progress::advance;
 use super::{
-    MailKey, ROWS_PER_INSERT, Store, StoreError, actions, get_key, get_u32, query_error, row_marks,
-    truncate,
+    MailKey, ROWS_PER_INSERT, SQLITE, Store, StoreError, actions, get_key, get_u32, positional,
+    query_error, row_marks, truncate,
 };
 
 /// What [`Store::record_decisions`] did with one decision.
@@ -113,6 +113,7 @@ impl Store {
                     "UPDATE journal SET status = 'done', finished_at = $1 \
                      WHERE desk = $2 AND uidvalidity = $3 AND status <> $4 AND uid IN {marks}"
                 );
+                let update = self.sql(update);
                 let mut q = sqlx::query(&update)
                     .bind(now)
                     .bind(desk)
@@ -129,6 +130,7 @@ impl Store {
                          AND uid IN {}",
                         row_marks(3, 1, chunk.len())
                     );
+                    let select = self.sql(select);
                     let mut q = sqlx::query(&select).bind(desk).bind(i64::from(uidvalidity));
                     for uid in chunk {
                         q = q.bind(i64::from(*uid));
@@ -204,6 +206,7 @@ async fn insert_journal_rows(
          RETURNING desk, uidvalidity, uid",
         row_marks(1, decisions.len(), 15)
     );
+    let sql = positional(tx.backend_name() == SQLITE, sql);
     let mut q = sqlx::query(&sql);
     for d in decisions {
         q = q
@@ -235,6 +238,7 @@ async fn insert_action_rows(
     decisions: &[&NewDecision],
 ) -> Result<(), StoreError> {
     let op = "record a decision";
+    let sqlite = tx.backend_name() == SQLITE;
     let mut rows: Vec<(&NewDecision, usize, String)> = Vec::new();
     for d in decisions {
         for (position, action) in d.actions.iter().enumerate() {
@@ -247,6 +251,7 @@ async fn insert_action_rows(
              VALUES {}",
             row_marks(1, chunk.len(), 6)
         );
+        let sql = positional(sqlite, sql);
         let mut q = sqlx::query(&sql);
         for (d, position, record) in chunk {
             q = q

@@ -35,6 +35,7 @@ impl Store {
                  ON CONFLICT (group_key, desk, uidvalidity, uid) DO NOTHING",
                 row_marks(1, chunk.len(), 5)
             );
+            let sql = self.sql(sql);
             let mut q = sqlx::query(&sql);
             for (group_key, key) in chunk {
                 q = q
@@ -58,6 +59,7 @@ impl Store {
                  AND group_key IN ({}) ORDER BY group_key, desk",
                 marks.join(", ")
             );
+            let sql = self.sql(sql);
             let mut q = sqlx::query(&sql).bind(now.saturating_sub(window_secs));
             for g in chunk {
                 q = q.bind(*g);

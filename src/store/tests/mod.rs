@@ -424,3 +424,32 @@ async fn the_open_clock_lookup_uses_an_index_on_desk_status_and_ticket() {
         "{plan:?}"
     );
 }
+
+#[test]
+fn sqlite_gets_plain_placeholders_only_when_numbered_once_in_order() {
+    let insert = format!("INSERT INTO t (a, b) VALUES {}", row_marks(1, 2, 2));
+    assert_eq!(
+        positional(true, insert.clone()),
+        "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)"
+    );
+    // PostgreSQL keeps `$N`.
+    assert_eq!(positional(false, insert.clone()), insert);
+    // Ten and more: the whole number is one placeholder.
+    let many = format!("VALUES {}", row_marks(1, 1, 12));
+    assert_eq!(positional(true, many).matches('?').count(), 12);
+    // Out of order or repeated: unchanged, still correct on SQLite.
+    for sql in [
+        "SELECT 1 WHERE a = $2 AND b = $1",
+        "SELECT 1 WHERE a = $1 OR b = $1",
+        "UPDATE t SET a = $1 WHERE b IN ($3, $4) AND c = $2",
+    ] {
+        assert_eq!(positional(true, sql.to_string()), sql);
+    }
+    assert_eq!(
+        positional(
+            true,
+            "SELECT a FROM t WHERE b = $1 AND c IN ($2, $3)".into()
+        ),
+        "SELECT a FROM t WHERE b = ? AND c IN (?, ?)"
+    );
+}
