@@ -122,8 +122,10 @@ async fn the_redirects_of_one_desk_travel_over_one_smtp_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_three_connections_a_desk_opens_at_most_three() {
     let (connects, smtpds, log) = redirects_over(3).await;
+    // A fetch batch (7 mails) is queued in one transaction, so the outbox reads several
+    // at once and sends them side by side: more than one connection, at most three.
     assert!(
-        (1..=3).contains(&connects) && smtpds == connects,
+        (2..=3).contains(&connects) && smtpds == connects,
         "{connects} connections, {smtpds} smtpd processes for `connections = 3`\n{log}"
     );
 }

@@ -384,9 +384,10 @@ async fn cancelling_stops_a_sleeping_outbox_at_once() {
     assert!(cancelled.elapsed() < Duration::from_secs(1));
 }
 
-/// What [`Slow`] and [`Counting`] saw: mails being sent at once (now and at most), mails
-/// the server accepted, results recorded, and the most accepted-but-unrecorded mails seen
-/// when a send started.
+/// What [`Slow`], [`Counting`] and [`Refusing`] saw: mails being sent at once (now and at
+/// most), mails the server accepted, results recorded, the most accepted-but-unrecorded
+/// mails seen when a send started, sends per mail id, the mails whose result the database
+/// refused and does not hold yet, and sends started while it held none of those.
 #[derive(Default)]
 struct Lanes {
     in_flight: std::sync::atomic::AtomicUsize,
@@ -394,14 +395,21 @@ struct Lanes {
     accepted: std::sync::atomic::AtomicUsize,
     recorded: std::sync::atomic::AtomicUsize,
     worst_unrecorded: std::sync::atomic::AtomicUsize,
+    sends: Mutex<HashMap<String, usize>>,
+    refused: Mutex<std::collections::HashSet<String>>,
+    started_while_refused: std::sync::atomic::AtomicUsize,
 }
 
 /// A transport that takes 50 ms (tokio time) per mail and counts in [`Lanes`].
 struct Slow(Arc<Lanes>);
 
 impl Transport for Slow {
-    async fn send(&self, _item: &OutboxItem) -> Outcome {
+    async fn send(&self, item: &OutboxItem) -> Outcome {
         let l = &self.0;
+        *l.sends.lock().unwrap().entry(item.id.clone()).or_default() += 1;
+        if !l.refused.lock().unwrap().is_empty() {
+            l.started_while_refused.fetch_add(1, Relaxed);
+        }
         let now = l.in_flight.fetch_add(1, Relaxed) + 1;
         l.max_in_flight.fetch_max(now, Relaxed);
         let unrecorded = l.accepted.load(Relaxed) - l.recorded.load(Relaxed);
@@ -478,6 +486,85 @@ async fn several_lanes_send_at_once_and_each_records_its_mail_before_the_next() 
     // only the other two lanes' may not be yet.
     assert!(lanes.worst_unrecorded.load(Relaxed) <= 2);
     assert_eq!(lanes.recorded.load(Relaxed), 10);
+    for id in &ids {
+        assert_eq!(store.row(id).await.status, OutboxStatus::Sent, "{id}");
+    }
+}
+
+/// [`Counting`] refusing the first results it is given (a full disk), as many as its
+/// counter says.
+struct Refusing(Counting, std::sync::atomic::AtomicUsize);
+
+impl OutboxStore for Refusing {
+    async fn due(
+        &self,
+        now: i64,
+        limit: u32,
+        max_bytes: u64,
+        memory: &MailMemory,
+    ) -> Result<(Vec<OutboxItem>, Reserved), StoreError> {
+        self.0.due(now, limit, max_bytes, memory).await
+    }
+
+    async fn record(&self, id: &str, r: &Record, now: i64) -> Result<(), StoreError> {
+        let lanes = &self.0.1;
+        if self
+            .1
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            lanes.refused.lock().unwrap().insert(id.to_string());
+            return Err(StoreError::Unknown {
+                op: "record a send result",
+                what: "a full disk".into(),
+            });
+        }
+        self.0.record(id, r, now).await?;
+        lanes.refused.lock().unwrap().remove(id);
+        Ok(())
+    }
+
+    async fn waiting(&self) -> Result<(u64, Option<i64>), StoreError> {
+        self.0.waiting().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_result_stops_every_lane_and_no_mail_goes_twice() {
+    let store = RealTimeStore::open().await;
+    let ids: Vec<String> = (0..6).map(|i| format!("m{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    store.queue(&refs, NOW - 20).await;
+    let lanes = Arc::new(Lanes::default());
+    // The three results of the first round, then the first retry of each of two rounds.
+    let refusals = std::sync::atomic::AtomicUsize::new(5);
+    let outbox = Outbox::new(
+        Refusing(Counting(store.clone(), Arc::clone(&lanes)), refusals),
+        Slow(Arc::clone(&lanes)),
+        Arc::new(Notify::new()),
+        Arc::new(Metrics::new(["d"])),
+        MailMemory::for_largest_mail(25 << 20),
+    )
+    .with_clock(Clock::tokio(NOW))
+    .with_lanes(3);
+    let desks_done = CancellationToken::new();
+    desks_done.cancel();
+    outbox
+        .run(
+            CancellationToken::new(),
+            Some(Drain {
+                after: desks_done,
+                limit: Duration::from_secs(60),
+            }),
+        )
+        .await;
+    // The three mails in flight when the database refused a result were sent; no other
+    // mail was started until it took all three, and none was sent again.
+    assert_eq!(lanes.started_while_refused.load(Relaxed), 0);
+    let sends = lanes.sends.lock().unwrap().clone();
+    assert_eq!(sends.len(), 6, "{sends:?}");
+    assert!(sends.values().all(|&n| n == 1), "{sends:?}");
+    assert_eq!(lanes.recorded.load(Relaxed), 6);
     for id in &ids {
         assert_eq!(store.row(id).await.status, OutboxStatus::Sent, "{id}");
     }
