@@ -91,28 +91,51 @@ impl Plan {
     }
 }
 
-/// Decides fetched mails of one desk and journals the decisions; returns the IMAP part of
-/// each (to be carried out by [`file`], possibly together with later batches').
-///
-/// The state database is read and written per batch, not per mail or rule: one query for
-/// what is already journaled (and one for the actions of mails a crash left decided), one
-/// transaction for the sightings, one query each for the answers and the last replies of
-/// the batch's senders, one transaction for all decisions with their outgoing mail
-/// (committed before any IMAP action runs). A mail that cannot be read is set aside on its
-/// own. A kill -9 anywhere still leaves each mail either undecided (decided again) or
-/// decided with its actions outstanding (redone by the next run, all idempotent: the desk's
-/// progress only passes a mail once it is filed).
+/// A fetched batch read against the journal and parsed, ready for [`decide_parsed`]: the
+/// mails (ascending by UID) with their memory reservation, the policy they were parsed
+/// under (decided under the same one, even across a reload), what the journal already
+/// holds of them, and each new mail's facts (`None`: journaled already).
+#[derive(Debug)]
+pub struct ParsedBatch {
+    mails: Vec<FetchedMail>,
+    reserved: crate::budget::Reserved,
+    policy: Arc<Policy>,
+    statuses: std::collections::HashMap<u32, MailStatus>,
+    extracted: Vec<Option<Result<Facts, MailError>>>,
+    parse_time: std::time::Duration,
+}
+
+impl ParsedBatch {
+    /// The batch's mails, ascending by UID.
+    pub fn mails(&self) -> &[FetchedMail] {
+        &self.mails
+    }
+}
+
+/// Decides fetched mails of one desk and journals the decisions: [`parse_batch`], then
+/// [`decide_parsed`].
 pub async fn decide_batch(
     shared: &Shared,
     desk: &Desk,
     uidvalidity: u32,
     batch: Batch,
 ) -> Result<Vec<Plan>, PipelineError> {
-    // Held to the end: the bodies, then the redirects composed from them.
-    let Batch {
-        mails,
-        reserved: _reserved,
-    } = batch;
+    let parsed = parse_batch(shared, desk, uidvalidity, batch).await?;
+    decide_parsed(shared, desk, uidvalidity, parsed).await
+}
+
+/// The first half of deciding a batch: one query for what the journal already holds of its
+/// mails, then the facts of each new one, parsed on a blocking thread (the CPU-heavy part).
+/// Pure of the decisions of other batches, so the desk parses a batch while it decides the
+/// one before (issue #16): the known state a decision depends on (sightings, answers,
+/// clocks) is read by [`decide_parsed`].
+pub async fn parse_batch(
+    shared: &Shared,
+    desk: &Desk,
+    uidvalidity: u32,
+    batch: Batch,
+) -> Result<ParsedBatch, PipelineError> {
+    let Batch { mails, reserved } = batch;
     crate::crash::point("fetched");
     let started = std::time::Instant::now();
     let policy = shared.policy();
@@ -121,16 +144,29 @@ pub async fn decide_batch(
         .store
         .journal_statuses(&desk.name, uidvalidity, &uids)
         .await?;
-    // Parsing is the CPU-heavy part: on a blocking thread, so that the desk's task can go on
-    // with IMAP (the next batch's fetch) meanwhile (issue #13). `None`: journaled already.
+    // On a blocking thread, so that the desk's task can go on with IMAP (the next batch's
+    // fetch) and the previous batch's decisions meanwhile.
     let new: Vec<bool> = uids.iter().map(|u| !statuses.contains_key(u)).collect();
-    let (mails, extracted) = {
+    // The batch is parsed in parts on as many blocking threads as the machine has cores
+    // (at most 4): the desk's own work leaves them free otherwise (issue #16).
+    let parts = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let per_part = mails.len().div_ceil(parts).max(1);
+    let mut rest = mails;
+    let mut rest_new = new;
+    let mut tasks = Vec::with_capacity(parts);
+    while !rest.is_empty() {
+        let tail = rest.split_off(per_part.min(rest.len()));
+        let tail_new = rest_new.split_off(per_part.min(rest_new.len()));
+        let (part, part_new) = (
+            std::mem::replace(&mut rest, tail),
+            std::mem::replace(&mut rest_new, tail_new),
+        );
         let policy = Arc::clone(&policy);
         let desk = desk.name.clone();
-        tokio::task::spawn_blocking(move || {
-            let facts: Vec<Option<Result<Facts, MailError>>> = mails
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let facts: Vec<Option<Result<Facts, MailError>>> = part
                 .iter()
-                .zip(new)
+                .zip(part_new)
                 .map(|(m, new)| {
                     new.then(|| match &m.raw {
                         Some(raw) => facts::extract(raw, &desk, &policy.dir, &policy.rules),
@@ -138,10 +174,54 @@ pub async fn decide_batch(
                     })
                 })
                 .collect();
-            (mails, facts)
-        })
-        .await?
-    };
+            (part, facts)
+        }));
+    }
+    let mut mails = Vec::with_capacity(uids.len());
+    let mut extracted = Vec::with_capacity(uids.len());
+    for task in tasks {
+        let (part, facts) = task.await?;
+        mails.extend(part);
+        extracted.extend(facts);
+    }
+    Ok(ParsedBatch {
+        mails,
+        reserved,
+        policy,
+        statuses,
+        extracted,
+        parse_time: started.elapsed(),
+    })
+}
+
+/// The second half: decides a parsed batch's new mails and journals the decisions; returns
+/// the IMAP part of each (to be carried out by [`file`], possibly together with later
+/// batches').
+///
+/// The state database is read and written per batch, not per mail or rule: one query for
+/// what is already journaled ([`parse_batch`]; one more for the actions of mails a crash
+/// left decided), one transaction for the sightings, one query each for the answers and the
+/// last replies of the batch's senders, one transaction for all decisions with their
+/// outgoing mail (committed before any IMAP action runs). A mail that cannot be read is set
+/// aside on its own. A kill -9 anywhere still leaves each mail either undecided (decided
+/// again) or decided with its actions outstanding (redone by the next run, all idempotent:
+/// the desk's progress only passes a mail once it is filed).
+pub async fn decide_parsed(
+    shared: &Shared,
+    desk: &Desk,
+    uidvalidity: u32,
+    parsed: ParsedBatch,
+) -> Result<Vec<Plan>, PipelineError> {
+    // Held to the end: the bodies, then the redirects composed from them.
+    let ParsedBatch {
+        mails,
+        reserved: _reserved,
+        policy,
+        statuses,
+        extracted,
+        parse_time,
+    } = parsed;
+    let started = std::time::Instant::now();
     let recovered: Vec<u32> = statuses
         .iter()
         .filter(|(_, s)| **s == MailStatus::Decided)
@@ -203,7 +283,6 @@ pub async fn decide_batch(
             }
         }
     }
-    let parsed = started.elapsed();
     let count = mails.len();
     if !pending.is_empty() {
         let planned = plan_new(shared, &policy, desk, pending, now).await?;
@@ -215,8 +294,8 @@ pub async fn decide_batch(
     tracing::debug!(
         desk = %desk.name,
         mails = count,
-        parse_ms = ms(parsed),
-        decide_ms = ms(started.elapsed() - parsed),
+        parse_ms = ms(parse_time),
+        decide_ms = ms(started.elapsed()),
         "batch decided"
     );
     Ok(plans)

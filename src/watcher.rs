@@ -197,6 +197,26 @@ async fn fetch_batch(
     Ok((Batch { mails, reserved }, highest))
 }
 
+/// [`fetch_batch`], then [`pipeline::parse_batch`]: the batch's mails read against the
+/// journal and parsed, with the highest UID fetched.
+async fn fetch_and_parse(
+    s: &mut DeskSession,
+    shared: &Shared,
+    desk: &Desk,
+    uidvalidity: u32,
+    chunk: &[u32],
+    max_bytes: u32,
+    budget: u64,
+) -> Result<(pipeline::ParsedBatch, u32), DeskError> {
+    let (batch, highest) = fetch_batch(s, shared, desk, chunk, max_bytes, budget)
+        .await
+        .at(DeskOp::Fetch)?;
+    let parsed = pipeline::parse_batch(shared, desk, uidvalidity, batch)
+        .await
+        .at(DeskOp::Decide)?;
+    Ok((parsed, highest))
+}
+
 /// One connection's life: returns Ok when cancelled (or caught up, with `once`).
 async fn session(
     shared: &Shared,
@@ -278,58 +298,72 @@ async fn session(
                 careful = false;
                 continue;
             }
-            // Each batch is decided while the next one is fetched. A batch is at most
-            // `batch_size` mails and, by bytes, at most one largest allowed mail (or one
-            // mail): `pos` is where the next batch starts.
+            // Each batch is decided while the next one is fetched and parsed (issue #16:
+            // parsing on a blocking thread beside the decisions' database work). A batch is
+            // at most `batch_size` mails and, by bytes, at most one largest allowed mail (or
+            // one mail): `pos` is where the next batch starts.
             let chunk_at = |pos: usize| uids.get(pos..uids.len().min(pos + batch));
             let mut pos = 0;
             // Bodies in memory, fetched and being decided, stay within one largest allowed
             // mail (`max_mail_mb`) and one more mail: the next batch is fetched alongside
             // only with what the current one leaves of that budget (issue #13).
             let budget = u64::from(max_bytes);
+            let uidvalidity = state.uidvalidity;
             let mut fetched = match chunk_at(pos).filter(|c| !c.is_empty()) {
                 Some(chunk) => Some(
-                    fetch_batch(&mut s, shared, desk, chunk, max_bytes, budget)
-                        .await
-                        .at(DeskOp::Fetch)?,
+                    fetch_and_parse(&mut s, shared, desk, uidvalidity, chunk, max_bytes, budget)
+                        .await?,
                 ),
                 None => None,
             };
-            while let Some((mails, highest)) = fetched.take() {
-                pos += mails.mails.len();
-                let held: u64 = mails
-                    .mails
+            while let Some((parsed, highest)) = fetched.take() {
+                pos += parsed.mails().len();
+                let held: u64 = parsed
+                    .mails()
                     .iter()
                     .filter_map(|m| m.raw.as_ref())
                     .map(|r| r.len() as u64)
                     .sum();
-                let room = unfiled.len() + mails.mails.len() < group && !cancel.is_cancelled();
+                let room = unfiled.len() + parsed.mails().len() < group && !cancel.is_cancelled();
                 let alongside = budget.saturating_sub(held);
                 let following = chunk_at(pos).filter(|c| !c.is_empty() && room);
                 // A large batch is decided first, and the next one fetched after it.
                 let deferred = following.filter(|_| alongside < budget / 2);
                 let next = following.filter(|_| alongside >= budget / 2);
                 let (plans, next) = tokio::join!(
-                    pipeline::decide_batch(shared, desk, state.uidvalidity, mails),
+                    pipeline::decide_parsed(shared, desk, uidvalidity, parsed),
                     async {
                         match next {
-                            Some(chunk) => {
-                                fetch_batch(&mut s, shared, desk, chunk, max_bytes, alongside)
-                                    .await
-                                    .map(Some)
-                            }
+                            Some(chunk) => fetch_and_parse(
+                                &mut s,
+                                shared,
+                                desk,
+                                uidvalidity,
+                                chunk,
+                                max_bytes,
+                                alongside,
+                            )
+                            .await
+                            .map(Some),
                             None => Ok(None),
                         }
                     }
                 );
                 unfiled.extend(plans.at(DeskOp::Decide)?);
                 decided_up_to = decided_up_to.max(highest);
-                fetched = match (next.at(DeskOp::Fetch)?, deferred) {
+                fetched = match (next?, deferred) {
                     (Some(n), _) => Some(n),
                     (None, Some(chunk)) => Some(
-                        fetch_batch(&mut s, shared, desk, chunk, max_bytes, budget)
-                            .await
-                            .at(DeskOp::Fetch)?,
+                        fetch_and_parse(
+                            &mut s,
+                            shared,
+                            desk,
+                            uidvalidity,
+                            chunk,
+                            max_bytes,
+                            budget,
+                        )
+                        .await?,
                     ),
                     (None, None) => None,
                 };
