@@ -446,17 +446,12 @@ impl OutboxStore for Counting {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn several_lanes_send_at_once_and_each_records_its_mail_before_the_next() {
-    let store = RealTimeStore::open().await;
-    let ids: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    // All due at once (queued a second apart, the last 10 s ago).
-    store.queue(&refs, NOW - 20).await;
-    let lanes = Arc::new(Lanes::default());
+/// Runs an outbox over `store` with [`Slow`] counting in `lanes`, three mails at a time,
+/// until it has drained what is due (the desks are done from the start).
+async fn drain_on_three_lanes(store: impl OutboxStore, lanes: &Arc<Lanes>) {
     let outbox = Outbox::new(
-        Counting(store.clone(), Arc::clone(&lanes)),
-        Slow(Arc::clone(&lanes)),
+        store,
+        Slow(Arc::clone(lanes)),
         Arc::new(Notify::new()),
         Arc::new(Metrics::new(["d"])),
         MailMemory::for_largest_mail(25 << 20),
@@ -465,7 +460,6 @@ async fn several_lanes_send_at_once_and_each_records_its_mail_before_the_next() 
     .with_lanes(3);
     let desks_done = CancellationToken::new();
     desks_done.cancel();
-    let started = Instant::now();
     outbox
         .run(
             CancellationToken::new(),
@@ -475,6 +469,18 @@ async fn several_lanes_send_at_once_and_each_records_its_mail_before_the_next() 
             }),
         )
         .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn several_lanes_send_at_once_and_each_records_its_mail_before_the_next() {
+    let store = RealTimeStore::open().await;
+    let ids: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    // All due at once (queued a second apart, the last 10 s ago).
+    store.queue(&refs, NOW - 20).await;
+    let lanes = Arc::new(Lanes::default());
+    let started = Instant::now();
+    drain_on_three_lanes(Counting(store.clone(), Arc::clone(&lanes)), &lanes).await;
     // Three at a time: 10 mails of 50 ms in 4 rounds, not 10.
     assert_eq!(lanes.max_in_flight.load(Relaxed), 3);
     assert!(
@@ -538,26 +544,11 @@ async fn a_refused_result_stops_every_lane_and_no_mail_goes_twice() {
     let lanes = Arc::new(Lanes::default());
     // The three results of the first round, then the first retry of each of two rounds.
     let refusals = std::sync::atomic::AtomicUsize::new(5);
-    let outbox = Outbox::new(
+    drain_on_three_lanes(
         Refusing(Counting(store.clone(), Arc::clone(&lanes)), refusals),
-        Slow(Arc::clone(&lanes)),
-        Arc::new(Notify::new()),
-        Arc::new(Metrics::new(["d"])),
-        MailMemory::for_largest_mail(25 << 20),
+        &lanes,
     )
-    .with_clock(Clock::tokio(NOW))
-    .with_lanes(3);
-    let desks_done = CancellationToken::new();
-    desks_done.cancel();
-    outbox
-        .run(
-            CancellationToken::new(),
-            Some(Drain {
-                after: desks_done,
-                limit: Duration::from_secs(60),
-            }),
-        )
-        .await;
+    .await;
     // The three mails in flight when the database refused a result were sent; no other
     // mail was started until it took all three, and none was sent again.
     assert_eq!(lanes.started_while_refused.load(Relaxed), 0);
