@@ -5,7 +5,8 @@
 //! This file holds the validated types, the top-level table and the section-by-section
 //! checks (`parse_for`); the sections' serde shapes are in `config/raw.rs`, the [imap] /
 //! [smtp] server checks in `config/servers.rs`, a desk's password source in
-//! `config/desks.rs`, reading secrets in `crate::secret`.
+//! `config/desks.rs`, the `[[digest]]` groups in `config/digest.rs`, reading secrets in
+//! `crate::secret`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -127,7 +128,7 @@ pub struct Config {
     /// The helpdesk's ticket registry (`[registry]`, issue #17); off when `None`.
     pub registry: Option<crate::registry::RegistryConfig>,
     /// The supervisors' daily digests (`[[digest]]`, issue #17); none when not set.
-    pub digests: Vec<crate::digest::DigestGroup>,
+    pub digests: Vec<digest::DigestGroup>,
 }
 
 impl Config {
@@ -175,6 +176,7 @@ struct RawFile {
 // The sections as written, server and desk-secret checks, and the tests, each in its own
 // file under src/config/.
 mod desks;
+pub mod digest;
 mod raw;
 mod servers;
 #[cfg(test)]
@@ -412,7 +414,7 @@ pub fn parse_for(
     let declared: Vec<String> = raw_desks.iter().map(|(n, _)| n.clone()).collect();
     raw_desks.sort_by_key(|(_, v)| v.span().start);
     let in_order: Vec<String> = raw_desks.iter().map(|(n, _)| n.clone()).collect();
-    let digests = crate::digest::config::parse(&src, raw.digest, &in_order)
+    let digests = digest::parse(&src, raw.digest, &in_order)
         .map_err(|mut p| problems.append(&mut p))
         .unwrap_or_default();
     for (name, v) in raw_desks {

@@ -4,9 +4,8 @@
 //! clocks answered within the limit; as text here and as HTML (`digest::html`, a bar chart
 //! made of table cells, what Outlook's, Thunderbird's and webmail's renderers all draw).
 //! Pure: the shell reads the store and queues the mail (`digest::send`); `[[digest]]` of
-//! config.toml is read in `digest::config`.
+//! config.toml is read in `config::digest`.
 
-pub mod config;
 mod html;
 pub mod send;
 
@@ -14,7 +13,7 @@ use std::fmt::Write as _;
 
 use crate::store::{ClockRow, ReportRow, StoppedClock};
 
-pub use config::DigestGroup;
+pub use crate::config::digest::DigestGroup;
 pub use html::{BAR_COLOUR, BAR_PIXELS, bar_width, html};
 
 /// One desk's line of the digest.
