@@ -58,6 +58,9 @@ pub struct Smtp {
 /// `[smtp] connections` when config.toml leaves it out.
 pub const DEFAULT_SMTP_CONNECTIONS: usize = 4;
 
+/// The values `[smtp] connections` may take (`check` refuses others at the value).
+pub const SMTP_CONNECTIONS: std::ops::RangeInclusive<usize> = 1..=16;
+
 /// One escalation desk: its mailbox and the account that reads and sends for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desk {
@@ -265,10 +268,7 @@ pub fn parse_for(
             Some(v) => server(&src, v, "[smtp]", (465, 587), &base, offline, &mut problems).map(
                 |(s, r)| Smtp {
                     server: s,
-                    connections: r
-                        .connections
-                        .unwrap_or(DEFAULT_SMTP_CONNECTIONS)
-                        .clamp(1, 16),
+                    connections: r.connections.unwrap_or(DEFAULT_SMTP_CONNECTIONS),
                 },
             ),
         };

@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -256,20 +255,26 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
             };
             // Up to `lanes` mails in flight at once, each on its own connection; each lane
             // records its mail's result before it takes the next, so at most one mail per
-            // connection is sent but unrecorded (what a kill -9 can repeat).
-            let stop = AtomicBool::new(false);
+            // connection is sent but unrecorded (what a kill -9 can repeat). Once the
+            // database refuses a result, no further mail is started.
             let attempted = {
                 let mut queue = due.iter().filter(|i| !unrecorded.contains_key(&i.id));
                 let mut in_flight = FuturesUnordered::new();
-                let mut attempted = Vec::new();
+                let mut attempted: Vec<(String, Record, bool)> = Vec::new();
+                let mut refused = false;
                 loop {
-                    while in_flight.len() < self.lanes
+                    while !refused
+                        && !cancel.is_cancelled()
+                        && in_flight.len() < self.lanes
                         && let Some(item) = queue.next()
                     {
-                        in_flight.push(self.attempt(item, &cancel, &stop));
+                        in_flight.push(self.attempt(item));
                     }
                     match in_flight.next().await {
-                        Some(a) => attempted.push(a),
+                        Some(a) => {
+                            refused |= !a.2;
+                            attempted.push(a);
+                        }
                         None => break attempted,
                     }
                 }
@@ -277,9 +282,8 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
             if cancel.is_cancelled() {
                 return;
             }
-            let mut sent_any = false;
-            for (id, result, recorded) in attempted.into_iter().flatten() {
-                sent_any = true;
+            let sent_any = !attempted.is_empty();
+            for (id, result, recorded) in attempted {
                 if !recorded {
                     unrecorded.insert(id, result);
                     store_ok = false;
@@ -345,18 +349,9 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
         }
     }
 
-    /// Sends `item` and records the result: `None` when it was not tried (cancelled, or
-    /// `stop` set because the database refused a result), else its id, result and whether
-    /// the database took the result (if not, `stop` is set: no more mail is started).
-    async fn attempt(
-        &self,
-        item: &OutboxItem,
-        cancel: &CancellationToken,
-        stop: &AtomicBool,
-    ) -> Option<(String, Record, bool)> {
-        if cancel.is_cancelled() || stop.load(Relaxed) {
-            return None;
-        }
+    /// Sends `item` and records the result: its id, the result and whether the database
+    /// took it.
+    async fn attempt(&self, item: &OutboxItem) -> (String, Record, bool) {
         let outcome = self.transport.send(item).await;
         if matches!(outcome, Outcome::Sent | Outcome::SentExcept(_)) {
             crate::crash::point("sent");
@@ -368,11 +363,10 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
             Err(e) => {
                 tracing::error!(outbox_id = %item.id, error = %chain(e), "cannot record the send result; holding it until the database takes it (the mail is not sent again meanwhile)");
                 self.metrics.errors.fetch_add(1, Relaxed);
-                stop.store(true, Relaxed);
                 false
             }
         };
-        Some((item.id.clone(), result, recorded))
+        (item.id.clone(), result, recorded)
     }
 
     /// What to record for `outcome` of sending `item` at `now`; logs and counts it.

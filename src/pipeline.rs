@@ -156,38 +156,31 @@ pub async fn parse_batch(
     // (at most 4): the desk's own work leaves them free otherwise (issue #16).
     let parts = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let per_part = mails.len().div_ceil(parts).max(1);
-    let mut rest = mails;
-    let mut rest_new = new;
+    let mut items = mails.into_iter().zip(new).peekable();
     let mut tasks = Vec::with_capacity(parts);
-    while !rest.is_empty() {
-        let tail = rest.split_off(per_part.min(rest.len()));
-        let tail_new = rest_new.split_off(per_part.min(rest_new.len()));
-        let (part, part_new) = (
-            std::mem::replace(&mut rest, tail),
-            std::mem::replace(&mut rest_new, tail_new),
-        );
+    while items.peek().is_some() {
+        let part: Vec<(FetchedMail, bool)> = items.by_ref().take(per_part).collect();
         let policy = Arc::clone(&policy);
         let desk = desk.name.clone();
         tasks.push(tokio::task::spawn_blocking(move || {
-            let facts: Vec<Option<Result<Facts, MailError>>> = part
-                .iter()
-                .zip(part_new)
+            part.into_iter()
                 .map(|(m, new)| {
-                    new.then(|| match &m.raw {
+                    let facts = new.then(|| match &m.raw {
                         Some(raw) => facts::extract(raw, &desk, &policy.dir, &policy.rules),
                         None => Ok(Facts::oversized(&desk, m.size as usize)),
-                    })
+                    });
+                    (m, facts)
                 })
-                .collect();
-            (part, facts)
+                .collect::<Vec<_>>()
         }));
     }
     let mut mails = Vec::with_capacity(uids.len());
     let mut extracted = Vec::with_capacity(uids.len());
     for task in tasks {
-        let (part, facts) = task.await?;
-        mails.extend(part);
-        extracted.extend(facts);
+        for (m, facts) in task.await? {
+            mails.push(m);
+            extracted.push(facts);
+        }
     }
     Ok(ParsedBatch {
         mails,

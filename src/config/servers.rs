@@ -47,12 +47,14 @@ pub(super) fn server(
     }
     if what == "[smtp]"
         && let Some(n) = r.connections
-        && !(1..=16).contains(&n)
+        && !super::SMTP_CONNECTIONS.contains(&n)
     {
+        let (low, high) = super::SMTP_CONNECTIONS.into_inner();
+        let default = super::DEFAULT_SMTP_CONNECTIONS;
         problems.push(src.problem_at_key(
             start,
             "connections",
-            format!("[smtp]: connections = {n}: give 1 to 16 (mails sent at once, each on its own connection; default 4)"),
+            format!("[smtp]: connections = {n}: give {low} to {high} (mails sent at once, each on its own connection; default {default})"),
         ));
     }
     if what == "[smtp]" {
