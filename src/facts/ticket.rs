@@ -43,12 +43,18 @@ pub fn find_ticket_with(
     if let Some(s) = text::subject(msg) {
         texts.subject.push(text::normalize(&s).into_owned());
     }
-    // The subject and headers come first: the body is read only when they hold no ticket.
+    // The subject and headers come first: the body is read only when they hold no ticket,
+    // and the HTML alternatives of the text body only when the body holds none either.
     let mut read_body = false;
+    let mut read_alternatives = false;
     for source in TicketSource::ALL {
         if !read_body && !matches!(source, TicketSource::Subject | TicketSource::Header) {
             texts.body_of(msg, limits, first_html);
             read_body = true;
+        }
+        if !read_alternatives && matches!(source, TicketSource::Html | TicketSource::Quoted) {
+            texts.alternatives_of(msg, limits);
+            read_alternatives = true;
         }
         for p in patterns.iter().filter(|p| p.sources.contains(&source)) {
             let found = match source {
@@ -104,10 +110,16 @@ struct Texts {
     attached: Vec<String>,
     /// MIME parts looked at so far, all levels (bounded by `Limits::max_parts`).
     parts_seen: usize,
+    /// Where the HTML alternatives' texts go in `html` and `quoted` once they are read
+    /// ([`Texts::alternatives_of`]): after the body parts' texts, before the containers'.
+    alternatives_at: (usize, usize),
+    /// The text body's HTML parts, already read by [`Texts::body_of`] (sorted).
+    html_seen: Vec<u32>,
 }
 
 impl Texts {
-    /// Everything but the subject: the body parts, then the containers.
+    /// Everything but the subject and the HTML alternatives: the body parts, then the
+    /// containers.
     fn body_of(&mut self, msg: &Message<'_>, limits: &Limits, first_html: Option<&str>) {
         let t = self;
         let mut html_seen = Vec::new();
@@ -132,18 +144,30 @@ impl Texts {
             }
         }
         html_seen.sort_unstable();
+        t.html_seen = html_seen;
+        t.alternatives_at = (t.html.len(), t.quoted.len());
+        t.containers(msg, limits, 1, false);
+    }
+
+    /// The HTML alternatives of the text body (`multipart/alternative`'s HTML beside its
+    /// plain text), put where [`Texts::body_of`] left room for them: converting HTML is the
+    /// dearest step of the search (issue #16), and a ticket in the plain body makes it moot.
+    fn alternatives_of(&mut self, msg: &Message<'_>, limits: &Limits) {
+        let mut alternative = Texts::default();
         for &i in msg.html_body.iter().take(limits.max_parts) {
-            if html_seen.binary_search(&i).is_ok() {
+            if self.html_seen.binary_search(&i).is_ok() {
                 continue;
             }
             if let Some(PartType::Html(html)) = msg.parts.get(i as usize).map(|p| &p.body) {
-                t.split_into(
+                alternative.split_into(
                     &text::html_to_text(truncate(html, limits.max_scan_bytes)),
                     true,
                 );
             }
         }
-        t.containers(msg, limits, 1, false);
+        let (html_at, quoted_at) = self.alternatives_at;
+        self.html.splice(html_at..html_at, alternative.html);
+        self.quoted.splice(quoted_at..quoted_at, alternative.quoted);
     }
 
     /// Own text goes to body (or html), quoted text of earlier mails to quoted.

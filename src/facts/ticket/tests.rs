@@ -354,3 +354,68 @@ fn header_patterns_apply_to_named_headers() {
         Some(("2024-5555555".into(), TicketSource::Header))
     );
 }
+
+/// A TNEF stream (MS-OXTNEF 2.1) whose only text is `attBody`.
+fn tnef_with_body(body: &str) -> Vec<u8> {
+    let mut v = vec![0x78, 0x9F, 0x3E, 0x22, 0x01, 0x00];
+    let mut data = body.as_bytes().to_vec();
+    data.push(0);
+    v.push(1);
+    v.extend_from_slice(&0x0002_800C_u32.to_le_bytes());
+    v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    v.extend_from_slice(&data);
+    let sum = data.iter().fold(0u16, |s, &b| s.wrapping_add(u16::from(b)));
+    v.extend_from_slice(&sum.to_le_bytes());
+    v
+}
+
+/// The HTML alternative is converted only when the plain body holds no ticket (issue #16),
+/// and its texts still rank where they did: after the plain body's, before a TNEF body's.
+#[test]
+fn html_alternative_is_read_late_but_ranks_before_tnef() {
+    use base64::Engine as _;
+    let tnef = base64::engine::general_purpose::STANDARD.encode(tnef_with_body(
+        "See below\r\n\r\nOn Mon, 1 Jan 2026 Helpdesk wrote:\r\n> Ticket No: 2024-3333333",
+    ));
+    let mail = |plain: &str, html: &str| {
+        format!(
+            "From: a@example.in\r\nSubject: help\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\n\
+             Content-Type: multipart/alternative; boundary=a\r\n\r\n--a\r\n\
+             Content-Type: text/plain\r\n\r\n{plain}\r\n--a\r\n\
+             Content-Type: text/html\r\n\r\n{html}\r\n--a--\r\n--m\r\n\
+             Content-Type: application/ms-tnef\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+             {tnef}\r\n--m--\r\n"
+        )
+    };
+    let quoting = |n: &str| {
+        format!(
+            "<p>See below</p><blockquote>On Mon, 1 Jan 2026 Helpdesk wrote:<br>&gt; Ticket No: {n}</blockquote>"
+        )
+    };
+    // Quoted in the plain body, quoted in the HTML, quoted in the TNEF: the plain body's.
+    assert_eq!(
+        find(&mail(
+            "See below\r\n\r\nOn Mon, 1 Jan 2026 Helpdesk wrote:\r\n> Ticket No: 2024-1111111",
+            &quoting("2024-2222222")
+        )),
+        Some(("2024-1111111".into(), TicketSource::Quoted))
+    );
+    // Nothing in the plain body: the HTML alternative's quoted number before the TNEF's.
+    assert_eq!(
+        find(&mail("See below", &quoting("2024-2222222"))),
+        Some(("2024-2222222".into(), TicketSource::Quoted))
+    );
+    assert_eq!(
+        find(&mail("See below", "<p>See below</p>")),
+        Some(("2024-3333333".into(), TicketSource::Quoted))
+    );
+    // A number in the HTML's own text ranks as HTML, before any quoted text.
+    assert_eq!(
+        find(&mail(
+            "See below\r\n\r\nOn Mon, 1 Jan 2026 Helpdesk wrote:\r\n> Ticket No: 2024-1111111",
+            "<p>Ticket No: 2024-2222222</p>"
+        )),
+        Some(("2024-2222222".into(), TicketSource::Html))
+    );
+}
