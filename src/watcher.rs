@@ -324,9 +324,8 @@ async fn session(
                     .filter_map(|m| m.raw.as_ref())
                     .map(|r| r.len() as u64)
                     .sum();
-                let room = unfiled.len() + parsed.mails().len() < group && !cancel.is_cancelled();
                 let alongside = budget.saturating_sub(held);
-                let following = chunk_at(pos).filter(|c| !c.is_empty() && room);
+                let following = chunk_at(pos).filter(|c| !c.is_empty() && !cancel.is_cancelled());
                 // A large batch is decided first, and the next one fetched after it.
                 let deferred = following.filter(|_| alongside < budget / 2);
                 let next = following.filter(|_| alongside >= budget / 2);
@@ -367,6 +366,59 @@ async fn session(
                     ),
                     (None, None) => None,
                 };
+                if unfiled.len() < group {
+                    continue;
+                }
+                // A full group is filed while the batch fetched beside it is decided: the
+                // server files on the connection while the database takes the decisions
+                // (issue #16). Progress passes only the filed group.
+                let filing = std::mem::take(&mut unfiled);
+                let up_to = decided_up_to;
+                let beside = fetched.take();
+                pos += beside.as_ref().map_or(0, |(p, _)| p.mails().len());
+                let (filed, decided) = tokio::join!(
+                    pipeline::file(&mut s, shared, desk, uidvalidity, &filing, up_to),
+                    async {
+                        match beside {
+                            Some((parsed, highest)) => {
+                                pipeline::decide_parsed(shared, desk, uidvalidity, parsed)
+                                    .await
+                                    .map(|plans| Some((plans, highest)))
+                            }
+                            None => Ok(None),
+                        }
+                    }
+                );
+                filed.at(DeskOp::File)?;
+                trouble.stalled = 0;
+                last = up_to;
+                if let Some((plans, highest)) = decided.at(DeskOp::Decide)? {
+                    unfiled.extend(plans);
+                    decided_up_to = decided_up_to.max(highest);
+                }
+                // Without MOVE a group is one batch (see `group`): it is filed now.
+                if unfiled.len() >= group {
+                    pipeline::file(&mut s, shared, desk, uidvalidity, &unfiled, decided_up_to)
+                        .await
+                        .at(DeskOp::File)?;
+                    unfiled.clear();
+                    last = decided_up_to;
+                }
+                fetched = match chunk_at(pos).filter(|c| !c.is_empty() && !cancel.is_cancelled()) {
+                    Some(chunk) => Some(
+                        fetch_and_parse(
+                            &mut s,
+                            shared,
+                            desk,
+                            uidvalidity,
+                            chunk,
+                            max_bytes,
+                            budget,
+                        )
+                        .await?,
+                    ),
+                    None => None,
+                };
             }
             if decided_up_to > last {
                 pipeline::file(
@@ -394,13 +446,16 @@ async fn session(
                 break;
             }
         }
+        let started = std::time::Instant::now();
         pipeline::tag_late_broadcasts(&mut s, shared, desk)
             .await
             .at(DeskOp::LateBroadcasts)?;
+        let late_ms = started.elapsed().as_secs_f64() * 1000.0;
         // The desk's clocks: after every round, and again when the next one falls due.
         let next_due = crate::deskclock::check(&mut s, shared, desk, state.uidvalidity, unix_now())
             .await
             .at(DeskOp::Clocks)?;
+        tracing::debug!(desk = %desk.name, late_ms, clocks_ms = started.elapsed().as_secs_f64() * 1000.0 - late_ms, "round closed");
         gauges.last_sync.store(unix_now(), Ordering::Relaxed);
         if once {
             let _ = s.logout().await;
