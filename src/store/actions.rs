@@ -1,7 +1,9 @@
-//! The journal's action records: how a planned [`Action`] is stored in `journal_action.action`
-//! and read back. New rows hold JSON (`{"kind":"forward","arg":{"kind":"desk","name":"bid-ra"}}`,
-//! the serde form documented on [`Action`]); rows written by releases before 0.3 hold the
-//! rules' text form (`forward:desk:bid-ra`, `redirect:x@y.in`, `seen`), which is still read.
+//! The journal's action records: how a mail's planned [`Action`]s are stored and read back.
+//! Since release 0.7 they are one JSON array in `journal.actions`
+//! (`[{"kind":"forward","arg":{"kind":"desk","name":"bid-ra"}}]`, the serde form documented
+//! on [`Action`]). Before, each was a row of `journal_action`: JSON since release 0.3, before
+//! that the rules' text form (`forward:desk:bid-ra`, `redirect:x@y.in`, `seen`); those rows
+//! are still read.
 //! Which actions a mail gets is decided elsewhere (`decide`); writing and reading the rows is
 //! in `record` and `journal`.
 
@@ -24,15 +26,38 @@ pub struct UnreadableAction {
     pub reason: String,
 }
 
-/// The record stored for `action`.
-pub(super) fn encode(action: &Action) -> Result<String, StoreError> {
-    serde_json::to_string(action).map_err(|e| StoreError::Corrupt {
-        what: "planned action",
+/// The `journal.actions` record for a mail's planned `actions`: a JSON array.
+pub(super) fn encode_all(actions: &[Action]) -> Result<String, StoreError> {
+    serde_json::to_string(actions).map_err(|e| StoreError::Corrupt {
+        what: "planned actions",
         value: e.to_string(),
     })
 }
 
-/// The action a stored record names: JSON (starts with `{`), else the legacy text form.
+/// The actions of a `journal.actions` record, each read on its own: the first that cannot
+/// be read comes back as (its position, its record, why), the whole record when it is no
+/// JSON array.
+pub(super) fn decode_all(record: &str) -> Result<Vec<Action>, (u32, String, String)> {
+    let items: Vec<serde_json::Value> =
+        serde_json::from_str(record).map_err(|e| (0, record.to_string(), e.to_string()))?;
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(position, item)| {
+            let text = item.to_string();
+            serde_json::from_value(item).map_err(|e| {
+                (
+                    u32::try_from(position).unwrap_or(u32::MAX),
+                    text,
+                    e.to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The action a stored `journal_action` record names: JSON (starts with `{`), else the
+/// legacy text form.
 pub(super) fn decode(record: &str) -> Result<Action, String> {
     if record.starts_with('{') {
         serde_json::from_str(record).map_err(|e| e.to_string())
@@ -114,23 +139,36 @@ pub(super) mod tests {
 
     #[test]
     fn json_records_round_trip_and_keep_their_names() {
-        for action in every_action() {
-            let record = encode(&action).unwrap();
-            assert_eq!(decode(&record), Ok(action.clone()), "{record}");
+        let all = every_action();
+        let record = encode_all(&all).unwrap();
+        assert_eq!(decode_all(&record), Ok(all.clone()), "{record}");
+        // Each element is the record a journal_action row held since release 0.3.
+        let items: Vec<serde_json::Value> = serde_json::from_str(&record).unwrap();
+        for (item, action) in items.iter().zip(&all) {
+            assert_eq!(decode(&item.to_string()), Ok(action.clone()), "{item}");
         }
         assert_eq!(
-            encode(&Action::Forward(Target::Desk("bid-ra".into()))).unwrap(),
-            r#"{"kind":"forward","arg":{"kind":"desk","name":"bid-ra"}}"#
+            encode_all(&[
+                Action::Forward(Target::Desk("bid-ra".into())),
+                Action::Redirect(Target::SuggestedDesk),
+                Action::MarkSeen,
+                Action::Tag("$Ticket".into()),
+            ])
+            .unwrap(),
+            r#"[{"kind":"forward","arg":{"kind":"desk","name":"bid-ra"}},{"kind":"redirect","arg":{"kind":"suggested"}},{"kind":"seen"},{"kind":"tag","arg":"$Ticket"}]"#
         );
-        assert_eq!(
-            encode(&Action::Redirect(Target::SuggestedDesk)).unwrap(),
-            r#"{"kind":"redirect","arg":{"kind":"suggested"}}"#
-        );
-        assert_eq!(encode(&Action::MarkSeen).unwrap(), r#"{"kind":"seen"}"#);
-        assert_eq!(
-            encode(&Action::Tag("$Ticket".into())).unwrap(),
-            r#"{"kind":"tag","arg":"$Ticket"}"#
-        );
+        assert_eq!(encode_all(&[]).unwrap(), "[]");
+        assert_eq!(decode_all("[]"), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn an_unreadable_element_is_named_by_its_position() {
+        let (position, record, _) =
+            decode_all(r#"[{"kind":"seen"},{"kind":"explode"},{"kind":"record"}]"#).unwrap_err();
+        assert_eq!((position, record.as_str()), (1, r#"{"kind":"explode"}"#));
+        let (position, record, reason) = decode_all("tag:$Ticket").unwrap_err();
+        assert_eq!((position, record.as_str()), (0, "tag:$Ticket"));
+        assert!(!reason.is_empty());
     }
 
     #[test]

@@ -76,7 +76,7 @@ impl Store {
         let op = "read the journal";
         let Some(row) = sqlx::query(
             "SELECT status, group_key, message_id, sender, subject, ticket, ticket_source, \
-             broadcast, automatic, redirected, rule, error, decided_at, finished_at \
+             broadcast, automatic, redirected, rule, error, decided_at, finished_at, actions \
              FROM journal WHERE desk = $1 AND uidvalidity = $2 AND uid = $3",
         )
         .bind(&key.desk)
@@ -88,30 +88,18 @@ impl Store {
         else {
             return Ok(None);
         };
-        let records = sqlx::query(
-            "SELECT position, action FROM journal_action \
-             WHERE desk = $1 AND uidvalidity = $2 AND uid = $3 ORDER BY position",
-        )
-        .bind(&key.desk)
-        .bind(i64::from(key.uidvalidity))
-        .bind(i64::from(key.uid))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_error(op))?
-        .iter()
-        .map(|r| Ok((get_u32(r, "position", op)?, get::<String>(r, "action", op)?)))
-        .collect::<Result<Vec<_>, StoreError>>()?;
-        let actions = records
-            .into_iter()
-            .map(|(position, record)| {
-                actions::decode(&record).map_err(|reason| UnreadableAction {
+        let actions = match get::<Option<String>>(&row, "actions", op)? {
+            Some(record) => actions::decode_all(&record).map_err(|(position, record, reason)| {
+                UnreadableAction {
                     key: key.clone(),
                     position,
                     record,
                     reason,
-                })
-            })
-            .collect();
+                }
+            }),
+            // Journaled before release 0.7: one journal_action row per action.
+            None => self.action_rows(key).await?,
+        };
         let queued = queued_by(&self.pool, key).await?;
         let status: String = get(&row, "status", op)?;
         Ok(Some(JournalEntry {
@@ -257,4 +245,39 @@ where
     .iter()
     .map(|r| get(r, "id", op))
     .collect()
+}
+
+impl Store {
+    /// The planned actions of a mail journaled before release 0.7, one `journal_action` row
+    /// each, or the first record that cannot be read.
+    async fn action_rows(
+        &self,
+        key: &MailKey,
+    ) -> Result<Result<Vec<Action>, UnreadableAction>, StoreError> {
+        let op = "read the journal";
+        let records = sqlx::query(
+            "SELECT position, action FROM journal_action \
+             WHERE desk = $1 AND uidvalidity = $2 AND uid = $3 ORDER BY position",
+        )
+        .bind(&key.desk)
+        .bind(i64::from(key.uidvalidity))
+        .bind(i64::from(key.uid))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(op))?
+        .iter()
+        .map(|r| Ok((get_u32(r, "position", op)?, get::<String>(r, "action", op)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(records
+            .into_iter()
+            .map(|(position, record)| {
+                actions::decode(&record).map_err(|reason| UnreadableAction {
+                    key: key.clone(),
+                    position,
+                    record,
+                    reason,
+                })
+            })
+            .collect())
+    }
 }

@@ -88,8 +88,9 @@ impl Store {
     }
 
     /// The planned actions, in order, of the journaled mails `uids` of one desk mailbox
-    /// (as [`Store::journal`] lists them, without their done flags): what crash recovery
-    /// redoes. Mails without actions are absent. One query per 200 mails.
+    /// (as [`Store::journal`] lists them): what crash recovery redoes. Mails without actions
+    /// are absent. Two queries per 200 mails (the journal rows, and the `journal_action` rows
+    /// of mails journaled before release 0.7).
     pub async fn journaled_actions(
         &self,
         desk: &str,
@@ -99,6 +100,38 @@ impl Store {
         let op = "read the journal";
         let mut out: BTreeMap<u32, Journaled> = BTreeMap::new();
         for chunk in uids.chunks(SIGHTING_QUERY_KEYS) {
+            // Journaled since release 0.7: the actions are in the journal row.
+            let sql = format!(
+                "SELECT uid, actions FROM journal \
+                 WHERE desk = $1 AND uidvalidity = $2 AND uid IN ({}) AND actions IS NOT NULL",
+                marks(3, chunk.len())
+            );
+            let sql = self.sql(sql);
+            let mut q = sqlx::query(&sql).bind(desk).bind(i64::from(uidvalidity));
+            for uid in chunk {
+                q = q.bind(i64::from(*uid));
+            }
+            for row in q.fetch_all(&self.pool).await.map_err(query_error(op))? {
+                let uid = get_u32(&row, "uid", op)?;
+                let record: String = get(&row, "actions", op)?;
+                let planned = actions::decode_all(&record).map_err(|(position, record, reason)| {
+                    UnreadableAction {
+                        key: MailKey {
+                            desk: desk.to_string(),
+                            uidvalidity,
+                            uid,
+                        },
+                        position,
+                        record,
+                        reason,
+                    }
+                });
+                if planned.as_ref().is_ok_and(Vec::is_empty) {
+                    continue;
+                }
+                out.insert(uid, planned);
+            }
+            // Journaled before: one journal_action row per action.
             let sql = format!(
                 "SELECT uid, position, action FROM journal_action \
                  WHERE desk = $1 AND uidvalidity = $2 AND uid IN ({}) ORDER BY uid, position",

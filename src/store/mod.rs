@@ -199,6 +199,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "desk clock lookup",
         include_str!("../../migrations/0006_desk_clock_lookup.sql"),
     ),
+    (
+        7,
+        "journal actions",
+        include_str!("../../migrations/0007_journal_actions.sql"),
+    ),
 ];
 
 #[derive(Debug)]

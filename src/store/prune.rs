@@ -27,7 +27,8 @@ pub struct PruneCounts {
     pub sightings: u64,
     /// Journal rows (mails done or set aside).
     pub journal: u64,
-    /// Planned actions of those journal rows.
+    /// `journal_action` rows of those journal rows (mails journaled before release 0.7;
+    /// later ones keep their actions in the journal row).
     pub actions: u64,
     /// Sent or failed outbox rows.
     pub outbox: u64,

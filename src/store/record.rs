@@ -56,14 +56,13 @@ impl Store {
         for chunk in decisions.chunks(ROWS_PER_INSERT) {
             inserted.extend(insert_journal_rows(&mut tx, chunk).await?);
         }
-        // The first decision of each new mail: a mail twice in one call gets one set of
-        // action rows.
+        // The first decision of each new mail (its journal row, with its actions, is the
+        // one inserted: a mail twice in one call is journaled once).
         let mut planned: HashSet<&MailKey> = HashSet::new();
         let first: Vec<&NewDecision> = decisions
             .iter()
             .filter(|d| inserted.contains(&d.key) && planned.insert(&d.key))
             .collect();
-        insert_action_rows(&mut tx, &first).await?;
         let clocks: Vec<_> = first
             .iter()
             .filter_map(|d| Some((*d, d.clock.as_ref()?)))
@@ -193,7 +192,8 @@ impl Store {
     }
 }
 
-/// Journals decisions (status decided) in one statement; returns the keys that were new.
+/// Journals decisions (status decided, with their planned actions) in one statement; returns
+/// the keys that were new.
 async fn insert_journal_rows(
     tx: &mut AnyConnection,
     decisions: &[NewDecision],
@@ -201,14 +201,19 @@ async fn insert_journal_rows(
     let op = "record a decision";
     let sql = format!(
         "INSERT INTO journal (desk, uidvalidity, uid, status, group_key, message_id, sender, \
-         subject, ticket, ticket_source, broadcast, automatic, redirected, rule, decided_at) \
+         subject, ticket, ticket_source, broadcast, automatic, redirected, rule, decided_at, \
+         actions) \
          VALUES {} ON CONFLICT (desk, uidvalidity, uid) DO NOTHING \
          RETURNING desk, uidvalidity, uid",
-        row_marks(1, decisions.len(), 15)
+        row_marks(1, decisions.len(), 16)
     );
+    let planned = decisions
+        .iter()
+        .map(|d| actions::encode_all(&d.actions))
+        .collect::<Result<Vec<_>, _>>()?;
     let sql = positional(tx.backend_name() == SQLITE, sql);
     let mut q = sqlx::query(&sql);
-    for d in decisions {
+    for (d, planned) in decisions.iter().zip(&planned) {
         q = q
             .bind(&d.key.desk)
             .bind(i64::from(d.key.uidvalidity))
@@ -224,45 +229,9 @@ async fn insert_journal_rows(
             .bind(i64::from(d.automatic))
             .bind(i64::from(d.redirected))
             .bind(d.rule.as_deref())
-            .bind(d.now);
+            .bind(d.now)
+            .bind(planned.as_str());
     }
     let rows = q.fetch_all(&mut *tx).await.map_err(query_error(op))?;
     rows.iter().map(|row| get_key(row, op)).collect()
-}
-
-/// The planned actions of newly journaled decisions, as JSON records (`actions`), in as
-/// few statements as [`ROWS_PER_INSERT`] allows. The `done` column is kept at 0: a mail's
-/// actions are redone as a whole after a crash, and its status says when they are done.
-async fn insert_action_rows(
-    tx: &mut AnyConnection,
-    decisions: &[&NewDecision],
-) -> Result<(), StoreError> {
-    let op = "record a decision";
-    let sqlite = tx.backend_name() == SQLITE;
-    let mut rows: Vec<(&NewDecision, usize, String)> = Vec::new();
-    for d in decisions {
-        for (position, action) in d.actions.iter().enumerate() {
-            rows.push((*d, position, actions::encode(action)?));
-        }
-    }
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let sql = format!(
-            "INSERT INTO journal_action (desk, uidvalidity, uid, position, action, done) \
-             VALUES {}",
-            row_marks(1, chunk.len(), 6)
-        );
-        let sql = positional(sqlite, sql);
-        let mut q = sqlx::query(&sql);
-        for (d, position, record) in chunk {
-            q = q
-                .bind(&d.key.desk)
-                .bind(i64::from(d.key.uidvalidity))
-                .bind(i64::from(d.key.uid))
-                .bind(i64::try_from(*position).unwrap_or(i64::MAX))
-                .bind(record.as_str())
-                .bind(0_i64);
-        }
-        q.execute(&mut *tx).await.map_err(query_error(op))?;
-    }
-    Ok(())
 }

@@ -86,8 +86,9 @@ async fn record_decisions_is_idempotent(db: Db) {
 }
 
 /// Every kind of action and of target is stored as a record and read back equal; records
-/// of older releases (text) are read with their targets; a record that cannot be read makes
-/// the entry's actions an error naming it, not a shorter list.
+/// of older releases (journal_action rows, JSON or text) are read with their targets; a
+/// record that cannot be read makes the entry's actions an error naming it, not a shorter
+/// list.
 async fn action_records_round_trip(db: Db) {
     let s = &db.store;
     let k = key("works", 1, 1);
@@ -96,38 +97,39 @@ async fn action_records_round_trip(db: Db) {
     record(s, &d).await;
     assert_eq!(s.journal(&k).await.unwrap().unwrap().actions, Ok(d.actions));
 
-    // Rows as releases before 0.3 wrote them.
+    // A damaged record: the entry's actions are the error, naming the element.
+    sqlx::query("UPDATE journal SET actions = $1 WHERE uid = 1")
+        .bind(r#"[{"kind":"seen"},{"kind":"explode"}]"#)
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    let err = s.journal(&k).await.unwrap().unwrap().actions.unwrap_err();
+    assert_eq!((err.key, err.position), (k, 1));
+    assert_eq!(err.record, r#"{"kind":"explode"}"#);
+
+    // Rows as releases before 0.7 wrote them: JSON since 0.3, text before.
     let legacy = key("works", 1, 2);
     record(s, &decision(legacy.clone(), "g2", NOW)).await;
-    let pool = &s.pool;
-    let set = |position: i64, record: &'static str| {
-        let legacy = legacy.clone();
-        async move {
-            sqlx::query(
-                "UPDATE journal_action SET action = $1 \
-                 WHERE desk = $2 AND uidvalidity = $3 AND uid = $4 AND position = $5",
-            )
-            .bind(record)
-            .bind(&legacy.desk)
-            .bind(i64::from(legacy.uidvalidity))
-            .bind(i64::from(legacy.uid))
-            .bind(position)
-            .execute(pool)
-            .await
-            .unwrap();
-        }
-    };
-    set(0, "forward:desk:bid-ra").await;
-    set(1, "redirect:x@y.in").await;
+    as_before_0_7(
+        s,
+        &legacy,
+        &[
+            "forward:desk:bid-ra",
+            "redirect:x@y.in",
+            r#"{"kind":"seen"}"#,
+        ],
+    )
+    .await;
     assert_eq!(
         s.journal(&legacy).await.unwrap().unwrap().actions,
         Ok(vec![
             Action::Forward(crate::action::Target::Desk("bid-ra".into())),
             Action::Redirect(crate::action::Target::Address("x@y.in".into())),
+            Action::MarkSeen,
         ])
     );
 
-    set(1, "explode:now").await;
+    as_before_0_7(s, &legacy, &["forward:desk:bid-ra", "explode:now"]).await;
     let err = s
         .journal(&legacy)
         .await

@@ -71,17 +71,39 @@ async fn batch_reads_of_what_a_plan_depends_on(db: Db) {
     );
     // A damaged record: that mail's answer is the error, naming the record; others stand.
     sqlx::query(
-        "UPDATE journal_action SET action = '{\"kind\":\"explode\"}' \
-         WHERE desk = 'works' AND uid = 1 AND position = 1",
+        "UPDATE journal SET actions = '[{\"kind\":\"tag\",\"arg\":\"$NoTicket\"},{\"kind\":\"explode\"}]' \
+         WHERE desk = 'works' AND uid = 1",
     )
     .execute(&s.pool)
     .await
     .unwrap();
+    // Mails journaled before release 0.7 have journal_action rows: read in the same call,
+    // damaged ones too.
+    as_before_0_7(
+        s,
+        &key("works", 1, 4),
+        &["tag:$Ticket", r#"{"kind":"seen"}"#],
+    )
+    .await;
+    as_before_0_7(s, &key("works", 1, 5), &["seen", "explode:now"]).await;
     let actions = s.journaled_actions("works", 1, &uids).await.unwrap();
     let e = actions[&1].clone().unwrap_err();
     assert_eq!((e.key.uid, e.position), (1, 1));
     assert_eq!(e.record, "{\"kind\":\"explode\"}");
     assert!(actions[&2].is_ok());
+    assert_eq!(
+        actions[&4],
+        Ok(vec![Action::Tag("$Ticket".into()), Action::MarkSeen])
+    );
+    let e = actions[&5].clone().unwrap_err();
+    assert_eq!(
+        (e.key.uid, e.position, e.record.as_str()),
+        (5, 1, "explode:now")
+    );
+    for uid in [1, 2, 4, 5] {
+        let journal = s.journal(&key("works", 1, uid)).await.unwrap().unwrap();
+        assert_eq!(actions[&uid], journal.actions, "{uid}");
+    }
     assert!(
         s.journaled_actions("works", 2, &uids)
             .await

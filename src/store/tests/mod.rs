@@ -167,6 +167,40 @@ async fn record(s: &Store, d: &NewDecision) -> Recorded {
     out.pop().unwrap()
 }
 
+/// Stores the actions of the journaled mail `k` as releases before 0.7 did: `journal.actions`
+/// NULL and one `journal_action` row per record, in order.
+async fn as_before_0_7(s: &Store, k: &MailKey, records: &[&str]) {
+    let key_binds =
+        |q: sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>>| {
+            q.bind(k.desk.clone())
+                .bind(i64::from(k.uidvalidity))
+                .bind(i64::from(k.uid))
+        };
+    key_binds(sqlx::query(
+        "UPDATE journal SET actions = NULL WHERE desk = $1 AND uidvalidity = $2 AND uid = $3",
+    ))
+    .execute(&s.pool)
+    .await
+    .unwrap();
+    key_binds(sqlx::query(
+        "DELETE FROM journal_action WHERE desk = $1 AND uidvalidity = $2 AND uid = $3",
+    ))
+    .execute(&s.pool)
+    .await
+    .unwrap();
+    for (position, record) in records.iter().enumerate() {
+        key_binds(sqlx::query(
+            "INSERT INTO journal_action (desk, uidvalidity, uid, position, action, done) \
+             VALUES ($1, $2, $3, $4, $5, 0)",
+        ))
+        .bind(i64::try_from(position).unwrap())
+        .bind(record.to_string())
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    }
+}
+
 /// Pending outgoing mails.
 async fn depth(s: &Store) -> u64 {
     s.outbox_waiting().await.unwrap().0
