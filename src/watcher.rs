@@ -260,7 +260,8 @@ async fn session(
     let max_bytes = shared.policy().rules.limits.fetch_limit();
     let batch = shared.config.imap.batch_size;
     // Without MOVE, filing is COPY + \Deleted + EXPUNGE: a crash before the EXPUNGE copies
-    // the group again, so the group stays one batch there.
+    // the group again, so a group there is filed as soon as it reaches one batch (one batch,
+    // or less than two when the byte limit cut batches short).
     let group = if s.capabilities().r#move {
         file_group(shared.config.imap.file_group, state.exists)
     } else {
@@ -299,7 +300,9 @@ async fn session(
                 continue;
             }
             // Each batch is decided while the next one is fetched and parsed (issue #16:
-            // parsing on a blocking thread beside the decisions' database work). A batch is
+            // parsing on blocking threads beside the decisions' database work), and a full
+            // group is filed while the batch after it is decided; the batch after that is
+            // fetched once the connection is free again. A batch is
             // at most `batch_size` mails and, by bytes, at most one largest allowed mail (or
             // one mail): `pos` is where the next batch starts.
             let chunk_at = |pos: usize| uids.get(pos..uids.len().min(pos + batch));
@@ -389,6 +392,10 @@ async fn session(
                         }
                     }
                 );
+                if let (Err(_), Err(e)) = (&filed, &decided) {
+                    // The filing's error ends the session; this one is only logged.
+                    tracing::warn!(desk = %desk.name, error = %e, "deciding the batch beside the filing failed too");
+                }
                 filed.at(DeskOp::File)?;
                 trouble.stalled = 0;
                 last = up_to;
@@ -396,7 +403,8 @@ async fn session(
                     unfiled.extend(plans);
                     decided_up_to = decided_up_to.max(highest);
                 }
-                // Without MOVE a group is one batch (see `group`): it is filed now.
+                // Without MOVE a group is filed as soon as it reaches one batch (see
+                // `group`): the batch decided beside is filed now, on its own.
                 if unfiled.len() >= group {
                     pipeline::file(&mut s, shared, desk, uidvalidity, &unfiled, decided_up_to)
                         .await

@@ -52,7 +52,10 @@ pub fn find_ticket_with(
             texts.body_of(msg, limits, first_html);
             read_body = true;
         }
-        if !read_alternatives && matches!(source, TicketSource::Html | TicketSource::Quoted) {
+        if !read_alternatives
+            && matches!(source, TicketSource::Html | TicketSource::Quoted)
+            && patterns.iter().any(|p| p.sources.contains(&source))
+        {
             texts.alternatives_of(msg, limits);
             read_alternatives = true;
         }

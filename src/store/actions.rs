@@ -4,8 +4,8 @@
 //! on [`Action`]). Before, each was a row of `journal_action`: JSON since release 0.3, before
 //! that the rules' text form (`forward:desk:bid-ra`, `redirect:x@y.in`, `seen`); those rows
 //! are still read.
-//! Which actions a mail gets is decided elsewhere (`decide`); writing and reading the rows is
-//! in `record` and `journal`.
+//! Which actions a mail gets is decided elsewhere (`decide`); writing the records is in
+//! `record`, reading them in `journal` (one mail) and `known` (a batch, for crash recovery).
 
 use crate::action::{Action, Target};
 
@@ -35,20 +35,19 @@ pub(super) fn encode_all(actions: &[Action]) -> Result<String, StoreError> {
 }
 
 /// The actions of a `journal.actions` record, each read on its own: the first that cannot
-/// be read comes back as (its position, its record, why), the whole record when it is no
-/// JSON array.
+/// be read comes back as (its position, its text as stored, why); a record that is no JSON
+/// array as (0, the whole record, why).
 pub(super) fn decode_all(record: &str) -> Result<Vec<Action>, (u32, String, String)> {
-    let items: Vec<serde_json::Value> =
+    let items: Vec<&serde_json::value::RawValue> =
         serde_json::from_str(record).map_err(|e| (0, record.to_string(), e.to_string()))?;
     items
         .into_iter()
         .enumerate()
         .map(|(position, item)| {
-            let text = item.to_string();
-            serde_json::from_value(item).map_err(|e| {
+            serde_json::from_str(item.get()).map_err(|e| {
                 (
                     u32::try_from(position).unwrap_or(u32::MAX),
-                    text,
+                    item.get().to_string(),
                     e.to_string(),
                 )
             })
@@ -166,6 +165,10 @@ pub(super) mod tests {
         let (position, record, _) =
             decode_all(r#"[{"kind":"seen"},{"kind":"explode"},{"kind":"record"}]"#).unwrap_err();
         assert_eq!((position, record.as_str()), (1, r#"{"kind":"explode"}"#));
+        // The element as stored, not re-serialised (keys in their order, spacing kept).
+        let stored = r#"{"kind": "forward", "arg": {"kind": "nowhere"}}"#;
+        let (position, record, _) = decode_all(&format!("[{stored}]")).unwrap_err();
+        assert_eq!((position, record.as_str()), (0, stored));
         let (position, record, reason) = decode_all("tag:$Ticket").unwrap_err();
         assert_eq!((position, record.as_str()), (0, "tag:$Ticket"));
         assert!(!reason.is_empty());

@@ -89,8 +89,8 @@ impl Store {
 
     /// The planned actions, in order, of the journaled mails `uids` of one desk mailbox
     /// (as [`Store::journal`] lists them): what crash recovery redoes. Mails without actions
-    /// are absent. Two queries per 200 mails (the journal rows, and the `journal_action` rows
-    /// of mails journaled before release 0.7).
+    /// are absent. One query per 200 mails, and one more for the `journal_action` rows of
+    /// those among them journaled before release 0.7.
     pub async fn journaled_actions(
         &self,
         desk: &str,
@@ -103,7 +103,7 @@ impl Store {
             // Journaled since release 0.7: the actions are in the journal row.
             let sql = format!(
                 "SELECT uid, actions FROM journal \
-                 WHERE desk = $1 AND uidvalidity = $2 AND uid IN ({}) AND actions IS NOT NULL",
+                 WHERE desk = $1 AND uidvalidity = $2 AND uid IN ({})",
                 marks(3, chunk.len())
             );
             let sql = self.sql(sql);
@@ -111,9 +111,13 @@ impl Store {
             for uid in chunk {
                 q = q.bind(i64::from(*uid));
             }
+            let mut before: Vec<u32> = Vec::new();
             for row in q.fetch_all(&self.pool).await.map_err(query_error(op))? {
                 let uid = get_u32(&row, "uid", op)?;
-                let record: String = get(&row, "actions", op)?;
+                let Some(record) = get::<Option<String>>(&row, "actions", op)? else {
+                    before.push(uid);
+                    continue;
+                };
                 let planned = actions::decode_all(&record).map_err(|(position, record, reason)| {
                     UnreadableAction {
                         key: MailKey {
@@ -131,15 +135,18 @@ impl Store {
                 }
                 out.insert(uid, planned);
             }
-            // Journaled before: one journal_action row per action.
+            // Journaled before (`actions` NULL): one journal_action row per action.
+            if before.is_empty() {
+                continue;
+            }
             let sql = format!(
                 "SELECT uid, position, action FROM journal_action \
                  WHERE desk = $1 AND uidvalidity = $2 AND uid IN ({}) ORDER BY uid, position",
-                marks(3, chunk.len())
+                marks(3, before.len())
             );
             let sql = self.sql(sql);
             let mut q = sqlx::query(&sql).bind(desk).bind(i64::from(uidvalidity));
-            for uid in chunk {
+            for uid in &before {
                 q = q.bind(i64::from(*uid));
             }
             for row in q.fetch_all(&self.pool).await.map_err(query_error(op))? {

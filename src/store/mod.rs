@@ -64,7 +64,7 @@ pub fn redact_url(url: &str) -> String {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Rows per multi-row statement. Few statements save round trips to the database; 32 rows
-/// (at most 480 parameters) was the measured balance while SQLite still looked up each
+/// (at most 512 parameters) was the measured balance while SQLite still looked up each
 /// `$N` parameter by a linear scan (now plain `?` there: [`positional`]).
 const ROWS_PER_INSERT: usize = 32;
 

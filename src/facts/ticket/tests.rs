@@ -369,10 +369,11 @@ fn tnef_with_body(body: &str) -> Vec<u8> {
     v
 }
 
-/// The HTML alternative is converted only when the plain body holds no ticket (issue #16),
-/// and its texts still rank where they did: after the plain body's, before a TNEF body's.
+/// The HTML alternative is converted only when the plain body holds no ticket (issue #16);
+/// its texts still rank where they did when it was read first: after the plain body's,
+/// before a TNEF body's.
 #[test]
-fn html_alternative_is_read_late_but_ranks_before_tnef() {
+fn html_alternative_texts_rank_between_the_plain_body_and_tnef() {
     use base64::Engine as _;
     let tnef = base64::engine::general_purpose::STANDARD.encode(tnef_with_body(
         "See below\r\n\r\nOn Mon, 1 Jan 2026 Helpdesk wrote:\r\n> Ticket No: 2024-3333333",

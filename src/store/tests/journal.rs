@@ -83,6 +83,25 @@ async fn record_decisions_is_idempotent(db: Db) {
     );
     assert_eq!(depth(s).await, 1 + ROWS_PER_INSERT as u64 + 3);
     assert!(s.record_decisions(&mut []).await.unwrap().is_empty());
+
+    // The same mail twice in one statement with different decisions: the first is journaled,
+    // with its actions.
+    let twice = key("works", 1, 500);
+    let first = decision(twice.clone(), "t1", NOW);
+    let mut second = decision(twice.clone(), "t2", NOW + 1);
+    second.actions = vec![Action::Tag("$Second".into())];
+    let results = s
+        .record_decisions(&mut [first.clone(), second])
+        .await
+        .unwrap();
+    assert!(results[0].first_time && !results[1].first_time);
+    let entry = s.journal(&twice).await.unwrap().unwrap();
+    assert_eq!(
+        (entry.group_key.as_str(), entry.actions),
+        ("t1", Ok(first.actions))
+    );
+    let recovered = s.journaled_actions("works", 1, &[500]).await.unwrap();
+    assert_eq!(recovered[&500], Ok(decision(twice, "t1", NOW).actions));
 }
 
 /// Every kind of action and of target is stored as a record and read back equal; records
