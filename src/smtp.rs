@@ -3,29 +3,29 @@
 //! at most `[smtp] connections`; envelope commands pipelined when the server offers it,
 //! each closed after [`CLOSE_IDLE_AFTER`] idle), and says
 //! how it went as an [`Outcome`] with the server's reply code. When to send and retry is `outbox`'s;
-//! composing mail is `compose`'s.
+//! composing mail is `compose`'s; the TLS stream and STARTTLS settings are `smtp/tls.rs`'s.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use lettre::Address;
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{
-    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
-};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::config::{Config, Server};
+use crate::config::Config;
 use crate::outbox::{Outcome, SendError, Transport};
 use crate::store::OutboxItem;
 use crate::tls::Security;
+
+mod tls;
+
+use tls::{TlsTcp, tls_parameters};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SmtpError {
@@ -534,49 +534,6 @@ async fn connect(ep: &SmtpEndpoint, credentials: &Credentials) -> Result<Kept, C
         .map_err(|_| ConnectError::Timeout(ep.timeout))?
 }
 
-/// An implicit-TLS stream, as lettre takes it.
-struct TlsTcp(Box<tokio_rustls::client::TlsStream<TcpStream>>);
-
-impl std::fmt::Debug for TlsTcp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TlsTcp")
-    }
-}
-
-impl AsyncTokioStream for TlsTcp {
-    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.0.get_ref().0.peer_addr()
-    }
-}
-
-impl tokio::io::AsyncRead for TlsTcp {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for TlsTcp {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0).poll_shutdown(cx)
-    }
-}
-
 fn envelope(item: &OutboxItem) -> Result<Envelope, SmtpError> {
     let parse = |a: &str| {
         a.parse::<Address>()
@@ -589,17 +546,4 @@ fn envelope(item: &OutboxItem) -> Result<Envelope, SmtpError> {
         .map(|r| parse(r))
         .collect::<Result<Vec<_>, _>>()?;
     Envelope::new(Some(from), to).map_err(|_| SmtpError::Address(item.recipients.join(",")))
-}
-
-/// lettre's TLS settings for STARTTLS: the system roots plus the configured CA file.
-fn tls_parameters(server: &Server) -> Result<TlsParameters, SmtpError> {
-    let mut p = TlsParameters::builder(server.host.clone());
-    if let Some(ca) = &server.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| SmtpError::CaFile {
-            path: ca.display().to_string(),
-            source: e,
-        })?;
-        p = p.add_root_certificate(Certificate::from_pem(&pem)?);
-    }
-    Ok(p.build_rustls()?)
 }

@@ -1,6 +1,7 @@
 //! Rules text → [`Rules`]: every section checked on its own so that all problems are
 //! reported at once, regexes built once with size limits, actions and template names resolved.
-//! Pure apart from [`load`], which only reads the files.
+//! Pure apart from [`load`], which only reads the files. The subject templates' length check
+//! is `compile/subject.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,11 @@ use super::{
     Condition, DeskProfile, Limits, Matrix, Rule, Rules, Template, TicketPattern, TicketSource,
 };
 use crate::action::{Action, Target};
+
+mod subject;
+
+pub use subject::SUBJECT_PREFIX_LIMIT;
+use subject::subject_prefix_too_long;
 
 /// Compiled regexes may not grow beyond this (hostile or careless patterns).
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
@@ -566,46 +572,4 @@ pub(crate) fn looks_like_address(a: &str) -> bool {
 /// Compiles rules for tests and tools from text alone.
 pub fn compile_str(path: &Path, text: &str, deployment: &Deployment) -> Result<Rules, RulesError> {
     compile(&[(path.to_path_buf(), text.to_string())], deployment)
-}
-
-/// Characters of a subject a phone's mail list shows before cutting it (RFC 5322 section
-/// 2.1.1's recommended line length): what a template puts before the original subject
-/// must fit, or the citizen sees only ticketgate's words (issue #15).
-pub const SUBJECT_PREFIX_LIMIT: usize = 78;
-
-/// The problem with a subject template whose text before `{subject}` (all of it when it
-/// has none) can reach [`SUBJECT_PREFIX_LIMIT`]: desk placeholders count at the longest
-/// desk name of the deployment, `{ticket}` at 20 characters, every other placeholder at
-/// 30 (an address or a name). `None` when it fits.
-fn subject_prefix_too_long(subject: &str, deployment: &Deployment) -> Option<String> {
-    let longest_desk = deployment
-        .desks
-        .iter()
-        .map(|d| d.chars().count())
-        .max()
-        .unwrap_or(20);
-    let found = crate::compose::placeholders(subject);
-    let end = found
-        .iter()
-        .find(|(_, p)| *p == "subject")
-        .map_or(subject.len(), |(at, _)| *at);
-    let mut length = 0;
-    let mut from = 0;
-    for (at, p) in found.iter().filter(|(at, _)| *at < end) {
-        length += subject[from..*at].chars().count();
-        length += match *p {
-            "desk" | "responsible_desk" | "suggested_desk" => longest_desk,
-            "ticket" => 20,
-            _ => 30,
-        };
-        from = at + p.len() + 2;
-    }
-    length += subject[from.min(end)..end].chars().count();
-    (length >= SUBJECT_PREFIX_LIMIT).then(|| {
-        format!(
-            "the text before {{subject}} can be {length} characters long (desk names at their \
-             longest, other placeholders at 30): a phone shows about {SUBJECT_PREFIX_LIMIT} \
-             and the citizen would not see their own subject; shorten it"
-        )
-    })
 }
