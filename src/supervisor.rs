@@ -154,6 +154,7 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
         // same task drains the outbox (for at most a minute) and ends.
         let desks_done = CancellationToken::new();
         let desks_done_for_outbox = desks_done.clone();
+        let closing = mailer.clone();
         let outbox = Outbox::new(
             shared.store.clone(),
             mailer,
@@ -178,6 +179,7 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
         if let Err(e) = outbox.await {
             tracing::error!(error = %e, "the outbox task failed");
         }
+        closing.close().await;
         tracing::info!(
             seen = shared
                 .config
@@ -202,6 +204,8 @@ pub async fn run(cfg: Config, rules: Rules, once: bool) -> anyhow::Result<()> {
     if tokio::time::timeout(grace, async {
         desks.wait().await;
         tracker.wait().await;
+        // The outbox has stopped: its kept-open SMTP connections end with QUIT.
+        mailer.close().await;
     })
     .await
     .is_err()

@@ -1,8 +1,8 @@
 //! How the outbox uses SMTP connections, on a real Postfix (Postfix's own log counts the
 //! connections): the redirects of one desk travel over one kept-open connection (with
-//! `[smtp] connections = 1`; over at most N with N), and a
-//! connection the server drops between two mails is replaced without losing or repeating
-//! a mail. What is sent and how it looks is `redirects.rs`'s; send failures are `faults.rs`'s.
+//! `[smtp] connections = 1`; over at most N with N), each ended with QUIT when the run
+//! ends, and a connection the server drops between two mails is replaced without losing or
+//! repeating a mail. What is sent and how it looks is `redirects.rs`'s; send failures are `faults.rs`'s.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -87,6 +87,8 @@ async fn redirects_over(connections: usize) -> (usize, usize, String) {
     }
     // ": connect from" (not "disconnect from"): one line per SMTP connection accepted.
     let connects_before = postfix_lines(&stack, ": connect from");
+    let disconnects_before = postfix_lines(&stack, ": disconnect from");
+    let lost_before = postfix_lines(&stack, "lost connection");
     let log = run_once(&config);
     let helpdesk = stack
         .wait_for("helpdesk", "INBOX", WAIT, "the redirects", |m| {
@@ -109,6 +111,21 @@ async fn redirects_over(connections: usize) -> (usize, usize, String) {
     );
     // The commands went pipelined, and Postfix took them as such.
     assert_eq!(postfix_lines(&stack, "improper command pipelining"), 0);
+    // Each connection ended with QUIT when the run ended, not dropped: Postfix logs
+    // `quit=1` in its disconnect line, and no lost connection.
+    wait_postfix_lines(&stack, ": disconnect from", disconnects_before + connects).await;
+    let log_text = std::fs::read_to_string(stack.dir.join("log/postfix.log")).unwrap_or_default();
+    let ended: Vec<&str> = log_text
+        .lines()
+        .filter(|l| l.contains(": disconnect from"))
+        .skip(disconnects_before)
+        .collect();
+    assert!(
+        ended.iter().all(|l| l.contains(" quit=1")),
+        "a connection ended without QUIT:\n{}",
+        ended.join("\n")
+    );
+    assert_eq!(postfix_lines(&stack, "lost connection"), lost_before);
     (connects, smtpd_pids(&stack, "bid.ra").len(), log)
 }
 
