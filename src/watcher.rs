@@ -197,24 +197,34 @@ async fn fetch_batch(
     Ok((Batch { mails, reserved }, highest))
 }
 
-/// [`fetch_batch`], then [`pipeline::parse_batch`]: the batch's mails read against the
-/// journal and parsed, with the highest UID fetched.
-async fn fetch_and_parse(
-    s: &mut DeskSession,
-    shared: &Shared,
-    desk: &Desk,
+/// What fetching a batch of one desk's mailbox needs beside the session: the desk, its
+/// mailbox's UIDVALIDITY and the largest mail fetched whole (bytes,
+/// `Limits::fetch_limit`).
+struct Fetcher<'a> {
+    shared: &'a Shared,
+    desk: &'a Desk,
     uidvalidity: u32,
-    chunk: &[u32],
     max_bytes: u32,
-    budget: u64,
-) -> Result<(pipeline::ParsedBatch, u32), DeskError> {
-    let (batch, highest) = fetch_batch(s, shared, desk, chunk, max_bytes, budget)
-        .await
-        .at(DeskOp::Fetch)?;
-    let parsed = pipeline::parse_batch(shared, desk, uidvalidity, batch)
-        .await
-        .at(DeskOp::Decide)?;
-    Ok((parsed, highest))
+}
+
+impl Fetcher<'_> {
+    /// [`fetch_batch`] of `chunk` (within `budget` bytes), then [`pipeline::parse_batch`]:
+    /// the batch's mails read against the journal and parsed, with the highest UID fetched.
+    async fn fetch_and_parse(
+        &self,
+        s: &mut DeskSession,
+        chunk: &[u32],
+        budget: u64,
+    ) -> Result<(pipeline::ParsedBatch, u32), DeskError> {
+        let (batch, highest) =
+            fetch_batch(s, self.shared, self.desk, chunk, self.max_bytes, budget)
+                .await
+                .at(DeskOp::Fetch)?;
+        let parsed = pipeline::parse_batch(self.shared, self.desk, self.uidvalidity, batch)
+            .await
+            .at(DeskOp::Decide)?;
+        Ok((parsed, highest))
+    }
 }
 
 /// One connection's life: returns Ok when cancelled (or caught up, with `once`).
@@ -312,11 +322,14 @@ async fn session(
             // only with what the current one leaves of that budget (issue #13).
             let budget = u64::from(max_bytes);
             let uidvalidity = state.uidvalidity;
+            let fetcher = Fetcher {
+                shared,
+                desk,
+                uidvalidity,
+                max_bytes,
+            };
             let mut fetched = match chunk_at(pos).filter(|c| !c.is_empty()) {
-                Some(chunk) => Some(
-                    fetch_and_parse(&mut s, shared, desk, uidvalidity, chunk, max_bytes, budget)
-                        .await?,
-                ),
+                Some(chunk) => Some(fetcher.fetch_and_parse(&mut s, chunk, budget).await?),
                 None => None,
             };
             while let Some((parsed, highest)) = fetched.take() {
@@ -336,17 +349,10 @@ async fn session(
                     pipeline::decide_parsed(shared, desk, uidvalidity, parsed),
                     async {
                         match next {
-                            Some(chunk) => fetch_and_parse(
-                                &mut s,
-                                shared,
-                                desk,
-                                uidvalidity,
-                                chunk,
-                                max_bytes,
-                                alongside,
-                            )
-                            .await
-                            .map(Some),
+                            Some(chunk) => fetcher
+                                .fetch_and_parse(&mut s, chunk, alongside)
+                                .await
+                                .map(Some),
                             None => Ok(None),
                         }
                     }
@@ -355,18 +361,9 @@ async fn session(
                 decided_up_to = decided_up_to.max(highest);
                 fetched = match (next?, deferred) {
                     (Some(n), _) => Some(n),
-                    (None, Some(chunk)) => Some(
-                        fetch_and_parse(
-                            &mut s,
-                            shared,
-                            desk,
-                            uidvalidity,
-                            chunk,
-                            max_bytes,
-                            budget,
-                        )
-                        .await?,
-                    ),
+                    (None, Some(chunk)) => {
+                        Some(fetcher.fetch_and_parse(&mut s, chunk, budget).await?)
+                    }
                     (None, None) => None,
                 };
                 if unfiled.len() < group {
@@ -413,18 +410,7 @@ async fn session(
                     last = decided_up_to;
                 }
                 fetched = match chunk_at(pos).filter(|c| !c.is_empty() && !cancel.is_cancelled()) {
-                    Some(chunk) => Some(
-                        fetch_and_parse(
-                            &mut s,
-                            shared,
-                            desk,
-                            uidvalidity,
-                            chunk,
-                            max_bytes,
-                            budget,
-                        )
-                        .await?,
-                    ),
+                    Some(chunk) => Some(fetcher.fetch_and_parse(&mut s, chunk, budget).await?),
                     None => None,
                 };
             }

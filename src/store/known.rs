@@ -99,6 +99,11 @@ impl Store {
     ) -> Result<BTreeMap<u32, Journaled>, StoreError> {
         let op = "read the journal";
         let mut out: BTreeMap<u32, Journaled> = BTreeMap::new();
+        let key_of = |uid| MailKey {
+            desk: desk.to_string(),
+            uidvalidity,
+            uid,
+        };
         for chunk in uids.chunks(SIGHTING_QUERY_KEYS) {
             // Journaled since release 0.7: the actions are in the journal row.
             let sql = format!(
@@ -120,11 +125,7 @@ impl Store {
                 };
                 let planned = actions::decode_all(&record).map_err(|(position, record, reason)| {
                     UnreadableAction {
-                        key: MailKey {
-                            desk: desk.to_string(),
-                            uidvalidity,
-                            uid,
-                        },
+                        key: key_of(uid),
                         position,
                         record,
                         reason,
@@ -160,11 +161,7 @@ impl Store {
                         Ok(a) => list.push(a),
                         Err(reason) => {
                             *entry = Err(UnreadableAction {
-                                key: MailKey {
-                                    desk: desk.to_string(),
-                                    uidvalidity,
-                                    uid,
-                                },
+                                key: key_of(uid),
                                 position,
                                 record,
                                 reason,
