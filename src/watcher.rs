@@ -315,7 +315,10 @@ async fn session(
             // fetched once the connection is free again. A batch is
             // at most `batch_size` mails and, by bytes, at most one largest allowed mail (or
             // one mail): `pos` is where the next batch starts.
-            let chunk_at = |pos: usize| uids.get(pos..uids.len().min(pos + batch));
+            let chunk_at = |pos: usize| {
+                uids.get(pos..uids.len().min(pos + batch))
+                    .filter(|c| !c.is_empty())
+            };
             let mut pos = 0;
             // Bodies in memory, fetched and being decided, stay within one largest allowed
             // mail (`max_mail_mb`) and one more mail: the next batch is fetched alongside
@@ -328,7 +331,7 @@ async fn session(
                 uidvalidity,
                 max_bytes,
             };
-            let mut fetched = match chunk_at(pos).filter(|c| !c.is_empty()) {
+            let mut fetched = match chunk_at(pos) {
                 Some(chunk) => Some(fetcher.fetch_and_parse(&mut s, chunk, budget).await?),
                 None => None,
             };
@@ -341,7 +344,7 @@ async fn session(
                     .map(|r| r.len() as u64)
                     .sum();
                 let alongside = budget.saturating_sub(held);
-                let following = chunk_at(pos).filter(|c| !c.is_empty() && !cancel.is_cancelled());
+                let following = chunk_at(pos).filter(|_| !cancel.is_cancelled());
                 // A large batch is decided first, and the next one fetched after it.
                 let deferred = following.filter(|_| alongside < budget / 2);
                 let next = following.filter(|_| alongside >= budget / 2);
@@ -409,7 +412,7 @@ async fn session(
                     unfiled.clear();
                     last = decided_up_to;
                 }
-                fetched = match chunk_at(pos).filter(|c| !c.is_empty() && !cancel.is_cancelled()) {
+                fetched = match chunk_at(pos).filter(|_| !cancel.is_cancelled()) {
                     Some(chunk) => Some(fetcher.fetch_and_parse(&mut s, chunk, budget).await?),
                     None => None,
                 };

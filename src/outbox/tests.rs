@@ -384,7 +384,7 @@ async fn cancelling_stops_a_sleeping_outbox_at_once() {
     assert!(cancelled.elapsed() < Duration::from_secs(1));
 }
 
-/// What [`Slow`], [`Counting`] and [`Refusing`] saw: mails being sent at once (now and at
+/// What [`Slow`] and [`Counting`] saw: mails being sent at once (now and at
 /// most), mails the server accepted, results recorded, the most accepted-but-unrecorded
 /// mails seen when a send started, sends per mail id, the mails whose result the database
 /// refused and does not hold yet, and sends started while it held none of those.
@@ -421,8 +421,23 @@ impl Transport for Slow {
     }
 }
 
-/// The real store, counting the results it took in [`Lanes`].
-struct Counting(RealTimeStore, Arc<Lanes>);
+/// The real store, counting in [`Lanes`] the results it took, and refusing the first
+/// `refusals` it is given (a full disk; none with 0).
+struct Counting {
+    store: RealTimeStore,
+    lanes: Arc<Lanes>,
+    refusals: std::sync::atomic::AtomicUsize,
+}
+
+impl Counting {
+    fn new(store: &RealTimeStore, lanes: &Arc<Lanes>, refusals: usize) -> Counting {
+        Counting {
+            store: store.clone(),
+            lanes: Arc::clone(lanes),
+            refusals: refusals.into(),
+        }
+    }
+}
 
 impl OutboxStore for Counting {
     async fn due(
@@ -432,17 +447,29 @@ impl OutboxStore for Counting {
         max_bytes: u64,
         memory: &MailMemory,
     ) -> Result<(Vec<OutboxItem>, Reserved), StoreError> {
-        self.0.due(now, limit, max_bytes, memory).await
+        self.store.due(now, limit, max_bytes, memory).await
     }
 
     async fn record(&self, id: &str, r: &Record, now: i64) -> Result<(), StoreError> {
-        self.0.record(id, r, now).await?;
-        self.1.recorded.fetch_add(1, Relaxed);
+        if self
+            .refusals
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            self.lanes.refused.lock().unwrap().insert(id.to_string());
+            return Err(StoreError::Unknown {
+                op: "record a send result",
+                what: "a full disk".into(),
+            });
+        }
+        self.store.record(id, r, now).await?;
+        self.lanes.recorded.fetch_add(1, Relaxed);
+        self.lanes.refused.lock().unwrap().remove(id);
         Ok(())
     }
 
     async fn waiting(&self) -> Result<(u64, Option<i64>), StoreError> {
-        self.0.waiting().await
+        self.store.waiting().await
     }
 }
 
@@ -480,7 +507,7 @@ async fn several_lanes_send_at_once_and_each_records_its_mail_before_the_next() 
     store.queue(&refs, NOW - 20).await;
     let lanes = Arc::new(Lanes::default());
     let started = Instant::now();
-    drain_on_three_lanes(Counting(store.clone(), Arc::clone(&lanes)), &lanes).await;
+    drain_on_three_lanes(Counting::new(&store, &lanes, 0), &lanes).await;
     // Three at a time: 10 mails of 50 ms in 4 rounds, not 10.
     assert_eq!(lanes.max_in_flight.load(Relaxed), 3);
     assert!(
@@ -497,44 +524,6 @@ async fn several_lanes_send_at_once_and_each_records_its_mail_before_the_next() 
     }
 }
 
-/// [`Counting`] refusing the first results it is given (a full disk), as many as its
-/// counter says.
-struct Refusing(Counting, std::sync::atomic::AtomicUsize);
-
-impl OutboxStore for Refusing {
-    async fn due(
-        &self,
-        now: i64,
-        limit: u32,
-        max_bytes: u64,
-        memory: &MailMemory,
-    ) -> Result<(Vec<OutboxItem>, Reserved), StoreError> {
-        self.0.due(now, limit, max_bytes, memory).await
-    }
-
-    async fn record(&self, id: &str, r: &Record, now: i64) -> Result<(), StoreError> {
-        let lanes = &self.0.1;
-        if self
-            .1
-            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            lanes.refused.lock().unwrap().insert(id.to_string());
-            return Err(StoreError::Unknown {
-                op: "record a send result",
-                what: "a full disk".into(),
-            });
-        }
-        self.0.record(id, r, now).await?;
-        lanes.refused.lock().unwrap().remove(id);
-        Ok(())
-    }
-
-    async fn waiting(&self) -> Result<(u64, Option<i64>), StoreError> {
-        self.0.waiting().await
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_refused_result_stops_every_lane_and_no_mail_goes_twice() {
     let store = RealTimeStore::open().await;
@@ -543,12 +532,7 @@ async fn a_refused_result_stops_every_lane_and_no_mail_goes_twice() {
     store.queue(&refs, NOW - 20).await;
     let lanes = Arc::new(Lanes::default());
     // The three results of the first round, then the first retry of each of two rounds.
-    let refusals = std::sync::atomic::AtomicUsize::new(5);
-    drain_on_three_lanes(
-        Refusing(Counting(store.clone(), Arc::clone(&lanes)), refusals),
-        &lanes,
-    )
-    .await;
+    drain_on_three_lanes(Counting::new(&store, &lanes, 5), &lanes).await;
     // The three mails in flight when the database refused a result were sent; no other
     // mail was started until it took all three, and none was sent again.
     assert_eq!(lanes.started_while_refused.load(Relaxed), 0);
