@@ -292,7 +292,9 @@ pub async fn outbox(dir: &Path) -> Vec<ticketgate::store::OutboxRecord> {
 
 /// Postfix of `stack` answers RCPT TO per `access` (a check_recipient_access table, e.g.
 /// `helpdesk@gem.test 451 4.3.2 try later`) and applies `client` restrictions (e.g.
-/// `sleep 8`); empty strings lift the faults. New SMTP sessions see the change.
+/// `sleep 8`); empty strings lift the faults. Every SMTP session opened after it returns
+/// sees the change: it waits until no smtpd started under the old settings is left to take
+/// a new connection (sessions already open keep the old settings to their end).
 pub fn smtp_faults(stack: &MailStack, access: &str, client: &str) {
     let pc = stack.dir.join("postfix/etc");
     let table = pc.join("faults");
@@ -301,9 +303,89 @@ pub fn smtp_faults(stack: &MailStack, access: &str, client: &str) {
     sh(&format!(
         "touch -d 2000-01-01 {t} && postconf -c {pc} -e \
          'smtpd_recipient_restrictions = check_recipient_access texthash:{t}, permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination' \
-         'smtpd_client_restrictions = {client}' && touch -d 2000-01-01 {pc}/main.cf && postfix -c {pc} reload",
+         'smtpd_client_restrictions = {client}' && touch -d 2000-01-01 {pc}/main.cf",
         t = table.display()
     ));
+    // Each smtpd reads main.cf and the table when it starts, and an idle one takes the next
+    // connection: `postfix reload` only asks the master to end them, a moment later.
+    // A busy one ends after its session once the master has taken the reload (its log line).
+    let reloads = || {
+        std::fs::read_to_string(stack.dir.join("log/postfix.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("postfix/master[") && l.contains(": reload -- "))
+            .count()
+    };
+    let before = reloads();
+    let started_before = smtpd_children(stack);
+    sh(&format!("postfix -c {pc} reload"));
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let idle: Vec<u32> = smtpd_children(stack)
+            .into_iter()
+            .filter(|pid| started_before.contains(pid) && !in_session(*pid))
+            .collect();
+        let taken = reloads() > before;
+        if taken && idle.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Postfix took the reload: {taken}; smtpd {idle:?} still wait for connections with \
+             the old settings"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The pids of the smtpd processes of `stack`'s Postfix (children of its master).
+fn smtpd_children(stack: &MailStack) -> Vec<u32> {
+    let master = std::fs::read_to_string(stack.dir.join("postfix/spool/pid/master.pid"))
+        .expect("Postfix master.pid")
+        .trim()
+        .to_string();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces, so split after the last `)`.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((head, tail)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let ppid = tail.split(' ').nth(1).unwrap_or_default();
+        if head.ends_with("(smtpd") && ppid == master {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Whether process `pid` holds a TCP socket other than a listening one: a client's session
+/// (open, or closed by the client and not yet by the server). False once it has exited.
+fn in_session(pid: u32) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let inodes: Vec<String> = fds
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let t = target.to_string_lossy().to_string();
+            t.strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_string)
+        })
+        .collect();
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    // Columns: sl local remote st ... inode (the 10th); state 0A is LISTEN.
+    tcp.lines().skip(1).any(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        cols.len() > 9 && cols[3] != "0A" && inodes.iter().any(|i| i == cols[9])
+    })
 }
 
 /// Runs a shell command; panics with its output if it fails.
