@@ -14,7 +14,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mail_parser::MessageParser;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::MailMemory;
@@ -78,7 +77,7 @@ impl Recogniser {
         arrived: Option<i64>,
         rules: &Rules,
     ) -> Option<LearnedTicket> {
-        let msg = MessageParser::default().parse(raw)?;
+        let msg = crate::facts::parser().parse(raw)?;
         let sender = msg
             .from()
             .and_then(|a| a.first())

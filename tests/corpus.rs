@@ -173,3 +173,45 @@ fn the_whole_corpus_classifies_without_a_crash() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// ticketgate's parser (`facts::parser`) reads every mail of the corpus exactly as
+/// mail-parser's default does, each header and part alike, except that `Received` headers
+/// are left unparsed; so the facts cannot differ from what the default parse would give.
+#[test]
+fn ticketgate_parses_each_corpus_mail_as_the_default_parser_except_received() {
+    use mail_parser::{HeaderName, HeaderValue, Message, MessageParser, PartType};
+    fn without_received(m: &mut Message<'_>) -> usize {
+        let mut n = 0;
+        for part in &mut m.parts {
+            for h in &mut part.headers {
+                if h.name == HeaderName::Received {
+                    h.value = HeaderValue::Empty;
+                    n += 1;
+                }
+            }
+            if let PartType::Message(inner) = &mut part.body {
+                n += without_received(inner);
+            }
+        }
+        n
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let Some(corpus) = corpus_dir(&root) else {
+        return;
+    };
+    let mut paths = Vec::new();
+    files(&corpus, &mut paths);
+    let (mut compared, mut received) = (0, 0);
+    for p in &paths {
+        let raw = std::fs::read(p).expect("read");
+        let ours = ticketgate::facts::parser().parse(&raw);
+        let mut default = MessageParser::default().parse(&raw);
+        if let Some(m) = default.as_mut() {
+            received += without_received(m);
+        }
+        assert!(ours == default, "{} parses differently", p.display());
+        compared += 1;
+    }
+    println!("{compared} mails compared, {received} Received headers among them");
+    assert!(compared > 2000 && received > 1000, "{compared} {received}");
+}

@@ -23,6 +23,10 @@ const DIGIT_ZEROS: [u32; 65] = [
 fn fold(c: char) -> Option<Fold> {
     let u = c as u32;
     Some(match c {
+        // Latin-1 letters and Devanagari other than its digits (most of Hindi mail): as is.
+        '\u{00C0}'..='\u{024F}' | '\u{0900}'..='\u{0965}' | '\u{0970}'..='\u{097F}' => {
+            Fold::Char(c)
+        }
         // Hyphens and dashes (U+2010–U+2015, incl. the non-breaking hyphen), minus sign,
         // small and fullwidth hyphen-minus.
         '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{FE58}' | '\u{FE63}' | '\u{FF0D}' => {
@@ -56,28 +60,44 @@ enum Fold {
 /// `text` as ticket patterns and `when.text` conditions see it: every dash-like character
 /// is `-`, every Unicode decimal digit (Devanagari ४, Arabic-Indic, fullwidth …) its ASCII
 /// digit, fullwidth forms their ASCII letters, `№` is `No`, other spaces a space, and
-/// invisible characters (soft hyphen, zero-width) are gone. ASCII text is returned as it is,
-/// without a copy.
+/// invisible characters (soft hyphen, zero-width) are gone. Text that none of this changes
+/// (all ASCII text, most Hindi text without digits) is returned as it is, without a copy.
 pub fn normalize(text: &str) -> Cow<'_, str> {
     if text.is_ascii() {
         return Cow::Borrowed(text);
     }
-    let mut out = String::with_capacity(text.len());
-    // ASCII runs are copied whole; only other characters are looked at one by one.
-    let mut rest = text;
-    while let Some(i) = rest.find(|c: char| !c.is_ascii()) {
-        out.push_str(&rest[..i]);
-        let mut chars = rest[i..].chars();
-        let Some(c) = chars.next() else { break };
-        rest = chars.as_str();
-        match fold(c) {
-            Some(Fold::Char(f)) => out.push(f),
-            Some(Fold::Str(s)) => out.push_str(s),
+    let bytes = text.as_bytes();
+    let mut out: Option<String> = None;
+    // `text[..copied]` is in `out` already (or unchanged, while `out` is None).
+    let mut copied = 0;
+    let mut at = 0;
+    // Only characters outside ASCII are looked at; runs of unchanged ones are copied whole.
+    while let Some(skip) = bytes[at..].iter().position(|b| !b.is_ascii()) {
+        let start = at + skip;
+        let Some(c) = text[start..].chars().next() else {
+            break;
+        };
+        at = start + c.len_utf8();
+        let folded = fold(c);
+        if matches!(folded, Some(Fold::Char(f)) if f == c) {
+            continue;
+        }
+        let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
+        o.push_str(&text[copied..start]);
+        match folded {
+            Some(Fold::Char(f)) => o.push(f),
+            Some(Fold::Str(s)) => o.push_str(s),
             None => {}
         }
+        copied = at;
     }
-    out.push_str(rest);
-    Cow::Owned(out)
+    match out {
+        None => Cow::Borrowed(text),
+        Some(mut o) => {
+            o.push_str(&text[copied..]);
+            Cow::Owned(o)
+        }
+    }
 }
 
 /// Tags a browser shows as a line or cell boundary (HTML Living Standard's block-level and
@@ -377,10 +397,14 @@ mod tests {
                 "Ticket No 2024-1234567",
             ),
             ("टिकट संख्या", "टिकट संख्या"),
+            ("टिकट २४ ok\u{200B}!", "टिकट 24 ok!"),
+            ("\u{2013}टि\u{00AD}", "-टि"),
         ] {
             assert_eq!(normalize(input), want, "{input}");
         }
+        // Text that does not change is not copied.
         assert!(matches!(normalize("plain ascii"), Cow::Borrowed(_)));
+        assert!(matches!(normalize("टिकट संख्या é"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! normalisation and HTML conversion `text`'s, the TNEF format `tnef`'s; the patterns and
 //! where they apply come from the rules. The tests are in `ticket/tests.rs`.
 
-use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
 
 use crate::facts::{Ticket, text, tnef, truncate};
 use crate::rules::{Limits, TicketPattern, TicketSource};
@@ -337,7 +337,7 @@ fn looks_like_header(data: &[u8]) -> bool {
 
 /// `bytes` parsed as a mail, when it has the headers of one (From, and Subject or Date).
 fn parse_mail(bytes: &[u8]) -> Option<Message<'_>> {
-    let m = MessageParser::default().parse(bytes)?;
+    let m = super::parser().parse(bytes)?;
     (m.from().is_some() && (m.subject().is_some() || m.date().is_some())).then_some(m)
 }
 
