@@ -308,7 +308,9 @@ pub fn smtp_faults(stack: &MailStack, access: &str, client: &str) {
     ));
     // Each smtpd reads main.cf and the table when it starts, and an idle one takes the next
     // connection: `postfix reload` only asks the master to end them, a moment later.
-    // A busy one ends after its session once the master has taken the reload (its log line).
+    // A busy one ends after its session once the master has taken the reload (its log line,
+    // written as the master starts on it: a session ending in that instant could still be
+    // followed by one more with the old settings; not seen).
     let reloads = || {
         std::fs::read_to_string(stack.dir.join("log/postfix.log"))
             .unwrap_or_default()

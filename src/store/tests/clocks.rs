@@ -87,16 +87,17 @@ async fn clocks_start_once_per_ticket_and_are_joined_within_and_across_batches(d
 /// What a review reads is what the decisions wrote, column by column: texts with quotes,
 /// backslashes, Hindi and emoji, no sender, no Message-ID, UIDVALIDITY above 2^31, an
 /// overdue time; clocks in (started, ticket) order, their mails in (UIDVALIDITY, UID)
-/// order, another desk's clocks and stopped ones left out.
+/// order, a clock without mail, another desk's clocks and stopped ones left out.
 async fn open_clocks_read_back_every_column_as_written(db: Db) {
     let s = &db.store;
     let subject = "Re: \"भुगतान\" लंबित \\ C:\\GeM 🙏 <b>\u{7}";
-    let mut a = on_ticket(9, "2024-9", NOW);
+    // The later UIDVALIDITY holds the lower UID: ordered by UID alone they would swap.
+    let mut a = on_ticket(3, "2024-9", NOW);
     a.key.uidvalidity = 4_000_000_000;
     a.subject = subject.into();
     a.sender = None;
     a.message_id = None;
-    let mut b = on_ticket(3, "2024-9", NOW + 1);
+    let mut b = on_ticket(9, "2024-9", NOW + 1);
     b.key.uidvalidity = 7;
     let c = on_ticket(4, "2024-1", NOW);
     let mut other = on_ticket(5, "2024-9", NOW);
@@ -126,7 +127,7 @@ async fn open_clocks_read_back_every_column_as_written(db: Db) {
     let clocks = s.open_clocks("works").await.unwrap();
     assert_eq!(
         summary(&clocks),
-        [("2024-1", NOW, vec![4]), ("2024-9", NOW, vec![3, 9])]
+        [("2024-1", NOW, vec![4]), ("2024-9", NOW, vec![9, 3])]
     );
     let nine = &clocks[1];
     assert_eq!(nine.clock.desk, "works");
@@ -141,10 +142,31 @@ async fn open_clocks_read_back_every_column_as_written(db: Db) {
         .collect();
     assert_eq!(
         mails,
-        [(7, 3, Some("<g3@example.in>")), (4_000_000_000, 9, None)]
+        [(7, 9, Some("<g9@example.in>")), (4_000_000_000, 3, None)]
     );
     let one = &clocks[0];
     assert_eq!(one.clock.sender.as_deref(), Some("user@example.in"));
     assert_eq!(one.clock.overdue_at, None);
     assert!(s.open_clocks("nobody").await.unwrap().is_empty());
+
+    // A clock without a mail (no decision makes one; the review must not lose it) comes
+    // back with none.
+    sqlx::query(&format!(
+        "INSERT INTO desk_clock (desk, ticket, started, due, subject, status) \
+         VALUES ('works', '2024-0', {}, {}, 's', 'open')",
+        NOW + 50,
+        NOW + 60
+    ))
+    .execute(&s.pool)
+    .await
+    .unwrap();
+    let clocks = s.open_clocks("works").await.unwrap();
+    assert_eq!(
+        summary(&clocks),
+        [
+            ("2024-1", NOW, vec![4]),
+            ("2024-9", NOW, vec![9, 3]),
+            ("2024-0", NOW + 50, vec![]),
+        ]
+    );
 }
