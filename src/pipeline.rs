@@ -198,8 +198,9 @@ pub async fn parse_batch(
 ///
 /// The state database is read and written per batch, not per mail or rule: one query for
 /// what is already journaled ([`parse_batch`]; one or two more for the actions of mails a
-/// crash left decided: [`crate::store::Store::journaled_actions`]), one transaction for the sightings, one query each for the answers and the
-/// last replies of the batch's senders, one transaction for all decisions with their
+/// crash left decided: [`crate::store::Store::journaled_actions`]), one transaction for the
+/// sightings, one query each for the answers and the last replies of the batch's senders,
+/// one transaction for all decisions with their
 /// outgoing mail (committed before any IMAP action runs). A mail that cannot be read is set
 /// aside on its own. A kill -9 anywhere still leaves each mail either undecided (decided
 /// again) or decided with its actions outstanding (redone by the next run, all idempotent:

@@ -162,28 +162,19 @@ pub struct MailError(pub String);
 pub fn parser() -> &'static MessageParser {
     static PARSER: std::sync::LazyLock<MessageParser> = std::sync::LazyLock::new(|| {
         use HeaderName as H;
-        let mut p = MessageParser::new();
+        // mail-parser's own groups (MIME, dates, addresses, message ids), then the other
+        // headers its default parses.
+        let mut p = MessageParser::new()
+            .with_mime_headers()
+            .with_date_headers()
+            .with_address_headers()
+            .with_message_ids()
+            .header_text(H::Subject)
+            .header_text(H::Comments)
+            .header_id(H::ReturnPath)
+            .header_comma_separated(H::Keywords)
+            .header_comma_separated(H::ContentLanguage);
         for h in [
-            H::Subject,
-            H::Comments,
-            H::ContentDescription,
-            H::ContentLocation,
-            H::ContentTransferEncoding,
-        ] {
-            p = p.header_text(h);
-        }
-        for h in [
-            H::From,
-            H::To,
-            H::Cc,
-            H::Bcc,
-            H::ReplyTo,
-            H::Sender,
-            H::ResentTo,
-            H::ResentFrom,
-            H::ResentBcc,
-            H::ResentCc,
-            H::ResentSender,
             H::ListArchive,
             H::ListHelp,
             H::ListId,
@@ -193,25 +184,6 @@ pub fn parser() -> &'static MessageParser {
             H::ListUnsubscribe,
         ] {
             p = p.header_address(h);
-        }
-        for h in [H::Date, H::ResentDate] {
-            p = p.header_date(h);
-        }
-        for h in [
-            H::MessageId,
-            H::References,
-            H::InReplyTo,
-            H::ReturnPath,
-            H::ContentId,
-            H::ResentMessageId,
-        ] {
-            p = p.header_id(h);
-        }
-        for h in [H::Keywords, H::ContentLanguage] {
-            p = p.header_comma_separated(h);
-        }
-        for h in [H::ContentType, H::ContentDisposition] {
-            p = p.header_content_type(h);
         }
         p.ignore_header(H::Received)
     });

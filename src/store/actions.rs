@@ -34,23 +34,23 @@ pub(super) fn encode_all(actions: &[Action]) -> Result<String, StoreError> {
     })
 }
 
-/// The actions of a `journal.actions` record, each read on its own: the first that cannot
-/// be read comes back as (its position, its text as stored, why); a record that is no JSON
-/// array as (0, the whole record, why).
-pub(super) fn decode_all(record: &str) -> Result<Vec<Action>, (u32, String, String)> {
+/// The actions of mail `key`'s `journal.actions` record, each read on its own: the first
+/// that cannot be read comes back with its position and its text as stored; a record that
+/// is no JSON array as position 0 and the whole record.
+pub(super) fn decode_all(key: &MailKey, record: &str) -> Result<Vec<Action>, UnreadableAction> {
+    let unreadable = |position: usize, record: &str, reason: serde_json::Error| UnreadableAction {
+        key: key.clone(),
+        position: u32::try_from(position).unwrap_or(u32::MAX),
+        record: record.to_string(),
+        reason: reason.to_string(),
+    };
     let items: Vec<&serde_json::value::RawValue> =
-        serde_json::from_str(record).map_err(|e| (0, record.to_string(), e.to_string()))?;
+        serde_json::from_str(record).map_err(|e| unreadable(0, record, e))?;
     items
         .into_iter()
         .enumerate()
         .map(|(position, item)| {
-            serde_json::from_str(item.get()).map_err(|e| {
-                (
-                    u32::try_from(position).unwrap_or(u32::MAX),
-                    item.get().to_string(),
-                    e.to_string(),
-                )
-            })
+            serde_json::from_str(item.get()).map_err(|e| unreadable(position, item.get(), e))
         })
         .collect()
 }
@@ -140,7 +140,7 @@ pub(super) mod tests {
     fn json_records_round_trip_and_keep_their_names() {
         let all = every_action();
         let record = encode_all(&all).unwrap();
-        assert_eq!(decode_all(&record), Ok(all.clone()), "{record}");
+        assert_eq!(decode_all(&mail(), &record), Ok(all.clone()), "{record}");
         // Each element is the record a journal_action row held since release 0.3.
         let items: Vec<serde_json::Value> = serde_json::from_str(&record).unwrap();
         for (item, action) in items.iter().zip(&all) {
@@ -157,19 +157,33 @@ pub(super) mod tests {
             r#"[{"kind":"forward","arg":{"kind":"desk","name":"bid-ra"}},{"kind":"redirect","arg":{"kind":"suggested"}},{"kind":"seen"},{"kind":"tag","arg":"$Ticket"}]"#
         );
         assert_eq!(encode_all(&[]).unwrap(), "[]");
-        assert_eq!(decode_all("[]"), Ok(Vec::new()));
+        assert_eq!(decode_all(&mail(), "[]"), Ok(Vec::new()));
+    }
+
+    /// The journaled mail the records belong to.
+    fn mail() -> MailKey {
+        MailKey {
+            desk: "bid-ra".into(),
+            uidvalidity: 7,
+            uid: 42,
+        }
     }
 
     #[test]
     fn an_unreadable_element_is_named_by_its_position() {
+        let read = |record: &str| {
+            let e = decode_all(&mail(), record).unwrap_err();
+            assert_eq!(e.key, mail());
+            (e.position, e.record, e.reason)
+        };
         let (position, record, _) =
-            decode_all(r#"[{"kind":"seen"},{"kind":"explode"},{"kind":"record"}]"#).unwrap_err();
+            read(r#"[{"kind":"seen"},{"kind":"explode"},{"kind":"record"}]"#);
         assert_eq!((position, record.as_str()), (1, r#"{"kind":"explode"}"#));
         // The element as stored, not re-serialised (keys in their order, spacing kept).
         let stored = r#"{"kind": "forward", "arg": {"kind": "nowhere"}}"#;
-        let (position, record, _) = decode_all(&format!("[{stored}]")).unwrap_err();
+        let (position, record, _) = read(&format!("[{stored}]"));
         assert_eq!((position, record.as_str()), (0, stored));
-        let (position, record, reason) = decode_all("tag:$Ticket").unwrap_err();
+        let (position, record, reason) = read("tag:$Ticket");
         assert_eq!((position, record.as_str()), (0, "tag:$Ticket"));
         assert!(!reason.is_empty());
     }

@@ -89,16 +89,13 @@ impl Store {
             return Ok(None);
         };
         let actions = match get::<Option<String>>(&row, "actions", op)? {
-            Some(record) => actions::decode_all(&record).map_err(|(position, record, reason)| {
-                UnreadableAction {
-                    key: key.clone(),
-                    position,
-                    record,
-                    reason,
-                }
-            }),
+            Some(record) => actions::decode_all(key, &record),
             // Journaled before release 0.7: one journal_action row per action.
-            None => self.action_rows(key).await?,
+            None => self
+                .action_rows(&key.desk, key.uidvalidity, &[key.uid])
+                .await?
+                .remove(&key.uid)
+                .unwrap_or(Ok(Vec::new())),
         };
         let queued = queued_by(&self.pool, key).await?;
         let status: String = get(&row, "status", op)?;
@@ -245,39 +242,4 @@ where
     .iter()
     .map(|r| get(r, "id", op))
     .collect()
-}
-
-impl Store {
-    /// The planned actions of a mail journaled before release 0.7, one `journal_action` row
-    /// each, or the first record that cannot be read.
-    async fn action_rows(
-        &self,
-        key: &MailKey,
-    ) -> Result<Result<Vec<Action>, UnreadableAction>, StoreError> {
-        let op = "read the journal";
-        let records = sqlx::query(
-            "SELECT position, action FROM journal_action \
-             WHERE desk = $1 AND uidvalidity = $2 AND uid = $3 ORDER BY position",
-        )
-        .bind(&key.desk)
-        .bind(i64::from(key.uidvalidity))
-        .bind(i64::from(key.uid))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_error(op))?
-        .iter()
-        .map(|r| Ok((get_u32(r, "position", op)?, get::<String>(r, "action", op)?)))
-        .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(records
-            .into_iter()
-            .map(|(position, record)| {
-                actions::decode(&record).map_err(|reason| UnreadableAction {
-                    key: key.clone(),
-                    position,
-                    record,
-                    reason,
-                })
-            })
-            .collect())
-    }
 }

@@ -123,50 +123,62 @@ impl Store {
                     before.push(uid);
                     continue;
                 };
-                let planned = actions::decode_all(&record).map_err(|(position, record, reason)| {
-                    UnreadableAction {
-                        key: key_of(uid),
-                        position,
-                        record,
-                        reason,
-                    }
-                });
+                let planned = actions::decode_all(&key_of(uid), &record);
                 if planned.as_ref().is_ok_and(Vec::is_empty) {
                     continue;
                 }
                 out.insert(uid, planned);
             }
             // Journaled before (`actions` NULL): one journal_action row per action.
-            if before.is_empty() {
-                continue;
-            }
-            let sql = format!(
-                "SELECT uid, position, action FROM journal_action \
-                 WHERE desk = $1 AND uidvalidity = $2 AND uid IN ({}) ORDER BY uid, position",
-                marks(3, before.len())
-            );
-            let sql = self.sql(sql);
-            let mut q = sqlx::query(&sql).bind(desk).bind(i64::from(uidvalidity));
-            for uid in &before {
-                q = q.bind(i64::from(*uid));
-            }
-            for row in q.fetch_all(&self.pool).await.map_err(query_error(op))? {
-                let uid = get_u32(&row, "uid", op)?;
-                let position = get_u32(&row, "position", op)?;
-                let record: String = get(&row, "action", op)?;
-                let entry = out.entry(uid).or_insert_with(|| Ok(Vec::new()));
-                // After an unreadable record the mail's later ones do not matter.
-                if let Ok(list) = entry {
-                    match actions::decode(&record) {
-                        Ok(a) => list.push(a),
-                        Err(reason) => {
-                            *entry = Err(UnreadableAction {
-                                key: key_of(uid),
-                                position,
-                                record,
-                                reason,
-                            });
-                        }
+            out.extend(self.action_rows(desk, uidvalidity, &before).await?);
+        }
+        Ok(out)
+    }
+
+    /// The planned actions of the mails `uids` journaled before release 0.7, from their
+    /// `journal_action` rows (one per action), each mail's in order or its first record
+    /// that cannot be read. Mails without rows are absent. One query; none for no mail.
+    pub(super) async fn action_rows(
+        &self,
+        desk: &str,
+        uidvalidity: u32,
+        uids: &[u32],
+    ) -> Result<BTreeMap<u32, Journaled>, StoreError> {
+        let op = "read the journal";
+        let mut out: BTreeMap<u32, Journaled> = BTreeMap::new();
+        if uids.is_empty() {
+            return Ok(out);
+        }
+        let sql = format!(
+            "SELECT uid, position, action FROM journal_action \
+             WHERE desk = $1 AND uidvalidity = $2 AND uid IN ({}) ORDER BY uid, position",
+            marks(3, uids.len())
+        );
+        let sql = self.sql(sql);
+        let mut q = sqlx::query(&sql).bind(desk).bind(i64::from(uidvalidity));
+        for uid in uids {
+            q = q.bind(i64::from(*uid));
+        }
+        for row in q.fetch_all(&self.pool).await.map_err(query_error(op))? {
+            let uid = get_u32(&row, "uid", op)?;
+            let position = get_u32(&row, "position", op)?;
+            let record: String = get(&row, "action", op)?;
+            let entry = out.entry(uid).or_insert_with(|| Ok(Vec::new()));
+            // After an unreadable record the mail's later ones do not matter.
+            if let Ok(list) = entry {
+                match actions::decode(&record) {
+                    Ok(a) => list.push(a),
+                    Err(reason) => {
+                        *entry = Err(UnreadableAction {
+                            key: MailKey {
+                                desk: desk.to_string(),
+                                uidvalidity,
+                                uid,
+                            },
+                            position,
+                            record,
+                            reason,
+                        });
                     }
                 }
             }
