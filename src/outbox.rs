@@ -4,7 +4,7 @@
 //! once the outbox is empty. The policy lives here, generic over the transport; the real
 //! transport (lettre, SMTP connections) is `smtp`'s, queuing mail is the pipeline's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -79,13 +79,15 @@ pub trait Transport: Send + Sync {
 /// What the outbox task needs of the state database; [`Store`] is the real one.
 pub trait OutboxStore: Send + Sync {
     /// Pending mail due at `now`, oldest first, at most `limit` mails and (beyond the first)
-    /// `max_bytes` of bodies, with their reservation in `memory` ([`Store::outbox_due`]).
+    /// `max_bytes` of bodies, with their reservation in `memory`, passing over the mails
+    /// in `skip` ([`Store::outbox_due`]).
     fn due(
         &self,
         now: i64,
         limit: u32,
         max_bytes: u64,
         memory: &MailMemory,
+        skip: &HashSet<String>,
     ) -> impl Future<Output = Result<(Vec<OutboxItem>, Reserved), StoreError>> + Send;
     /// Writes what became of an attempt on mail `id` at `now`.
     fn record(
@@ -105,8 +107,9 @@ impl OutboxStore for Store {
         limit: u32,
         max_bytes: u64,
         memory: &MailMemory,
+        skip: &HashSet<String>,
     ) -> Result<(Vec<OutboxItem>, Reserved), StoreError> {
-        self.outbox_due(now, limit, max_bytes, memory).await
+        self.outbox_due(now, limit, max_bytes, memory, skip).await
     }
 
     async fn record(&self, id: &str, r: &Record, now: i64) -> Result<(), StoreError> {
@@ -235,53 +238,15 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
                     unrecorded.insert(id, r);
                 }
             }
-            let (due, reserved) = if store_ok {
-                // At most 50 mails, and beyond the first about 8 MB of them, so that a few
-                // large redirects are read and sent one at a time.
-                match self
-                    .store
-                    .due(now, OUTBOX_READ_MAILS, OUTBOX_READ_BYTES, &self.memory)
-                    .await
-                {
-                    Ok(d) => d,
-                    Err(e) => {
-                        store_ok = false;
-                        tracing::error!(error = %chain(e), "cannot read the outbox; retrying");
-                        (Vec::new(), Reserved::none())
-                    }
-                }
+            let (attempted, read_ok) = if store_ok {
+                self.send_due(&cancel, &unrecorded).await
             } else {
-                (Vec::new(), Reserved::none())
-            };
-            // Up to `lanes` mails in flight at once, each on its own connection; each lane
-            // records its mail's result before it takes the next, so at most one mail per
-            // connection is sent but unrecorded (what a kill -9 can repeat). Once the
-            // database refuses a result, no further mail is started.
-            let attempted = {
-                let mut queue = due.iter().filter(|i| !unrecorded.contains_key(&i.id));
-                let mut in_flight = FuturesUnordered::new();
-                let mut attempted: Vec<(String, Record, bool)> = Vec::new();
-                let mut refused = false;
-                loop {
-                    while !refused
-                        && !cancel.is_cancelled()
-                        && in_flight.len() < self.lanes
-                        && let Some(item) = queue.next()
-                    {
-                        in_flight.push(self.attempt(item));
-                    }
-                    match in_flight.next().await {
-                        Some(a) => {
-                            refused |= !a.2;
-                            attempted.push(a);
-                        }
-                        None => break attempted,
-                    }
-                }
+                (Vec::new(), true)
             };
             if cancel.is_cancelled() {
                 return;
             }
+            store_ok &= read_ok;
             let sent_any = !attempted.is_empty();
             for (id, result, recorded) in attempted {
                 if !recorded {
@@ -289,9 +254,6 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
                     store_ok = false;
                 }
             }
-            // The mails and their share of the memory budget are not held through a nap.
-            drop(due);
-            drop(reserved);
             if store_ok {
                 store_failures = 0;
                 if sent_any {
@@ -349,9 +311,95 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
         }
     }
 
+    /// Sends what is due, up to `lanes` mails at once, each on its own connection, until
+    /// nothing more is due, the outbox cannot be read, a result cannot be recorded or
+    /// `cancel` fires; then waits for the mails in flight. Returns every attempt (mail id,
+    /// result, whether the database took it) and whether every read of the outbox worked.
+    ///
+    /// Each lane records its mail's result before it takes the next, so at most one mail
+    /// per connection is sent but unrecorded (what a kill -9 can repeat). Once the
+    /// database refuses a result, no further mail is started. Lanes never wait for each
+    /// other: when the last mail read is taken, the next ones are read while the lanes
+    /// send, passing over the mails in flight and those in `unrecorded`, so a slow or
+    /// hanging send (up to `[smtp] timeout_seconds`) holds up only its own lane.
+    async fn send_due(
+        &self,
+        cancel: &CancellationToken,
+        unrecorded: &HashMap<String, Record>,
+    ) -> (Vec<(String, Record, bool)>, bool) {
+        // Mails read and not yet taken, each with its read's memory reservation, which
+        // is given back once every mail of that read is sent.
+        let mut queue: VecDeque<(OutboxItem, Arc<Reserved>)> = VecDeque::new();
+        let mut in_flight = FuturesUnordered::new();
+        // Never read again in this call: in flight, or sent with the result unrecorded.
+        let mut held: HashSet<String> = unrecorded.keys().cloned().collect();
+        let mut attempted = Vec::new();
+        let (mut refused, mut more, mut read_ok) = (false, true, true);
+        let mut reading = None;
+        loop {
+            let stopping = refused || cancel.is_cancelled();
+            if stopping {
+                queue.clear();
+            }
+            while !stopping
+                && in_flight.len() < self.lanes
+                && let Some((item, share)) = queue.pop_front()
+            {
+                held.insert(item.id.clone());
+                in_flight.push(self.attempt(item, share));
+            }
+            if reading.is_none() && more && !stopping && queue.is_empty() {
+                // At most 50 mails, and beyond the first about 8 MB of them, so that a
+                // few large redirects are read and sent one at a time.
+                let skip = held.clone();
+                let now = self.clock.now();
+                reading = Some(Box::pin(async move {
+                    let memory = &self.memory;
+                    let read =
+                        self.store
+                            .due(now, OUTBOX_READ_MAILS, OUTBOX_READ_BYTES, memory, &skip);
+                    read.await
+                }));
+            }
+            tokio::select! {
+                Some(a) = in_flight.next(), if !in_flight.is_empty() => {
+                    if a.2 {
+                        held.remove(&a.0);
+                    } else {
+                        refused = true;
+                    }
+                    attempted.push(a);
+                }
+                read = unless_none(&mut reading), if reading.is_some() => {
+                    reading = None;
+                    match read {
+                        Ok((items, reserved)) => {
+                            let share = Arc::new(reserved);
+                            let before = queue.len();
+                            queue.extend(
+                                items
+                                    .into_iter()
+                                    .filter(|i| !held.contains(&i.id))
+                                    .map(|i| (i, Arc::clone(&share))),
+                            );
+                            more = queue.len() > before;
+                        }
+                        Err(e) => {
+                            (read_ok, more) = (false, false);
+                            tracing::error!(error = %chain(e), "cannot read the outbox; retrying");
+                        }
+                    }
+                }
+                else => break,
+            }
+        }
+        (attempted, read_ok)
+    }
+
     /// Sends `item` and records the result: its id, the result and whether the database
-    /// took it.
-    async fn attempt(&self, item: &OutboxItem) -> (String, Record, bool) {
+    /// took it. `_share` (the memory `item` was read under) is held until then.
+    async fn attempt(&self, item: OutboxItem, _share: Arc<Reserved>) -> (String, Record, bool) {
+        let item = &item;
         let outcome = self.transport.send(item).await;
         if matches!(outcome, Outcome::Sent | Outcome::SentExcept(_)) {
             crate::crash::point("sent");
@@ -404,6 +452,14 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
                 }
             }
         }
+    }
+}
+
+/// The output of the future in `f`; never ready when there is none.
+async fn unless_none<F: Future + Unpin>(f: &mut Option<F>) -> F::Output {
+    match f {
+        Some(f) => f.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -119,9 +119,10 @@ impl OutboxStore for RealTimeStore {
         limit: u32,
         max_bytes: u64,
         memory: &MailMemory,
+        skip: &HashSet<String>,
     ) -> Result<(Vec<OutboxItem>, Reserved), StoreError> {
-        let memory = memory.clone();
-        self.call(move |s| async move { s.outbox_due(now, limit, max_bytes, &memory).await })
+        let (memory, skip) = (memory.clone(), skip.clone());
+        self.call(move |s| async move { s.outbox_due(now, limit, max_bytes, &memory, &skip).await })
             .await
     }
 
@@ -398,6 +399,10 @@ struct Lanes {
     sends: Mutex<HashMap<String, usize>>,
     refused: Mutex<std::collections::HashSet<String>>,
     started_while_refused: std::sync::atomic::AtomicUsize,
+    /// A mail that takes this long instead (a connection that hangs until its timeout),
+    /// and how many results were recorded when it ended.
+    hang: Option<(String, Duration)>,
+    recorded_when_hang_ended: std::sync::atomic::AtomicUsize,
 }
 
 /// A transport that takes 50 ms (tokio time) per mail and counts in [`Lanes`].
@@ -414,7 +419,14 @@ impl Transport for Slow {
         l.max_in_flight.fetch_max(now, Relaxed);
         let unrecorded = l.accepted.load(Relaxed) - l.recorded.load(Relaxed);
         l.worst_unrecorded.fetch_max(unrecorded, Relaxed);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        match &l.hang {
+            Some((id, took)) if *id == item.id => {
+                tokio::time::sleep(*took).await;
+                l.recorded_when_hang_ended
+                    .store(l.recorded.load(Relaxed), Relaxed);
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
         l.accepted.fetch_add(1, Relaxed);
         l.in_flight.fetch_sub(1, Relaxed);
         Outcome::Sent
@@ -446,8 +458,9 @@ impl OutboxStore for Counting {
         limit: u32,
         max_bytes: u64,
         memory: &MailMemory,
+        skip: &HashSet<String>,
     ) -> Result<(Vec<OutboxItem>, Reserved), StoreError> {
-        self.store.due(now, limit, max_bytes, memory).await
+        self.store.due(now, limit, max_bytes, memory, skip).await
     }
 
     async fn record(&self, id: &str, r: &Record, now: i64) -> Result<(), StoreError> {
@@ -540,6 +553,39 @@ async fn a_refused_result_stops_every_lane_and_no_mail_goes_twice() {
     assert_eq!(sends.len(), 6, "{sends:?}");
     assert!(sends.values().all(|&n| n == 1), "{sends:?}");
     assert_eq!(lanes.recorded.load(Relaxed), 6);
+    for id in &ids {
+        assert_eq!(store.row(id).await.status, OutboxStatus::Sent, "{id}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_send_holds_up_only_its_own_lane() {
+    let store = RealTimeStore::open().await;
+    // More mails than one read of the outbox takes (50), the first of them hanging for
+    // a minute (a connection that answers nothing until its timeout).
+    let ids: Vec<String> = (0..80).map(|i| format!("m{i:02}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    store.queue(&refs, NOW - 100).await;
+    let lanes = Arc::new(Lanes {
+        hang: Some(("m00".into(), Duration::from_secs(60))),
+        ..Lanes::default()
+    });
+    let started = Instant::now();
+    drain_on_three_lanes(Counting::new(&store, &lanes, 0), &lanes).await;
+    // The other two lanes sent all 79 others meanwhile, those of the second read too
+    // (80 / 2 x 50 ms is 2 s), instead of waiting with the first read's last mail.
+    assert_eq!(lanes.recorded_when_hang_ended.load(Relaxed), 79);
+    assert!(
+        started.elapsed() < Duration::from_secs(61),
+        "{:?}",
+        started.elapsed()
+    );
+    // Reading the next mails while the lanes sent never took a mail in flight again.
+    let sends = lanes.sends.lock().unwrap().clone();
+    assert_eq!(sends.len(), 80, "{sends:?}");
+    assert!(sends.values().all(|&n| n == 1), "{sends:?}");
+    assert_eq!(lanes.recorded.load(Relaxed), 80);
+    assert!(lanes.worst_unrecorded.load(Relaxed) <= 2);
     for id in &ids {
         assert_eq!(store.row(id).await.status, OutboxStatus::Sent, "{id}");
     }

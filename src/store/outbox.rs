@@ -97,6 +97,9 @@ impl Store {
     /// read one at a time (issue #13). Rows are turned into items one by one as they arrive,
     /// so a body is held twice (row and item) only while it is converted.
     ///
+    /// Mails whose id is in `skip` (being sent, or sent with the result not yet written)
+    /// are passed over; they count neither against `limit` nor against `max_bytes`.
+    ///
     /// Before the bodies are read, their bytes times [`crate::budget::SEND_COPIES`] are
     /// reserved in `memory`; the caller holds the reservation until the mails are sent.
     pub async fn outbox_due(
@@ -105,6 +108,7 @@ impl Store {
         limit: u32,
         max_bytes: u64,
         memory: &MailMemory,
+        skip: &HashSet<String>,
     ) -> Result<(Vec<OutboxItem>, Reserved), StoreError> {
         let op = "read the outbox";
         // Which mails first, by their sizes only (no body is held in a sort); then the
@@ -115,19 +119,26 @@ impl Store {
              ORDER BY next_attempt_at, created_at, id LIMIT $2",
         )
         .bind(now)
-        .bind(i64::from(limit))
+        .bind(i64::from(limit).saturating_add(i64::try_from(skip.len()).unwrap_or(i64::MAX)))
         .fetch_all(&self.pool)
         .await
         .map_err(query_error(op))?;
         let mut ids: Vec<String> = Vec::new();
         let mut total = 0u64;
         for r in &sizes {
+            let id: String = get(r, "id", op)?;
+            if skip.contains(&id) {
+                continue;
+            }
+            if ids.len() >= limit as usize {
+                break;
+            }
             let size = u64::try_from(get::<i64>(r, "size", op)?).unwrap_or(0);
             if !ids.is_empty() && total.saturating_add(size) > max_bytes {
                 break;
             }
             total = total.saturating_add(size);
-            ids.push(get(r, "id", op)?);
+            ids.push(id);
         }
         if ids.is_empty() {
             return Ok((Vec::new(), Reserved::none()));

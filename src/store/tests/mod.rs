@@ -425,8 +425,23 @@ impl Store {
         limit: u32,
         max_bytes: u64,
     ) -> Result<Vec<OutboxItem>, StoreError> {
+        self.outbox_due_skipping(now, limit, max_bytes, &[]).await
+    }
+
+    /// [`Store::outbox_due`] passing over the mails `skip`, with no memory budget.
+    pub(super) async fn outbox_due_skipping(
+        &self,
+        now: i64,
+        limit: u32,
+        max_bytes: u64,
+        skip: &[&str],
+    ) -> Result<Vec<OutboxItem>, StoreError> {
         let memory = crate::budget::MailMemory::new(u64::MAX);
-        Ok(self.outbox_due(now, limit, max_bytes, &memory).await?.0)
+        let skip = skip.iter().map(|s| (*s).to_string()).collect();
+        Ok(self
+            .outbox_due(now, limit, max_bytes, &memory, &skip)
+            .await?
+            .0)
     }
 }
 

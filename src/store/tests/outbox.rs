@@ -184,6 +184,36 @@ async fn outbox_lifecycle(db: Db) {
         ["o1", "o2", "o3"]
     );
 
+    // Mails being sent are passed over and count against neither limit.
+    assert_eq!(
+        ids(s
+            .outbox_due_skipping(NOW, 1, u64::MAX, &["o1"])
+            .await
+            .unwrap()),
+        ["o2"]
+    );
+    assert_eq!(
+        ids(s.outbox_due_skipping(NOW, 10, 21, &["o1"]).await.unwrap()),
+        ["o2"]
+    );
+    assert_eq!(
+        ids(s.outbox_due_skipping(NOW, 10, 42, &["o2"]).await.unwrap()),
+        ["o1"]
+    );
+    assert_eq!(
+        ids(s
+            .outbox_due_skipping(NOW, 2, u64::MAX, &["o2", "gone"])
+            .await
+            .unwrap()),
+        ["o1", "o3"]
+    );
+    assert!(
+        s.outbox_due_skipping(NOW, 10, u64::MAX, &["o1", "o2", "o3"])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
     s.outbox_retry("o1", NOW + 60, "451 try later")
         .await
         .unwrap();
