@@ -3,8 +3,8 @@
 //! line. Rules are compiled elsewhere (`rules`); this module only says where they are.
 //!
 //! This file holds the validated types, the top-level table and the section-by-section
-//! checks (`parse_for`); the sections' serde shapes are in `config/raw.rs`, the [imap] /
-//! [smtp] server checks in `config/servers.rs`, a desk's password source in
+//! checks (`parse_for`); the sections' serde shapes are in `config/raw.rs`, the `[imap]` /
+//! `[smtp]` server checks in `config/servers.rs`, a desk's password source in
 //! `config/desks.rs`, the `[[digest]]` groups in `config/digest.rs`, reading secrets in
 //! `crate::secret`.
 

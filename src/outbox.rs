@@ -320,8 +320,9 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
     /// per connection is sent but unrecorded (what a kill -9 can repeat). Once the
     /// database refuses a result, no further mail is started. Lanes never wait for each
     /// other: when the last mail read is taken, the next ones are read while the lanes
-    /// send, passing over the mails in flight and those in `unrecorded`, so a slow or
-    /// hanging send (up to `[smtp] timeout_seconds`) holds up only its own lane.
+    /// send, passing over the mails in flight and those in `unrecorded`; mail queued or
+    /// falling due meanwhile is read too. So a slow or hanging send (up to `[smtp]
+    /// timeout_seconds`) holds up only its own lane.
     async fn send_due(
         &self,
         cancel: &CancellationToken,
@@ -339,7 +340,9 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
         loop {
             let stopping = refused || cancel.is_cancelled();
             if stopping {
+                // A read under way writes nothing; dropped, it gives its memory back.
                 queue.clear();
+                reading = None;
             }
             while !stopping
                 && in_flight.len() < self.lanes
@@ -351,14 +354,10 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
             if reading.is_none() && more && !stopping && queue.is_empty() {
                 // At most 50 mails, and beyond the first about 8 MB of them, so that a
                 // few large redirects are read and sent one at a time.
-                let skip = held.clone();
-                let now = self.clock.now();
+                let (skip, now) = (held.clone(), self.clock.now());
+                let (mails, bytes) = (OUTBOX_READ_MAILS, OUTBOX_READ_BYTES);
                 reading = Some(Box::pin(async move {
-                    let memory = &self.memory;
-                    let read =
-                        self.store
-                            .due(now, OUTBOX_READ_MAILS, OUTBOX_READ_BYTES, memory, &skip);
-                    read.await
+                    self.store.due(now, mails, bytes, &self.memory, &skip).await
                 }));
             }
             tokio::select! {
@@ -390,6 +389,19 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
                         }
                     }
                 }
+                // While mails are in flight and nothing more was due: mail queued since
+                // (the pipeline wakes the outbox) or a retry falling due (looked for every
+                // second) is read, not left waiting for the mails in flight.
+                () = self.wake.notified(), if !stopping && read_ok && !more && !in_flight.is_empty() => {
+                    more = true;
+                }
+                () = tokio::time::sleep(Duration::from_secs(1)),
+                    if !stopping && read_ok && !more && !in_flight.is_empty() => {
+                    more = true;
+                }
+                // Only while something is left to wait for, else `else` ends the loop.
+                () = cancel.cancelled(),
+                    if !stopping && (!in_flight.is_empty() || reading.is_some()) => {}
                 else => break,
             }
         }

@@ -441,6 +441,10 @@ fn first_address(a: Option<&Address<'_>>) -> Option<String> {
     crate::rules::compile::looks_like_address(&s).then_some(s)
 }
 
+/// [`Facts::group_key`]: the first 16 bytes, in hex, of the SHA-256 of the sender, the
+/// Date header, the subject and the body's bytes other than CR and LF, each of the first
+/// three followed by a line feed. Stored in state databases and part of outbox ids: a
+/// change would make copies seen before and after an upgrade two messages.
 fn group_key(msg: &Message<'_>, from: Option<&str>, subject: &str) -> String {
     let mut h = Sha256::new();
     h.update(from.unwrap_or_default().as_bytes());

@@ -590,3 +590,61 @@ async fn a_hanging_send_holds_up_only_its_own_lane() {
         assert_eq!(store.row(id).await.status, OutboxStatus::Sent, "{id}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn mail_queued_while_a_send_hangs_goes_out_before_it_ends() {
+    let store = RealTimeStore::open().await;
+    store.queue(&["m00"], NOW - 100).await;
+    let lanes = Arc::new(Lanes {
+        hang: Some(("m00".into(), Duration::from_secs(60))),
+        ..Lanes::default()
+    });
+    let wake = Arc::new(Notify::new());
+    let outbox = Outbox::new(
+        Counting::new(&store, &lanes, 0),
+        Slow(Arc::clone(&lanes)),
+        Arc::clone(&wake),
+        Arc::new(Metrics::new(["d"])),
+        MailMemory::for_largest_mail(25 << 20),
+    )
+    .with_clock(Clock::tokio(NOW))
+    .with_lanes(3);
+    let cancel = CancellationToken::new();
+    let token = cancel.clone();
+    let task = tokio::spawn(async move { outbox.run(token, None).await });
+    // m00 hangs from the start; 5 s later the pipeline queues m01 and wakes the outbox,
+    // and m02 is queued without a wake (as a retry falls due).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(lanes.sends.lock().unwrap().get("m00"), Some(&1));
+    store.queue(&["m01"], NOW - 50).await;
+    wake.notify_one();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    store.queue(&["m02"], NOW - 40).await;
+    tokio::time::sleep(Duration::from_secs(55)).await;
+    cancel.cancel();
+    task.await.unwrap();
+    assert_eq!(lanes.recorded_when_hang_ended.load(Relaxed), 2);
+    let sends = lanes.sends.lock().unwrap().clone();
+    assert_eq!(sends.len(), 3, "{sends:?}");
+    assert!(sends.values().all(|&n| n == 1), "{sends:?}");
+    for id in ["m00", "m01", "m02"] {
+        assert_eq!(store.row(id).await.status, OutboxStatus::Sent, "{id}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_one_connection_mail_goes_out_in_queue_order_across_reads() {
+    let store = RealTimeStore::open().await;
+    // More than one read of the outbox takes (50).
+    let ids: Vec<String> = (0..70).map(|i| format!("q{:02}", 69 - i)).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    store.queue(&refs, NOW - 100).await;
+    let mut run = Running::start(&store, vec![], None);
+    let mut order = Vec::new();
+    for _ in 0..70 {
+        order.push(run.next().await.0);
+    }
+    assert_eq!(order, ids);
+    assert!(run.attempts.try_recv().is_err());
+    run.stop().await;
+}

@@ -1,4 +1,4 @@
-//! Serde mirror of the rules files ([settings], [[ticket_pattern]], desk profiles, rules,
+//! Serde mirror of the rules files (`[settings]`, `[[ticket_pattern]]`, desk profiles, rules,
 //! templates). Shared by `rules::compile` and `rules::matrix`.
 //!
 //! Not here: located problems and reading files ([`crate::problem`], re-exported here for

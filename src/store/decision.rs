@@ -14,7 +14,8 @@ use super::MailKey;
 pub struct NewDecision {
     pub key: MailKey,
     pub message_id: Option<String>,
-    /// Message-ID, else content hash: the same message on several desks shares it.
+    /// The mail's [`crate::facts::Facts::group_key`] (a hash of sender, Date, subject and
+    /// body): the copies of one message on several desks share it.
     pub group_key: String,
     pub sender: Option<String>,
     pub subject: String,

@@ -59,7 +59,7 @@ impl Store {
     }
 
     /// When the last reply went to each of `senders` (lower-cased), per template (the reply
-    /// ledger's rule), Unix seconds: [`Store::last_reply`] for a whole batch. One query per
+    /// ledger's rule), Unix seconds, for a whole batch. One query per
     /// 200 senders.
     pub async fn last_replies(
         &self,
