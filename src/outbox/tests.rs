@@ -62,6 +62,11 @@ impl RealTimeStore {
 
     /// Queues one mail per id, in this order, at Unix time `at`, `at + 1`, ...
     async fn queue(&self, ids: &[&str], at: i64) {
+        self.queue_sized(ids, at, 0).await;
+    }
+
+    /// [`Self::queue`] with `padding` more bytes of body in each mail.
+    async fn queue_sized(&self, ids: &[&str], at: i64, padding: usize) {
         let decisions: Vec<NewDecision> = ids
             .iter()
             .zip(0..)
@@ -89,7 +94,8 @@ impl RealTimeStore {
                     desk: "d".into(),
                     envelope_from: "d@gem.example".into(),
                     recipients: vec!["helpdesk@gem.example".into()],
-                    bytes: format!("Subject: {id}\r\n\r\nbody\r\n").into_bytes(),
+                    bytes: format!("Subject: {id}\r\n\r\nbody\r\n{}", "x".repeat(padding))
+                        .into_bytes(),
                     reply_claim: None,
                 }],
                 clock: None,
@@ -489,12 +495,21 @@ impl OutboxStore for Counting {
 /// Runs an outbox over `store` with [`Slow`] counting in `lanes`, three mails at a time,
 /// until it has drained what is due (the desks are done from the start).
 async fn drain_on_three_lanes(store: impl OutboxStore, lanes: &Arc<Lanes>) {
+    drain_on_three_lanes_within(store, lanes, MailMemory::for_largest_mail(25 << 20)).await;
+}
+
+/// [`drain_on_three_lanes`] under the memory budget `memory`.
+async fn drain_on_three_lanes_within(
+    store: impl OutboxStore,
+    lanes: &Arc<Lanes>,
+    memory: MailMemory,
+) {
     let outbox = Outbox::new(
         store,
         Slow(Arc::clone(lanes)),
         Arc::new(Notify::new()),
         Arc::new(Metrics::new(["d"])),
-        MailMemory::for_largest_mail(25 << 20),
+        memory,
     )
     .with_clock(Clock::tokio(NOW))
     .with_lanes(3);
@@ -647,4 +662,36 @@ async fn with_one_connection_mail_goes_out_in_queue_order_across_reads() {
     assert_eq!(order, ids);
     assert!(run.attempts.try_recv().is_err());
     run.stop().await;
+}
+
+/// On real time: a read waiting for memory runs on a blocking thread (the store's), and a
+/// paused clock would not move the lanes' sends on meanwhile.
+#[tokio::test]
+async fn lanes_under_a_small_memory_budget_wait_for_it_and_never_stall() {
+    let store = RealTimeStore::open().await;
+    // 90 mails of ~200 KB: each read of the outbox (up to 50 mails, ~8 MB) asks more than
+    // the whole budget (1 MiB), so the next read waits until the lanes have sent every
+    // mail of the one before.
+    let ids: Vec<String> = (0..90).map(|i| format!("b{i:03}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    store.queue_sized(&refs, NOW - 200, 200 << 10).await;
+    let lanes = Arc::new(Lanes::default());
+    let memory = MailMemory::new(1 << 20);
+    let drained = tokio::time::timeout(
+        Duration::from_secs(30),
+        drain_on_three_lanes_within(Counting::new(&store, &lanes, 0), &lanes, memory.clone()),
+    )
+    .await;
+    assert!(
+        drained.is_ok(),
+        "stalled: {:?}",
+        lanes.sends.lock().unwrap().len()
+    );
+    assert_eq!(lanes.max_in_flight.load(Relaxed), 3);
+    let sends = lanes.sends.lock().unwrap().clone();
+    assert_eq!(sends.len(), 90, "{sends:?}");
+    assert!(sends.values().all(|&n| n == 1), "{sends:?}");
+    assert_eq!(lanes.recorded.load(Relaxed), 90);
+    // Everything given back.
+    assert_eq!(memory.available(), memory.total());
 }
