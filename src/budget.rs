@@ -59,6 +59,48 @@ impl Reserved {
             bytes: 0,
         }
     }
+
+    /// This reservation cut into one share per part, in order, each in proportion to the
+    /// bytes that part asks (`parts`, e.g. each mail's bytes times its copies), so that
+    /// each part's share can be given back on its own. The shares together hold exactly
+    /// what this one held (the last takes what rounding leaves); a part asking nothing
+    /// gets nothing. Empty for no parts.
+    pub fn split(self, parts: &[u64]) -> Vec<Reserved> {
+        let Some(last) = parts.len().checked_sub(1) else {
+            return Vec::new();
+        };
+        let Some(mut permit) = self._permit else {
+            return parts
+                .iter()
+                .map(|&bytes| Reserved {
+                    _permit: None,
+                    bytes,
+                })
+                .collect();
+        };
+        let held = permit.num_permits() as u128;
+        let asked: u128 = parts.iter().map(|&b| u128::from(b)).sum::<u128>().max(1);
+        let mut shares = Vec::with_capacity(parts.len());
+        for &bytes in &parts[..last] {
+            let n = usize::try_from(held * u128::from(bytes) / asked).unwrap_or(usize::MAX);
+            shares.push(Reserved {
+                _permit: if n == 0 { None } else { permit.split(n) },
+                bytes,
+            });
+        }
+        shares.push(Reserved {
+            _permit: Some(permit),
+            bytes: parts[last],
+        });
+        shares
+    }
+
+    /// Bytes of the budget this reservation holds (after clamping to the budget).
+    pub fn held(&self) -> u64 {
+        self._permit
+            .as_ref()
+            .map_or(0, |p| p.num_permits() as u64 * UNIT)
+    }
 }
 
 impl MailMemory {
@@ -176,6 +218,47 @@ pub fn use_fixed_mmap_threshold() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_reservation_split_per_mail_gives_each_share_back_on_its_own() {
+        let memory = MailMemory::new(10 << 20);
+        // 3 MiB asked as parts of 1, 0 and 2 MiB.
+        let shares = memory.reserve(3 << 20).await.split(&[1 << 20, 0, 2 << 20]);
+        assert_eq!(
+            shares.iter().map(Reserved::held).collect::<Vec<_>>(),
+            [1 << 20, 0, 2 << 20]
+        );
+        assert_eq!(memory.available(), 7 << 20);
+        let mut shares = shares.into_iter();
+        drop(shares.next());
+        assert_eq!(memory.available(), 8 << 20);
+        drop(shares);
+        assert_eq!(memory.available(), memory.total());
+
+        // Over the whole budget: all of it, shared out in proportion; nothing lost.
+        let small = MailMemory::new(1 << 20);
+        let shares = small
+            .reserve(40 << 20)
+            .await
+            .split(&[10 << 20, 10 << 20, 20 << 20]);
+        let held: Vec<u64> = shares.iter().map(Reserved::held).collect();
+        assert_eq!(held, [256 << 10, 256 << 10, 512 << 10]);
+        assert_eq!(small.available(), 0);
+        drop(shares);
+        assert_eq!(small.available(), small.total());
+
+        // Rounding: the last share takes what is left.
+        let memory = MailMemory::new(10 << 20);
+        let shares = memory.reserve(3 * 1024).await.split(&[1024, 1024, 1024]);
+        assert_eq!(shares.iter().map(Reserved::held).sum::<u64>(), 3 * 1024);
+        assert!(
+            Reserved::none()
+                .split(&[5, 6])
+                .iter()
+                .all(|r| r.held() == 0)
+        );
+        assert!(memory.reserve(1).await.split(&[]).is_empty());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_second_large_reservation_waits_for_the_first_to_be_given_back() {

@@ -328,9 +328,9 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
         cancel: &CancellationToken,
         unrecorded: &HashMap<String, Record>,
     ) -> (Vec<(String, Record, bool)>, bool) {
-        // Mails read and not yet taken, each with its read's memory reservation, which
-        // is given back once every mail of that read is sent.
-        let mut queue: VecDeque<(OutboxItem, Arc<Reserved>)> = VecDeque::new();
+        // Mails read and not yet taken, each with its share of its read's memory
+        // reservation.
+        let mut queue: VecDeque<(OutboxItem, Reserved)> = VecDeque::new();
         let mut in_flight = FuturesUnordered::new();
         // Never read again in this call: in flight, or sent with the result unrecorded.
         let mut held: HashSet<String> = unrecorded.keys().cloned().collect();
@@ -373,13 +373,17 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
                     reading = None;
                     match read {
                         Ok((items, reserved)) => {
-                            let share = Arc::new(reserved);
+                            // Each mail holds its own share, given back once it is sent.
+                            let sizes: Vec<u64> = items
+                                .iter()
+                                .map(|i| i.bytes.len() as u64 * crate::budget::SEND_COPIES)
+                                .collect();
                             let before = queue.len();
                             queue.extend(
                                 items
                                     .into_iter()
-                                    .filter(|i| !held.contains(&i.id))
-                                    .map(|i| (i, Arc::clone(&share))),
+                                    .zip(reserved.split(&sizes))
+                                    .filter(|(i, _)| !held.contains(&i.id)),
                             );
                             more = queue.len() > before;
                         }
@@ -410,7 +414,7 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
 
     /// Sends `item` and records the result: its id, the result and whether the database
     /// took it. `_share` (the memory `item` was read under) is held until then.
-    async fn attempt(&self, item: OutboxItem, _share: Arc<Reserved>) -> (String, Record, bool) {
+    async fn attempt(&self, item: OutboxItem, _share: Reserved) -> (String, Record, bool) {
         let item = &item;
         let outcome = self.transport.send(item).await;
         if matches!(outcome, Outcome::Sent | Outcome::SentExcept(_)) {

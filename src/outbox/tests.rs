@@ -409,6 +409,9 @@ struct Lanes {
     /// and how many results were recorded when it ended.
     hang: Option<(String, Duration)>,
     recorded_when_hang_ended: std::sync::atomic::AtomicUsize,
+    /// The budget the outbox reads under, and how much of it was held when the hang ended.
+    memory: Option<MailMemory>,
+    held_when_hang_ended: std::sync::atomic::AtomicU64,
 }
 
 /// A transport that takes 50 ms (tokio time) per mail and counts in [`Lanes`].
@@ -430,6 +433,10 @@ impl Transport for Slow {
                 tokio::time::sleep(*took).await;
                 l.recorded_when_hang_ended
                     .store(l.recorded.load(Relaxed), Relaxed);
+                if let Some(m) = &l.memory {
+                    l.held_when_hang_ended
+                        .store(m.total() - m.available(), Relaxed);
+                }
             }
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
@@ -578,18 +585,25 @@ async fn a_hanging_send_holds_up_only_its_own_lane() {
     let store = RealTimeStore::open().await;
     // More mails than one read of the outbox takes (50), the first of them hanging for
     // a minute (a connection that answers nothing until its timeout).
+    // Mails of ~20 KB: the first read holds ~3 MB of the memory budget.
     let ids: Vec<String> = (0..80).map(|i| format!("m{i:02}")).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    store.queue(&refs, NOW - 100).await;
+    store.queue_sized(&refs, NOW - 100, 20 << 10).await;
+    let memory = MailMemory::for_largest_mail(25 << 20);
     let lanes = Arc::new(Lanes {
         hang: Some(("m00".into(), Duration::from_secs(60))),
+        memory: Some(memory.clone()),
         ..Lanes::default()
     });
     let started = Instant::now();
-    drain_on_three_lanes(Counting::new(&store, &lanes, 0), &lanes).await;
+    drain_on_three_lanes_within(Counting::new(&store, &lanes, 0), &lanes, memory).await;
     // The other two lanes sent all 79 others meanwhile, those of the second read too
     // (80 / 2 x 50 ms is 2 s), instead of waiting with the first read's last mail.
     assert_eq!(lanes.recorded_when_hang_ended.load(Relaxed), 79);
+    // Meanwhile the hanging mail held only its own share of the memory (3 copies of
+    // ~20 KB), not that of the 49 others read with it.
+    let held = lanes.held_when_hang_ended.load(Relaxed);
+    assert!(held > 0 && held <= 3 * (21 << 10), "{held}");
     assert!(
         started.elapsed() < Duration::from_secs(61),
         "{:?}",
@@ -671,7 +685,7 @@ async fn lanes_under_a_small_memory_budget_wait_for_it_and_never_stall() {
     let store = RealTimeStore::open().await;
     // 90 mails of ~200 KB: each read of the outbox (up to 50 mails, ~8 MB) asks more than
     // the whole budget (1 MiB), so the next read waits until the lanes have sent every
-    // mail of the one before.
+    // mail of the one before (each mail gives its share back once sent).
     let ids: Vec<String> = (0..90).map(|i| format!("b{i:03}")).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     store.queue_sized(&refs, NOW - 200, 200 << 10).await;
