@@ -63,8 +63,8 @@ impl Reserved {
     /// This reservation cut into one share per part, in order, each in proportion to the
     /// bytes that part asks (`parts`, e.g. each mail's bytes times its copies), so that
     /// each part's share can be given back on its own. The shares together hold exactly
-    /// what this one held (the last takes what rounding leaves); a part asking nothing
-    /// gets nothing. Empty for no parts.
+    /// what this one held: the last takes what rounding leaves (even if it asks nothing),
+    /// any other part asking nothing gets nothing. Empty for no parts.
     pub fn split(self, parts: &[u64]) -> Vec<Reserved> {
         let Some(last) = parts.len().checked_sub(1) else {
             return Vec::new();
@@ -124,9 +124,7 @@ impl MailMemory {
     /// than the whole budget waits until it can take all of it (it then runs alone), so
     /// nothing waits for ever. Requests are served in order (first come, first served).
     pub async fn reserve(&self, bytes: u64) -> Reserved {
-        let units = u32::try_from(bytes.div_ceil(UNIT))
-            .unwrap_or(u32::MAX)
-            .min(self.units);
+        let units = self.units_for(bytes);
         let permit = if units == 0 {
             None
         } else {
@@ -140,6 +138,32 @@ impl MailMemory {
             _permit: permit,
             bytes,
         }
+    }
+
+    /// [`Self::reserve`] without waiting: `None` when `bytes` do not fit now or others
+    /// wait before this request (it never jumps their queue).
+    pub fn try_reserve(&self, bytes: u64) -> Option<Reserved> {
+        let units = self.units_for(bytes);
+        let permit = if units == 0 {
+            None
+        } else {
+            Some(
+                Arc::clone(&self.permits)
+                    .try_acquire_many_owned(units)
+                    .ok()?,
+            )
+        };
+        Some(Reserved {
+            _permit: permit,
+            bytes,
+        })
+    }
+
+    /// Permits for `bytes`, at most the whole budget.
+    fn units_for(&self, bytes: u64) -> u32 {
+        u32::try_from(bytes.div_ceil(UNIT))
+            .unwrap_or(u32::MAX)
+            .min(self.units)
     }
 
     /// Bytes of the budget nobody holds now (for metrics and tests).
@@ -247,10 +271,13 @@ mod tests {
         drop(shares);
         assert_eq!(small.available(), small.total());
 
-        // Rounding: the last share takes what is left.
+        // Rounding: 2 KiB in three equal parts; the last share takes what is left.
         let memory = MailMemory::new(10 << 20);
-        let shares = memory.reserve(3 * 1024).await.split(&[1024, 1024, 1024]);
-        assert_eq!(shares.iter().map(Reserved::held).sum::<u64>(), 3 * 1024);
+        let shares = memory.reserve(2 * 1024).await.split(&[1024, 1024, 1024]);
+        let held: Vec<u64> = shares.iter().map(Reserved::held).collect();
+        assert_eq!(held, [0, 0, 2048]);
+        drop(shares);
+        assert_eq!(memory.available(), memory.total());
         assert!(
             Reserved::none()
                 .split(&[5, 6])
@@ -258,6 +285,19 @@ mod tests {
                 .all(|r| r.held() == 0)
         );
         assert!(memory.reserve(1).await.split(&[]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_reservation_that_must_not_wait_is_refused_when_it_does_not_fit_now() {
+        let memory = MailMemory::new(4 << 20);
+        let first = memory.try_reserve(3 << 20);
+        assert_eq!(first.as_ref().map(Reserved::held), Some(3 << 20));
+        assert!(memory.try_reserve(2 << 20).is_none());
+        assert_eq!(memory.available(), 1 << 20);
+        assert_eq!(memory.try_reserve(0).map(|r| r.held()), Some(0));
+        drop(first);
+        // Over the whole budget: all of it, once nobody holds any.
+        assert_eq!(memory.try_reserve(9 << 20).map(|r| r.held()), Some(4 << 20));
     }
 
     #[tokio::test(start_paused = true)]

@@ -80,7 +80,8 @@ pub trait Transport: Send + Sync {
 pub trait OutboxStore: Send + Sync {
     /// Pending mail due at `now`, oldest first, at most `limit` mails and (beyond the first)
     /// `max_bytes` of bodies, with their reservation in `memory`, passing over the mails
-    /// in `skip` ([`Store::outbox_due`]).
+    /// in `skip`; without `wait_for_memory`, `None` when they do not fit in the budget now
+    /// ([`Store::outbox_due`]).
     fn due(
         &self,
         now: i64,
@@ -88,7 +89,8 @@ pub trait OutboxStore: Send + Sync {
         max_bytes: u64,
         memory: &MailMemory,
         skip: &HashSet<String>,
-    ) -> impl Future<Output = Result<(Vec<OutboxItem>, Reserved), StoreError>> + Send;
+        wait_for_memory: bool,
+    ) -> impl Future<Output = Result<Option<(Vec<OutboxItem>, Reserved)>, StoreError>> + Send;
     /// Writes what became of an attempt on mail `id` at `now`.
     fn record(
         &self,
@@ -108,8 +110,10 @@ impl OutboxStore for Store {
         max_bytes: u64,
         memory: &MailMemory,
         skip: &HashSet<String>,
-    ) -> Result<(Vec<OutboxItem>, Reserved), StoreError> {
-        self.outbox_due(now, limit, max_bytes, memory, skip).await
+        wait_for_memory: bool,
+    ) -> Result<Option<(Vec<OutboxItem>, Reserved)>, StoreError> {
+        self.outbox_due(now, limit, max_bytes, memory, skip, wait_for_memory)
+            .await
     }
 
     async fn record(&self, id: &str, r: &Record, now: i64) -> Result<(), StoreError> {
@@ -336,6 +340,8 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
         let mut held: HashSet<String> = unrecorded.keys().cloned().collect();
         let mut attempted = Vec::new();
         let (mut refused, mut more, mut read_ok) = (false, true, true);
+        // The last read found mails but not the memory for them (see below).
+        let mut short_of_memory = false;
         let mut reading = None;
         loop {
             let stopping = refused || cancel.is_cancelled();
@@ -354,14 +360,22 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
             if reading.is_none() && more && !stopping && queue.is_empty() {
                 // At most 50 mails, and beyond the first about 8 MB of them, so that a
                 // few large redirects are read and sent one at a time.
+                // With mails in flight, the read does not wait for memory: a request
+                // waiting in the budget's queue would hold up the desks behind it for as
+                // long as a send hangs. It is made again when a mail in flight is done.
                 let (skip, now) = (held.clone(), self.clock.now());
                 let (mails, bytes) = (OUTBOX_READ_MAILS, OUTBOX_READ_BYTES);
+                let wait = in_flight.is_empty();
                 reading = Some(Box::pin(async move {
-                    self.store.due(now, mails, bytes, &self.memory, &skip).await
+                    let memory = &self.memory;
+                    self.store.due(now, mails, bytes, memory, &skip, wait).await
                 }));
             }
             tokio::select! {
                 Some(a) = in_flight.next(), if !in_flight.is_empty() => {
+                    // Its memory is back: a read that found none may fit now.
+                    more |= short_of_memory;
+                    short_of_memory = false;
                     if a.2 {
                         held.remove(&a.0);
                     } else {
@@ -372,7 +386,8 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
                 read = unless_none(&mut reading), if reading.is_some() => {
                     reading = None;
                     match read {
-                        Ok((items, reserved)) => {
+                        Ok(None) => (more, short_of_memory) = (false, true),
+                        Ok(Some((items, reserved))) => {
                             // Each mail holds its own share, given back once it is sent.
                             let sizes: Vec<u64> = items
                                 .iter()

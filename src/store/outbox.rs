@@ -102,6 +102,7 @@ impl Store {
     ///
     /// Before the bodies are read, their bytes times [`crate::budget::SEND_COPIES`] are
     /// reserved in `memory`; the caller holds the reservation until the mails are sent.
+    /// Without `wait_for_memory`, `None` when they do not fit in the budget now.
     pub async fn outbox_due(
         &self,
         now: i64,
@@ -109,7 +110,8 @@ impl Store {
         max_bytes: u64,
         memory: &MailMemory,
         skip: &HashSet<String>,
-    ) -> Result<(Vec<OutboxItem>, Reserved), StoreError> {
+        wait_for_memory: bool,
+    ) -> Result<Option<(Vec<OutboxItem>, Reserved)>, StoreError> {
         let op = "read the outbox";
         // Which mails first, by their sizes only (no body is held in a sort); then the
         // chosen mails' bodies. A legacy base64 body counts as the bytes it decodes to.
@@ -141,11 +143,17 @@ impl Store {
             ids.push(id);
         }
         if ids.is_empty() {
-            return Ok((Vec::new(), Reserved::none()));
+            return Ok(Some((Vec::new(), Reserved::none())));
         }
-        let reserved = memory
-            .reserve(total.saturating_mul(crate::budget::SEND_COPIES))
-            .await;
+        let bytes = total.saturating_mul(crate::budget::SEND_COPIES);
+        let reserved = if wait_for_memory {
+            memory.reserve(bytes).await
+        } else {
+            let Some(reserved) = memory.try_reserve(bytes) else {
+                return Ok(None);
+            };
+            reserved
+        };
         let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT id, desk, envelope_from, recipients, body, \
@@ -163,7 +171,7 @@ impl Store {
         while let Some(row) = rows.try_next().await.map_err(query_error(op))? {
             items.push(outbox_item(&row, op)?);
         }
-        Ok((items, reserved))
+        Ok(Some((items, reserved)))
     }
 
     /// The mail was accepted by the SMTP server, for every recipient or (with `refused`:

@@ -438,10 +438,10 @@ impl Store {
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let memory = crate::budget::MailMemory::new(u64::MAX);
         let skip = skip.iter().map(|s| (*s).to_string()).collect();
-        Ok(self
-            .outbox_due(now, limit, max_bytes, &memory, &skip)
-            .await?
-            .0)
+        let due = self
+            .outbox_due(now, limit, max_bytes, &memory, &skip, true)
+            .await?;
+        Ok(due.map(|(items, _)| items).unwrap_or_default())
     }
 }
 
