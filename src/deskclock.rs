@@ -22,8 +22,8 @@ pub const OVERDUE: &str = "$Overdue";
 pub struct Observed {
     /// The desk mailbox's UIDVALIDITY now: mails recorded under another are not looked at.
     pub uidvalidity: u32,
-    /// Flags of the clocks' mails still in the desk mailbox, by UID.
-    pub flags: HashMap<u32, Vec<String>>,
+    /// The clocks' mails still in the desk mailbox, by UID: whether each is `\Answered`.
+    pub answered: HashMap<u32, bool>,
     /// Bare Message-IDs that a mail in the Sent folder replies to.
     pub replied: HashSet<String>,
     /// Bare Message-IDs found in the done folder.
@@ -54,12 +54,10 @@ pub fn review(clocks: &[OpenClock], seen: &Observed, now: i64) -> Review {
         let here: Vec<u32> = c
             .mails
             .iter()
-            .filter(|m| m.uidvalidity == seen.uidvalidity && seen.flags.contains_key(&m.uid))
+            .filter(|m| m.uidvalidity == seen.uidvalidity && seen.answered.contains_key(&m.uid))
             .map(|m| m.uid)
             .collect();
-        let answered = here
-            .iter()
-            .any(|u| seen.flags[u].iter().any(|f| f == "\\Answered"));
+        let answered = here.iter().any(|u| seen.answered.get(u) == Some(&true));
         let reason = if answered {
             Some(StopReason::Answered)
         } else if ids.iter().any(|i| seen.replied.contains(i)) {
@@ -128,13 +126,13 @@ pub async fn check(
         .collect();
     let mut seen = Observed {
         uidvalidity,
-        flags: session.flags_of(&uids).await?,
+        answered: session.answered_of(&uids).await?,
         ..Observed::default()
     };
-    let ids: Vec<String> = clocks
+    let ids: Vec<&str> = clocks
         .iter()
         .flat_map(|c| &c.mails)
-        .filter_map(|m| m.message_id.clone())
+        .filter_map(|m| m.message_id.as_deref())
         .collect();
     let oldest = clocks.iter().map(|c| c.clock.started).min().unwrap_or(now);
     let mut looked_elsewhere = false;
@@ -320,9 +318,9 @@ mod tests {
     fn seen(flags: &[(u32, &[&str])]) -> Observed {
         Observed {
             uidvalidity: 7,
-            flags: flags
+            answered: flags
                 .iter()
-                .map(|(u, f)| (*u, f.iter().map(|s| s.to_string()).collect()))
+                .map(|(u, f)| (*u, f.contains(&"\\Answered")))
                 .collect(),
             ..Observed::default()
         }

@@ -1,17 +1,20 @@
-//! What the desk's clocks (issue #17) read on the IMAP server: the flags of a clock's mails
-//! (`\Answered`), and in another folder (Sent, the done folder) the mails that reply to
+//! What the desk's clocks (issue #17) read on the IMAP server: whether a clock's mails are
+//! still there and `\Answered`, and in another folder (Sent, the done folder) the mails that reply to
 //! them or are them, found by Message-ID. Deciding what that means is `deskclock`'s.
 
 use std::collections::{HashMap, HashSet};
 
 use futures_util::TryStreamExt;
 
-use super::{DeskSession, ImapError, flag_text, proto, timed, uid_set};
+use async_imap::types::Flag;
+
+use super::{DeskSession, ImapError, proto, timed, uid_set};
 
 impl DeskSession {
-    /// The flags of `uids` in the selected mailbox; a UID that is gone (expunged, moved)
-    /// is absent from the map.
-    pub async fn flags_of(&mut self, uids: &[u32]) -> Result<HashMap<u32, Vec<String>>, ImapError> {
+    /// Which of `uids` are still in the selected mailbox, each with whether it carries
+    /// `\Answered`; a UID that is gone (expunged, moved) is absent from the map. One bool
+    /// per mail, not its flags: the review of ~30,000 open clocks reads ~50,000 mails.
+    pub async fn answered_of(&mut self, uids: &[u32]) -> Result<HashMap<u32, bool>, ImapError> {
         if uids.is_empty() {
             return Ok(HashMap::new());
         }
@@ -30,7 +33,7 @@ impl DeskSession {
                 .map_err(proto("fetch flags"))?;
             while let Some(f) = answers.try_next().await.map_err(proto("fetch flags"))? {
                 if let Some(uid) = f.uid.filter(|u| wanted.contains(u)) {
-                    flags.insert(uid, f.flags().map(flag_text).collect());
+                    flags.insert(uid, f.flags().any(|f| matches!(f, Flag::Answered)));
                 }
             }
             Ok::<_, ImapError>(())
@@ -46,7 +49,7 @@ impl DeskSession {
     pub async fn message_ids_in(
         &mut self,
         folder: &str,
-        ids: &[String],
+        ids: &[&str],
         since_unix: i64,
     ) -> Result<HashSet<String>, ImapError> {
         let wanted: HashSet<String> = ids.iter().map(|i| bare(i)).collect();
