@@ -560,13 +560,31 @@ async fn drain_on_three_lanes_within(
         .await;
 }
 
+/// Queues `n` mails `{prefix}000`, `{prefix}001`, ... in that order, with `padding` more
+/// bytes of body each, the last `n` seconds before `at`: all due at `at`. Their ids.
+async fn queue_many(store: &RealTimeStore, prefix: &str, n: usize, padding: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}{i:03}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let n = i64::try_from(n).unwrap();
+    store.queue_sized(&refs, NOW - n - 10, padding).await;
+    ids
+}
+
+/// Each of `ids` was sent exactly once (and nothing else was), and is recorded as sent.
+async fn assert_each_sent_once(store: &RealTimeStore, lanes: &Lanes, ids: &[&str]) {
+    let sends = lanes.sends.lock().unwrap().clone();
+    assert_eq!(sends.len(), ids.len(), "{sends:?}");
+    assert!(ids.iter().all(|id| sends.get(*id) == Some(&1)), "{sends:?}");
+    for id in ids {
+        assert_eq!(store.row(id).await.status, OutboxStatus::Sent, "{id}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn several_lanes_send_at_once_and_each_records_its_mail_before_the_next() {
     let store = RealTimeStore::open().await;
-    let ids: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     // All due at once (queued a second apart, the last 10 s ago).
-    store.queue(&refs, NOW - 20).await;
+    let ids = queue_many(&store, "m", 10, 0).await;
     let lanes = Arc::new(Lanes::default());
     let started = Instant::now();
     drain_on_three_lanes(Counting::new(&store, &lanes, 0), &lanes).await;
@@ -581,30 +599,23 @@ async fn several_lanes_send_at_once_and_each_records_its_mail_before_the_next() 
     // only the other two lanes' may not be yet.
     assert!(lanes.worst_unrecorded.load(Relaxed) <= 2);
     assert_eq!(lanes.recorded.load(Relaxed), 10);
-    for id in &ids {
-        assert_eq!(store.row(id).await.status, OutboxStatus::Sent, "{id}");
-    }
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_each_sent_once(&store, &lanes, &ids).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_refused_result_stops_every_lane_and_no_mail_goes_twice() {
     let store = RealTimeStore::open().await;
-    let ids: Vec<String> = (0..6).map(|i| format!("m{i}")).collect();
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    store.queue(&refs, NOW - 20).await;
+    let ids = queue_many(&store, "m", 6, 0).await;
     let lanes = Arc::new(Lanes::default());
     // The three results of the first round, then the first retry of each of two rounds.
     drain_on_three_lanes(Counting::new(&store, &lanes, 5), &lanes).await;
     // The three mails in flight when the database refused a result were sent; no other
     // mail was started until it took all three, and none was sent again.
     assert_eq!(lanes.started_while_refused.load(Relaxed), 0);
-    let sends = lanes.sends.lock().unwrap().clone();
-    assert_eq!(sends.len(), 6, "{sends:?}");
-    assert!(sends.values().all(|&n| n == 1), "{sends:?}");
     assert_eq!(lanes.recorded.load(Relaxed), 6);
-    for id in &ids {
-        assert_eq!(store.row(id).await.status, OutboxStatus::Sent, "{id}");
-    }
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_each_sent_once(&store, &lanes, &ids).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -613,12 +624,10 @@ async fn a_hanging_send_holds_up_only_its_own_lane() {
     // More mails than one read of the outbox takes (50), the first of them hanging for
     // a minute (a connection that answers nothing until its timeout).
     // Mails of ~20 KB: the first read holds ~3 MB of the memory budget.
-    let ids: Vec<String> = (0..80).map(|i| format!("m{i:02}")).collect();
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    store.queue_sized(&refs, NOW - 100, 20 << 10).await;
+    let ids = queue_many(&store, "m", 80, 20 << 10).await;
     let memory = MailMemory::for_largest_mail(25 << 20);
     let lanes = Arc::new(Lanes {
-        hang: Some(("m00".into(), Duration::from_secs(60))),
+        hang: Some(("m000".into(), Duration::from_secs(60))),
         memory: Some(memory.clone()),
         ..Lanes::default()
     });
@@ -637,14 +646,10 @@ async fn a_hanging_send_holds_up_only_its_own_lane() {
         started.elapsed()
     );
     // Reading the next mails while the lanes sent never took a mail in flight again.
-    let sends = lanes.sends.lock().unwrap().clone();
-    assert_eq!(sends.len(), 80, "{sends:?}");
-    assert!(sends.values().all(|&n| n == 1), "{sends:?}");
     assert_eq!(lanes.recorded.load(Relaxed), 80);
     assert!(lanes.worst_unrecorded.load(Relaxed) <= 2);
-    for id in &ids {
-        assert_eq!(store.row(id).await.status, OutboxStatus::Sent, "{id}");
-    }
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_each_sent_once(&store, &lanes, &ids).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -688,12 +693,7 @@ async fn mail_queued_while_a_send_hangs_goes_out_before_it_ends() {
     cancel.cancel();
     task.await.unwrap();
     assert_eq!(lanes.recorded_when_hang_ended.load(Relaxed), 2);
-    let sends = lanes.sends.lock().unwrap().clone();
-    assert_eq!(sends.len(), 3, "{sends:?}");
-    assert!(sends.values().all(|&n| n == 1), "{sends:?}");
-    for id in ["m00", "m01", "m02"] {
-        assert_eq!(store.row(id).await.status, OutboxStatus::Sent, "{id}");
-    }
+    assert_each_sent_once(&store, &lanes, &["m00", "m01", "m02"]).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -721,9 +721,7 @@ async fn lanes_under_a_small_memory_budget_wait_for_it_and_never_stall() {
     // 90 mails of ~200 KB: each read of the outbox (up to 50 mails, ~8 MB) asks more than
     // the whole budget (1 MiB), so the next read waits until the lanes have sent every
     // mail of the one before (each mail gives its share back once sent).
-    let ids: Vec<String> = (0..90).map(|i| format!("b{i:03}")).collect();
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    store.queue_sized(&refs, NOW - 200, 200 << 10).await;
+    let ids = queue_many(&store, "b", 90, 200 << 10).await;
     let memory = MailMemory::new(1 << 20);
     let lanes = Arc::new(Lanes {
         memory: Some(memory.clone()),
@@ -740,10 +738,9 @@ async fn lanes_under_a_small_memory_budget_wait_for_it_and_never_stall() {
         lanes.sends.lock().unwrap().len()
     );
     assert_eq!(lanes.max_in_flight.load(Relaxed), 3);
-    let sends = lanes.sends.lock().unwrap().clone();
-    assert_eq!(sends.len(), 90, "{sends:?}");
-    assert!(sends.values().all(|&n| n == 1), "{sends:?}");
     assert_eq!(lanes.recorded.load(Relaxed), 90);
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_each_sent_once(&store, &lanes, &ids).await;
     // Each mail held memory while it was sent, and everything was given back.
     assert!(
         lanes
