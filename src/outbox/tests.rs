@@ -538,15 +538,7 @@ async fn drain_on_three_lanes_within(
     lanes: &Arc<Lanes>,
     memory: MailMemory,
 ) {
-    let outbox = Outbox::new(
-        store,
-        Slow(Arc::clone(lanes)),
-        Arc::new(Notify::new()),
-        Arc::new(Metrics::new(["d"])),
-        memory,
-    )
-    .with_clock(Clock::tokio(NOW))
-    .with_lanes(3);
+    let (outbox, _) = on_three_lanes(store, lanes, memory);
     let desks_done = CancellationToken::new();
     desks_done.cancel();
     outbox
@@ -558,6 +550,26 @@ async fn drain_on_three_lanes_within(
             }),
         )
         .await;
+}
+
+/// An outbox over `store` with [`Slow`] counting in `lanes`, three mails at a time, under
+/// `memory`, and what wakes it.
+fn on_three_lanes<S: OutboxStore>(
+    store: S,
+    lanes: &Arc<Lanes>,
+    memory: MailMemory,
+) -> (Outbox<Slow, S>, Arc<Notify>) {
+    let wake = Arc::new(Notify::new());
+    let outbox = Outbox::new(
+        store,
+        Slow(Arc::clone(lanes)),
+        Arc::clone(&wake),
+        Arc::new(Metrics::new(["d"])),
+        memory,
+    )
+    .with_clock(Clock::tokio(NOW))
+    .with_lanes(3);
+    (outbox, wake)
 }
 
 /// Queues `n` mails `{prefix}000`, `{prefix}001`, ... in that order, with `padding` more
@@ -660,16 +672,8 @@ async fn mail_queued_while_a_send_hangs_goes_out_before_it_ends() {
         hang: Some(("m00".into(), Duration::from_secs(60))),
         ..Lanes::default()
     });
-    let wake = Arc::new(Notify::new());
-    let outbox = Outbox::new(
-        Counting::new(&store, &lanes, 0),
-        Slow(Arc::clone(&lanes)),
-        Arc::clone(&wake),
-        Arc::new(Metrics::new(["d"])),
-        MailMemory::for_largest_mail(25 << 20),
-    )
-    .with_clock(Clock::tokio(NOW))
-    .with_lanes(3);
+    let memory = MailMemory::for_largest_mail(25 << 20);
+    let (outbox, wake) = on_three_lanes(Counting::new(&store, &lanes, 0), &lanes, memory);
     let cancel = CancellationToken::new();
     let token = cancel.clone();
     let task = tokio::spawn(async move { outbox.run(token, None).await });
@@ -764,16 +768,7 @@ async fn a_read_short_of_memory_while_a_send_hangs_does_not_hold_up_the_desks() 
         memory: Some(memory.clone()),
         ..Lanes::default()
     });
-    let wake = Arc::new(Notify::new());
-    let outbox = Outbox::new(
-        Counting::new(&store, &lanes, 0),
-        Slow(Arc::clone(&lanes)),
-        Arc::clone(&wake),
-        Arc::new(Metrics::new(["d"])),
-        memory.clone(),
-    )
-    .with_clock(Clock::tokio(NOW))
-    .with_lanes(3);
+    let (outbox, wake) = on_three_lanes(Counting::new(&store, &lanes, 0), &lanes, memory.clone());
     let cancel = CancellationToken::new();
     let token = cancel.clone();
     let task = tokio::spawn(async move { outbox.run(token, None).await });
