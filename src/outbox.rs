@@ -316,8 +316,9 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
     }
 
     /// Sends what is due, up to `lanes` mails at once, each on its own connection, until
-    /// nothing more is due, the outbox cannot be read, a result cannot be recorded or
-    /// `cancel` fires; then waits for the mails in flight. Returns every attempt (mail id,
+    /// nothing more is due (or a read found no memory for its mails once none was in
+    /// flight: the caller then calls again at once), the outbox cannot be read, a result
+    /// cannot be recorded or `cancel` fires; then waits for the mails in flight. Returns every attempt (mail id,
     /// result, whether the database took it) and whether every read of the outbox worked.
     ///
     /// Each lane records its mail's result before it takes the next, so at most one mail
@@ -325,8 +326,8 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
     /// database refuses a result, no further mail is started. Lanes never wait for each
     /// other: when the last mail read is taken, the next ones are read while the lanes
     /// send, passing over the mails in flight and those in `unrecorded`; mail queued or
-    /// falling due meanwhile is read too. So a slow or hanging send (up to `[smtp]
-    /// timeout_seconds`) holds up only its own lane.
+    /// falling due meanwhile is read too. So a slow or hanging send (each step bounded by
+    /// `[smtp] timeout_seconds`) holds up only its own lane.
     async fn send_due(
         &self,
         cancel: &CancellationToken,

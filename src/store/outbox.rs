@@ -102,7 +102,8 @@ impl Store {
     ///
     /// Before the bodies are read, their bytes times [`crate::budget::SEND_COPIES`] are
     /// reserved in `memory`; the caller holds the reservation until the mails are sent.
-    /// Without `wait_for_memory`, `None` when they do not fit in the budget now.
+    /// Without `wait_for_memory`, `None` when they do not fit in the budget now or others
+    /// already wait for it.
     pub async fn outbox_due(
         &self,
         now: i64,
