@@ -318,8 +318,9 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
     /// Sends what is due, up to `lanes` mails at once, each on its own connection, until
     /// nothing more is due (or a read found no memory for its mails once none was in
     /// flight: the caller then calls again at once), the outbox cannot be read, a result
-    /// cannot be recorded or `cancel` fires; then waits for the mails in flight. Returns every attempt (mail id,
-    /// result, whether the database took it) and whether every read of the outbox worked.
+    /// cannot be recorded or `cancel` fires; then waits for the mails in flight. Returns
+    /// every attempt (mail id, result, whether the database took it) and whether every
+    /// read of the outbox worked.
     ///
     /// Each lane records its mail's result before it takes the next, so at most one mail
     /// per connection is sent but unrecorded (what a kill -9 can repeat). Once the
@@ -372,6 +373,7 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
                     self.store.due(now, mails, bytes, memory, &skip, wait).await
                 }));
             }
+            let look_again = !stopping && read_ok && !more && !in_flight.is_empty();
             tokio::select! {
                 Some(a) = in_flight.next(), if !in_flight.is_empty() => {
                     // Its memory is back: a read that found none may fit now.
@@ -390,18 +392,14 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
                         Ok(None) => (more, short_of_memory) = (false, true),
                         Ok(Some((items, reserved))) => {
                             // Each mail holds its own share, given back once it is sent.
+                            // None is in `held`: the read passed over those, and `held`
+                            // cannot grow during a read (the queue is empty meanwhile).
                             let sizes: Vec<u64> = items
                                 .iter()
                                 .map(|i| i.bytes.len() as u64 * crate::budget::SEND_COPIES)
                                 .collect();
-                            let before = queue.len();
-                            queue.extend(
-                                items
-                                    .into_iter()
-                                    .zip(reserved.split(&sizes))
-                                    .filter(|(i, _)| !held.contains(&i.id)),
-                            );
-                            more = queue.len() > before;
+                            more = !items.is_empty();
+                            queue.extend(items.into_iter().zip(reserved.split(&sizes)));
                         }
                         Err(e) => {
                             (read_ok, more) = (false, false);
@@ -412,13 +410,8 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
                 // While mails are in flight and nothing more was due: mail queued since
                 // (the pipeline wakes the outbox) or a retry falling due (looked for every
                 // second) is read, not left waiting for the mails in flight.
-                () = self.wake.notified(), if !stopping && read_ok && !more && !in_flight.is_empty() => {
-                    more = true;
-                }
-                () = tokio::time::sleep(Duration::from_secs(1)),
-                    if !stopping && read_ok && !more && !in_flight.is_empty() => {
-                    more = true;
-                }
+                () = self.wake.notified(), if look_again => more = true,
+                () = tokio::time::sleep(Duration::from_secs(1)), if look_again => more = true,
                 // Only while something is left to wait for, else `else` ends the loop.
                 () = cancel.cancelled(),
                     if !stopping && (!in_flight.is_empty() || reading.is_some()) => {}

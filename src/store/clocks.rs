@@ -120,6 +120,12 @@ fn open_clocks_from_json(desk: &str, text: String) -> Result<Vec<OpenClock>, Sto
         value: e.to_string(),
     })?;
     rows.sort_by(|a, b| (a.1, &a.0, a.6, a.7).cmp(&(b.1, &b.0, b.6, b.7)));
+    let u32_of = |what, v: i64| {
+        u32::try_from(v).map_err(|_| StoreError::Corrupt {
+            what,
+            value: v.to_string(),
+        })
+    };
     let mut out: Vec<OpenClock> = Vec::new();
     for (ticket, started, due, sender, subject, overdue_at, uidvalidity, uid, message_id) in rows {
         let same = out
@@ -140,12 +146,6 @@ fn open_clocks_from_json(desk: &str, text: String) -> Result<Vec<OpenClock>, Sto
             });
         }
         if let (Some(uidvalidity), Some(uid), Some(c)) = (uidvalidity, uid, out.last_mut()) {
-            let u32_of = |what, v: i64| {
-                u32::try_from(v).map_err(|_| StoreError::Corrupt {
-                    what,
-                    value: v.to_string(),
-                })
-            };
             c.mails.push(ClockMail {
                 uidvalidity: u32_of("uidvalidity", uidvalidity)?,
                 uid: u32_of("uid", uid)?,
