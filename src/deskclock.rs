@@ -6,6 +6,7 @@
 //! is a decision (the rules' `clock` action, in `plan`).
 
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher as _;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::config::Desk;
@@ -95,13 +96,33 @@ pub fn review(clocks: &[OpenClock], seen: &Observed, now: i64) -> Review {
     r
 }
 
+/// How many open clocks the review holds at a time: it reads a desk's open clocks in
+/// pages of this many, oldest first, and looks each page up on the server before the next.
+/// A page of 2,000 holds about 1.3 MB; all 30,383 open clocks of a 50,000-mail backlog at
+/// once held 11 MB of the daemon's 44 MB peak (issue #16).
+pub const CLOCKS_PER_PAGE: u32 = 2_000;
+
+/// What the review's pages add up to.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Clocks still running after the review.
+    running: u64,
+    /// Of those, the ones past their limit (overdue now or before).
+    overdue: u64,
+    /// The earliest due time of a clock still running and not overdue.
+    next_due: Option<i64>,
+}
+
 /// Looks at `desk`'s open clocks on the server (its mailbox selected, `uidvalidity` its
-/// UIDVALIDITY) and acts on the [`review`]: overdue mail tagged, changes written, the
-/// clock gauges set. Leaves the desk mailbox selected. Returns when to look again (the
-/// next due time), `None` when no clock runs.
+/// UIDVALIDITY) and acts on the [`review`] of each page of them ([`CLOCKS_PER_PAGE`]):
+/// overdue mail tagged, changes written; then sets the clock gauges. The Sent and done
+/// folders are searched once, before the first page, for all open clocks. Leaves the desk
+/// mailbox selected. Returns when to look again (the next due time), `None` when no clock
+/// runs.
 ///
 /// # Errors
-/// IMAP or store errors, as the watcher handles every desk error.
+/// IMAP or store errors, as the watcher handles every desk error. The pages reviewed
+/// before the error keep their changes; the next review goes over the rest.
 pub async fn check(
     session: &mut DeskSession,
     shared: &Shared,
@@ -109,33 +130,69 @@ pub async fn check(
     uidvalidity: u32,
     now: i64,
 ) -> Result<Option<i64>, PipelineError> {
-    let clocks = shared.store.open_clocks(&desk.name).await?;
-    let gauges = shared.metrics.desk(&desk.name);
-    if clocks.is_empty() {
-        gauges.clocks_open.store(0, Relaxed);
-        gauges.clocks_overdue.store(0, Relaxed);
-        return Ok(None);
-    }
-    let policy = shared.policy();
-    let matrix = &policy.rules.matrix;
-    let uids: Vec<u32> = clocks
-        .iter()
-        .flat_map(|c| &c.mails)
-        .filter(|m| m.uidvalidity == uidvalidity)
-        .map(|m| m.uid)
-        .collect();
+    let store = &shared.store;
+    let mut tally = Tally::default();
     let mut seen = Observed {
         uidvalidity,
-        answered: session.answered_of(&uids).await?,
         ..Observed::default()
     };
-    let ids: Vec<&str> = clocks
-        .iter()
-        .flat_map(|c| &c.mails)
-        .filter_map(|m| m.message_id.as_deref())
-        .collect();
-    let oldest = clocks.iter().map(|c| c.clock.started).min().unwrap_or(now);
-    let mut looked_elsewhere = false;
+    let (mut page, mut next) = store
+        .open_clocks_page(&desk.name, None, CLOCKS_PER_PAGE)
+        .await?;
+    // Pages go oldest first: the first page holds the oldest clock.
+    if let Some(oldest) = page.iter().map(|c| c.clock.started).min() {
+        look_elsewhere(session, shared, desk, oldest, &mut seen).await?;
+    }
+    while !page.is_empty() {
+        check_page(session, shared, desk, now, &page, &mut seen, &mut tally).await?;
+        // The page is let go before the next is read.
+        page = Vec::new();
+        if let Some(after) = next.take() {
+            (page, next) = store
+                .open_clocks_page(&desk.name, Some(&after), CLOCKS_PER_PAGE)
+                .await?;
+        }
+    }
+    let gauges = shared.metrics.desk(&desk.name);
+    gauges.clocks_open.store(tally.running, Relaxed);
+    gauges.clocks_overdue.store(tally.overdue, Relaxed);
+    Ok(tally.next_due)
+}
+
+/// Fills `seen.replied` and `seen.done`: the Message-IDs of open clocks' mails that a mail
+/// in the Sent folder replies to, or that are in the done folder, since a day before the
+/// `oldest` clock started. Once per review, for every page: searching the folders per page
+/// made the desk mailbox be selected again per page, which costs the server a look at the
+/// whole mailbox (a 50,000-mail review took 1.1 s instead of 0.2 s). What is held for all
+/// open clocks meanwhile is a hash of each Message-ID (8 bytes); the folders' IDs whose
+/// hash matches are kept as text, and the review compares those texts: a hash that
+/// matches by chance costs a little memory, never a wrong stop.
+async fn look_elsewhere(
+    session: &mut DeskSession,
+    shared: &Shared,
+    desk: &Desk,
+    oldest: i64,
+    seen: &mut Observed,
+) -> Result<(), PipelineError> {
+    let policy = shared.policy();
+    let matrix = &policy.rules.matrix;
+    if matrix.sent_folder.is_none() && matrix.done_folder.is_none() {
+        return Ok(());
+    }
+    // A key of this process's own, so that no one can make IDs match on purpose (a match
+    // only keeps a folder's ID as text for the review's exact comparison).
+    let key = std::collections::hash_map::RandomState::new();
+    let mut ids: HashSet<u64> = HashSet::new();
+    shared
+        .store
+        .each_open_clock_message_id(&desk.name, CLOCKS_PER_PAGE, |id| {
+            ids.insert(key.hash_one(bare_id(id)));
+        })
+        .await?;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut looked = false;
     for (folder, into) in [
         (matrix.sent_folder.as_deref(), &mut seen.replied),
         (matrix.done_folder.as_deref(), &mut seen.done),
@@ -144,13 +201,45 @@ pub async fn check(
         let Some(name) = session.existing_folder(folder).await? else {
             continue;
         };
-        looked_elsewhere = true;
-        *into = session.message_ids_in(&name, &ids, oldest - 86_400).await?;
+        looked = true;
+        *into = session
+            .message_ids_in(&name, |id| ids.contains(&key.hash_one(id)), oldest - 86_400)
+            .await?;
     }
-    if looked_elsewhere {
+    if looked {
         session.select(&desk.mailbox).await?;
     }
-    let r = review(&clocks, &seen, now);
+    Ok(())
+}
+
+/// A Message-ID without angle brackets and surrounding space, as [`bare_message_id`]
+/// makes it, borrowed.
+fn bare_id(id: &str) -> &str {
+    id.trim().trim_start_matches('<').trim_end_matches('>')
+}
+
+/// One page of [`check`]: `clocks`, open when the page was read; `seen` holds what
+/// [`look_elsewhere`] found, and gets the page's `\Answered` flags.
+async fn check_page(
+    session: &mut DeskSession,
+    shared: &Shared,
+    desk: &Desk,
+    now: i64,
+    clocks: &[OpenClock],
+    seen: &mut Observed,
+    tally: &mut Tally,
+) -> Result<(), PipelineError> {
+    let policy = shared.policy();
+    let matrix = &policy.rules.matrix;
+    let uids: Vec<u32> = clocks
+        .iter()
+        .flat_map(|c| &c.mails)
+        .filter(|m| m.uidvalidity == seen.uidvalidity)
+        .map(|m| m.uid)
+        .collect();
+    seen.answered = session.answered_of(&uids).await?;
+    drop(uids);
+    let r = review(clocks, seen, now);
     if !r.tag_overdue.is_empty() {
         session
             .add_flags(
@@ -219,13 +308,16 @@ pub async fn check(
         .iter()
         .filter(|c| !stopped.contains(&(c.clock.ticket.as_str(), c.clock.started)))
         .collect();
-    gauges.clocks_open.store(running.len() as u64, Relaxed);
-    let overdue = running
+    tally.running += running.len() as u64;
+    tally.overdue += running
         .iter()
         .filter(|c| c.clock.overdue_at.is_some() || now >= c.clock.due)
-        .count();
-    gauges.clocks_overdue.store(overdue as u64, Relaxed);
-    Ok(r.next_due)
+        .count() as u64;
+    tally.next_due = match (tally.next_due, r.next_due) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(())
 }
 
 /// The level-3 notice of an overdue `clock` to its sender, from the desk, rendered from

@@ -416,3 +416,75 @@ async fn a_clock_survives_a_recreated_mailbox() {
     let listed = String::from_utf8_lossy(&out.stdout);
     assert_eq!(listed.lines().count(), 2, "one clock, not two: {listed}");
 }
+
+/// Issue #16: the desk's clocks are reviewed a page at a time
+/// (`ticketgate::deskclock::CLOCKS_PER_PAGE`), so that a desk with thousands of open clocks
+/// does not hold them all at once. With more clocks than a page, an answer on either page
+/// stops its clock (\Answered set in the officer's client before the daemon started, a
+/// reply in Sent), and every other clock runs out once: tagged `$Overdue` on the server,
+/// logged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clocks_on_every_page_of_the_review_stop_or_run_out_once() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().unwrap();
+    // 1.8 s: reached while the daemon watches, not before its first review.
+    let rules = faultkit::rules_with(
+        dir.path(),
+        &[("\ndesk_hours = 48", "\ndesk_hours = 0.0005")],
+    );
+    let config = faultkit::deployment(&stack, dir.path(), "", "", Some(&rules));
+    let count = ticketgate::deskclock::CLOCKS_PER_PAGE as usize + 10;
+    // One ticket per mail, in UID order: the review's pages go by (started, ticket), so
+    // the last ten mails are on the second page.
+    let answered: Vec<usize> = (0..count).step_by(400).collect();
+    assert!(
+        answered.iter().any(|&n| n >= count - 10),
+        "one on the second page"
+    );
+    let replied = [3, count - 5];
+    let mut officer = stack.login("bid.ra").await;
+    for n in 0..count {
+        let raw = mail(&format!("2026-{:07}", 4_000_000 + n), &format!("page{n}"));
+        let flags = answered.contains(&n).then_some("(\\Answered)");
+        officer.append("INBOX", flags, None, &raw).await.unwrap();
+    }
+    let _ = officer.create("Sent").await;
+    for n in replied {
+        let reply = format!(
+            "From: bid.ra@gem.test\r\nTo: meena.iyer@rites.co.in\r\n\
+             Subject: Re: Bid corrigendum\r\nMessage-ID: <answer-{n}@gem.test>\r\n\
+             In-Reply-To: <page{n}@rites.co.in>\r\nReferences: <page{n}@rites.co.in>\r\n\
+             Date: Mon, 30 Nov 2026 11:00:00 +0530\r\n\r\nDone.\r\n"
+        );
+        officer
+            .append("Sent", None, None, reply.as_bytes())
+            .await
+            .unwrap();
+    }
+    officer.logout().await.unwrap();
+
+    let log = dir.path().join("daemon.log");
+    let daemon = faultkit::spawn_watching(&config, &log).await;
+    let stopped = answered.len() + replied.len();
+    faultkit::wait_log(&log, "desk clock ran out", count - stopped).await;
+    faultkit::wait_log(&log, "desk clock stopped", stopped).await;
+    faultkit::stop(daemon);
+
+    let text = faultkit::log_text(&log);
+    let lines = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(lines("desk clock ran out"), count - stopped, "once each");
+    assert_eq!(lines("reason=answered"), answered.len());
+    assert_eq!(lines("reason=sent"), replied.len());
+    let inbox = stack.mailbox("bid.ra", "INBOX").await;
+    assert_eq!(inbox.len(), count);
+    for (n, m) in inbox.iter().enumerate() {
+        let answer = answered.contains(&n) || replied.contains(&n);
+        assert_eq!(
+            m.has_flag("$Overdue"),
+            !answer,
+            "mail {n} ({}): {:?}",
+            m.subject(),
+            m.flags
+        );
+    }
+}

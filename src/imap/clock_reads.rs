@@ -43,20 +43,17 @@ impl DeskSession {
         Ok(flags)
     }
 
-    /// In `folder` (opened read-only with EXAMINE, so nothing there changes), the given
-    /// Message-IDs (angle brackets or not) that a mail there carries as its own Message-ID
-    /// or names in In-Reply-To or References. The caller selects its own mailbox again
-    /// afterwards. Mails since `since_unix` only (IMAP SEARCH SINCE, a day's precision).
+    /// In `folder` (opened read-only with EXAMINE, so nothing there changes), the bare
+    /// Message-IDs (without angle brackets) for which `wanted` holds that a mail there
+    /// carries as its own Message-ID or names in In-Reply-To or References. The caller
+    /// selects its own mailbox again afterwards. Mails since `since_unix` only (IMAP SEARCH
+    /// SINCE, a day's precision), their headers fetched 500 at a time.
     pub async fn message_ids_in(
         &mut self,
         folder: &str,
-        ids: &[&str],
+        wanted: impl Fn(&str) -> bool,
         since_unix: i64,
     ) -> Result<HashSet<String>, ImapError> {
-        let wanted: HashSet<String> = ids.iter().map(|i| bare(i)).collect();
-        if wanted.is_empty() {
-            return Ok(HashSet::new());
-        }
         let t = self.timeout;
         timed(t, "EXAMINE", self.s()?.examine(folder))
             .await?
@@ -94,7 +91,7 @@ impl DeskSession {
             for f in &fetched {
                 let Some(head) = f.header() else { continue };
                 for id in referenced_ids(head) {
-                    if wanted.contains(&id) {
+                    if wanted(&id) {
                         hits.insert(id);
                     }
                 }

@@ -44,7 +44,7 @@ use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Row};
 
 pub use acknowledged::LearnedTicket;
 pub use actions::UnreadableAction;
-pub use clocks::{ClockChange, ClockMail, ClockRow, NewClock, OpenClock, StopReason};
+pub use clocks::{ClockChange, ClockCursor, ClockMail, ClockRow, NewClock, OpenClock, StopReason};
 pub use journal::{JournalEntry, MailStatus};
 use location::Location;
 pub use outbox::{OutboxItem, OutboxRecord, OutboxStatus};
@@ -203,6 +203,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "journal actions",
         include_str!("../../migrations/0007_journal_actions.sql"),
+    ),
+    (
+        8,
+        "desk clock pages",
+        include_str!("../../migrations/0008_desk_clock_pages.sql"),
     ),
 ];
 

@@ -7,7 +7,9 @@ use crate::store::clocks::{ClockChange, StopReason};
 
 store_tests!(
     clocks_start_once_per_ticket_and_are_joined_within_and_across_batches,
-    open_clocks_read_back_every_column_as_written
+    open_clocks_read_back_every_column_as_written,
+    open_clocks_come_in_pages_each_clock_once,
+    the_message_ids_of_open_clocks_come_once_each_in_pages
 );
 
 fn on_ticket(uid: u32, ticket: &str, now: i64) -> NewDecision {
@@ -169,4 +171,129 @@ async fn open_clocks_read_back_every_column_as_written(db: Db) {
             ("2024-0", NOW + 50, vec![]),
         ]
     );
+}
+
+/// Issue #16: the review reads a desk's open clocks in pages (`deskclock::CLOCKS_PER_PAGE`)
+/// so that its memory does not grow with them. Every clock comes once, in (started,
+/// ticket) order, whatever the page size: clocks started in the same second on either
+/// side of a page's end, a clock with several mails whole on one page, a clock stopped
+/// (as a page's review does) before the next page is read; a full last page is followed
+/// by an empty one, which says it is the last.
+async fn open_clocks_come_in_pages_each_clock_once(db: Db) {
+    let s = &db.store;
+    // Eleven clocks: seven started in the same second, ticket texts whose byte order is
+    // not their length order, one clock with three mails.
+    let tickets = [
+        "2024-10", "2024-9", "2024-1", "2024-100", "2024-11", "2024-2", "2024-3",
+    ];
+    let mut batch: Vec<NewDecision> = tickets
+        .iter()
+        .enumerate()
+        .map(|(n, t)| on_ticket(n as u32 + 1, t, NOW))
+        .collect();
+    batch.extend((0..4).map(|n| on_ticket(20 + n, &format!("2025-{n}"), NOW + 1 + i64::from(n))));
+    batch.push(on_ticket(30, "2024-9", NOW + 9));
+    batch.push(on_ticket(31, "2024-9", NOW + 9));
+    s.record_decisions(&mut batch).await.unwrap();
+    let mut expected: Vec<(String, i64)> = tickets.iter().map(|t| (t.to_string(), NOW)).collect();
+    expected.sort();
+    expected.extend((0..4).map(|n| (format!("2025-{n}"), NOW + 1 + i64::from(n))));
+    let order = |clocks: &[crate::store::clocks::OpenClock]| -> Vec<(String, i64)> {
+        clocks
+            .iter()
+            .map(|c| (c.clock.ticket.clone(), c.clock.started))
+            .collect()
+    };
+    for per_page in [1, 2, 3, 4, 10, 11, 12, 2_000] {
+        let clocks = s.open_clocks_in_pages("works", per_page).await.unwrap();
+        assert_eq!(order(&clocks), expected, "pages of {per_page}");
+        let nine = clocks.iter().find(|c| c.clock.ticket == "2024-9").unwrap();
+        let uids: Vec<u32> = nine.mails.iter().map(|m| m.uid).collect();
+        assert_eq!(uids, [2, 30, 31], "pages of {per_page}");
+    }
+
+    // Pages of 4: the first ends inside the second NOW; a clock on it and one on the next
+    // page are stopped before the next page is read.
+    let (first, next) = s.open_clocks_page("works", None, 4).await.unwrap();
+    assert_eq!(order(&first), expected[..4]);
+    let next = next.expect("more pages");
+    let stop = |ticket: &str, started: i64| ClockChange::Stop {
+        ticket: ticket.into(),
+        started,
+        at: NOW + 100,
+        reason: StopReason::Answered,
+    };
+    s.update_clocks(
+        "works",
+        &[stop(&expected[1].0, NOW), stop(&expected[5].0, NOW)],
+    )
+    .await
+    .unwrap();
+    let (second, next) = s.open_clocks_page("works", Some(&next), 4).await.unwrap();
+    let want: Vec<(String, i64)> = [4, 6, 7, 8].iter().map(|&i| expected[i].clone()).collect();
+    assert_eq!(order(&second), want);
+    let (third, next) = s.open_clocks_page("works", next.as_ref(), 4).await.unwrap();
+    assert_eq!(order(&third), expected[9..]);
+    assert!(next.is_none(), "fewer than 4: the last page");
+
+    // Exactly a page's worth: the next page is empty and the last.
+    let (all, next) = s.open_clocks_page("works", None, 9).await.unwrap();
+    assert_eq!(all.len(), 9);
+    let (none, last) = s.open_clocks_page("works", next.as_ref(), 9).await.unwrap();
+    assert!(none.is_empty() && last.is_none());
+    assert!(
+        s.open_clocks_page("nobody", None, 9)
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
+}
+
+/// The review's search of the Sent and done folders knows every open clock's Message-IDs
+/// (`Store::each_open_clock_message_id`), read a page at a time: each once, whatever the
+/// page size; none of another desk's clock, of a stopped clock or of a mail without one.
+async fn the_message_ids_of_open_clocks_come_once_each_in_pages(db: Db) {
+    let s = &db.store;
+    let mut batch: Vec<NewDecision> = (1..=5)
+        .map(|n| on_ticket(n, &format!("2024-{n}"), NOW))
+        .collect();
+    batch.push(on_ticket(6, "2024-1", NOW + 1));
+    let mut without = on_ticket(7, "2024-7", NOW + 2);
+    without.message_id = None;
+    batch.push(without);
+    let mut other = on_ticket(8, "2024-1", NOW);
+    other.key.desk = "elsewhere".into();
+    batch.push(other);
+    batch.push(on_ticket(9, "2024-0", NOW - 5));
+    s.record_decisions(&mut batch).await.unwrap();
+    s.update_clocks(
+        "works",
+        &[ClockChange::Stop {
+            ticket: "2024-0".into(),
+            started: NOW - 5,
+            at: NOW,
+            reason: StopReason::Sent,
+        }],
+    )
+    .await
+    .unwrap();
+    let mut want: Vec<String> = [1, 2, 3, 4, 5, 6]
+        .iter()
+        .map(|n| format!("<g{n}@example.in>"))
+        .collect();
+    want.sort();
+    for per_page in [1, 2, 5, 6, 7, 2_000] {
+        let mut seen = Vec::new();
+        s.each_open_clock_message_id("works", per_page, |id| seen.push(id.to_string()))
+            .await
+            .unwrap();
+        seen.sort();
+        assert_eq!(seen, want, "pages of {per_page}");
+    }
+    let mut none = 0;
+    s.each_open_clock_message_id("nobody", 2, |_| none += 1)
+        .await
+        .unwrap();
+    assert_eq!(none, 0);
 }

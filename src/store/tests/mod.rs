@@ -418,6 +418,39 @@ async fn abort_child() {
 }
 
 impl Store {
+    /// Every open clock of `desk`, read as the review reads them, in pages of `per_page`.
+    pub(super) async fn open_clocks_in_pages(
+        &self,
+        desk: &str,
+        per_page: u32,
+    ) -> Result<Vec<super::clocks::OpenClock>, StoreError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, next) = self
+                .open_clocks_page(desk, after.as_ref(), per_page)
+                .await?;
+            assert!(
+                page.len() <= per_page as usize,
+                "{} > {per_page}",
+                page.len()
+            );
+            all.extend(page);
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Every open clock of `desk`, a page per clock (each boundary crossed).
+    pub(super) async fn open_clocks(
+        &self,
+        desk: &str,
+    ) -> Result<Vec<super::clocks::OpenClock>, StoreError> {
+        self.open_clocks_in_pages(desk, 1).await
+    }
+
     /// [`Store::outbox_due`] outside any memory budget: the mails only.
     pub(super) async fn outbox_due_unbudgeted(
         &self,
@@ -472,6 +505,41 @@ async fn the_open_clock_lookup_uses_an_index_on_desk_status_and_ticket() {
             .any(|d| d.contains("desk=?") && d.contains("status=?") && d.contains("ticket=?")),
         "{plan:?}"
     );
+}
+
+/// Issue #16: each page of a desk's open clocks is a range of the index of migration 0008
+/// in the order the pages go: no sort of every open clock per page (with one, reviewing
+/// 30,000 open clocks in pages took three times as long as reading them at once).
+#[tokio::test]
+async fn a_page_of_open_clocks_is_read_through_an_index_in_page_order() {
+    let db = Db::sqlite().await;
+    let sql = format!(
+        "EXPLAIN QUERY PLAN {}",
+        super::clocks::open_clocks_page_sql(true)
+    );
+    let rows = sqlx::query(&sql)
+        .bind("bid-ra")
+        .bind(NOW)
+        .bind("2024-1")
+        .bind(2_000_i64)
+        .fetch_all(&db.store.pool)
+        .await
+        .unwrap();
+    let plan: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get::<String, _>("detail").unwrap())
+        .collect();
+    let search = plan
+        .iter()
+        .position(|d| {
+            d.contains("desk_clock_open_by_start")
+                && d.contains("desk=? AND status=?")
+                && d.contains("(started,ticket)>(?,?)")
+        })
+        .unwrap_or_else(|| panic!("no range of the index: {plan:?}"));
+    // The page's own rows are sorted for its last clock (at most a page); the desk's open
+    // clocks are not.
+    assert!(!plan[search + 1].contains("TEMP B-TREE"), "{plan:?}");
 }
 
 #[test]
