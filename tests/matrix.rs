@@ -427,12 +427,14 @@ async fn a_clock_survives_a_recreated_mailbox() {
 async fn clocks_on_every_page_of_the_review_stop_or_run_out_once() {
     let stack = MailStack::start();
     let dir = tempfile::tempdir().unwrap();
-    // 1.8 s: reached while the daemon watches, not before its first review.
+    // 1.8 s: the clocks run out during the catch-up or after it; either way the review
+    // stops the answered ones first, and tags each of the others once.
     let rules = faultkit::rules_with(
         dir.path(),
         &[("\ndesk_hours = 48", "\ndesk_hours = 0.0005")],
     );
     let config = faultkit::deployment(&stack, dir.path(), "", "", Some(&rules));
+    let metrics = faultkit::with_metrics(&config);
     let count = ticketgate::deskclock::CLOCKS_PER_PAGE as usize + 10;
     // One ticket per mail, in UID order: the review's pages go by (started, ticket), so
     // the last ten mails are on the second page.
@@ -468,6 +470,24 @@ async fn clocks_on_every_page_of_the_review_stop_or_run_out_once() {
     let stopped = answered.len() + replied.len();
     faultkit::wait_log(&log, "desk clock ran out", count - stopped).await;
     faultkit::wait_log(&log, "desk clock stopped", stopped).await;
+    // The gauges add up every page's clocks once the review ends: all running, all overdue.
+    let running = count - stopped;
+    let want = [
+        format!("ticketgate_desk_clocks_open{{desk=\"bid-ra\"}} {running}"),
+        format!("ticketgate_desk_clocks_overdue{{desk=\"bid-ra\"}} {running}"),
+    ];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, body) = faultkit::http_get(metrics, "/metrics").await;
+        if want.iter().all(|w| body.lines().any(|l| l == w)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{want:?} not in:\n{body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     faultkit::stop(daemon);
 
     let text = faultkit::log_text(&log);

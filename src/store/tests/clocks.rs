@@ -1,5 +1,5 @@
 //! Store tests of the desks' clocks: started and joined with the decisions' batch (one
-//! lookup per batch), read back per desk, a stopped clock not joined again.
+//! lookup per batch), read back per desk in pages, a stopped clock not joined again.
 
 use super::*;
 use crate::store::NewClock;
@@ -174,17 +174,25 @@ async fn open_clocks_read_back_every_column_as_written(db: Db) {
 }
 
 /// Issue #16: the review reads a desk's open clocks in pages (`deskclock::CLOCKS_PER_PAGE`)
-/// so that its memory does not grow with them. Every clock comes once, in (started,
-/// ticket) order, whatever the page size: clocks started in the same second on either
-/// side of a page's end, a clock with several mails whole on one page, a clock stopped
-/// (as a page's review does) before the next page is read; a full last page is followed
-/// by an empty one, which says it is the last.
+/// so that its memory does not grow with them. Every clock comes once, whatever the page
+/// size: clocks started in the same second on either side of a page's end, a clock with
+/// several mails whole on one page, a clock stopped (as a page's review does) before the
+/// next page is read; a full last page is followed by an empty one, which says it is the
+/// last. On PostgreSQL the tickets are compared in an ICU collation, in which "2024-B"
+/// comes after "2024-a" (in byte order, before): a next page started from the page's last
+/// ticket in Rust's order would lose or repeat clocks.
 async fn open_clocks_come_in_pages_each_clock_once(db: Db) {
     let s = &db.store;
-    // Eleven clocks: seven started in the same second, ticket texts whose byte order is
-    // not their length order, one clock with three mails.
+    if !s.sqlite {
+        sqlx::query(r#"ALTER TABLE desk_clock ALTER COLUMN ticket TYPE TEXT COLLATE "und-x-icu""#)
+            .execute(&s.pool)
+            .await
+            .expect("PostgreSQL with ICU collations (Debian's has them)");
+    }
+    // Eleven clocks: seven started in the same second, tickets whose byte order is neither
+    // their length order nor (upper and lower case) a collation's; one with three mails.
     let tickets = [
-        "2024-10", "2024-9", "2024-1", "2024-100", "2024-11", "2024-2", "2024-3",
+        "2024-10", "2024-9", "2024-a", "2024-B", "2024-11", "2024-b", "2024-3",
     ];
     let mut batch: Vec<NewDecision> = tickets
         .iter()
@@ -195,18 +203,38 @@ async fn open_clocks_come_in_pages_each_clock_once(db: Db) {
     batch.push(on_ticket(30, "2024-9", NOW + 9));
     batch.push(on_ticket(31, "2024-9", NOW + 9));
     s.record_decisions(&mut batch).await.unwrap();
-    let mut expected: Vec<(String, i64)> = tickets.iter().map(|t| (t.to_string(), NOW)).collect();
-    expected.sort();
-    expected.extend((0..4).map(|n| (format!("2025-{n}"), NOW + 1 + i64::from(n))));
-    let order = |clocks: &[crate::store::clocks::OpenClock]| -> Vec<(String, i64)> {
+    // The database's own order of the clocks, which pages follow.
+    let rows = sqlx::query(
+        "SELECT ticket, started FROM desk_clock WHERE desk = 'works' ORDER BY started, ticket",
+    )
+    .fetch_all(&s.pool)
+    .await
+    .unwrap();
+    let expected: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| (r.try_get("ticket").unwrap(), r.try_get("started").unwrap()))
+        .collect();
+    assert_eq!(expected.len(), 11);
+    if !s.sqlite {
+        let a = expected.iter().position(|(t, _)| t == "2024-a").unwrap();
+        let upper_b = expected.iter().position(|(t, _)| t == "2024-B").unwrap();
+        assert!(a < upper_b, "not byte order: {expected:?}");
+    }
+    // Each page as a set: within a page the clocks come in byte order.
+    let set = |clocks: &[(String, i64)]| -> std::collections::BTreeSet<(String, i64)> {
+        clocks.iter().cloned().collect()
+    };
+    let keys = |clocks: &[crate::store::clocks::OpenClock]| -> Vec<(String, i64)> {
         clocks
             .iter()
             .map(|c| (c.clock.ticket.clone(), c.clock.started))
             .collect()
     };
-    for per_page in [1, 2, 3, 4, 10, 11, 12, 2_000] {
+    for per_page in [1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 2_000] {
         let clocks = s.open_clocks_in_pages("works", per_page).await.unwrap();
-        assert_eq!(order(&clocks), expected, "pages of {per_page}");
+        let got = keys(&clocks);
+        assert_eq!(got.len(), expected.len(), "pages of {per_page}: {got:?}");
+        assert_eq!(set(&got), set(&expected), "pages of {per_page}");
         let nine = clocks.iter().find(|c| c.clock.ticket == "2024-9").unwrap();
         let uids: Vec<u32> = nine.mails.iter().map(|m| m.uid).collect();
         assert_eq!(uids, [2, 30, 31], "pages of {per_page}");
@@ -215,7 +243,7 @@ async fn open_clocks_come_in_pages_each_clock_once(db: Db) {
     // Pages of 4: the first ends inside the second NOW; a clock on it and one on the next
     // page are stopped before the next page is read.
     let (first, next) = s.open_clocks_page("works", None, 4).await.unwrap();
-    assert_eq!(order(&first), expected[..4]);
+    assert_eq!(set(&keys(&first)), set(&expected[..4]));
     let next = next.expect("more pages");
     let stop = |ticket: &str, started: i64| ClockChange::Stop {
         ticket: ticket.into(),
@@ -231,9 +259,9 @@ async fn open_clocks_come_in_pages_each_clock_once(db: Db) {
     .unwrap();
     let (second, next) = s.open_clocks_page("works", Some(&next), 4).await.unwrap();
     let want: Vec<(String, i64)> = [4, 6, 7, 8].iter().map(|&i| expected[i].clone()).collect();
-    assert_eq!(order(&second), want);
+    assert_eq!(set(&keys(&second)), set(&want));
     let (third, next) = s.open_clocks_page("works", next.as_ref(), 4).await.unwrap();
-    assert_eq!(order(&third), expected[9..]);
+    assert_eq!(set(&keys(&third)), set(&expected[9..]));
     assert!(next.is_none(), "fewer than 4: the last page");
 
     // Exactly a page's worth: the next page is empty and the last.
