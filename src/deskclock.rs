@@ -138,7 +138,7 @@ pub async fn check(
     };
     // Before the first page is read, so that the search does not add to a page's memory.
     if let Some(oldest) = store.oldest_open_clock(&desk.name).await? {
-        look_elsewhere(session, shared, desk, oldest, &mut seen).await?;
+        look_elsewhere(session, shared, desk, oldest, now, &mut seen).await?;
     }
     let (mut page, mut next) = store
         .open_clocks_page(&desk.name, None, CLOCKS_PER_PAGE)
@@ -172,6 +172,7 @@ async fn look_elsewhere(
     shared: &Shared,
     desk: &Desk,
     oldest: i64,
+    now: i64,
     seen: &mut Observed,
 ) -> Result<(), PipelineError> {
     let policy = shared.policy();
@@ -201,9 +202,11 @@ async fn look_elsewhere(
         return Ok(());
     }
     for (name, sent) in folders {
-        let found = session
-            .message_ids_in(&name, |id| ids.contains(&key.hash_one(id)), oldest - 86_400)
+        let wanted = |id: &str| ids.contains(&key.hash_one(id));
+        let (found, looked_at) = session
+            .message_ids_in(&name, wanted, oldest - 86_400, now)
             .await?;
+        tracing::debug!(desk = %desk.name, folder = %name, looked_at, found = found.len(), "replies searched");
         if sent {
             seen.replied = found;
         } else {

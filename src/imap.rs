@@ -186,6 +186,10 @@ pub struct DeskSession {
     /// Folders made sure of in this session: the rules' name -> the server's name (the
     /// same, or under the personal namespace prefix, e.g. `INBOX.Redirected`).
     folders: HashMap<String, String>,
+    /// What the desk clocks' review saw of each folder it searched for replies in this
+    /// session (the server's name -> mark), so that the next search reads only what came
+    /// since ([`clock_reads::reply_search`]). A new session searches in full again.
+    looked: HashMap<String, clock_reads::FolderMark>,
     /// The selected mailbox accepts keywords (see [`MailboxState::keywords`]).
     keywords: bool,
     warned_no_uidplus: bool,

@@ -508,3 +508,70 @@ async fn clocks_on_every_page_of_the_review_stop_or_run_out_once() {
         );
     }
 }
+
+/// The review searches the Sent folder in full once, then only for what came since (issue
+/// #16): a reply filed into Sent after that search is seen on the next round even when
+/// its client dated it ten days back (an APPEND with an old internal date, as when an
+/// officer's client moves an old reply there), which a search by date alone misses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_filed_into_sent_with_an_old_date_still_stops_its_clock() {
+    let stack = MailStack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = faultkit::deployment(&stack, dir.path(), "", "", None);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[logging]\nlevel = \"debug\"\n");
+    std::fs::write(&config, text).unwrap();
+    stack
+        .append("bid.ra", "INBOX", &mail("2026-5000001", "dated1"))
+        .await;
+    stack.append("bid.ra", "Sent", b"From: bid.ra@gem.test\r\nSubject: an old reply\r\nMessage-ID: <old-1@gem.test>\r\n\r\nOld.\r\n").await;
+    let log = dir.path().join("daemon.log");
+    let daemon = faultkit::spawn_watching(&config, &log).await;
+    // The first round's review searched Sent in full.
+    faultkit::wait_log_lines(&log, 1, "the first search of bid.ra's Sent", |l| {
+        l.contains("replies searched") && l.contains("desk=bid-ra")
+    })
+    .await;
+    // IMAP's date-time, quoted (async-imap sends it as given).
+    let ten_days_ago = jiff::Timestamp::now()
+        .checked_sub(jiff::SignedDuration::from_hours(240))
+        .unwrap()
+        .strftime("\"%d-%b-%Y %H:%M:%S +0000\"")
+        .to_string();
+    let reply = "From: bid.ra@gem.test\r\nTo: meena.iyer@rites.co.in\r\n\
+                 Subject: Re: Bid corrigendum\r\nMessage-ID: <answer-dated@gem.test>\r\n\
+                 In-Reply-To: <dated1@rites.co.in>\r\nReferences: <dated1@rites.co.in>\r\n\r\n\
+                 Published.\r\n";
+    let mut officer = stack.login("bid.ra").await;
+    officer
+        .append("Sent", None, Some(&ten_days_ago), reply.as_bytes())
+        .await
+        .unwrap();
+    officer.logout().await.unwrap();
+    // New mail starts the next round.
+    stack
+        .append("bid.ra", "INBOX", &mail("2026-5000002", "dated2"))
+        .await;
+    faultkit::wait_log(&log, "reason=sent", 1).await;
+    faultkit::stop(daemon);
+    let text = faultkit::log_text(&log);
+    let stopped: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("desk clock stopped"))
+        .collect();
+    assert_eq!(stopped.len(), 1, "{text}");
+    assert!(stopped[0].contains("ticket=2026-5000001"), "{text}");
+    // The later searches read what came since, not the folder again.
+    let searches: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("replies searched") && l.contains("desk=bid-ra"))
+        .collect();
+    assert!(searches.len() >= 2, "{text}");
+    assert!(searches[0].contains("looked_at=1 "), "{}", searches[0]);
+    assert!(
+        searches[1..]
+            .iter()
+            .all(|l| l.contains("looked_at=1 ") || l.contains("looked_at=2 ")),
+        "{searches:#?}"
+    );
+}

@@ -138,6 +138,7 @@ impl DeskSession {
             timeout: t,
             mailbox: String::new(),
             folders: HashMap::new(),
+            looked: HashMap::new(),
             keywords: true,
             warned_no_uidplus: false,
         })
