@@ -136,9 +136,12 @@ pub async fn check(
         uidvalidity,
         ..Observed::default()
     };
-    // Before the first page is read, so that the search does not add to a page's memory.
+    // Before the first page is read, so that the search does not add to a page's memory;
+    // in full when a clock is to be marked overdue, so that an answer the searches since
+    // the last full one could not see stops it instead.
     if let Some(oldest) = store.oldest_open_clock(&desk.name).await? {
-        look_elsewhere(session, shared, desk, oldest, now, &mut seen).await?;
+        let falling_due = store.a_clock_falls_due(&desk.name, now).await?;
+        look_elsewhere(session, shared, desk, oldest, now, falling_due, &mut seen).await?;
     }
     let (mut page, mut next) = store
         .open_clocks_page(&desk.name, None, CLOCKS_PER_PAGE)
@@ -160,19 +163,22 @@ pub async fn check(
 }
 
 /// Fills `seen.replied` and `seen.done`: the Message-IDs of open clocks' mails that a mail
-/// in the Sent folder replies to, or that are in the done folder, since a day before the
-/// `oldest` clock started. Once per review, for every page: searching the folders per page
-/// made the desk mailbox be selected again per page, which costs the server a look at the
-/// whole mailbox (a 50,000-mail review took 1.1 s instead of 0.2 s). What is held for all
-/// open clocks meanwhile is a hash of each Message-ID (8 bytes); the folders' IDs whose
-/// hash matches are kept as text, and the review compares those texts: a hash that
-/// matches by chance costs a little memory, never a wrong stop.
+/// in the Sent folder replies to, or that are in the done folder. Which mails of those
+/// folders are read: [`crate::imap::reply_search`] (in full, since a day before the
+/// `oldest` clock started, on the connection's first review, hourly and when `full`;
+/// otherwise what came since the last search). Once per review, for every page:
+/// searching the folders per page made the desk mailbox be selected again per page, which
+/// costs the server a look at the whole mailbox (a 50,000-mail review took 1.1 s instead
+/// of 0.2 s). What is held for all open clocks meanwhile is a hash of each Message-ID (8
+/// bytes); the folders' IDs whose hash matches are kept as text, and the review compares
+/// those texts: a hash that matches by chance costs a little memory, never a wrong stop.
 async fn look_elsewhere(
     session: &mut DeskSession,
     shared: &Shared,
     desk: &Desk,
     oldest: i64,
     now: i64,
+    full: bool,
     seen: &mut Observed,
 ) -> Result<(), PipelineError> {
     let policy = shared.policy();
@@ -203,10 +209,10 @@ async fn look_elsewhere(
     }
     for (name, sent) in folders {
         let wanted = |id: &str| ids.contains(&key.hash_one(id));
-        let (found, looked_at) = session
-            .message_ids_in(&name, wanted, oldest - 86_400, now)
+        let (found, search) = session
+            .message_ids_in(&name, wanted, oldest - 86_400, now, full)
             .await?;
-        tracing::debug!(desk = %desk.name, folder = %name, looked_at, found = found.len(), "replies searched");
+        tracing::debug!(desk = %desk.name, folder = %name, full = search.full, search = %search.criteria, looked_at = search.looked_at, found = found.len(), "replies searched");
         if sent {
             seen.replied = found;
         } else {

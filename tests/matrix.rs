@@ -212,7 +212,7 @@ async fn an_unanswered_ticket_mail_is_tagged_overdue_when_the_desk_clock_runs_ou
     // due at 00:00: a daemon queues yesterday's when it starts.
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(
-        "\n[[digest]]\nname = \"GeM desks\"\nsupervisors = [\"helpdesk@gem.test\"]\ntime = \"00:00\"\n",
+        "\n[[digest]]\nname = \"GeM desks\"\nsupervisors = [\"helpdesk@gem.test\"]\ntime = \"00:00\"\n\n[logging]\nlevel = \"debug\"\n",
     );
     std::fs::write(&config, text).unwrap();
     let tickets = [
@@ -278,6 +278,25 @@ async fn an_unanswered_ticket_mail_is_tagged_overdue_when_the_desk_clock_runs_ou
     for reason in ["reason=answered", "reason=sent", "reason=done-folder"] {
         assert!(text.contains(reason), "{reason} in:\n{text}");
     }
+    // The review that marked the clock overdue searched Sent and Done in full first (the
+    // searches before it read only what came since the one before).
+    let lines: Vec<&str> = text.lines().collect();
+    let ran_out = lines
+        .iter()
+        .position(|l| l.contains("desk clock ran out"))
+        .unwrap();
+    let before: Vec<&&str> = lines[..ran_out]
+        .iter()
+        .filter(|l| l.contains("replies searched") && l.contains("desk=bid-ra"))
+        .collect();
+    assert!(before.len() >= 4, "{before:#?}");
+    for last in &before[before.len() - 2..] {
+        assert!(last.contains("full=true"), "{before:#?}");
+    }
+    assert!(
+        before.iter().any(|l| l.contains("full=false")),
+        "{before:#?}"
+    );
     // The level-3 notice went to the user of the overdue ticket, once.
     let notices: Vec<&str> = text
         .lines()
@@ -561,17 +580,22 @@ async fn a_reply_filed_into_sent_with_an_old_date_still_stops_its_clock() {
         .collect();
     assert_eq!(stopped.len(), 1, "{text}");
     assert!(stopped[0].contains("ticket=2026-5000001"), "{text}");
-    // The later searches read what came since, not the folder again.
+    // The first search read the folder in full; the later ones what came since (from the
+    // UIDNEXT the first one saw).
     let searches: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("replies searched") && l.contains("desk=bid-ra"))
         .collect();
     assert!(searches.len() >= 2, "{text}");
-    assert!(searches[0].contains("looked_at=1 "), "{}", searches[0]);
+    assert!(
+        searches[0].contains("full=true") && searches[0].contains("search=SINCE "),
+        "{}",
+        searches[0]
+    );
     assert!(
         searches[1..]
             .iter()
-            .all(|l| l.contains("looked_at=1 ") || l.contains("looked_at=2 ")),
+            .all(|l| l.contains("full=false") && l.contains("search=OR UID ")),
         "{searches:#?}"
     );
 }

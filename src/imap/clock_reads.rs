@@ -45,49 +45,29 @@ impl DeskSession {
 
     /// In `folder` (opened read-only with EXAMINE, so nothing there changes), the bare
     /// Message-IDs (without angle brackets) for which `wanted` holds that a mail there
-    /// carries as its own Message-ID or names in In-Reply-To or References, and how many
-    /// mails were looked at. The caller selects its own mailbox again afterwards. Which
-    /// mails: [`reply_search`] of what this session saw of the folder last time, mails
-    /// since `since_unix` at most; `now` (Unix seconds) is kept for the next search. Their
-    /// headers are fetched 500 at a time.
+    /// carries as its own Message-ID or names in In-Reply-To or References, and the search
+    /// made ([`ReplySearch`]). The caller selects its own mailbox again afterwards. Which
+    /// mails: [`reply_search`] of what this session saw of the folder before, `full` to
+    /// search in full whatever it saw; `since_unix` bounds the dates of a full search, and
+    /// `now` (Unix seconds) is kept for the next search. Headers are fetched 500 at a time.
     pub async fn message_ids_in(
         &mut self,
         folder: &str,
         wanted: impl Fn(&str) -> bool,
         since_unix: i64,
         now: i64,
-    ) -> Result<(HashSet<String>, usize), ImapError> {
+        full: bool,
+    ) -> Result<(HashSet<String>, ReplySearch), ImapError> {
         let t = self.timeout;
         let opened = timed(t, "EXAMINE", self.s()?.examine(folder))
             .await?
             .map_err(proto("open a folder read-only"))?;
         self.mailbox = folder.to_string();
         let last = self.looked.get(folder).copied();
-        let (criteria, full) = reply_search(last.as_ref(), opened.uid_validity, since_unix, now);
-        let found = timed(t, "UID SEARCH", self.s()?.uid_search(criteria))
+        let mut search = reply_search(last.as_ref(), opened.uid_validity, since_unix, now, full);
+        let found = timed(t, "UID SEARCH", self.s()?.uid_search(&search.criteria))
             .await?
             .map_err(proto("search a folder"))?;
-        // Marked only once searched: mail that arrives from here on has a UID at least
-        // UIDNEXT (RFC 3501 2.3.1.1), whatever date its client gave it.
-        match (opened.uid_validity, opened.uid_next) {
-            (Some(uidvalidity), Some(uid_next)) => {
-                self.looked.insert(
-                    folder.to_string(),
-                    FolderMark {
-                        uidvalidity,
-                        uid_next,
-                        at: now,
-                        full_at: match last {
-                            Some(mark) if !full => mark.full_at,
-                            _ => now,
-                        },
-                    },
-                );
-            }
-            _ => {
-                self.looked.remove(folder);
-            }
-        }
         let mut uids: Vec<u32> = found.into_iter().collect();
         uids.sort_unstable();
         let mut hits = HashSet::new();
@@ -115,7 +95,15 @@ impl DeskSession {
                 }
             }
         }
-        Ok((hits, uids.len()))
+        search.looked_at = uids.len();
+        // Marked once read (an error ends the session, and with it the marks): mail that
+        // arrives after the EXAMINE has a UID at least its UIDNEXT (RFC 3501 2.3.1.1),
+        // whatever date its client gave it.
+        match next_mark(last, opened.uid_validity, opened.uid_next, search.full, now) {
+            Some(mark) => self.looked.insert(folder.to_string(), mark),
+            None => self.looked.remove(folder),
+        };
+        Ok((hits, search))
     }
 }
 
@@ -133,43 +121,81 @@ pub struct FolderMark {
 }
 
 /// How often the review searches a folder in full even when it could search only what
-/// came since (seconds): a reply older than a day before the last search, to mail the
-/// desk got only since (moved back into its mailbox, say), is found within this time.
+/// came since (seconds). The review also searches in full before it marks a clock overdue.
 pub const FULL_SEARCH_EVERY: i64 = 3_600;
 
-/// The UID SEARCH criteria for replies in a folder at `now`, and whether they are the full
-/// search: mails since `since_unix` (SINCE, the internal date, a day's precision). When
-/// this session searched the folder before, less than [`FULL_SEARCH_EVERY`] after its last
-/// full search, and its UIDVALIDITY is unchanged (`uidvalidity`, from EXAMINE), only what
-/// came since: mails from the UIDNEXT seen then, and mails dated since a day before then
-/// (mail decided just after that search may have been answered just before it). A desk
-/// with an open clock months old searched months of its Sent folder every round: 20,000
-/// mails took 178 ms of each review (issue #16, session 12).
+/// A search [`reply_search`] chose: its UID SEARCH criteria, whether it was the full
+/// search, and (once made) how many mails it looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplySearch {
+    pub criteria: String,
+    pub full: bool,
+    pub looked_at: usize,
+}
+
+/// The UID SEARCH for replies in a folder at `now`. In full: mails dated since
+/// `since_unix` (SINCE, the internal date, a day's precision). When this session searched
+/// the folder before and its UIDVALIDITY is unchanged (`uidvalidity`, from EXAMINE), the
+/// mails from the UIDNEXT seen then are added, whatever their date (a client may file a
+/// reply with an old one). And then, unless `full` is asked for or [`FULL_SEARCH_EVERY`]
+/// has passed since the last full search, only what came since: those mails, and mails
+/// dated since a day before that search (mail decided just after it may have been
+/// answered just before it). A desk with an open clock months old searched months of its
+/// Sent folder every round: 20,000 mails took 133-180 ms of each review (issue #16).
 pub fn reply_search(
     last: Option<&FolderMark>,
     uidvalidity: Option<u32>,
     since_unix: i64,
     now: i64,
-) -> (String, bool) {
+    full: bool,
+) -> ReplySearch {
     let date = |unix: i64| {
         jiff::Timestamp::from_second(unix.max(0))
             .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
             .strftime("%d-%b-%Y")
             .to_string()
     };
+    let search = |criteria: String, full: bool| ReplySearch {
+        criteria,
+        full,
+        looked_at: 0,
+    };
     match last {
-        Some(mark)
-            if Some(mark.uidvalidity) == uidvalidity
-                && (0..FULL_SEARCH_EVERY).contains(&(now - mark.full_at)) =>
-        {
-            let since = since_unix.max(mark.at - 86_400);
-            (
+        Some(mark) if Some(mark.uidvalidity) == uidvalidity => {
+            let in_full = full || !(0..FULL_SEARCH_EVERY).contains(&(now - mark.full_at));
+            let since = if in_full {
+                since_unix
+            } else {
+                since_unix.max(mark.at - 86_400)
+            };
+            search(
                 format!("OR UID {}:* SINCE {}", mark.uid_next, date(since)),
-                false,
+                in_full,
             )
         }
-        _ => (format!("SINCE {}", date(since_unix)), true),
+        _ => search(format!("SINCE {}", date(since_unix)), true),
     }
+}
+
+/// What to remember of a folder after a search at `now` (`full` or not), given what was
+/// remembered before and what EXAMINE reported; `None` (search in full next time) when the
+/// server reported no UIDVALIDITY or UIDNEXT.
+pub fn next_mark(
+    last: Option<FolderMark>,
+    uidvalidity: Option<u32>,
+    uid_next: Option<u32>,
+    full: bool,
+    now: i64,
+) -> Option<FolderMark> {
+    Some(FolderMark {
+        uidvalidity: uidvalidity?,
+        uid_next: uid_next?,
+        at: now,
+        full_at: match last {
+            Some(mark) if !full => mark.full_at,
+            _ => now,
+        },
+    })
 }
 
 /// A Message-ID without angle brackets and surrounding space.
@@ -221,50 +247,73 @@ mod tests {
     #[test]
     fn a_folder_is_searched_in_full_then_for_what_came_since_and_in_full_each_hour() {
         let oldest = NOON - 90 * DAY;
+        let search = |last: Option<&FolderMark>, uidvalidity, since, now, full| {
+            let s = reply_search(last, uidvalidity, since, now, full);
+            (s.criteria, s.full)
+        };
         // First search of the session: everything since a day before the oldest clock.
         assert_eq!(
-            reply_search(None, Some(7), oldest - DAY, NOON),
+            search(None, Some(7), oldest - DAY, NOON, false),
             ("SINCE 31-Aug-2026".to_string(), true)
         );
-        let mark = FolderMark {
-            uidvalidity: 7,
-            uid_next: 120,
-            at: NOON,
-            full_at: NOON,
-        };
+        let mark = next_mark(None, Some(7), Some(120), true, NOON).unwrap();
+        assert_eq!(
+            mark,
+            FolderMark {
+                uidvalidity: 7,
+                uid_next: 120,
+                at: NOON,
+                full_at: NOON
+            }
+        );
         // A minute later: mail from UIDNEXT on (whatever its date), or dated since a day
         // before the last search.
         assert_eq!(
-            reply_search(Some(&mark), Some(7), oldest - DAY, NOON + 60),
+            search(Some(&mark), Some(7), oldest - DAY, NOON + 60, false),
             ("OR UID 120:* SINCE 29-Nov-2026".to_string(), false)
         );
         // The oldest clock is younger than that day: its own start bounds the dates.
         assert_eq!(
-            reply_search(Some(&mark), Some(7), NOON - 3_600, NOON + 60),
+            search(Some(&mark), Some(7), NOON - 3_600, NOON + 60, false),
             ("OR UID 120:* SINCE 30-Nov-2026".to_string(), false)
         );
-        // In full again: an hour after the last full search; another UIDVALIDITY (the
-        // folder recreated); none reported; a clock set back.
+        // In full, asked for (a clock is about to be marked overdue) or an hour after the
+        // last full search: every date again, and the mail from UIDNEXT on as well.
+        let full_again = ("OR UID 120:* SINCE 31-Aug-2026".to_string(), true);
+        assert_eq!(
+            search(Some(&mark), Some(7), oldest - DAY, NOON + 60, true),
+            full_again
+        );
+        // An incremental search keeps the time of the last full one; a full one renews it.
+        let later = next_mark(Some(mark), Some(7), Some(130), false, NOON + 3_000).unwrap();
+        assert_eq!(
+            (later.uid_next, later.at, later.full_at),
+            (130, NOON + 3_000, NOON)
+        );
+        let almost = search(Some(&later), Some(7), oldest - DAY, NOON + 3_599, false);
+        assert!(!almost.1, "{almost:?}");
+        assert_eq!(
+            search(Some(&later), Some(7), oldest - DAY, NOON + 3_600, false),
+            ("OR UID 130:* SINCE 31-Aug-2026".to_string(), true)
+        );
+        let renewed = next_mark(Some(later), Some(7), Some(131), true, NOON + 3_600).unwrap();
+        assert_eq!(renewed.full_at, NOON + 3_600);
+        // In full, without the UID part: another UIDVALIDITY (the folder recreated), none
+        // reported; in full with it: a clock set back.
         let full = ("SINCE 31-Aug-2026".to_string(), true);
-        let late = FolderMark {
-            at: NOON + FULL_SEARCH_EVERY - 10,
-            ..mark
-        };
         assert_eq!(
-            reply_search(Some(&late), Some(7), oldest - DAY, NOON + FULL_SEARCH_EVERY),
+            search(Some(&mark), Some(8), oldest - DAY, NOON + 60, false),
             full
         );
         assert_eq!(
-            reply_search(Some(&mark), Some(8), oldest - DAY, NOON + 60),
+            search(Some(&mark), None, oldest - DAY, NOON + 60, false),
             full
         );
         assert_eq!(
-            reply_search(Some(&mark), None, oldest - DAY, NOON + 60),
-            full
+            search(Some(&mark), Some(7), oldest - DAY, NOON - 60, false),
+            full_again
         );
-        assert_eq!(
-            reply_search(Some(&mark), Some(7), oldest - DAY, NOON - 60),
-            full
-        );
+        assert_eq!(next_mark(Some(mark), None, Some(5), false, NOON), None);
+        assert_eq!(next_mark(Some(mark), Some(7), None, false, NOON), None);
     }
 }

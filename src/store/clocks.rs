@@ -383,6 +383,26 @@ impl Store {
         get(&row, "oldest", op)
     }
 
+    /// Whether one of `desk`'s open clocks not yet marked overdue is due at `now` (Unix
+    /// seconds): the review is about to mark it.
+    ///
+    /// # Errors
+    /// The query's.
+    pub async fn a_clock_falls_due(&self, desk: &str, now: i64) -> Result<bool, StoreError> {
+        let op = "read the desk clocks";
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS due FROM (SELECT 1 FROM desk_clock WHERE desk = $1 \
+             AND status = 'open' AND overdue_at IS NULL AND due <= $2 LIMIT 1) d",
+        )
+        .bind(desk)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error(op))?;
+        let due: i64 = get(&row, "due", op)?;
+        Ok(due > 0)
+    }
+
     /// Calls `each` with the Message-ID (as stored: angle brackets and all) of every mail
     /// of `desk`'s open clocks that has one, a page of `per_page` clocks at a time (as
     /// [`Store::open_clocks_page`] pages them), so that nothing is held for all of them at

@@ -9,7 +9,8 @@ store_tests!(
     clocks_start_once_per_ticket_and_are_joined_within_and_across_batches,
     open_clocks_read_back_every_column_as_written,
     open_clocks_come_in_pages_each_clock_once,
-    the_message_ids_of_open_clocks_come_once_each_in_pages
+    the_message_ids_of_open_clocks_come_once_each_in_pages,
+    a_clock_falls_due_when_one_is_due_and_not_yet_overdue
 );
 
 fn on_ticket(uid: u32, ticket: &str, now: i64) -> NewDecision {
@@ -324,4 +325,55 @@ async fn the_message_ids_of_open_clocks_come_once_each_in_pages(db: Db) {
         .await
         .unwrap();
     assert_eq!(none, 0);
+}
+
+/// Before a review marks a clock overdue it searches the Sent and done folders in full
+/// (`deskclock::check`): whether one falls due is a clock open, not yet marked overdue,
+/// whose due time has come (at its due second, as the review has it).
+async fn a_clock_falls_due_when_one_is_due_and_not_yet_overdue(db: Db) {
+    let s = &db.store;
+    let due = NOW + 48 * 3600;
+    assert!(
+        !s.a_clock_falls_due("works", due).await.unwrap(),
+        "no clock"
+    );
+    s.record_decisions(&mut [
+        on_ticket(1, "2024-1", NOW),
+        on_ticket(2, "2024-2", NOW + 10),
+    ])
+    .await
+    .unwrap();
+    assert!(!s.a_clock_falls_due("works", due - 1).await.unwrap());
+    assert!(s.a_clock_falls_due("works", due).await.unwrap());
+    assert!(!s.a_clock_falls_due("elsewhere", due).await.unwrap());
+    s.update_clocks(
+        "works",
+        &[ClockChange::Overdue {
+            ticket: "2024-1".into(),
+            started: NOW,
+            at: due,
+        }],
+    )
+    .await
+    .unwrap();
+    assert!(
+        !s.a_clock_falls_due("works", due + 9).await.unwrap(),
+        "marked already"
+    );
+    assert!(s.a_clock_falls_due("works", due + 10).await.unwrap());
+    s.update_clocks(
+        "works",
+        &[ClockChange::Stop {
+            ticket: "2024-2".into(),
+            started: NOW + 10,
+            at: due,
+            reason: StopReason::Answered,
+        }],
+    )
+    .await
+    .unwrap();
+    assert!(
+        !s.a_clock_falls_due("works", due + 10).await.unwrap(),
+        "stopped"
+    );
 }
