@@ -478,6 +478,18 @@ impl Store {
     }
 }
 
+/// SQLite's `EXPLAIN QUERY PLAN` rows of `query` (its SQL starting with those words): each
+/// row's `detail`.
+async fn query_plan<'q>(
+    db: &Db,
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+) -> Vec<String> {
+    let rows = query.fetch_all(&db.store.pool).await.unwrap();
+    rows.iter()
+        .map(|r| r.try_get::<String, _>("detail").unwrap())
+        .collect()
+}
+
 /// Issue #16: the lookup a decision makes per ticket mail goes through an index on every
 /// column it names. With an index on (desk, status) only, SQLite chose that one and scanned
 /// every open clock of the desk per mail: a 10,000-mail backlog took twice as long, each
@@ -489,17 +501,14 @@ async fn the_open_clock_lookup_uses_an_index_on_desk_status_and_ticket() {
         "EXPLAIN QUERY PLAN {} ($2, $3)",
         super::clocks::OPEN_CLOCKS_OF
     );
-    let rows = sqlx::query(&sql)
-        .bind("bid-ra")
-        .bind("2024-1")
-        .bind("2024-2")
-        .fetch_all(&db.store.pool)
-        .await
-        .unwrap();
-    let plan: Vec<String> = rows
-        .iter()
-        .map(|r| r.try_get::<String, _>("detail").unwrap())
-        .collect();
+    let plan = query_plan(
+        &db,
+        sqlx::query(&sql)
+            .bind("bid-ra")
+            .bind("2024-1")
+            .bind("2024-2"),
+    )
+    .await;
     assert!(
         plan.iter()
             .any(|d| d.contains("desk=?") && d.contains("status=?") && d.contains("ticket=?")),
@@ -517,18 +526,15 @@ async fn a_page_of_open_clocks_is_read_through_an_index_in_page_order() {
         "EXPLAIN QUERY PLAN {}",
         super::clocks::open_clocks_page_sql(true)
     );
-    let rows = sqlx::query(&sql)
-        .bind("bid-ra")
-        .bind(NOW)
-        .bind("2024-1")
-        .bind(2_000_i64)
-        .fetch_all(&db.store.pool)
-        .await
-        .unwrap();
-    let plan: Vec<String> = rows
-        .iter()
-        .map(|r| r.try_get::<String, _>("detail").unwrap())
-        .collect();
+    let plan = query_plan(
+        &db,
+        sqlx::query(&sql)
+            .bind("bid-ra")
+            .bind(NOW)
+            .bind("2024-1")
+            .bind(2_000_i64),
+    )
+    .await;
     let search = plan
         .iter()
         .position(|d| {
