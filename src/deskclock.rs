@@ -2,8 +2,9 @@
 //! clocks an officer has answered, and which fell due unanswered and are now overdue — a
 //! pure [`review`] of what the shell observed on the server, and the shell's [`check`]
 //! that observes (flags of the clocks' mails, the Sent and done folders), tags overdue mail
-//! `$Overdue` and `\Flagged`, and writes the changes in one transaction. Starting a clock
-//! is a decision (the rules' `clock` action, in `plan`).
+//! `$Overdue` and `\Flagged`, and writes the changes, a page of open clocks at a time (one
+//! transaction a page). Starting a clock is a decision (the rules' `clock` action, in
+//! `plan`).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher as _;

@@ -1,7 +1,8 @@
 //! What the desk's clocks (issue #17) read on the IMAP server: whether a clock's mails are
 //! still there and `\Answered`, and in another folder (Sent, the done folder) the mails
-//! that reply to them or are them, found by Message-ID. Deciding what that means is
-//! `deskclock`'s.
+//! that reply to them or are them, found by Message-ID, and which mails of that folder to
+//! read ([`reply_search`]: in full, or what came since this session last looked). Deciding
+//! what that means is `deskclock`'s.
 
 use std::collections::{HashMap, HashSet};
 
