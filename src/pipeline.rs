@@ -4,7 +4,7 @@
 //! depend on (journal statuses, sightings, answers and replies per sender, the journaled
 //! actions of mails a crash left decided), one pure [`crate::plan::plan_batch`], one
 //! transaction for the journal and the outbox. The IMAP actions of one or more batches are
-//! then carried out and the mails marked done by [`file`]. Every step is idempotent or
+//! then carried out and the mails marked done by [`file()`]. Every step is idempotent or
 //! journaled, so that a kill -9 at any point neither repeats a completed action nor loses a
 //! pending one. Metrics, logs and wake-ups stay here; decisions and mail are the core's; the
 //! late-broadcast correction of mail already filed is `pipeline/late.rs`'s.
@@ -193,7 +193,7 @@ pub async fn parse_batch(
 }
 
 /// The second half: decides a parsed batch's new mails and journals the decisions; returns
-/// the IMAP part of each (to be carried out by [`file`], possibly together with later
+/// the IMAP part of each (to be carried out by [`file()`], possibly together with later
 /// batches').
 ///
 /// The state database is read and written per batch, not per mail or rule: one query for
