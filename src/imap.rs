@@ -26,7 +26,7 @@ mod folders;
 mod idle;
 
 pub use clock_reads::bare as bare_message_id;
-pub use clock_reads::{FULL_SEARCH_EVERY, FolderMark, ReplySearch, reply_search};
+pub use clock_reads::{FULL_SEARCH_EVERY, ReplySearch, reply_search};
 pub use connection::Stream;
 
 /// Where and how to connect.

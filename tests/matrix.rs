@@ -543,7 +543,9 @@ async fn a_reply_filed_into_sent_with_an_old_date_still_stops_its_clock() {
     stack
         .append("bid.ra", "INBOX", &mail("2026-5000001", "dated1"))
         .await;
-    stack.append("bid.ra", "Sent", b"From: bid.ra@gem.test\r\nSubject: an old reply\r\nMessage-ID: <old-1@gem.test>\r\n\r\nOld.\r\n").await;
+    let earlier = b"From: bid.ra@gem.test\r\nSubject: an old reply\r\n\
+                    Message-ID: <old-1@gem.test>\r\n\r\nOld.\r\n";
+    stack.append("bid.ra", "Sent", earlier).await;
     let log = dir.path().join("daemon.log");
     let daemon = faultkit::spawn_watching(&config, &log).await;
     // The first round's review searched Sent in full.

@@ -181,7 +181,7 @@ pub fn reply_search(
 /// What to remember of a folder after a search at `now` (`full` or not), given what was
 /// remembered before and what EXAMINE reported; `None` (search in full next time) when the
 /// server reported no UIDVALIDITY or UIDNEXT.
-pub fn next_mark(
+fn next_mark(
     last: Option<FolderMark>,
     uidvalidity: Option<u32>,
     uid_next: Option<u32>,
@@ -200,11 +200,8 @@ pub fn next_mark(
 }
 
 /// A Message-ID without angle brackets and surrounding space.
-pub fn bare(id: &str) -> String {
-    id.trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .to_string()
+pub fn bare(id: &str) -> &str {
+    id.trim().trim_start_matches('<').trim_end_matches('>')
 }
 
 /// Every `<id>` in the Message-ID, In-Reply-To and References fields of `head` (unfolded

@@ -298,8 +298,8 @@ fn page_sql(sqlite: bool, columns: &str, element: &str) -> String {
     };
     let last = "FROM page ORDER BY started DESC, ticket DESC LIMIT 1";
     format!(
-        "WITH page AS (SELECT {columns} FROM desk_clock WHERE desk = $1 AND status = 'open' AND (started, ticket) > ($2, $3) \
-         ORDER BY started, ticket LIMIT $4) \
+        "WITH page AS (SELECT {columns} FROM desk_clock WHERE desk = $1 AND status = 'open' \
+         AND (started, ticket) > ($2, $3) ORDER BY started, ticket LIMIT $4) \
          SELECT CAST(COALESCE({aggregate}({element}), {empty}) AS TEXT) AS clocks, \
          (SELECT COUNT(*) FROM page) AS clock_count, \
          (SELECT started {last}) AS last_started, (SELECT ticket {last}) AS last_ticket \
