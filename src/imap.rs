@@ -141,6 +141,9 @@ pub enum ImapError {
     Closed(&'static str),
     #[error("mailbox {0} has no UIDVALIDITY")]
     NoUidValidity(String),
+    /// A second connection to the desk found its mailbox recreated (RFC 3501 2.3.1.1).
+    #[error("mailbox {mailbox} has a new UIDVALIDITY ({now}, was {was}): it was recreated")]
+    UidValidityChanged { mailbox: String, was: u32, now: u32 },
     /// async-imap ends a FETCH's stream at the tagged answer whatever it says: a NO or BAD
     /// shows only as missing data.
     #[error("the server returned no {what} for UID {uid} (it refused the fetch?)")]

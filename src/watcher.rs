@@ -19,6 +19,7 @@ use crate::pipeline::Batch;
 use crate::shared::Shared;
 
 mod error;
+mod filer;
 
 use error::At;
 pub use error::{DeskCause, DeskError, DeskOp};
@@ -90,13 +91,15 @@ pub async fn watch_desk(
 /// A desk's consecutive failed sessions (counted from the last successful SELECT, for the
 /// reconnect delay); those in a row that handled no mail at all (`stalled`); how many in a
 /// row ended in a server refusal; and, in careful catch-ups, how many times each mail
-/// (UIDVALIDITY, UID) was refused.
+/// (UIDVALIDITY, UID) was refused; and whether the server refused a second connection to
+/// the desk (`one_connection`: catch-ups then file on the desk's own connection).
 #[derive(Debug, Default)]
 struct Trouble {
     failures: u32,
     stalled: u32,
     refusals: u32,
     refused: HashMap<(u32, u32), u32>,
+    one_connection: bool,
 }
 
 /// `run --once` gives up on a desk after this many failed sessions in a row that handled no
@@ -277,6 +280,8 @@ async fn session(
     } else {
         batch
     };
+    // The second connection between the groups it files (`watcher/filer.rs`).
+    let mut spare: Option<DeskSession> = None;
     loop {
         // Catch up on everything after the last mail done: fetched and decided a batch at a
         // time, filed (keywords, moves, done, progress) in groups (`file_group`) and when
@@ -335,6 +340,9 @@ async fn session(
                 Some(chunk) => Some(fetcher.fetch_and_parse(&mut s, chunk, budget).await?),
                 None => None,
             };
+            // A full group on its way to the server on the second connection
+            // (`watcher/filer.rs`), while this loop goes on fetching and deciding.
+            let mut filing: Option<filer::Filing<'_>> = None;
             while let Some((parsed, highest)) = fetched.take() {
                 pos += parsed.mails().len();
                 let held: u64 = parsed
@@ -348,28 +356,67 @@ async fn session(
                 // A large batch is decided first, and the next one fetched after it.
                 let deferred = following.filter(|_| alongside < budget / 2);
                 let next = following.filter(|_| alongside >= budget / 2);
-                let (plans, next) = tokio::join!(
-                    pipeline::decide_parsed(shared, desk, uidvalidity, parsed),
-                    async {
-                        match next {
-                            Some(chunk) => fetcher
-                                .fetch_and_parse(&mut s, chunk, alongside)
-                                .await
-                                .map(Some),
-                            None => Ok(None),
+                let work = async {
+                    tokio::join!(
+                        pipeline::decide_parsed(shared, desk, uidvalidity, parsed),
+                        async {
+                            match next {
+                                Some(chunk) => fetcher
+                                    .fetch_and_parse(&mut s, chunk, alongside)
+                                    .await
+                                    .map(Some),
+                                None => Ok(None),
+                            }
                         }
-                    }
-                );
+                    )
+                };
+                let ((plans, next), ended) = filer::beside(work, &mut filing).await;
+                if let Some(filed) = ended {
+                    filer::settle(filed, &fetcher, &mut s, &mut spare, trouble, &mut last).await?;
+                }
                 unfiled.extend(plans.at(DeskOp::Decide)?);
                 decided_up_to = decided_up_to.max(highest);
                 fetched = match (next?, deferred) {
                     (Some(n), _) => Some(n),
                     (None, Some(chunk)) => {
-                        Some(fetcher.fetch_and_parse(&mut s, chunk, budget).await?)
+                        let work = fetcher.fetch_and_parse(&mut s, chunk, budget);
+                        let (next, ended) = filer::beside(work, &mut filing).await;
+                        if let Some(filed) = ended {
+                            filer::settle(filed, &fetcher, &mut s, &mut spare, trouble, &mut last)
+                                .await?;
+                        }
+                        Some(next?)
                     }
                     (None, None) => None,
                 };
                 if unfiled.len() < group {
+                    continue;
+                }
+                // With more to decide, a full group goes to the server on the second
+                // connection (issue #16): this one fetches on meanwhile. One group at a
+                // time, in order, so progress passes only filed mail; the group before is
+                // settled first (and may find that there is no second connection).
+                if let Some(before) = filing.take() {
+                    filer::settle(
+                        before.await,
+                        &fetcher,
+                        &mut s,
+                        &mut spare,
+                        trouble,
+                        &mut last,
+                    )
+                    .await?;
+                }
+                if fetched.is_some() && s.capabilities().r#move && !trouble.one_connection {
+                    filing = Some(filer::start(
+                        spare.take(),
+                        ep,
+                        shared,
+                        desk,
+                        uidvalidity,
+                        std::mem::take(&mut unfiled),
+                        decided_up_to,
+                    ));
                     continue;
                 }
                 // A full group is filed while the batch fetched beside it is decided: the
@@ -417,6 +464,17 @@ async fn session(
                     None => None,
                 };
             }
+            if let Some(before) = filing.take() {
+                filer::settle(
+                    before.await,
+                    &fetcher,
+                    &mut s,
+                    &mut spare,
+                    trouble,
+                    &mut last,
+                )
+                .await?;
+            }
             if decided_up_to > last {
                 pipeline::file(
                     &mut s,
@@ -431,6 +489,9 @@ async fn session(
                 trouble.stalled = 0;
                 unfiled.clear();
                 last = decided_up_to;
+            }
+            if let Some(second) = spare.take() {
+                let _ = second.logout().await;
             }
             if cancel.is_cancelled() {
                 let _ = s.logout().await;

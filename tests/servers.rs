@@ -234,3 +234,150 @@ async fn idle_refreshes_on_time_despite_server_keepalives() {
         .status();
     let _ = wait_exit(&mut child, Duration::from_secs(25));
 }
+
+/// The mail of `user`'s folders as an officer's client shows it (folder, Message-ID,
+/// keywords and flags), sorted.
+async fn desk_view(stack: &MailStack, user: &str) -> Vec<faultkit::MailView> {
+    let mut v = faultkit::account(stack, user).await;
+    v.sort();
+    v
+}
+
+/// Dovecot's ids of the IMAP sessions logged in as order.process in `log` (its log).
+fn desk_sessions(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("imap-login: Info: Login: user=<order.process>"))
+        .filter_map(|l| l.split("session=<").nth(1)?.split('>').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Issue #16: a catch-up longer than one group (`file_group = 10` here) files each full
+/// group on a second connection to the desk while the first goes on fetching. The same
+/// backlog on a server that allows one connection per user is filed on the desk's own
+/// connection: both desks end alike, mail by mail, each mail without a ticket redirected
+/// once, and Dovecot's log shows the second login and its logout, or its refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_catch_up_files_on_a_second_connection_or_on_the_first_when_refused() {
+    let roomy = MailStack::start();
+    let strict = MailStack::start_with(StackOptions {
+        max_connections_per_user: Some(1),
+        ..StackOptions::default()
+    });
+    let user = "order.process";
+    let mut outcome = Vec::new();
+    for stack in [&roomy, &strict] {
+        // One session for all the appends (the strict server allows one at a time).
+        let mut officer = stack.login(user).await;
+        for i in 0..45 {
+            // Every third mail has no ticket number (redirected and filed into Redirected),
+            // the others keep their ticket's keyword in the INBOX.
+            let subject = if i % 3 == 0 {
+                format!("Order {i} stuck")
+            } else {
+                format!("Order {i} stuck, ticket 2024-{:07}", 1_000_000 + i)
+            };
+            // A sender each: many mails without a ticket from one sender are a flood.
+            let raw = mail(
+                &format!("buyer{i}@example.in"),
+                "order.process@gem.test",
+                None,
+                &subject,
+                &format!("backlog-{i}@example.in"),
+                "Please help.",
+                "",
+            );
+            officer
+                .append("INBOX", None, None, &raw)
+                .await
+                .expect("append");
+        }
+        officer.logout().await.expect("logout");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = deployment(stack, dir.path(), "");
+        // Dovecot's log of the run alone (the appends and the checks log in too).
+        let dovecot_log = stack.dir.join("log/dovecot.log");
+        let before = std::fs::read_to_string(&dovecot_log)
+            .unwrap_or_default()
+            .len();
+        let log = run_once(&config);
+        // Dovecot logs a session's end once it has closed: wait for the run's.
+        let during =
+            std::fs::read_to_string(&dovecot_log).unwrap_or_default()[before..].to_string();
+        for id in desk_sessions(&during) {
+            faultkit::wait_log(&dovecot_log, &format!("<{id}>: Info: Disconnected"), 1).await;
+        }
+        let dovecot =
+            std::fs::read_to_string(&dovecot_log).unwrap_or_default()[before..].to_string();
+        // Postfix delivers the redirects after the run has handed them over.
+        let helpdesk = stack
+            .wait_for("helpdesk", "INBOX", WAIT, "15 redirects delivered", |m| {
+                m.len() >= 15
+            })
+            .await;
+        outcome.push((
+            desk_view(stack, user).await,
+            faultkit::redirects(&helpdesk),
+            log,
+            dovecot,
+        ));
+    }
+    let (roomy_desk, roomy_redirects, roomy_log, roomy_dovecot) = &outcome[0];
+    let (strict_desk, strict_redirects, strict_log, strict_dovecot) = &outcome[1];
+    let logins = desk_sessions;
+    // Roomy: the desk's own login and one more for the filing, both logged out cleanly.
+    let sessions = logins(roomy_dovecot);
+    assert_eq!(sessions.len(), 2, "{roomy_dovecot}");
+    for id in &sessions {
+        assert!(
+            roomy_dovecot
+                .lines()
+                .any(|l| l.contains(&format!("<{id}>: Info: Disconnected: Logged out"))),
+            "session {id} was not logged out: {roomy_dovecot}"
+        );
+    }
+    assert!(
+        roomy_log.contains("filing on a second connection"),
+        "{roomy_log}"
+    );
+    assert!(!roomy_log.contains("no second connection"), "{roomy_log}");
+    // Strict: the second login refused, said once, and everything filed on the first.
+    assert_eq!(logins(strict_dovecot).len(), 1, "{strict_dovecot}");
+    assert!(
+        strict_dovecot.contains("Maximum number of connections from user+IP exceeded"),
+        "{strict_dovecot}"
+    );
+    assert_eq!(
+        strict_log
+            .matches("no second connection to the desk")
+            .count(),
+        1,
+        "{strict_log}"
+    );
+    // The refused second login ends no session (the desk's own login may be refused once
+    // while Dovecot still counts the test's append session, and is retried).
+    assert!(
+        strict_log
+            .lines()
+            .filter(|l| l.contains("desk session failed"))
+            .all(|l| l.contains("op=connect")),
+        "{strict_log}"
+    );
+    // Both desks end alike, and as the rules say.
+    assert_eq!(roomy_desk, strict_desk);
+    let in_folder = |folder: &str, keyword: &str| {
+        roomy_desk
+            .iter()
+            .filter(|(_, f, _, flags)| f == folder && flags.iter().any(|k| k == keyword))
+            .count()
+    };
+    assert_eq!(roomy_desk.len(), 45, "{roomy_desk:?}");
+    assert_eq!(in_folder("INBOX", "$Ticket"), 30, "{roomy_desk:?}");
+    assert_eq!(in_folder("Redirected", "$NoTicket"), 15, "{roomy_desk:?}");
+    assert_eq!(roomy_redirects.len(), 15, "{roomy_redirects:?}");
+    assert!(
+        roomy_redirects.values().all(|n| *n == 1),
+        "{roomy_redirects:?}"
+    );
+    assert_eq!(roomy_redirects, strict_redirects);
+}

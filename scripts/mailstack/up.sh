@@ -13,6 +13,8 @@
 #      MAILSTACK_NAMESPACE_PREFIX=INBOX. MAILSTACK_SEPARATOR=. : a Courier/Cyrus-style personal
 #      namespace (folders live under INBOX.; default: no prefix, separator /).
 #      MAILSTACK_USERS="extra1 extra2" adds users.
+#      MAILSTACK_MAX_USERIP_CONNECTIONS=N caps each user's IMAP connections from one address
+#      (Dovecot's mail_max_userip_connections; default 100).
 #      MAILSTACK_PORT_OFFSET=N adds N to every port (a second stack needs its own STATE_DIR too).
 # Needs root and: scripts/install-deps.sh (dovecot-imapd dovecot-lmtpd postfix openssl)
 # Project copy of the loopback stack used by the tests, the demo and the benchmarks.
@@ -93,7 +95,7 @@ mail_uid = mail
 mail_gid = mail
 mail_location = maildir:~/Maildir
 mail_fsync = $FSYNC
-mail_max_userip_connections = 100
+mail_max_userip_connections = ${MAILSTACK_MAX_USERIP_CONNECTIONS:-100}
 mailbox_idle_check_interval = 30 secs
 imap_idle_notify_interval = ${MAILSTACK_IDLE_NOTIFY:-2 mins}
 passdb {

@@ -74,27 +74,31 @@ impl DeskSession {
         let mut hits = HashSet::new();
         for chunk in uids.chunks(500) {
             let set = uid_set(chunk);
-            let fetched: Vec<_> = timed(t, "UID FETCH HEADER.FIELDS", async {
-                self.s()?
+            // Read as they come: a response kept holds on to async-imap's read buffer.
+            timed(t, "UID FETCH HEADER.FIELDS", async {
+                let mut stream = self
+                    .s()?
                     .uid_fetch(
                         &set,
                         "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID IN-REPLY-TO REFERENCES)])",
                     )
                     .await
-                    .map_err(proto("fetch reply headers"))?
-                    .try_collect::<Vec<_>>()
+                    .map_err(proto("fetch reply headers"))?;
+                while let Some(f) = stream
+                    .try_next()
                     .await
-                    .map_err(proto("fetch reply headers"))
-            })
-            .await??;
-            for f in &fetched {
-                let Some(head) = f.header() else { continue };
-                for id in referenced_ids(head) {
-                    if wanted(&id) {
-                        hits.insert(id);
+                    .map_err(proto("fetch reply headers"))?
+                {
+                    let Some(head) = f.header() else { continue };
+                    for id in referenced_ids(head) {
+                        if wanted(&id) {
+                            hits.insert(id);
+                        }
                     }
                 }
-            }
+                Ok::<_, ImapError>(())
+            })
+            .await??;
         }
         search.looked_at = uids.len();
         // Marked once read (an error ends the session, and with it the marks): mail that

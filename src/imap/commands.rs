@@ -68,29 +68,34 @@ impl DeskSession {
         }
         let t = self.timeout;
         let set = uid_set(uids);
-        let meta: Vec<_> = timed(t, "UID FETCH", async {
-            self.s()?
+        // Each response is read as it comes and let go unless it is one asked for: the
+        // server mixes in news of other mail (flags set and mail moved by another
+        // connection: the second connection of a catch-up, issue #16, or an officer's
+        // client), and each response holds on to async-imap's read buffer while kept.
+        let mut mails: Vec<FetchedMail> = Vec::with_capacity(uids.len());
+        timed(t, "UID FETCH", async {
+            let mut stream = self
+                .s()?
                 .uid_fetch(&set, "(UID FLAGS RFC822.SIZE)")
                 .await
-                .map_err(proto("fetch sizes"))?
-                .try_collect::<Vec<_>>()
-                .await
-                .map_err(proto("fetch sizes"))
+                .map_err(proto("fetch sizes"))?;
+            while let Some(f) = stream.try_next().await.map_err(proto("fetch sizes"))? {
+                // News of a flag change carries no size.
+                let (Some(uid), Some(size)) = (f.uid, f.size) else {
+                    continue;
+                };
+                if uids.binary_search(&uid).is_ok() || uids.contains(&uid) {
+                    mails.push(FetchedMail {
+                        uid,
+                        flags: f.flags().map(flag_text).collect(),
+                        size,
+                        raw: None,
+                    });
+                }
+            }
+            Ok::<_, ImapError>(())
         })
         .await??;
-        let mut mails: Vec<FetchedMail> = meta
-            .iter()
-            .filter_map(|f| {
-                let uid = f.uid?;
-                Some(FetchedMail {
-                    uid,
-                    flags: f.flags().map(flag_text).collect(),
-                    size: f.size.unwrap_or(0),
-                    raw: None,
-                })
-            })
-            .filter(|m| uids.binary_search(&m.uid).is_ok() || uids.contains(&m.uid))
-            .collect();
         mails.sort_by_key(|m| m.uid);
         mails.dedup_by_key(|m| m.uid);
         // A mail expunged since the search is missing too; the retry's search skips it.

@@ -39,19 +39,26 @@ impl DeskSession {
         }
         let t = self.timeout;
         let set = uid_set(uids);
-        let fetched: Vec<_> = timed(t, "UID FETCH INTERNALDATE", async {
-            self.s()?
+        // Read as they come: a response kept holds on to async-imap's read buffer.
+        let mut dates = HashMap::with_capacity(uids.len());
+        timed(t, "UID FETCH INTERNALDATE", async {
+            let mut stream = self
+                .s()?
                 .uid_fetch(&set, "(UID INTERNALDATE)")
                 .await
-                .map_err(proto("fetch arrival dates"))?
-                .try_collect::<Vec<_>>()
+                .map_err(proto("fetch arrival dates"))?;
+            while let Some(f) = stream
+                .try_next()
                 .await
-                .map_err(proto("fetch arrival dates"))
+                .map_err(proto("fetch arrival dates"))?
+            {
+                if let (Some(uid), Some(date)) = (f.uid, f.internal_date()) {
+                    dates.insert(uid, date.timestamp());
+                }
+            }
+            Ok::<_, ImapError>(())
         })
         .await??;
-        Ok(fetched
-            .iter()
-            .filter_map(|f| Some((f.uid?, f.internal_date()?.timestamp())))
-            .collect())
+        Ok(dates)
     }
 }

@@ -131,6 +131,9 @@ pub struct StackOptions {
     pub idle_notify: Option<String>,
     /// A personal namespace prefix and separator, e.g. ("INBOX.", ".") as on Courier/Cyrus.
     pub namespace: Option<(String, String)>,
+    /// At most this many IMAP connections per user from one address
+    /// (MAILSTACK_MAX_USERIP_CONNECTIONS; Dovecot's default here is 100).
+    pub max_connections_per_user: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -224,6 +227,9 @@ impl MailStack {
         if let Some(every) = &self.opts.idle_notify {
             c.env("MAILSTACK_IDLE_NOTIFY", every);
         }
+        if let Some(n) = self.opts.max_connections_per_user {
+            c.env("MAILSTACK_MAX_USERIP_CONNECTIONS", n.to_string());
+        }
         if let Some((prefix, sep)) = &self.opts.namespace {
             c.env("MAILSTACK_NAMESPACE_PREFIX", prefix)
                 .env("MAILSTACK_SEPARATOR", sep);
@@ -278,18 +284,30 @@ impl MailStack {
         format!("{user}@{DOMAIN}")
     }
 
-    /// A plain IMAP session as `user`, as an officer's client would log in.
+    /// A plain IMAP session as `user`, as an officer's client would log in. A login refused
+    /// for the user's connection limit (`max_connections_per_user`) is tried again until
+    /// Dovecot has counted the test's last session out, within [`WAIT`].
     pub async fn login(&self, user: &str) -> async_imap::Session<tokio::net::TcpStream> {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.imap_port))
-            .await
-            .expect("connect imap");
-        let mut client = async_imap::Client::new(tcp);
-        client.read_response().await.expect("greeting");
-        client
-            .login(user, PASSWORD)
-            .await
-            .map_err(|(e, _)| e)
-            .expect("login")
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut pause = std::time::Duration::from_millis(10);
+        loop {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.imap_port))
+                .await
+                .expect("connect imap");
+            let mut client = async_imap::Client::new(tcp);
+            client.read_response().await.expect("greeting");
+            match client.login(user, PASSWORD).await {
+                Ok(session) => return session,
+                Err((e, _))
+                    if e.to_string().contains("[LIMIT]")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(200));
+                }
+                Err((e, _)) => panic!("login as {user}: {e}"),
+            }
+        }
     }
 
     /// APPENDs a mail (creating the mailbox if needed); returns its UID.
