@@ -68,7 +68,7 @@ async fn corpus_mails_in_the_desks_are_all_handled_and_no_desk_gets_stuck() {
     for (i, path) in sample.iter().enumerate() {
         let raw = std::fs::read(path).expect("read corpus file");
         let d = i % DESKS.len();
-        match sessions[d].append("INBOX", None, None, &raw).await {
+        match support::bounded("append", sessions[d].append("INBOX", None, None, &raw)).await {
             Ok(()) => appended[d] += 1,
             Err(e) => refused.push(format!("{}: {e}", path.display())),
         }

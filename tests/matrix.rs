@@ -467,7 +467,9 @@ async fn clocks_on_every_page_of_the_review_stop_or_run_out_once() {
     for n in 0..count {
         let raw = mail(&format!("2026-{:07}", 4_000_000 + n), &format!("page{n}"));
         let flags = answered.contains(&n).then_some("(\\Answered)");
-        officer.append("INBOX", flags, None, &raw).await.unwrap();
+        support::bounded("append", officer.append("INBOX", flags, None, &raw))
+            .await
+            .unwrap();
     }
     let _ = officer.create("Sent").await;
     for n in replied {
@@ -477,10 +479,12 @@ async fn clocks_on_every_page_of_the_review_stop_or_run_out_once() {
              In-Reply-To: <page{n}@rites.co.in>\r\nReferences: <page{n}@rites.co.in>\r\n\
              Date: Mon, 30 Nov 2026 11:00:00 +0530\r\n\r\nDone.\r\n"
         );
-        officer
-            .append("Sent", None, None, reply.as_bytes())
-            .await
-            .unwrap();
+        support::bounded(
+            "append",
+            officer.append("Sent", None, None, reply.as_bytes()),
+        )
+        .await
+        .unwrap();
     }
     officer.logout().await.unwrap();
 
@@ -564,10 +568,13 @@ async fn a_reply_filed_into_sent_with_an_old_date_still_stops_its_clock() {
                  In-Reply-To: <dated1@rites.co.in>\r\nReferences: <dated1@rites.co.in>\r\n\r\n\
                  Published.\r\n";
     let mut officer = stack.login("bid.ra").await;
-    officer
-        .append("Sent", None, Some(&ten_days_ago), reply.as_bytes())
-        .await
-        .unwrap();
+    // An unquoted date-time would make Dovecot wait for a literal: bounded.
+    support::bounded(
+        "append with a date",
+        officer.append("Sent", None, Some(&ten_days_ago), reply.as_bytes()),
+    )
+    .await
+    .unwrap();
     officer.logout().await.unwrap();
     // New mail starts the next round.
     stack

@@ -287,8 +287,7 @@ async fn a_long_catch_up_files_on_a_second_connection_or_on_the_first_when_refus
                 "Please help.",
                 "",
             );
-            officer
-                .append("INBOX", None, None, &raw)
+            support::bounded("append", officer.append("INBOX", None, None, &raw))
                 .await
                 .expect("append");
         }

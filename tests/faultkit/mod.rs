@@ -234,16 +234,18 @@ pub type MailView = (String, String, String, Vec<String>);
 /// Every mail of every folder of `user`.
 pub async fn account(stack: &MailStack, user: &str) -> Vec<MailView> {
     let mut s = login(stack, user).await;
-    let names: Vec<String> = s
-        .list(None, Some("*"))
-        .await
-        .expect("list")
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("list")
-        .iter()
-        .map(|n| n.name().to_string())
-        .collect();
+    let names: Vec<String> = crate::support::bounded(&format!("list {user}'s folders"), async {
+        s.list(None, Some("*"))
+            .await
+            .expect("list")
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("list")
+    })
+    .await
+    .iter()
+    .map(|n| n.name().to_string())
+    .collect();
     let _ = s.logout().await;
     let mut out = Vec::new();
     for folder in names {

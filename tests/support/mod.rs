@@ -24,6 +24,16 @@ pub use gem::DESKS;
 pub const DOMAIN: &str = "gem.test";
 /// How long a test waits for an outcome it expects.
 pub const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `f`, or a panic naming `what` when the test's mail server has not answered within
+/// [`WAIT`]: a server waiting for more input (an unquoted date-time makes Dovecot expect a
+/// literal) fails the test in a minute instead of holding the suite until CI's limit.
+pub async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(WAIT, f).await {
+        Ok(out) => out,
+        Err(_) => panic!("{what}: no answer from the test's mail server within {WAIT:?}"),
+    }
+}
 /// Every stack account's password: distinctive, so that a leak into any output is found
 /// (`faultkit::no_secret`), which "secret" would not be (it is in real mail).
 pub const PASSWORD: &str = "tg-Pw-7c3e91";
@@ -288,6 +298,10 @@ impl MailStack {
     /// for the user's connection limit (`max_connections_per_user`) is tried again until
     /// Dovecot has counted the test's last session out, within [`WAIT`].
     pub async fn login(&self, user: &str) -> async_imap::Session<tokio::net::TcpStream> {
+        bounded(&format!("log in as {user}"), self.login_unbounded(user)).await
+    }
+
+    async fn login_unbounded(&self, user: &str) -> async_imap::Session<tokio::net::TcpStream> {
         let deadline = tokio::time::Instant::now() + WAIT;
         let mut pause = std::time::Duration::from_millis(10);
         loop {
@@ -313,11 +327,14 @@ impl MailStack {
     /// APPENDs a mail (creating the mailbox if needed); returns its UID.
     pub async fn append(&self, user: &str, mailbox: &str, raw: &[u8]) -> u32 {
         let mut s = self.login(user).await;
-        let _ = s.create(mailbox).await;
-        s.append(mailbox, None, None, raw).await.expect("append");
-        let mb = s.select(mailbox).await.expect("select");
-        let _ = s.logout().await;
-        mb.uid_next.unwrap_or(1).saturating_sub(1)
+        bounded(&format!("append to {user}/{mailbox}"), async {
+            let _ = s.create(mailbox).await;
+            s.append(mailbox, None, None, raw).await.expect("append");
+            let mb = s.select(mailbox).await.expect("select");
+            let _ = s.logout().await;
+            mb.uid_next.unwrap_or(1).saturating_sub(1)
+        })
+        .await
     }
 
     /// Submits a mail over SMTP to Postfix, which delivers it into Dovecot over LMTP.
@@ -332,12 +349,25 @@ impl MailStack {
             rcpts.iter().map(|r| r.parse().expect("rcpt")).collect(),
         )
         .expect("envelope");
-        t.send_raw(&env, raw).await.expect("smtp send");
+        bounded("send over SMTP", t.send_raw(&env, raw))
+            .await
+            .expect("smtp send");
     }
 
     /// Every mail of a mailbox in UID order; empty when the mailbox does not exist.
     pub async fn mailbox(&self, user: &str, mailbox: &str) -> Vec<StoredMail> {
-        let mut s = self.login(user).await;
+        let s = self.login(user).await;
+        bounded(
+            &format!("read {user}/{mailbox}"),
+            Self::read_mailbox(s, mailbox),
+        )
+        .await
+    }
+
+    async fn read_mailbox(
+        mut s: async_imap::Session<tokio::net::TcpStream>,
+        mailbox: &str,
+    ) -> Vec<StoredMail> {
         if s.examine(mailbox).await.is_err() {
             let _ = s.logout().await;
             return Vec::new();
