@@ -91,15 +91,15 @@ pub async fn watch_desk(
 /// A desk's consecutive failed sessions (counted from the last successful SELECT, for the
 /// reconnect delay); those in a row that handled no mail at all (`stalled`); how many in a
 /// row ended in a server refusal; and, in careful catch-ups, how many times each mail
-/// (UIDVALIDITY, UID) was refused; and whether the server refused a second connection to
-/// the desk (`one_connection`: catch-ups then file on the desk's own connection).
+/// (UIDVALIDITY, UID) was refused; and whether catch-ups may file on a second connection
+/// to the desk (`second`).
 #[derive(Debug, Default)]
 struct Trouble {
     failures: u32,
     stalled: u32,
     refusals: u32,
     refused: HashMap<(u32, u32), u32>,
-    one_connection: bool,
+    second: filer::Second,
 }
 
 /// `run --once` gives up on a desk after this many failed sessions in a row that handled no
@@ -244,6 +244,7 @@ async fn session(
         .at(DeskOp::Connect)?;
     let state = s.select(&desk.mailbox).await.at(DeskOp::Select)?;
     trouble.failures = 0;
+    trouble.second.new_session();
     let mut careful = trouble.refusals >= REFUSALS_BEFORE_CAREFUL;
     let gauges = shared.metrics.desk(&desk.name);
     gauges.connected.store(true, Ordering::Relaxed);
@@ -343,6 +344,9 @@ async fn session(
             // A full group on its way to the server on the second connection
             // (`watcher/filer.rs`), while this loop goes on fetching and deciding.
             let mut filing: Option<filer::Filing<'_>> = None;
+            // An error ends the session, but the group on the second connection is let
+            // finish first (its filing and progress stand) and that connection logged out.
+            let caught_up: Result<(), DeskError> = async {
             while let Some((parsed, highest)) = fetched.take() {
                 pos += parsed.mails().len();
                 let held: u64 = parsed
@@ -407,7 +411,7 @@ async fn session(
                     )
                     .await?;
                 }
-                if fetched.is_some() && s.capabilities().r#move && !trouble.one_connection {
+                if fetched.is_some() && s.capabilities().r#move && trouble.second.allowed() {
                     filing = Some(filer::start(
                         spare.take(),
                         ep,
@@ -463,6 +467,20 @@ async fn session(
                     Some(chunk) => Some(fetcher.fetch_and_parse(&mut s, chunk, budget).await?),
                     None => None,
                 };
+            }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = caught_up {
+                if let Some(f) = filing.take()
+                    && let filer::Filed::Done { session, .. } = f.await
+                {
+                    let _ = session.logout().await;
+                }
+                if let Some(second) = spare.take() {
+                    let _ = second.logout().await;
+                }
+                return Err(e);
             }
             if let Some(before) = filing.take() {
                 filer::settle(

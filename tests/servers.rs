@@ -296,11 +296,21 @@ async fn a_long_catch_up_files_on_a_second_connection_or_on_the_first_when_refus
         let config = deployment(stack, dir.path(), "");
         // Dovecot's log of the run alone (the appends and the checks log in too).
         let dovecot_log = stack.dir.join("log/dovecot.log");
-        let before = std::fs::read_to_string(&dovecot_log)
-            .unwrap_or_default()
-            .len();
+        let earlier = std::fs::read_to_string(&dovecot_log).unwrap_or_default();
+        let before = earlier.len();
         let log = run_once(&config);
-        // Dovecot logs a session's end once it has closed: wait for the run's.
+        // Dovecot logs asynchronously: wait for the run's logins (two where the second
+        // connection is allowed, one where it is refused), then for each session's end.
+        let expected = if std::ptr::eq(stack, &roomy) { 2 } else { 1 };
+        let is_login = |l: &str| l.contains("imap-login: Info: Login: user=<order.process>");
+        let logins_before = earlier.lines().filter(|l| is_login(l)).count();
+        faultkit::wait_log_lines(
+            &dovecot_log,
+            logins_before + expected,
+            "the run's logins",
+            is_login,
+        )
+        .await;
         let during =
             std::fs::read_to_string(&dovecot_log).unwrap_or_default()[before..].to_string();
         for id in desk_sessions(&during) {
@@ -373,6 +383,15 @@ async fn a_long_catch_up_files_on_a_second_connection_or_on_the_first_when_refus
     assert_eq!(roomy_desk.len(), 45, "{roomy_desk:?}");
     assert_eq!(in_folder("INBOX", "$Ticket"), 30, "{roomy_desk:?}");
     assert_eq!(in_folder("Redirected", "$NoTicket"), 15, "{roomy_desk:?}");
+    // Sent once each: the run's own count (a second copy delivered after the wait above
+    // would show here).
+    for log in [roomy_log, strict_log] {
+        let exit = log
+            .lines()
+            .find(|l| l.contains("exiting (--once)"))
+            .unwrap_or_default();
+        assert!(exit.contains("sent=15"), "{exit}");
+    }
     assert_eq!(roomy_redirects.len(), 15, "{roomy_redirects:?}");
     assert!(
         roomy_redirects.values().all(|n| *n == 1),

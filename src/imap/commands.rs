@@ -11,6 +11,58 @@ use super::{
 };
 use crate::budget::{MailMemory, Reserved};
 
+/// The answers to `UID FETCH (UID FLAGS RFC822.SIZE)` for the UIDs asked: a response for
+/// another UID is dropped; one without a size is news of a flag change (RFC 3501 7.4.2,
+/// sent for a change made by another connection), which an answer with the size wins over;
+/// a server that leaves the size out altogether gets its mail taken as small (size 0).
+#[derive(Debug)]
+struct SizeAnswers<'a> {
+    asked: &'a [u32],
+    sized: Vec<FetchedMail>,
+    sizeless: Vec<FetchedMail>,
+}
+
+impl<'a> SizeAnswers<'a> {
+    fn new(asked: &'a [u32]) -> SizeAnswers<'a> {
+        SizeAnswers {
+            asked,
+            sized: Vec::with_capacity(asked.len()),
+            sizeless: Vec::new(),
+        }
+    }
+
+    /// One response: its UID and size, if any, and its flags (read only when kept).
+    fn take(&mut self, uid: Option<u32>, size: Option<u32>, flags: impl FnOnce() -> Vec<String>) {
+        let Some(uid) =
+            uid.filter(|u| self.asked.binary_search(u).is_ok() || self.asked.contains(u))
+        else {
+            return;
+        };
+        let mail = |size| FetchedMail {
+            uid,
+            flags: flags(),
+            size,
+            raw: None,
+        };
+        match size {
+            Some(size) => self.sized.push(mail(size)),
+            None if !self.sizeless.iter().any(|m| m.uid == uid) => self.sizeless.push(mail(0)),
+            None => {}
+        }
+    }
+
+    /// One mail per UID answered, ascending; an answer with a size before one without.
+    fn into_mails(self) -> Vec<FetchedMail> {
+        let mut mails = self.sized;
+        mails.extend(self.sizeless);
+        // Stable: the first of a UID's entries (an answer with a size, when there is one)
+        // is the one kept.
+        mails.sort_by_key(|m| m.uid);
+        mails.dedup_by_key(|m| m.uid);
+        mails
+    }
+}
+
 impl DeskSession {
     pub async fn select(&mut self, mailbox: &str) -> Result<MailboxState, ImapError> {
         let t = self.timeout;
@@ -72,7 +124,7 @@ impl DeskSession {
         // server mixes in news of other mail (flags set and mail moved by another
         // connection: the second connection of a catch-up, issue #16, or an officer's
         // client), and each response holds on to async-imap's read buffer while kept.
-        let mut mails: Vec<FetchedMail> = Vec::with_capacity(uids.len());
+        let mut answers = SizeAnswers::new(uids);
         timed(t, "UID FETCH", async {
             let mut stream = self
                 .s()?
@@ -80,24 +132,12 @@ impl DeskSession {
                 .await
                 .map_err(proto("fetch sizes"))?;
             while let Some(f) = stream.try_next().await.map_err(proto("fetch sizes"))? {
-                // News of a flag change carries no size.
-                let (Some(uid), Some(size)) = (f.uid, f.size) else {
-                    continue;
-                };
-                if uids.binary_search(&uid).is_ok() || uids.contains(&uid) {
-                    mails.push(FetchedMail {
-                        uid,
-                        flags: f.flags().map(flag_text).collect(),
-                        size,
-                        raw: None,
-                    });
-                }
+                answers.take(f.uid, f.size, || f.flags().map(flag_text).collect());
             }
             Ok::<_, ImapError>(())
         })
         .await??;
-        mails.sort_by_key(|m| m.uid);
-        mails.dedup_by_key(|m| m.uid);
+        let mut mails = answers.into_mails();
         // A mail expunged since the search is missing too; the retry's search skips it.
         if let Some(&uid) = uids
             .iter()
@@ -254,5 +294,70 @@ impl DeskSession {
         let mut uids: Vec<u32> = found.into_iter().collect();
         uids.sort_unstable();
         Ok(uids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(f: &[&str]) -> impl FnOnce() -> Vec<String> {
+        let f: Vec<String> = f.iter().map(|s| s.to_string()).collect();
+        move || f
+    }
+
+    #[test]
+    fn news_of_other_mail_is_dropped_and_an_answer_with_a_size_wins() {
+        let asked = [3, 5, 9];
+        let mut a = SizeAnswers::new(&asked);
+        // News of mail filed by another connection: other UIDs, and no UID at all.
+        a.take(Some(4), None, flags(&["$Ticket"]));
+        a.take(None, None, flags(&["$Ticket"]));
+        // News of a flag change on an asked mail, before its answer.
+        a.take(Some(5), None, flags(&["$Ticket"]));
+        a.take(Some(9), Some(900), flags(&[]));
+        a.take(Some(5), Some(500), flags(&["\\Seen"]));
+        a.take(Some(3), Some(300), flags(&[]));
+        // Again after it, and an answer repeated.
+        a.take(Some(5), None, flags(&["$NoTicket"]));
+        a.take(Some(3), Some(300), flags(&[]));
+        let got: Vec<(u32, u32, Vec<String>)> = a
+            .into_mails()
+            .into_iter()
+            .map(|m| (m.uid, m.size, m.flags))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (3, 300, vec![]),
+                (5, 500, vec!["\\Seen".to_string()]),
+                (9, 900, vec![]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_server_that_leaves_out_the_size_gets_its_mail_taken_as_small() {
+        let asked = [7];
+        let mut a = SizeAnswers::new(&asked);
+        a.take(Some(7), None, flags(&["\\Flagged"]));
+        a.take(Some(7), None, flags(&[]));
+        let got: Vec<(u32, u32, Vec<String>)> = a
+            .into_mails()
+            .into_iter()
+            .map(|m| (m.uid, m.size, m.flags))
+            .collect();
+        assert_eq!(got, vec![(7, 0, vec!["\\Flagged".to_string()])]);
+    }
+
+    #[test]
+    fn a_mail_not_answered_is_missing() {
+        let asked = [1, 2];
+        let mut a = SizeAnswers::new(&asked);
+        a.take(Some(2), Some(20), flags(&[]));
+        assert_eq!(
+            a.into_mails().iter().map(|m| m.uid).collect::<Vec<_>>(),
+            vec![2]
+        );
     }
 }

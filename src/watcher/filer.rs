@@ -3,7 +3,8 @@
 //! on fetching the next batches. One filing at a time, in order, so the desk's progress
 //! still passes only filed mail. A server that will not take a second login (a limit on
 //! connections per user) gets the group on the desk's own connection, as before, for the
-//! rest of the watcher's life.
+//! rest of the watcher's life; one that could not be reached (a timeout, a lost
+//! connection) for the rest of the session, and is tried again in the next.
 //!
 //! Not here: what filing a group does (`pipeline::file`), when a group is full and the
 //! catch-up loop itself (`watcher`).
@@ -19,6 +20,42 @@ use crate::shared::Shared;
 
 use super::error::{At, DeskError, DeskOp};
 use super::{Fetcher, Trouble};
+
+/// Whether catch-ups may open a second connection to the desk.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Second {
+    /// Yes (the default).
+    #[default]
+    Allowed,
+    /// Not in this session: opening one failed for a passing reason.
+    NotThisSession,
+    /// Never again for this desk: the server refused the login (a connection limit).
+    Refused,
+}
+
+impl Second {
+    /// A new session of the desk's own connection: a passing failure is forgotten.
+    pub(super) fn new_session(&mut self) {
+        if *self == Second::NotThisSession {
+            *self = Second::Allowed;
+        }
+    }
+
+    pub(super) fn allowed(self) -> bool {
+        self == Second::Allowed
+    }
+
+    /// After a second connection could not be opened: a refused login is the server's
+    /// policy (a limit on connections per user), and asking again would only be refused
+    /// again; anything else (a timeout, a lost connection, a failed SELECT) may pass.
+    fn after(error: &ImapError) -> Second {
+        if matches!(error, ImapError::Login { .. }) {
+            Second::Refused
+        } else {
+            Second::NotThisSession
+        }
+    }
+}
 
 /// A group being filed on the second connection; it owns that connection until it ends.
 pub(super) type Filing<'a> = Pin<Box<dyn Future<Output = Filed> + Send + 'a>>;
@@ -60,7 +97,8 @@ pub(super) fn start<'a>(
                     tracing::debug!(desk = %desk.name, mails = plans.len(), "filing on a second connection");
                     s
                 }
-                Ok((_, now)) => {
+                Ok((s, now)) => {
+                    let _ = s.logout().await;
                     let error = ImapError::UidValidityChanged {
                         mailbox: desk.mailbox.clone(),
                         was: uidvalidity,
@@ -86,8 +124,13 @@ pub(super) fn start<'a>(
 
 async fn connect(ep: &Endpoint, desk: &Desk) -> Result<(DeskSession, u32), ImapError> {
     let mut s = DeskSession::connect(ep, &desk.login, desk.password.expose()).await?;
-    let state = s.select(&desk.mailbox).await?;
-    Ok((s, state.uidvalidity))
+    match s.select(&desk.mailbox).await {
+        Ok(state) => Ok((s, state.uidvalidity)),
+        Err(e) => {
+            let _ = s.logout().await;
+            Err(e)
+        }
+    }
 }
 
 /// Takes note of how a filing ended: the desk's progress is at its group's end (`last`)
@@ -111,8 +154,12 @@ pub(super) async fn settle(
             up_to,
             error,
         } => {
-            tracing::info!(desk = %at.desk.name, error = %error, "no second connection to the desk: its catch-ups file on its own connection");
-            trouble.one_connection = true;
+            trouble.second = Second::after(&error);
+            if trouble.second == Second::Refused {
+                tracing::info!(desk = %at.desk.name, error = %error, "no second connection to the desk: its catch-ups file on its own connection");
+            } else {
+                tracing::info!(desk = %at.desk.name, error = %error, "no second connection to the desk for now: this session's catch-ups file on its own connection");
+            }
             pipeline::file(s, at.shared, at.desk, at.uidvalidity, &plans, up_to)
                 .await
                 .at(DeskOp::File)?;
@@ -201,6 +248,25 @@ mod tests {
         };
         assert!(matches!(f.await, Filed::Failed(_)));
         assert_eq!(started.elapsed(), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_refused_login_ends_second_connections_and_a_passing_failure_only_this_session() {
+        let refused = ImapError::Login {
+            login: "order.process".into(),
+            reason: "[LIMIT] Maximum number of connections from user+IP exceeded".into(),
+        };
+        let mut second = Second::after(&refused);
+        assert_eq!(second, Second::Refused);
+        second.new_session();
+        assert!(!second.allowed(), "a refusal holds across sessions");
+
+        let mut second = Second::after(&ImapError::Timeout("connect"));
+        assert_eq!(second, Second::NotThisSession);
+        assert!(!second.allowed());
+        second.new_session();
+        assert!(second.allowed(), "tried again in the next session");
+        assert!(Second::default().allowed());
     }
 
     #[tokio::test]
