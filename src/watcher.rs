@@ -347,127 +347,114 @@ async fn session(
             // An error ends the session, but the group on the second connection is let
             // finish first (its filing and progress stand) and that connection logged out.
             let caught_up: Result<(), DeskError> = async {
-            while let Some((parsed, highest)) = fetched.take() {
-                pos += parsed.mails().len();
-                let held: u64 = parsed
-                    .mails()
-                    .iter()
-                    .filter_map(|m| m.raw.as_ref())
-                    .map(|r| r.len() as u64)
-                    .sum();
-                let alongside = budget.saturating_sub(held);
-                let following = chunk_at(pos).filter(|_| !cancel.is_cancelled());
-                // A large batch is decided first, and the next one fetched after it.
-                let deferred = following.filter(|_| alongside < budget / 2);
-                let next = following.filter(|_| alongside >= budget / 2);
-                let work = async {
-                    tokio::join!(
-                        pipeline::decide_parsed(shared, desk, uidvalidity, parsed),
+                while let Some((parsed, highest)) = fetched.take() {
+                    pos += parsed.mails().len();
+                    let held: u64 = parsed
+                        .mails()
+                        .iter()
+                        .filter_map(|m| m.raw.as_ref())
+                        .map(|r| r.len() as u64)
+                        .sum();
+                    let alongside = budget.saturating_sub(held);
+                    let following = chunk_at(pos).filter(|_| !cancel.is_cancelled());
+                    // A large batch is decided first, and the next one fetched after it.
+                    let deferred = following.filter(|_| alongside < budget / 2);
+                    let next = following.filter(|_| alongside >= budget / 2);
+                    let work = async {
+                        tokio::join!(
+                            pipeline::decide_parsed(shared, desk, uidvalidity, parsed),
+                            async {
+                                match next {
+                                    Some(chunk) => fetcher
+                                        .fetch_and_parse(&mut s, chunk, alongside)
+                                        .await
+                                        .map(Some),
+                                    None => Ok(None),
+                                }
+                            }
+                        )
+                    };
+                    let ((plans, next), ended) = filer::beside(work, &mut filing).await;
+                    filer::settle(ended, &fetcher, &mut s, &mut spare, trouble, &mut last).await?;
+                    unfiled.extend(plans.at(DeskOp::Decide)?);
+                    decided_up_to = decided_up_to.max(highest);
+                    fetched = match (next?, deferred) {
+                        (Some(n), _) => Some(n),
+                        (None, Some(chunk)) => {
+                            let work = fetcher.fetch_and_parse(&mut s, chunk, budget);
+                            let (next, ended) = filer::beside(work, &mut filing).await;
+                            filer::settle(ended, &fetcher, &mut s, &mut spare, trouble, &mut last)
+                                .await?;
+                            Some(next?)
+                        }
+                        (None, None) => None,
+                    };
+                    if unfiled.len() < group {
+                        continue;
+                    }
+                    // With more to decide, a full group goes to the server on the second
+                    // connection (issue #16): this one fetches on meanwhile. One group at a
+                    // time, in order, so progress passes only filed mail; the group before is
+                    // settled first (and may find that there is no second connection).
+                    let before = filer::ended(&mut filing).await;
+                    filer::settle(before, &fetcher, &mut s, &mut spare, trouble, &mut last).await?;
+                    if fetched.is_some() && s.capabilities().r#move && trouble.second.allowed() {
+                        filing = Some(filer::start(
+                            spare.take(),
+                            ep,
+                            shared,
+                            desk,
+                            uidvalidity,
+                            std::mem::take(&mut unfiled),
+                            decided_up_to,
+                        ));
+                        continue;
+                    }
+                    // A full group is filed while the batch fetched beside it is decided: the
+                    // server files on the connection while the database takes the decisions
+                    // (issue #16). Progress passes only the filed group.
+                    let filing = std::mem::take(&mut unfiled);
+                    let up_to = decided_up_to;
+                    let beside = fetched.take();
+                    pos += beside.as_ref().map_or(0, |(p, _)| p.mails().len());
+                    let (filed, decided) = tokio::join!(
+                        pipeline::file(&mut s, shared, desk, uidvalidity, &filing, up_to),
                         async {
-                            match next {
-                                Some(chunk) => fetcher
-                                    .fetch_and_parse(&mut s, chunk, alongside)
-                                    .await
-                                    .map(Some),
+                            match beside {
+                                Some((parsed, highest)) => {
+                                    pipeline::decide_parsed(shared, desk, uidvalidity, parsed)
+                                        .await
+                                        .map(|plans| Some((plans, highest)))
+                                }
                                 None => Ok(None),
                             }
                         }
-                    )
-                };
-                let ((plans, next), ended) = filer::beside(work, &mut filing).await;
-                if let Some(filed) = ended {
-                    filer::settle(filed, &fetcher, &mut s, &mut spare, trouble, &mut last).await?;
-                }
-                unfiled.extend(plans.at(DeskOp::Decide)?);
-                decided_up_to = decided_up_to.max(highest);
-                fetched = match (next?, deferred) {
-                    (Some(n), _) => Some(n),
-                    (None, Some(chunk)) => {
-                        let work = fetcher.fetch_and_parse(&mut s, chunk, budget);
-                        let (next, ended) = filer::beside(work, &mut filing).await;
-                        if let Some(filed) = ended {
-                            filer::settle(filed, &fetcher, &mut s, &mut spare, trouble, &mut last)
-                                .await?;
-                        }
-                        Some(next?)
+                    );
+                    if let (Err(_), Err(e)) = (&filed, &decided) {
+                        // The filing's error ends the session; this one is only logged.
+                        tracing::warn!(desk = %desk.name, error = %e, "deciding the batch beside the filing failed too");
                     }
-                    (None, None) => None,
-                };
-                if unfiled.len() < group {
-                    continue;
-                }
-                // With more to decide, a full group goes to the server on the second
-                // connection (issue #16): this one fetches on meanwhile. One group at a
-                // time, in order, so progress passes only filed mail; the group before is
-                // settled first (and may find that there is no second connection).
-                if let Some(before) = filing.take() {
-                    filer::settle(
-                        before.await,
-                        &fetcher,
-                        &mut s,
-                        &mut spare,
-                        trouble,
-                        &mut last,
-                    )
-                    .await?;
-                }
-                if fetched.is_some() && s.capabilities().r#move && trouble.second.allowed() {
-                    filing = Some(filer::start(
-                        spare.take(),
-                        ep,
-                        shared,
-                        desk,
-                        uidvalidity,
-                        std::mem::take(&mut unfiled),
-                        decided_up_to,
-                    ));
-                    continue;
-                }
-                // A full group is filed while the batch fetched beside it is decided: the
-                // server files on the connection while the database takes the decisions
-                // (issue #16). Progress passes only the filed group.
-                let filing = std::mem::take(&mut unfiled);
-                let up_to = decided_up_to;
-                let beside = fetched.take();
-                pos += beside.as_ref().map_or(0, |(p, _)| p.mails().len());
-                let (filed, decided) = tokio::join!(
-                    pipeline::file(&mut s, shared, desk, uidvalidity, &filing, up_to),
-                    async {
-                        match beside {
-                            Some((parsed, highest)) => {
-                                pipeline::decide_parsed(shared, desk, uidvalidity, parsed)
-                                    .await
-                                    .map(|plans| Some((plans, highest)))
-                            }
-                            None => Ok(None),
-                        }
+                    filed.at(DeskOp::File)?;
+                    trouble.stalled = 0;
+                    last = up_to;
+                    if let Some((plans, highest)) = decided.at(DeskOp::Decide)? {
+                        unfiled.extend(plans);
+                        decided_up_to = decided_up_to.max(highest);
                     }
-                );
-                if let (Err(_), Err(e)) = (&filed, &decided) {
-                    // The filing's error ends the session; this one is only logged.
-                    tracing::warn!(desk = %desk.name, error = %e, "deciding the batch beside the filing failed too");
+                    // Without MOVE a group is filed as soon as it reaches one batch (see
+                    // `group`): the batch decided beside is filed now, on its own.
+                    if unfiled.len() >= group {
+                        pipeline::file(&mut s, shared, desk, uidvalidity, &unfiled, decided_up_to)
+                            .await
+                            .at(DeskOp::File)?;
+                        unfiled.clear();
+                        last = decided_up_to;
+                    }
+                    fetched = match chunk_at(pos).filter(|_| !cancel.is_cancelled()) {
+                        Some(chunk) => Some(fetcher.fetch_and_parse(&mut s, chunk, budget).await?),
+                        None => None,
+                    };
                 }
-                filed.at(DeskOp::File)?;
-                trouble.stalled = 0;
-                last = up_to;
-                if let Some((plans, highest)) = decided.at(DeskOp::Decide)? {
-                    unfiled.extend(plans);
-                    decided_up_to = decided_up_to.max(highest);
-                }
-                // Without MOVE a group is filed as soon as it reaches one batch (see
-                // `group`): the batch decided beside is filed now, on its own.
-                if unfiled.len() >= group {
-                    pipeline::file(&mut s, shared, desk, uidvalidity, &unfiled, decided_up_to)
-                        .await
-                        .at(DeskOp::File)?;
-                    unfiled.clear();
-                    last = decided_up_to;
-                }
-                fetched = match chunk_at(pos).filter(|_| !cancel.is_cancelled()) {
-                    Some(chunk) => Some(fetcher.fetch_and_parse(&mut s, chunk, budget).await?),
-                    None => None,
-                };
-            }
                 Ok(())
             }
             .await;
@@ -482,17 +469,15 @@ async fn session(
                 }
                 return Err(e);
             }
-            if let Some(before) = filing.take() {
-                filer::settle(
-                    before.await,
-                    &fetcher,
-                    &mut s,
-                    &mut spare,
-                    trouble,
-                    &mut last,
-                )
-                .await?;
-            }
+            filer::settle(
+                filer::ended(&mut filing).await,
+                &fetcher,
+                &mut s,
+                &mut spare,
+                trouble,
+                &mut last,
+            )
+            .await?;
             if decided_up_to > last {
                 pipeline::file(
                     &mut s,

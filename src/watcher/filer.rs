@@ -133,17 +133,29 @@ async fn connect(ep: &Endpoint, desk: &Desk) -> Result<(DeskSession, u32), ImapE
     }
 }
 
-/// Takes note of how a filing ended: the desk's progress is at its group's end (`last`)
-/// and its connection kept for the next group (`spare`); without a second connection the
-/// group is filed on the desk's own (`s`) and no second connection is tried again.
+/// The end of the filing in flight, if any, once it has ended (`filing` is then `None`).
+pub(super) async fn ended(filing: &mut Option<Filing<'_>>) -> Option<Filed> {
+    match filing.take() {
+        Some(f) => Some(f.await),
+        None => None,
+    }
+}
+
+/// Takes note of how a filing ended, if one did: the desk's progress is at its group's
+/// end (`last`) and its connection kept for the next group (`spare`); without a second
+/// connection the group is filed on the desk's own (`s`), and catch-ups file there for
+/// the rest of the session or, after a refused login, for good.
 pub(super) async fn settle(
-    filed: Filed,
+    filed: Option<Filed>,
     at: &Fetcher<'_>,
     s: &mut DeskSession,
     spare: &mut Option<DeskSession>,
     trouble: &mut Trouble,
     last: &mut u32,
 ) -> Result<(), DeskError> {
+    let Some(filed) = filed else {
+        return Ok(());
+    };
     let up_to = match filed {
         Filed::Done { session, up_to } => {
             *spare = Some(session);
