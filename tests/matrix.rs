@@ -236,9 +236,10 @@ async fn an_unanswered_ticket_mail_is_tagged_overdue_when_the_desk_clock_runs_ou
             m.len() == 4 && m.iter().all(|m| m.has_flag("$Ticket"))
         })
         .await;
-    // The officer acts once the daemon has closed its first round and waits in IDLE: news
-    // of a flag or a move that reaches it during its own commands wakes no round (only new
-    // mail does), and the searches checked below need the rounds these changes wake.
+    // The officer acts once the daemon has closed its first round (it then goes to IDLE,
+    // where Dovecot hands it what changed meanwhile): news of a flag or a move that reaches
+    // it during its own commands wakes no round (only new mail does), and the searches
+    // checked below need the rounds these changes wake.
     faultkit::wait_log(&log, "round closed desk=bid-ra", 1).await;
     // The officer, in a mail client of their own.
     let mut officer = stack.login("bid.ra").await;

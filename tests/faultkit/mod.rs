@@ -246,7 +246,7 @@ pub async fn account(stack: &MailStack, user: &str) -> Vec<MailView> {
     .iter()
     .map(|n| n.name().to_string())
     .collect();
-    let _ = s.logout().await;
+    let _ = crate::support::bounded("log out", s.logout()).await;
     let mut out = Vec::new();
     for folder in names {
         for m in stack.mailbox(user, &folder).await {
@@ -419,18 +419,21 @@ pub fn with_metrics(config: &Path) -> u16 {
 /// The folders `user` has subscribed, as LSUB lists them (what Thunderbird shows).
 pub async fn subscribed(stack: &MailStack, user: &str) -> Vec<String> {
     let mut s = login(stack, user).await;
-    let names = s
-        .lsub(Some(""), Some("*"))
-        .await
-        .expect("LSUB")
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("LSUB answers")
-        .iter()
-        .map(|n| n.name().to_string())
-        .collect();
-    let _ = s.logout().await;
-    names
+    crate::support::bounded(&format!("LSUB as {user}"), async {
+        let names = s
+            .lsub(Some(""), Some("*"))
+            .await
+            .expect("LSUB")
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("LSUB answers")
+            .iter()
+            .map(|n| n.name().to_string())
+            .collect();
+        let _ = s.logout().await;
+        names
+    })
+    .await
 }
 
 /// One HTTP GET on loopback, as a Prometheus scraper or a health probe does it.
