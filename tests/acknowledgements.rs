@@ -251,8 +251,11 @@ async fn tickets_are_learned_from_acknowledgements_without_changing_the_helpdesk
 
     // The folder made again (a new UIDVALIDITY): read again from its start.
     let mut s = stack.login("helpdesk").await;
-    s.delete(FOLDER).await.unwrap();
-    let _ = s.logout().await;
+    support::bounded("delete the folder", async {
+        s.delete(FOLDER).await.unwrap();
+        let _ = s.logout().await;
+    })
+    .await;
     stack
         .append(
             "helpdesk",

@@ -243,17 +243,20 @@ async fn an_unanswered_ticket_mail_is_tagged_overdue_when_the_desk_clock_runs_ou
     faultkit::wait_log(&log, "round closed desk=bid-ra", 1).await;
     // The officer, in a mail client of their own.
     let mut officer = stack.login("bid.ra").await;
-    officer.select("INBOX").await.unwrap();
-    officer
-        .run_command_and_check_ok(&format!("UID STORE {} +FLAGS (\\Answered)", uids[0]))
-        .await
-        .unwrap();
-    officer.create("Done").await.unwrap();
-    officer
-        .run_command_and_check_ok(&format!("UID MOVE {} Done", uids[2]))
-        .await
-        .unwrap();
-    officer.logout().await.unwrap();
+    support::bounded("the officer's answer and move", async {
+        officer.select("INBOX").await.unwrap();
+        officer
+            .run_command_and_check_ok(&format!("UID STORE {} +FLAGS (\\Answered)", uids[0]))
+            .await
+            .unwrap();
+        officer.create("Done").await.unwrap();
+        officer
+            .run_command_and_check_ok(&format!("UID MOVE {} Done", uids[2]))
+            .await
+            .unwrap();
+        officer.logout().await.unwrap();
+    })
+    .await;
     let reply = "From: bid.ra@gem.test\r\nTo: meena.iyer@rites.co.in\r\n\
                  Subject: Re: Bid corrigendum, Ticket No:- 2026-2000002\r\n\
                  Message-ID: <answer-1@gem.test>\r\nIn-Reply-To: <clock1@rites.co.in>\r\n\
@@ -415,8 +418,11 @@ async fn a_clock_survives_a_recreated_mailbox() {
     run_once(&config);
     // The officer's client deletes the folder and restores it with the same mail.
     let mut officer = stack.login("bid.ra").await;
-    officer.delete("Desk").await.unwrap();
-    officer.logout().await.unwrap();
+    support::bounded("delete the folder", async {
+        officer.delete("Desk").await.unwrap();
+        officer.logout().await.unwrap();
+    })
+    .await;
     stack.append("bid.ra", "Desk", &raw).await;
     let log = run_once(&config);
     assert!(log.contains("UIDVALIDITY changed"), "{log}");
@@ -476,7 +482,7 @@ async fn clocks_on_every_page_of_the_review_stop_or_run_out_once() {
             .await
             .unwrap();
     }
-    let _ = officer.create("Sent").await;
+    let _ = support::bounded("create Sent", officer.create("Sent")).await;
     for n in replied {
         let reply = format!(
             "From: bid.ra@gem.test\r\nTo: meena.iyer@rites.co.in\r\n\
@@ -491,7 +497,7 @@ async fn clocks_on_every_page_of_the_review_stop_or_run_out_once() {
         .await
         .unwrap();
     }
-    officer.logout().await.unwrap();
+    support::bounded("log out", officer.logout()).await.unwrap();
 
     let log = dir.path().join("daemon.log");
     let daemon = faultkit::spawn_watching(&config, &log).await;
@@ -580,7 +586,7 @@ async fn a_reply_filed_into_sent_with_an_old_date_still_stops_its_clock() {
     )
     .await
     .unwrap();
-    officer.logout().await.unwrap();
+    support::bounded("log out", officer.logout()).await.unwrap();
     // New mail starts the next round.
     stack
         .append("bid.ra", "INBOX", &mail("2026-5000002", "dated2"))

@@ -267,18 +267,12 @@ async fn a_recreated_mailbox_with_a_new_uidvalidity_is_not_redirected_again() {
         .await;
     // The officer's client deletes and recreates the folder with the same mail (restore).
     {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", stack.imap_port))
-            .await
-            .expect("connect");
-        let mut c = async_imap::Client::new(tcp);
-        c.read_response().await.expect("greeting");
-        let mut s = c
-            .login("bid.ra", support::PASSWORD)
-            .await
-            .map_err(|(e, _)| e)
-            .expect("login");
-        s.delete("Desk").await.expect("delete");
-        s.logout().await.expect("logout");
+        let mut s = stack.login("bid.ra").await;
+        support::bounded("delete the folder", async {
+            s.delete("Desk").await.expect("delete");
+            s.logout().await.expect("logout");
+        })
+        .await;
     }
     for r in raws.iter().chain([&noticket]) {
         stack.append("bid.ra", "Desk", r).await;

@@ -291,7 +291,9 @@ async fn a_long_catch_up_files_on_a_second_connection_or_on_the_first_when_refus
                 .await
                 .expect("append");
         }
-        officer.logout().await.expect("logout");
+        support::bounded("log out", officer.logout())
+            .await
+            .expect("logout");
         let dir = tempfile::tempdir().expect("tempdir");
         let config = deployment(stack, dir.path(), "");
         // Dovecot's log of the run alone (the appends and the checks log in too).
