@@ -214,6 +214,30 @@ fn proto(op: &'static str) -> impl FnOnce(async_imap::error::Error) -> ImapError
 }
 
 impl DeskSession {
+    /// `UID FETCH set items` within `limit` (`what` names it in a timeout, `op` in a
+    /// protocol error), each response handed to `each` as it comes and then let go: a
+    /// response kept holds on to async-imap's read buffer, and the server mixes in news of
+    /// other mail (flags set and mail moved by another connection, issue #16).
+    async fn each_fetched(
+        &mut self,
+        limit: Duration,
+        what: &'static str,
+        op: &'static str,
+        set: &str,
+        items: &str,
+        mut each: impl FnMut(async_imap::types::Fetch),
+    ) -> Result<(), ImapError> {
+        use futures_util::TryStreamExt;
+        timed(limit, what, async {
+            let mut stream = self.s()?.uid_fetch(set, items).await.map_err(proto(op))?;
+            while let Some(f) = stream.try_next().await.map_err(proto(op))? {
+                each(f);
+            }
+            Ok(())
+        })
+        .await?
+    }
+
     pub fn capabilities(&self) -> &Capabilities {
         &self.caps
     }

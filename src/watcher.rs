@@ -281,8 +281,9 @@ async fn session(
     } else {
         batch
     };
-    // The second connection between the groups it files (`watcher/filer.rs`).
-    let mut spare: Option<DeskSession> = None;
+    // The second connection: the group filed on it while this one fetches on
+    // (`watcher/filer.rs`).
+    let mut filer = filer::Filer::default();
     loop {
         // Catch up on everything after the last mail done: fetched and decided a batch at a
         // time, filed (keywords, moves, done, progress) in groups (`file_group`) and when
@@ -341,9 +342,6 @@ async fn session(
                 Some(chunk) => Some(fetcher.fetch_and_parse(&mut s, chunk, budget).await?),
                 None => None,
             };
-            // A full group on its way to the server on the second connection
-            // (`watcher/filer.rs`), while this loop goes on fetching and deciding.
-            let mut filing: Option<filer::Filing<'_>> = None;
             // An error ends the session, but the group on the second connection is let
             // finish first (its filing and progress stand) and that connection logged out.
             let caught_up: Result<(), DeskError> = async {
@@ -374,16 +372,16 @@ async fn session(
                             }
                         )
                     };
-                    let ((plans, next), ended) = filer::beside(work, &mut filing).await;
-                    filer::settle(ended, &fetcher, &mut s, &mut spare, trouble, &mut last).await?;
+                    let ((plans, next), ended) = filer.beside(work).await;
+                    filer.settle(ended, &fetcher, &mut s, trouble, &mut last).await?;
                     unfiled.extend(plans.at(DeskOp::Decide)?);
                     decided_up_to = decided_up_to.max(highest);
                     fetched = match (next?, deferred) {
                         (Some(n), _) => Some(n),
                         (None, Some(chunk)) => {
                             let work = fetcher.fetch_and_parse(&mut s, chunk, budget);
-                            let (next, ended) = filer::beside(work, &mut filing).await;
-                            filer::settle(ended, &fetcher, &mut s, &mut spare, trouble, &mut last)
+                            let (next, ended) = filer.beside(work).await;
+                            filer.settle(ended, &fetcher, &mut s, trouble, &mut last)
                                 .await?;
                             Some(next?)
                         }
@@ -396,18 +394,17 @@ async fn session(
                     // connection (issue #16): this one fetches on meanwhile. One group at a
                     // time, in order, so progress passes only filed mail; the group before is
                     // settled first (and may find that there is no second connection).
-                    let before = filer::ended(&mut filing).await;
-                    filer::settle(before, &fetcher, &mut s, &mut spare, trouble, &mut last).await?;
+                    let before = filer.ended().await;
+                    filer.settle(before, &fetcher, &mut s, trouble, &mut last).await?;
                     if fetched.is_some() && s.capabilities().r#move && trouble.second.allowed() {
-                        filing = Some(filer::start(
-                            spare.take(),
+                        filer.start(
                             ep,
                             shared,
                             desk,
                             uidvalidity,
                             std::mem::take(&mut unfiled),
                             decided_up_to,
-                        ));
+                        );
                         continue;
                     }
                     // A full group is filed while the batch fetched beside it is decided: the
@@ -459,25 +456,13 @@ async fn session(
             }
             .await;
             if let Err(e) = caught_up {
-                if let Some(f) = filing.take()
-                    && let filer::Filed::Done { session, .. } = f.await
-                {
-                    let _ = session.logout().await;
-                }
-                if let Some(second) = spare.take() {
-                    let _ = second.logout().await;
-                }
+                filer.close().await;
                 return Err(e);
             }
-            filer::settle(
-                filer::ended(&mut filing).await,
-                &fetcher,
-                &mut s,
-                &mut spare,
-                trouble,
-                &mut last,
-            )
-            .await?;
+            let before = filer.ended().await;
+            filer
+                .settle(before, &fetcher, &mut s, trouble, &mut last)
+                .await?;
             if decided_up_to > last {
                 pipeline::file(
                     &mut s,
@@ -493,9 +478,7 @@ async fn session(
                 unfiled.clear();
                 last = decided_up_to;
             }
-            if let Some(second) = spare.take() {
-                let _ = second.logout().await;
-            }
+            filer.close().await;
             if cancel.is_cancelled() {
                 let _ = s.logout().await;
                 return Ok(());

@@ -6,8 +6,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use futures_util::TryStreamExt;
-
 use async_imap::types::Flag;
 
 use super::{DeskSession, ImapError, proto, timed, uid_set};
@@ -27,20 +25,19 @@ impl DeskSession {
         // Each answer is read as it arrives and dropped: collecting them first held about
         // 6 KB per mail (async-imap keeps each response in its own buffer), 40 MB for the
         // 6,000 open clocks of a 10,000-mail backlog (issue #16).
-        timed(t, "UID FETCH FLAGS", async {
-            let mut answers = self
-                .s()?
-                .uid_fetch(&set, "(UID FLAGS)")
-                .await
-                .map_err(proto("fetch flags"))?;
-            while let Some(f) = answers.try_next().await.map_err(proto("fetch flags"))? {
+        self.each_fetched(
+            t,
+            "UID FETCH FLAGS",
+            "fetch flags",
+            &set,
+            "(UID FLAGS)",
+            |f| {
                 if let Some(uid) = f.uid.filter(|u| wanted.contains(u)) {
                     flags.insert(uid, f.flags().any(|f| matches!(f, Flag::Answered)));
                 }
-            }
-            Ok::<_, ImapError>(())
-        })
-        .await??;
+            },
+        )
+        .await?;
         Ok(flags)
     }
 
@@ -74,31 +71,23 @@ impl DeskSession {
         let mut hits = HashSet::new();
         for chunk in uids.chunks(500) {
             let set = uid_set(chunk);
-            // Read as they come: a response kept holds on to async-imap's read buffer.
-            timed(t, "UID FETCH HEADER.FIELDS", async {
-                let mut stream = self
-                    .s()?
-                    .uid_fetch(
-                        &set,
-                        "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID IN-REPLY-TO REFERENCES)])",
-                    )
-                    .await
-                    .map_err(proto("fetch reply headers"))?;
-                while let Some(f) = stream
-                    .try_next()
-                    .await
-                    .map_err(proto("fetch reply headers"))?
-                {
-                    let Some(head) = f.header() else { continue };
+            let items = "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID IN-REPLY-TO REFERENCES)])";
+            self.each_fetched(
+                t,
+                "UID FETCH HEADER.FIELDS",
+                "fetch reply headers",
+                &set,
+                items,
+                |f| {
+                    let Some(head) = f.header() else { return };
                     for id in referenced_ids(head) {
                         if wanted(&id) {
                             hits.insert(id);
                         }
                     }
-                }
-                Ok::<_, ImapError>(())
-            })
-            .await??;
+                },
+            )
+            .await?;
         }
         search.looked_at = uids.len();
         // Marked once read (an error ends the session, and with it the marks): mail that

@@ -125,18 +125,17 @@ impl DeskSession {
         // connection: the second connection of a catch-up, issue #16, or an officer's
         // client), and each response holds on to async-imap's read buffer while kept.
         let mut answers = SizeAnswers::new(uids);
-        timed(t, "UID FETCH", async {
-            let mut stream = self
-                .s()?
-                .uid_fetch(&set, "(UID FLAGS RFC822.SIZE)")
-                .await
-                .map_err(proto("fetch sizes"))?;
-            while let Some(f) = stream.try_next().await.map_err(proto("fetch sizes"))? {
+        self.each_fetched(
+            t,
+            "UID FETCH",
+            "fetch sizes",
+            &set,
+            "(UID FLAGS RFC822.SIZE)",
+            |f| {
                 answers.take(f.uid, f.size, || f.flags().map(flag_text).collect());
-            }
-            Ok::<_, ImapError>(())
-        })
-        .await??;
+            },
+        )
+        .await?;
         let mut mails = answers.into_mails();
         // A mail expunged since the search is missing too; the retry's search skips it.
         if let Some(&uid) = uids
@@ -173,23 +172,16 @@ impl DeskSession {
             let set = uid_set(&small);
             // Bodies may be large: allow more time than for a plain command.
             // Each body stays in its response's buffer (MailBytes): one copy of the batch.
-            timed(t * 4, "UID FETCH BODY.PEEK[]", async {
-                let mut stream = self
-                    .s()?
-                    .uid_fetch(&set, "(UID BODY.PEEK[])")
-                    .await
-                    .map_err(proto("fetch mail"))?;
-                while let Some(f) = stream.try_next().await.map_err(proto("fetch mail"))? {
-                    let (Some(uid), true) = (f.uid, f.body().is_some()) else {
-                        continue;
-                    };
-                    if let Ok(i) = mails.binary_search_by_key(&uid, |m| m.uid) {
-                        mails[i].raw = Some(MailBytes(f));
-                    }
+            let (fetch, items) = ("UID FETCH BODY.PEEK[]", "(UID BODY.PEEK[])");
+            self.each_fetched(t * 4, fetch, "fetch mail", &set, items, |f| {
+                let (Some(uid), true) = (f.uid, f.body().is_some()) else {
+                    return;
+                };
+                if let Ok(i) = mails.binary_search_by_key(&uid, |m| m.uid) {
+                    mails[i].raw = Some(MailBytes(f));
                 }
-                Ok::<_, ImapError>(())
             })
-            .await??;
+            .await?;
             // Without this, a refused body fetch would pass the mail on as oversized.
             if let Some(m) = mails
                 .iter()

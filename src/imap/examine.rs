@@ -7,8 +7,6 @@
 
 use std::collections::HashMap;
 
-use futures_util::TryStreamExt;
-
 use super::{DeskSession, ImapError, MailboxState, proto, timed, uid_set};
 
 impl DeskSession {
@@ -39,26 +37,14 @@ impl DeskSession {
         }
         let t = self.timeout;
         let set = uid_set(uids);
-        // Read as they come: a response kept holds on to async-imap's read buffer.
         let mut dates = HashMap::with_capacity(uids.len());
-        timed(t, "UID FETCH INTERNALDATE", async {
-            let mut stream = self
-                .s()?
-                .uid_fetch(&set, "(UID INTERNALDATE)")
-                .await
-                .map_err(proto("fetch arrival dates"))?;
-            while let Some(f) = stream
-                .try_next()
-                .await
-                .map_err(proto("fetch arrival dates"))?
-            {
-                if let (Some(uid), Some(date)) = (f.uid, f.internal_date()) {
-                    dates.insert(uid, date.timestamp());
-                }
+        let (fetch, op) = ("UID FETCH INTERNALDATE", "fetch arrival dates");
+        self.each_fetched(t, fetch, op, &set, "(UID INTERNALDATE)", |f| {
+            if let (Some(uid), Some(date)) = (f.uid, f.internal_date()) {
+                dates.insert(uid, date.timestamp());
             }
-            Ok::<_, ImapError>(())
         })
-        .await??;
+        .await?;
         Ok(dates)
     }
 }

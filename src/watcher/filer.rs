@@ -77,10 +77,111 @@ pub(super) enum Filed {
     Failed(DeskError),
 }
 
+/// The second connection of a desk's session: the group being filed on it, or, between
+/// groups, the connection itself (kept for the next group; logged out by [`Filer::close`]).
+#[derive(Default)]
+pub(super) struct Filer<'a> {
+    filing: Option<Filing<'a>>,
+    idle: Option<DeskSession>,
+}
+
+impl std::fmt::Debug for Filer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filer")
+            .field("filing", &self.filing.is_some())
+            .field("idle", &self.idle.is_some())
+            .finish()
+    }
+}
+
+impl<'a> Filer<'a> {
+    /// Starts filing `plans` (moving the desk's progress to `up_to`) on the idle second
+    /// connection or a new one. The filing before must have ended ([`Filer::ended`]).
+    pub(super) fn start(
+        &mut self,
+        ep: &'a Endpoint,
+        shared: &'a Shared,
+        desk: &'a Desk,
+        uidvalidity: u32,
+        plans: Vec<Plan>,
+        up_to: u32,
+    ) {
+        let idle = self.idle.take();
+        self.filing = Some(filing(idle, ep, shared, desk, uidvalidity, plans, up_to));
+    }
+
+    /// Runs `work` to its end while the filing in flight (if any) goes on beside it;
+    /// returns `work`'s output and how the filing ended, if it ended meanwhile.
+    pub(super) async fn beside<T>(&mut self, work: impl Future<Output = T>) -> (T, Option<Filed>) {
+        beside(work, &mut self.filing).await
+    }
+
+    /// The end of the filing in flight, if any, once it has ended.
+    pub(super) async fn ended(&mut self) -> Option<Filed> {
+        match self.filing.take() {
+            Some(f) => Some(f.await),
+            None => None,
+        }
+    }
+
+    /// Takes note of how a filing ended, if one did: the desk's progress is at its group's
+    /// end (`last`) and its connection kept for the next group; without a second
+    /// connection the group is filed on the desk's own (`s`), and catch-ups file there for
+    /// the rest of the session or, after a refused login, for good.
+    pub(super) async fn settle(
+        &mut self,
+        filed: Option<Filed>,
+        at: &Fetcher<'_>,
+        s: &mut DeskSession,
+        trouble: &mut Trouble,
+        last: &mut u32,
+    ) -> Result<(), DeskError> {
+        let Some(filed) = filed else {
+            return Ok(());
+        };
+        let up_to = match filed {
+            Filed::Done { session, up_to } => {
+                self.idle = Some(session);
+                up_to
+            }
+            Filed::NoConnection {
+                plans,
+                up_to,
+                error,
+            } => {
+                trouble.second = Second::after(&error);
+                if trouble.second == Second::Refused {
+                    tracing::info!(desk = %at.desk.name, error = %error, "no second connection to the desk: its catch-ups file on its own connection");
+                } else {
+                    tracing::info!(desk = %at.desk.name, error = %error, "no second connection to the desk for now: this session's catch-ups file on its own connection");
+                }
+                pipeline::file(s, at.shared, at.desk, at.uidvalidity, &plans, up_to)
+                    .await
+                    .at(DeskOp::File)?;
+                up_to
+            }
+            Filed::Failed(e) => return Err(e),
+        };
+        *last = up_to;
+        trouble.stalled = 0;
+        Ok(())
+    }
+
+    /// Waits for the filing in flight, if any, and logs the second connection out.
+    pub(super) async fn close(&mut self) {
+        if let Some(Filed::Done { session, .. }) = self.ended().await {
+            self.idle = Some(session);
+        }
+        if let Some(session) = self.idle.take() {
+            let _ = session.logout().await;
+        }
+    }
+}
+
 /// Files `plans` and moves the desk's progress to `up_to` on `idle` (the second
 /// connection left by the filing before), or on a new one: logged in as the desk and its
 /// mailbox selected, which must still have `uidvalidity`.
-pub(super) fn start<'a>(
+fn filing<'a>(
     idle: Option<DeskSession>,
     ep: &'a Endpoint,
     shared: &'a Shared,
@@ -133,60 +234,9 @@ async fn connect(ep: &Endpoint, desk: &Desk) -> Result<(DeskSession, u32), ImapE
     }
 }
 
-/// The end of the filing in flight, if any, once it has ended (`filing` is then `None`).
-pub(super) async fn ended(filing: &mut Option<Filing<'_>>) -> Option<Filed> {
-    match filing.take() {
-        Some(f) => Some(f.await),
-        None => None,
-    }
-}
-
-/// Takes note of how a filing ended, if one did: the desk's progress is at its group's
-/// end (`last`) and its connection kept for the next group (`spare`); without a second
-/// connection the group is filed on the desk's own (`s`), and catch-ups file there for
-/// the rest of the session or, after a refused login, for good.
-pub(super) async fn settle(
-    filed: Option<Filed>,
-    at: &Fetcher<'_>,
-    s: &mut DeskSession,
-    spare: &mut Option<DeskSession>,
-    trouble: &mut Trouble,
-    last: &mut u32,
-) -> Result<(), DeskError> {
-    let Some(filed) = filed else {
-        return Ok(());
-    };
-    let up_to = match filed {
-        Filed::Done { session, up_to } => {
-            *spare = Some(session);
-            up_to
-        }
-        Filed::NoConnection {
-            plans,
-            up_to,
-            error,
-        } => {
-            trouble.second = Second::after(&error);
-            if trouble.second == Second::Refused {
-                tracing::info!(desk = %at.desk.name, error = %error, "no second connection to the desk: its catch-ups file on its own connection");
-            } else {
-                tracing::info!(desk = %at.desk.name, error = %error, "no second connection to the desk for now: this session's catch-ups file on its own connection");
-            }
-            pipeline::file(s, at.shared, at.desk, at.uidvalidity, &plans, up_to)
-                .await
-                .at(DeskOp::File)?;
-            up_to
-        }
-        Filed::Failed(e) => return Err(e),
-    };
-    *last = up_to;
-    trouble.stalled = 0;
-    Ok(())
-}
-
 /// Runs `work` to its end while `filing` (if any) goes on beside it; returns `work`'s
 /// output and how the filing ended, if it ended meanwhile (`filing` is then `None`).
-pub(super) async fn beside<T>(
+async fn beside<T>(
     work: impl Future<Output = T>,
     filing: &mut Option<Filing<'_>>,
 ) -> (T, Option<Filed>) {
