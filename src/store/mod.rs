@@ -47,7 +47,7 @@ pub use actions::UnreadableAction;
 pub use clocks::{ClockChange, ClockCursor, ClockMail, ClockRow, NewClock, OpenClock, StopReason};
 pub use journal::{JournalEntry, MailStatus};
 use location::Location;
-pub use outbox::{OutboxItem, OutboxRecord, OutboxStatus, SendResult};
+pub use outbox::{OutboxItem, OutboxRecord, OutboxStatus};
 pub use prune::{Keep, PruneCounts, prune_periodically};
 pub use record::{NewDecision, NewOutgoing, Recorded, ReplyClaim};
 pub use report::{ReportRow, format_report};
