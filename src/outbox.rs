@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::{MailMemory, Reserved};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::store::{OutboxItem, Store, StoreError};
+use crate::store::{OutboxItem, SendResult, Store, StoreError};
 
 /// Stored (base64) bytes of outgoing mail read from the outbox at once, beyond the first
 /// mail (issue #13: memory bounded by bytes, not only by count).
@@ -91,11 +91,11 @@ pub trait OutboxStore: Send + Sync {
         skip: &HashSet<String>,
         wait_for_memory: bool,
     ) -> impl Future<Output = Result<Option<(Vec<OutboxItem>, Reserved)>, StoreError>> + Send;
-    /// Writes what became of an attempt on mail `id` at `now`.
-    fn record(
+    /// Writes what became of attempts (each a mail id and its result) at `now`, in one
+    /// transaction: all or none ([`Store::outbox_results`]).
+    fn record_all(
         &self,
-        id: &str,
-        r: &Record,
+        results: &[(String, Record)],
         now: i64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// How many mails wait, and when the oldest was queued ([`Store::outbox_waiting`]).
@@ -116,12 +116,21 @@ impl OutboxStore for Store {
             .await
     }
 
-    async fn record(&self, id: &str, r: &Record, now: i64) -> Result<(), StoreError> {
-        match r {
-            Record::Sent { refused } => self.outbox_sent(id, refused.as_deref(), now).await,
-            Record::Failed(err) => self.outbox_failed(id, err, now).await,
-            Record::Retry { at, error } => self.outbox_retry(id, *at, error).await,
-        }
+    async fn record_all(&self, results: &[(String, Record)], now: i64) -> Result<(), StoreError> {
+        let results: Vec<(&str, SendResult<'_>)> = results
+            .iter()
+            .map(|(id, r)| {
+                let r = match r {
+                    Record::Sent { refused } => SendResult::Sent {
+                        refused: refused.as_deref(),
+                    },
+                    Record::Failed(error) => SendResult::Failed { error },
+                    Record::Retry { at, error } => SendResult::Retry { at: *at, error },
+                };
+                (id.as_str(), r)
+            })
+            .collect();
+        self.outbox_results(&results, now).await
     }
 
     async fn waiting(&self) -> Result<(u64, Option<i64>), StoreError> {
@@ -232,14 +241,13 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
         loop {
             let now = self.clock.now();
             let mut store_ok = true;
-            for (id, r) in std::mem::take(&mut unrecorded) {
-                // Once the database refuses one, the rest are kept for the next round untried.
-                if store_ok && let Err(e) = self.store.record(&id, &r, now).await {
+            if !unrecorded.is_empty() {
+                let results: Vec<(String, Record)> =
+                    std::mem::take(&mut unrecorded).into_iter().collect();
+                if let Err(e) = self.store.record_all(&results, now).await {
                     store_ok = false;
                     tracing::debug!(error = %chain(e), "still cannot record send results");
-                }
-                if !store_ok {
-                    unrecorded.insert(id, r);
+                    unrecorded.extend(results);
                 }
             }
             let (attempted, read_ok) = if store_ok {
@@ -322,13 +330,15 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
     /// every attempt (mail id, result, whether the database took it) and whether every
     /// read of the outbox worked.
     ///
-    /// Each lane records its mail's result before it takes the next, so at most one mail
-    /// per connection is sent but unrecorded (what a kill -9 can repeat). Once the
-    /// database refuses a result, no further mail is started. Lanes never wait for each
-    /// other: when the last mail read is taken, the next ones are read while the lanes
-    /// send, passing over the mails in flight and those in `unrecorded`; mail queued or
-    /// falling due meanwhile is read too. So a slow or hanging send (each step bounded by
-    /// `[smtp] timeout_seconds`) holds up only its own lane.
+    /// Each lane's mail has its result recorded before the lane takes the next, so at most
+    /// one mail per connection is sent but unrecorded (what a kill -9 can repeat). The
+    /// results of the lanes that finish while a result is being written are written
+    /// together next, in one transaction (a group commit: [`OutboxStore::record_all`]).
+    /// Once the database refuses results, no further mail is started. Lanes never wait for
+    /// each other's sends: when the last mail read is taken, the next ones are read while
+    /// the lanes send, passing over the mails in flight and those in `unrecorded`; mail
+    /// queued or falling due meanwhile is read too. So a slow or hanging send (each step
+    /// bounded by `[smtp] timeout_seconds`) holds up only its own lane.
     async fn send_due(
         &self,
         cancel: &CancellationToken,
@@ -338,6 +348,11 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
         // reservation.
         let mut queue: VecDeque<(OutboxItem, Reserved)> = VecDeque::new();
         let mut in_flight = FuturesUnordered::new();
+        // Sent, with results not written yet; and the results being written (their lanes
+        // are taken until then).
+        let mut finished: Vec<(String, Record)> = Vec::new();
+        let mut recording = None;
+        let mut being_recorded = 0;
         // Never read again in this call: in flight, or sent with the result unrecorded.
         let mut held: HashSet<String> = unrecorded.keys().cloned().collect();
         let mut attempted = Vec::new();
@@ -352,8 +367,13 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
                 queue.clear();
                 reading = None;
             }
+            if recording.is_none() && !finished.is_empty() {
+                let results = std::mem::take(&mut finished);
+                being_recorded = results.len();
+                recording = Some(Box::pin(self.record_all(results)));
+            }
             while !stopping
-                && in_flight.len() < self.lanes
+                && in_flight.len() + finished.len() + being_recorded < self.lanes
                 && let Some((item, share)) = queue.pop_front()
             {
                 held.insert(item.id.clone());
@@ -375,16 +395,23 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
             }
             let look_again = !stopping && read_ok && !more && !in_flight.is_empty();
             tokio::select! {
-                Some(a) = in_flight.next(), if !in_flight.is_empty() => {
+                Some(sent) = in_flight.next(), if !in_flight.is_empty() => {
                     // Its memory is back: a read that found none may fit now.
                     more |= short_of_memory;
                     short_of_memory = false;
-                    if a.2 {
-                        held.remove(&a.0);
-                    } else {
-                        refused = true;
+                    finished.push(sent);
+                }
+                (results, ok) = unless_none(&mut recording), if recording.is_some() => {
+                    recording = None;
+                    being_recorded = 0;
+                    for (id, result) in results {
+                        if ok {
+                            held.remove(&id);
+                        } else {
+                            refused = true;
+                        }
+                        attempted.push((id, result, ok));
                     }
-                    attempted.push(a);
                 }
                 read = unless_none(&mut reading), if reading.is_some() => {
                     reading = None;
@@ -421,25 +448,33 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
         (attempted, read_ok)
     }
 
-    /// Sends `item` and records the result: its id, the result and whether the database
-    /// took it. `_share` (the memory `item` was read under) is held until then.
-    async fn attempt(&self, item: OutboxItem, _share: Reserved) -> (String, Record, bool) {
+    /// Sends `item`: its id and what to record. `_share` (the memory `item` was read
+    /// under) is held until the send ends.
+    async fn attempt(&self, item: OutboxItem, _share: Reserved) -> (String, Record) {
         let item = &item;
         let outcome = self.transport.send(item).await;
         if matches!(outcome, Outcome::Sent | Outcome::SentExcept(_)) {
             crate::crash::point("sent");
         }
+        let result = self.judge(item, &outcome, self.clock.now());
+        (item.id.clone(), result)
+    }
+
+    /// Writes `results` in one transaction ([`OutboxStore::record_all`]): them and whether
+    /// the database took them.
+    async fn record_all(&self, results: Vec<(String, Record)>) -> (Vec<(String, Record)>, bool) {
         let now = self.clock.now();
-        let result = self.judge(item, &outcome, now);
-        let recorded = match self.store.record(&item.id, &result, now).await {
-            Ok(()) => true,
+        match self.store.record_all(&results, now).await {
+            Ok(()) => (results, true),
             Err(e) => {
-                tracing::error!(outbox_id = %item.id, error = %chain(e), "cannot record the send result; holding it until the database takes it (the mail is not sent again meanwhile)");
-                self.metrics.errors.fetch_add(1, Relaxed);
-                false
+                let error = chain(e);
+                for (id, _) in &results {
+                    tracing::error!(outbox_id = %id, error = %error, "cannot record the send result; holding it until the database takes it (the mail is not sent again meanwhile)");
+                    self.metrics.errors.fetch_add(1, Relaxed);
+                }
+                (results, false)
             }
-        };
-        (item.id.clone(), result, recorded)
+        }
     }
 
     /// What to record for `outcome` of sending `item` at `now`; logs and counts it.

@@ -380,6 +380,21 @@ async fn a_full_disk_while_running_delays_mail_and_loses_or_repeats_none() {
         counts.values().all(|&n| n == 1),
         "nothing twice: {counts:?}"
     );
+
+    // 4. What the daemon recorded after the disk was freed is on disk, not only in its
+    //    connection: after a kill -9, a new run finds every mail done and every redirect
+    //    sent, and sends none again.
     let _ = child.kill();
     let _ = child.wait();
+    let log = run_once(&config);
+    assert!(
+        !log.contains("mail sent") && !log.contains(" decided "),
+        "a restart after kill -9 redid mail recorded before it:\n{log}"
+    );
+    let helpdesk = stack.mailbox("helpdesk", "INBOX").await;
+    let counts = redirects(&helpdesk);
+    assert!(
+        counts.len() == all && counts.values().all(|&n| n == 1),
+        "nothing twice after the restart: {counts:?}"
+    );
 }

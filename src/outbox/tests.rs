@@ -136,9 +136,9 @@ impl OutboxStore for RealTimeStore {
         .await
     }
 
-    async fn record(&self, id: &str, r: &Record, now: i64) -> Result<(), StoreError> {
-        let (id, r) = (id.to_string(), r.clone());
-        self.call(move |s| async move { OutboxStore::record(&s, &id, &r, now).await })
+    async fn record_all(&self, results: &[(String, Record)], now: i64) -> Result<(), StoreError> {
+        let results = results.to_vec();
+        self.call(move |s| async move { OutboxStore::record_all(&s, &results, now).await })
             .await
     }
 
@@ -405,6 +405,8 @@ struct Lanes {
     max_in_flight: std::sync::atomic::AtomicUsize,
     accepted: std::sync::atomic::AtomicUsize,
     recorded: std::sync::atomic::AtomicUsize,
+    /// Transactions the recorded results were written in.
+    transactions: std::sync::atomic::AtomicUsize,
     worst_unrecorded: std::sync::atomic::AtomicUsize,
     sends: Mutex<HashMap<String, usize>>,
     refused: Mutex<std::collections::HashSet<String>>,
@@ -422,6 +424,8 @@ struct Lanes {
     least_held_in_a_send: Mutex<Option<u64>>,
     /// Reads of the outbox that found mail but not the memory for it.
     short_reads: std::sync::atomic::AtomicUsize,
+    /// How long writing results takes (tokio time; none unless set).
+    record_takes: Option<Duration>,
 }
 
 /// A transport that takes 50 ms (tokio time) per mail and counts in [`Lanes`].
@@ -503,21 +507,29 @@ impl OutboxStore for Counting {
         Ok(due)
     }
 
-    async fn record(&self, id: &str, r: &Record, now: i64) -> Result<(), StoreError> {
+    async fn record_all(&self, results: &[(String, Record)], now: i64) -> Result<(), StoreError> {
+        let ids = results.iter().map(|(id, _)| id.clone());
         if self
             .refusals
             .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
             .is_ok()
         {
-            self.lanes.refused.lock().unwrap().insert(id.to_string());
+            self.lanes.refused.lock().unwrap().extend(ids);
             return Err(StoreError::Unknown {
                 op: "record a send result",
                 what: "a full disk".into(),
             });
         }
-        self.store.record(id, r, now).await?;
-        self.lanes.recorded.fetch_add(1, Relaxed);
-        self.lanes.refused.lock().unwrap().remove(id);
+        if let Some(takes) = self.lanes.record_takes {
+            tokio::time::sleep(takes).await;
+        }
+        self.store.record_all(results, now).await?;
+        self.lanes.recorded.fetch_add(results.len(), Relaxed);
+        self.lanes.transactions.fetch_add(1, Relaxed);
+        let mut refused = self.lanes.refused.lock().unwrap();
+        for id in ids {
+            refused.remove(&id);
+        }
         Ok(())
     }
 
@@ -616,11 +628,36 @@ async fn several_lanes_send_at_once_and_each_records_its_mail_before_the_next() 
 }
 
 #[tokio::test(start_paused = true)]
+async fn results_of_lanes_that_finish_meanwhile_are_written_together() {
+    let store = RealTimeStore::open().await;
+    let ids = queue_many(&store, "m", 10, 0).await;
+    // Writing results takes 10 ms: the lanes that finish meanwhile wait for the next
+    // transaction, and theirs go into it together.
+    let lanes = Arc::new(Lanes {
+        record_takes: Some(Duration::from_millis(10)),
+        ..Lanes::default()
+    });
+    drain_on_three_lanes(Counting::new(&store, &lanes, 0), &lanes).await;
+    assert_eq!(lanes.recorded.load(Relaxed), 10);
+    let transactions = lanes.transactions.load(Relaxed);
+    assert!(
+        (1..10).contains(&transactions),
+        "{transactions} transactions"
+    );
+    // Still at most one unrecorded mail per lane: a lane starts its next mail only once
+    // its last one is written.
+    assert!(lanes.worst_unrecorded.load(Relaxed) <= 2);
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_each_sent_once(&store, &lanes, &ids).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_refused_result_stops_every_lane_and_no_mail_goes_twice() {
     let store = RealTimeStore::open().await;
     let ids = queue_many(&store, "m", 6, 0).await;
     let lanes = Arc::new(Lanes::default());
-    // The three results of the first round, then the first retry of each of two rounds.
+    // The results of the first round (written in one or two transactions), then the
+    // retries of the next rounds, five writes refused in all.
     drain_on_three_lanes(Counting::new(&store, &lanes, 5), &lanes).await;
     // The three mails in flight when the database refused a result were sent; no other
     // mail was started until it took all three, and none was sent again.

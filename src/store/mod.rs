@@ -47,7 +47,7 @@ pub use actions::UnreadableAction;
 pub use clocks::{ClockChange, ClockCursor, ClockMail, ClockRow, NewClock, OpenClock, StopReason};
 pub use journal::{JournalEntry, MailStatus};
 use location::Location;
-pub use outbox::{OutboxItem, OutboxRecord, OutboxStatus};
+pub use outbox::{OutboxItem, OutboxRecord, OutboxStatus, SendResult};
 pub use prune::{Keep, PruneCounts, prune_periodically};
 pub use record::{NewDecision, NewOutgoing, Recorded, ReplyClaim};
 pub use report::{ReportRow, format_report};
@@ -339,6 +339,24 @@ impl Store {
                         conn.execute("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY;")
                             .await
                             .map(drop)
+                    })
+                })
+                // No transaction outlives its use of the connection. After a COMMIT that
+                // failed (a full disk: SQLITE_FULL), SQLite has rolled the transaction back
+                // itself, sqlx's ROLLBACK then fails, and sqlx counts the transaction as
+                // still open: its next transaction is a SAVEPOINT, and a failure in that one
+                // rolls back only to the savepoint, leaving a transaction open in which every
+                // later write "commits" without reaching the disk (lost at the next kill -9,
+                // and mail redone or sent again after it). Each connection given back to the
+                // pool is therefore rolled back to no transaction: SQLite refuses the ROLLBACK
+                // when none is open, the normal case (`tests/database.rs`,
+                // `a_full_disk_while_running_delays_mail_and_loses_or_repeats_none`).
+                .after_release(|conn, _| {
+                    Box::pin(async move {
+                        if conn.execute("ROLLBACK").await.is_ok() {
+                            tracing::error!("a failed transaction was left open on the state database; rolled back (its writes were not recorded)");
+                        }
+                        Ok(true)
                     })
                 })
                 .connect_with(db.options.clone())

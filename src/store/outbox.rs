@@ -184,15 +184,8 @@ impl Store {
         refused: Option<&str>,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.outbox_update(
-            "mark outgoing mail sent",
-            id,
-            "UPDATE outbox SET status = 'sent', attempts = attempts + 1, finished_at = $2, \
-             body = NULL, body_base64 = '', last_error = $3 WHERE id = $1 AND status = 'pending'",
-            now,
-            refused,
-        )
-        .await
+        self.outbox_results(&[(id, SendResult::Sent { refused })], now)
+            .await
     }
 
     /// A transient failure: count the attempt, keep the error, try again at `next_attempt_at`.
@@ -202,64 +195,69 @@ impl Store {
         next_attempt_at: i64,
         error: &str,
     ) -> Result<(), StoreError> {
-        self.outbox_update(
-            "reschedule outgoing mail",
-            id,
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 \
-             WHERE id = $1 AND status = 'pending'",
-            next_attempt_at,
-            Some(error),
-        )
-        .await
+        let retry = SendResult::Retry {
+            at: next_attempt_at,
+            error,
+        };
+        self.outbox_results(&[(id, retry)], next_attempt_at).await
     }
 
     /// A permanent failure: the mail is not tried again but kept, with its body and error,
     /// visible in [`Store::outbox_all`].
     pub async fn outbox_failed(&self, id: &str, error: &str, now: i64) -> Result<(), StoreError> {
-        self.outbox_update(
-            "give up on outgoing mail",
-            id,
-            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, finished_at = $2, \
-             last_error = $3 WHERE id = $1 AND status = 'pending'",
-            now,
-            Some(error),
-        )
-        .await
+        self.outbox_results(&[(id, SendResult::Failed { error })], now)
+            .await
     }
 
-    /// Runs one of the outbox state changes, which apply only to pending rows: repeating one
-    /// after the row left `pending` is a no-op; an unknown id is an error.
-    async fn outbox_update(
+    /// Writes what became of several send attempts (as [`Store::outbox_sent`],
+    /// [`Store::outbox_retry`] and [`Store::outbox_failed`] do for one) at `now`, in ONE
+    /// transaction: all or none. The outbox's lanes finish sends while results are being
+    /// written, and theirs go together into the next transaction (a group commit): a drain
+    /// costs a commit, with `synchronous=FULL` an fsync, per few mails instead of per mail
+    /// (issue #16). Each change applies only to a pending row: repeating one after the row
+    /// left `pending` is a no-op; an unknown id is an error, and then nothing is written.
+    pub async fn outbox_results(
         &self,
-        op: &'static str,
-        id: &str,
-        sql: &'static str,
-        time: i64,
-        error: Option<&str>,
+        results: &[(&str, SendResult<'_>)],
+        now: i64,
     ) -> Result<(), StoreError> {
-        let changed = sqlx::query(sql)
-            .bind(id)
-            .bind(time)
-            .bind(error.map(truncate))
-            .execute(&self.pool)
-            .await
-            .map_err(query_error(op))?
-            .rows_affected();
-        if changed == 0 {
-            let exists = sqlx::query("SELECT id FROM outbox WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(query_error(op))?
-                .is_some();
-            if !exists {
-                return Err(StoreError::Unknown {
-                    op,
-                    what: format!("outgoing mail {id:?}"),
-                });
-            }
+        if results.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_error("record send results"))?;
+        for (id, result) in results {
+            let (op, sql, time, error) = match *result {
+                SendResult::Sent { refused } => (
+                    "mark outgoing mail sent",
+                    "UPDATE outbox SET status = 'sent', attempts = attempts + 1, finished_at = $2, \
+                     body = NULL, body_base64 = '', last_error = $3 WHERE id = $1 AND status = 'pending'",
+                    now,
+                    refused,
+                ),
+                SendResult::Retry { at, error } => (
+                    "reschedule outgoing mail",
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 \
+                     WHERE id = $1 AND status = 'pending'",
+                    at,
+                    Some(error),
+                ),
+                SendResult::Failed { error } => (
+                    "give up on outgoing mail",
+                    "UPDATE outbox SET status = 'failed', attempts = attempts + 1, finished_at = $2, \
+                     last_error = $3 WHERE id = $1 AND status = 'pending'",
+                    now,
+                    Some(error),
+                ),
+            };
+            outbox_update(&mut tx, op, id, sql, time, error).await?;
+        }
+        tx.commit()
+            .await
+            .map_err(query_error("record send results"))
     }
 
     /// Outgoing mail waiting to be sent: how many, and when the oldest was queued (Unix
@@ -310,6 +308,53 @@ impl Store {
         })
         .collect()
     }
+}
+
+/// What became of one send attempt, for [`Store::outbox_results`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendResult<'a> {
+    /// Accepted, for every recipient or (`refused`: which and why) for some.
+    Sent { refused: Option<&'a str> },
+    /// A transient failure: tried again at `at` (Unix seconds).
+    Retry { at: i64, error: &'a str },
+    /// A permanent failure: never tried again.
+    Failed { error: &'a str },
+}
+
+/// Runs one of the outbox state changes (`sql`, binding the id, `time` and `error`) on
+/// `conn`; it applies only to a pending row: repeating one after the row left `pending` is
+/// a no-op; an unknown id is an error.
+async fn outbox_update(
+    conn: &mut AnyConnection,
+    op: &'static str,
+    id: &str,
+    sql: &'static str,
+    time: i64,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    let changed = sqlx::query(sql)
+        .bind(id)
+        .bind(time)
+        .bind(error.map(truncate))
+        .execute(&mut *conn)
+        .await
+        .map_err(query_error(op))?
+        .rows_affected();
+    if changed == 0 {
+        let exists = sqlx::query("SELECT id FROM outbox WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(query_error(op))?
+            .is_some();
+        if !exists {
+            return Err(StoreError::Unknown {
+                op,
+                what: format!("outgoing mail {id:?}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One row of [`Store::outbox_due`]'s body query as an item.

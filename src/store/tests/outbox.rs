@@ -10,6 +10,7 @@ store_tests!(
     reply_claim_allows_one_reply_per_period,
     reply_claim_race_queues_one,
     outbox_lifecycle,
+    several_send_results_are_written_all_or_none,
     outbox_bodies_are_bytes_and_old_rows_stay_readable,
 );
 
@@ -275,6 +276,68 @@ async fn outbox_lifecycle(db: Db) {
     let err = s.outbox_sent("nope", None, NOW).await.unwrap_err();
     assert!(matches!(err, StoreError::Unknown { .. }), "{err}");
     assert!(err.to_string().contains("\"nope\""), "{err}");
+}
+
+/// The results of several sends in one transaction: with an unknown id among them,
+/// none is written; without, each row gets its own result (sent, retried, failed).
+async fn several_send_results_are_written_all_or_none(db: Db) {
+    let s = &db.store;
+    let mut d = decision(key("works", 1, 1), "g", NOW);
+    d.outbox = vec![
+        outgoing("o1", "works"),
+        outgoing("o2", "works"),
+        outgoing("o3", "works"),
+    ];
+    record(s, &d).await;
+    let sent = SendResult::Sent { refused: None };
+    let err = s
+        .outbox_results(&[("o1", sent), ("nope", sent)], NOW + 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unknown { .. }), "{err}");
+    assert_eq!(depth(s).await, 3, "o1 is still pending");
+    s.outbox_results(
+        &[
+            ("o1", sent),
+            (
+                "o2",
+                SendResult::Retry {
+                    at: NOW + 60,
+                    error: "451 later",
+                },
+            ),
+            (
+                "o3",
+                SendResult::Failed {
+                    error: "550 no such user",
+                },
+            ),
+        ],
+        NOW + 2,
+    )
+    .await
+    .unwrap();
+    let rows: Vec<_> = s
+        .outbox_all()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id, r.status, r.attempts, r.next_attempt_at, r.finished_at))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("o1".to_string(), OutboxStatus::Sent, 1, NOW, Some(NOW + 2)),
+            ("o2".to_string(), OutboxStatus::Pending, 1, NOW + 60, None),
+            (
+                "o3".to_string(),
+                OutboxStatus::Failed,
+                1,
+                NOW,
+                Some(NOW + 2)
+            ),
+        ]
+    );
 }
 
 /// A body is stored and read back byte for byte (NUL, CR, high bytes, a few MB); a row
