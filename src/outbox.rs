@@ -95,7 +95,7 @@ pub trait OutboxStore: Send + Sync {
     /// transaction: all or none ([`Store::outbox_results`]).
     fn record_all(
         &self,
-        results: &[(String, Record)],
+        results: &[(String, SendResult)],
         now: i64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// How many mails wait, and when the oldest was queued ([`Store::outbox_waiting`]).
@@ -116,45 +116,17 @@ impl OutboxStore for Store {
             .await
     }
 
-    async fn record_all(&self, results: &[(String, Record)], now: i64) -> Result<(), StoreError> {
-        let results: Vec<(&str, SendResult<'_>)> = results
-            .iter()
-            .map(|(id, r)| {
-                let r = match r {
-                    Record::Sent { refused } => SendResult::Sent {
-                        refused: refused.as_deref(),
-                    },
-                    Record::Failed(error) => SendResult::Failed { error },
-                    Record::Retry { at, error } => SendResult::Retry { at: *at, error },
-                };
-                (id.as_str(), r)
-            })
-            .collect();
-        self.outbox_results(&results, now).await
+    async fn record_all(
+        &self,
+        results: &[(String, SendResult)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.outbox_results(results, now).await
     }
 
     async fn waiting(&self) -> Result<(u64, Option<i64>), StoreError> {
         self.outbox_waiting().await
     }
-}
-
-/// What became of a send attempt, to be written to the outbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Record {
-    /// Sent, with the recipients refused for good, if some were.
-    Sent {
-        /// Which recipients and why.
-        refused: Option<String>,
-    },
-    /// Given up, with the reason.
-    Failed(String),
-    /// To be tried again at Unix time `at`.
-    Retry {
-        /// Unix seconds of the next attempt.
-        at: i64,
-        /// The reason of this failure.
-        error: String,
-    },
 }
 
 /// When [`Outbox::run`] ends by itself (`ticketgate run --once`): once `after` is
@@ -236,13 +208,13 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
     /// in memory and written again until it is; meanwhile that mail is not sent again.
     pub async fn run(&self, cancel: CancellationToken, drain: Option<Drain>) {
         let mut draining_since: Option<tokio::time::Instant> = None;
-        let mut unrecorded: HashMap<String, Record> = HashMap::new();
+        let mut unrecorded: HashMap<String, SendResult> = HashMap::new();
         let mut store_failures = 0u32;
         loop {
             let now = self.clock.now();
             let mut store_ok = true;
             if !unrecorded.is_empty() {
-                let results: Vec<(String, Record)> =
+                let results: Vec<(String, SendResult)> =
                     std::mem::take(&mut unrecorded).into_iter().collect();
                 if let Err(e) = self.store.record_all(&results, now).await {
                     store_ok = false;
@@ -342,15 +314,15 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
     async fn send_due(
         &self,
         cancel: &CancellationToken,
-        unrecorded: &HashMap<String, Record>,
-    ) -> (Vec<(String, Record, bool)>, bool) {
+        unrecorded: &HashMap<String, SendResult>,
+    ) -> (Vec<(String, SendResult, bool)>, bool) {
         // Mails read and not yet taken, each with its share of its read's memory
         // reservation.
         let mut queue: VecDeque<(OutboxItem, Reserved)> = VecDeque::new();
         let mut in_flight = FuturesUnordered::new();
         // Sent, with results not written yet; and the results being written (their lanes
         // are taken until then).
-        let mut finished: Vec<(String, Record)> = Vec::new();
+        let mut finished: Vec<(String, SendResult)> = Vec::new();
         let mut recording = None;
         let mut being_recorded = 0;
         // Never read again in this call: in flight, or sent with the result unrecorded.
@@ -450,7 +422,7 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
 
     /// Sends `item`: its id and what to record. `_share` (the memory `item` was read
     /// under) is held until the send ends.
-    async fn attempt(&self, item: OutboxItem, _share: Reserved) -> (String, Record) {
+    async fn attempt(&self, item: OutboxItem, _share: Reserved) -> (String, SendResult) {
         let item = &item;
         let outcome = self.transport.send(item).await;
         if matches!(outcome, Outcome::Sent | Outcome::SentExcept(_)) {
@@ -462,7 +434,10 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
 
     /// Writes `results` in one transaction ([`OutboxStore::record_all`]): them and whether
     /// the database took them.
-    async fn record_all(&self, results: Vec<(String, Record)>) -> (Vec<(String, Record)>, bool) {
+    async fn record_all(
+        &self,
+        results: Vec<(String, SendResult)>,
+    ) -> (Vec<(String, SendResult)>, bool) {
         let now = self.clock.now();
         match self.store.record_all(&results, now).await {
             Ok(()) => (results, true),
@@ -478,35 +453,35 @@ impl<T: Transport, S: OutboxStore> Outbox<T, S> {
     }
 
     /// What to record for `outcome` of sending `item` at `now`; logs and counts it.
-    fn judge(&self, item: &OutboxItem, outcome: &Outcome, now: i64) -> Record {
+    fn judge(&self, item: &OutboxItem, outcome: &Outcome, now: i64) -> SendResult {
         let metrics = &self.metrics;
         match outcome {
             Outcome::Sent => {
                 tracing::info!(desk = %item.desk, outbox_id = %item.id, recipients = %item.recipients.join(","), "mail sent");
                 metrics.sent.fetch_add(1, Relaxed);
-                Record::Sent { refused: None }
+                SendResult::Sent { refused: None }
             }
             Outcome::SentExcept(refused) => {
                 tracing::warn!(desk = %item.desk, outbox_id = %item.id, recipients = %item.recipients.join(","), refused = %refused, "mail sent, but refused for good for some recipients (not sent to them again)");
                 metrics.sent.fetch_add(1, Relaxed);
-                Record::Sent {
+                SendResult::Sent {
                     refused: Some(refused.clone()),
                 }
             }
             Outcome::Permanent(err) => {
                 tracing::error!(desk = %item.desk, outbox_id = %item.id, code = err.code, error = %err, "mail refused permanently; kept in the outbox as failed");
                 metrics.send_failures.fetch_add(1, Relaxed);
-                Record::Failed(err.message.clone())
+                SendResult::Failed(err.message.clone())
             }
             Outcome::Transient(err) if item.attempts + 1 >= GIVE_UP_AFTER_ATTEMPTS => {
                 tracing::error!(desk = %item.desk, outbox_id = %item.id, code = err.code, error = %err, attempts = item.attempts + 1, "giving up after repeated temporary failures");
                 metrics.send_failures.fetch_add(1, Relaxed);
-                Record::Failed(err.message.clone())
+                SendResult::Failed(err.message.clone())
             }
             Outcome::Transient(err) => {
                 let delay = backoff(item.attempts);
                 tracing::warn!(desk = %item.desk, outbox_id = %item.id, code = err.code, error = %err, retry_in_s = delay.as_secs(), "temporary send failure; will retry");
-                Record::Retry {
+                SendResult::Retry {
                     at: now + i64::try_from(delay.as_secs()).unwrap_or(i64::MAX / 2),
                     error: err.message.clone(),
                 }

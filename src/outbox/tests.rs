@@ -136,7 +136,11 @@ impl OutboxStore for RealTimeStore {
         .await
     }
 
-    async fn record_all(&self, results: &[(String, Record)], now: i64) -> Result<(), StoreError> {
+    async fn record_all(
+        &self,
+        results: &[(String, SendResult)],
+        now: i64,
+    ) -> Result<(), StoreError> {
         let results = results.to_vec();
         self.call(move |s| async move { OutboxStore::record_all(&s, &results, now).await })
             .await
@@ -507,7 +511,11 @@ impl OutboxStore for Counting {
         Ok(due)
     }
 
-    async fn record_all(&self, results: &[(String, Record)], now: i64) -> Result<(), StoreError> {
+    async fn record_all(
+        &self,
+        results: &[(String, SendResult)],
+        now: i64,
+    ) -> Result<(), StoreError> {
         let ids = results.iter().map(|(id, _)| id.clone());
         if self
             .refusals

@@ -184,8 +184,10 @@ impl Store {
         refused: Option<&str>,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.outbox_results(&[(id, SendResult::Sent { refused })], now)
-            .await
+        let sent = SendResult::Sent {
+            refused: refused.map(str::to_string),
+        };
+        self.outbox_results(&[(id.to_string(), sent)], now).await
     }
 
     /// A transient failure: count the attempt, keep the error, try again at `next_attempt_at`.
@@ -197,16 +199,17 @@ impl Store {
     ) -> Result<(), StoreError> {
         let retry = SendResult::Retry {
             at: next_attempt_at,
-            error,
+            error: error.to_string(),
         };
-        self.outbox_results(&[(id, retry)], next_attempt_at).await
+        self.outbox_results(&[(id.to_string(), retry)], next_attempt_at)
+            .await
     }
 
     /// A permanent failure: the mail is not tried again but kept, with its body and error,
     /// visible in [`Store::outbox_all`].
     pub async fn outbox_failed(&self, id: &str, error: &str, now: i64) -> Result<(), StoreError> {
-        self.outbox_results(&[(id, SendResult::Failed { error })], now)
-            .await
+        let failed = SendResult::Failed(error.to_string());
+        self.outbox_results(&[(id.to_string(), failed)], now).await
     }
 
     /// Writes what became of several send attempts (as [`Store::outbox_sent`],
@@ -218,7 +221,7 @@ impl Store {
     /// left `pending` is a no-op; an unknown id is an error, and then nothing is written.
     pub async fn outbox_results(
         &self,
-        results: &[(&str, SendResult<'_>)],
+        results: &[(String, SendResult)],
         now: i64,
     ) -> Result<(), StoreError> {
         if results.is_empty() {
@@ -230,27 +233,27 @@ impl Store {
             .await
             .map_err(query_error("record send results"))?;
         for (id, result) in results {
-            let (op, sql, time, error) = match *result {
+            let (op, sql, time, error) = match result {
                 SendResult::Sent { refused } => (
                     "mark outgoing mail sent",
                     "UPDATE outbox SET status = 'sent', attempts = attempts + 1, finished_at = $2, \
                      body = NULL, body_base64 = '', last_error = $3 WHERE id = $1 AND status = 'pending'",
                     now,
-                    refused,
+                    refused.as_deref(),
                 ),
                 SendResult::Retry { at, error } => (
                     "reschedule outgoing mail",
                     "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 \
                      WHERE id = $1 AND status = 'pending'",
-                    at,
-                    Some(error),
+                    *at,
+                    Some(error.as_str()),
                 ),
-                SendResult::Failed { error } => (
+                SendResult::Failed(error) => (
                     "give up on outgoing mail",
                     "UPDATE outbox SET status = 'failed', attempts = attempts + 1, finished_at = $2, \
                      last_error = $3 WHERE id = $1 AND status = 'pending'",
                     now,
-                    Some(error),
+                    Some(error.as_str()),
                 ),
             };
             outbox_update(&mut tx, op, id, sql, time, error).await?;
@@ -310,15 +313,24 @@ impl Store {
     }
 }
 
-/// What became of one send attempt, for [`Store::outbox_results`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendResult<'a> {
-    /// Accepted, for every recipient or (`refused`: which and why) for some.
-    Sent { refused: Option<&'a str> },
-    /// A transient failure: tried again at `at` (Unix seconds).
-    Retry { at: i64, error: &'a str },
-    /// A permanent failure: never tried again.
-    Failed { error: &'a str },
+/// What became of a send attempt, to be written to the outbox
+/// ([`Store::outbox_results`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendResult {
+    /// Sent, with the recipients refused for good, if some were.
+    Sent {
+        /// Which recipients and why.
+        refused: Option<String>,
+    },
+    /// Given up, with the reason.
+    Failed(String),
+    /// To be tried again at Unix time `at`.
+    Retry {
+        /// Unix seconds of the next attempt.
+        at: i64,
+        /// The reason of this failure.
+        error: String,
+    },
 }
 
 /// Runs one of the outbox state changes (`sql`, binding the id, `time` and `error`) on

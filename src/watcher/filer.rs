@@ -107,7 +107,39 @@ impl<'a> Filer<'a> {
         up_to: u32,
     ) {
         let idle = self.idle.take();
-        self.filing = Some(filing(idle, ep, shared, desk, uidvalidity, plans, up_to));
+        // On the connection left by the filing before, or on a new one: logged in as the
+        // desk and its mailbox selected, which must still have `uidvalidity`.
+        self.filing = Some(Box::pin(async move {
+            let mut session = match idle {
+                Some(s) => s,
+                None => match connect(ep, desk).await {
+                    Ok((s, now)) if now == uidvalidity => {
+                        tracing::debug!(desk = %desk.name, mails = plans.len(), "filing on a second connection");
+                        s
+                    }
+                    Ok((s, now)) => {
+                        let _ = s.logout().await;
+                        let error = ImapError::UidValidityChanged {
+                            mailbox: desk.mailbox.clone(),
+                            was: uidvalidity,
+                            now,
+                        };
+                        return Filed::Failed(DeskError::new(DeskOp::Select, error));
+                    }
+                    Err(error) => {
+                        return Filed::NoConnection {
+                            plans,
+                            up_to,
+                            error,
+                        };
+                    }
+                },
+            };
+            match pipeline::file(&mut session, shared, desk, uidvalidity, &plans, up_to).await {
+                Ok(()) => Filed::Done { session, up_to },
+                Err(e) => Filed::Failed(DeskError::new(DeskOp::File, e)),
+            }
+        }));
     }
 
     /// Runs `work` to its end while the filing in flight (if any) goes on beside it;
@@ -176,51 +208,6 @@ impl<'a> Filer<'a> {
             let _ = session.logout().await;
         }
     }
-}
-
-/// Files `plans` and moves the desk's progress to `up_to` on `idle` (the second
-/// connection left by the filing before), or on a new one: logged in as the desk and its
-/// mailbox selected, which must still have `uidvalidity`.
-fn filing<'a>(
-    idle: Option<DeskSession>,
-    ep: &'a Endpoint,
-    shared: &'a Shared,
-    desk: &'a Desk,
-    uidvalidity: u32,
-    plans: Vec<Plan>,
-    up_to: u32,
-) -> Filing<'a> {
-    Box::pin(async move {
-        let mut session = match idle {
-            Some(s) => s,
-            None => match connect(ep, desk).await {
-                Ok((s, now)) if now == uidvalidity => {
-                    tracing::debug!(desk = %desk.name, mails = plans.len(), "filing on a second connection");
-                    s
-                }
-                Ok((s, now)) => {
-                    let _ = s.logout().await;
-                    let error = ImapError::UidValidityChanged {
-                        mailbox: desk.mailbox.clone(),
-                        was: uidvalidity,
-                        now,
-                    };
-                    return Filed::Failed(DeskError::new(DeskOp::Select, error));
-                }
-                Err(error) => {
-                    return Filed::NoConnection {
-                        plans,
-                        up_to,
-                        error,
-                    };
-                }
-            },
-        };
-        match pipeline::file(&mut session, shared, desk, uidvalidity, &plans, up_to).await {
-            Ok(()) => Filed::Done { session, up_to },
-            Err(e) => Filed::Failed(DeskError::new(DeskOp::File, e)),
-        }
-    })
 }
 
 async fn connect(ep: &Endpoint, desk: &Desk) -> Result<(DeskSession, u32), ImapError> {

@@ -289,28 +289,29 @@ async fn several_send_results_are_written_all_or_none(db: Db) {
         outgoing("o3", "works"),
     ];
     record(s, &d).await;
-    let sent = SendResult::Sent { refused: None };
+    let sent = || SendResult::Sent { refused: None };
     let err = s
-        .outbox_results(&[("o1", sent), ("nope", sent)], NOW + 1)
+        .outbox_results(
+            &[("o1".to_string(), sent()), ("nope".to_string(), sent())],
+            NOW + 1,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Unknown { .. }), "{err}");
     assert_eq!(depth(s).await, 3, "o1 is still pending");
     s.outbox_results(
         &[
-            ("o1", sent),
+            ("o1".to_string(), sent()),
             (
-                "o2",
+                "o2".to_string(),
                 SendResult::Retry {
                     at: NOW + 60,
-                    error: "451 later",
+                    error: "451 later".to_string(),
                 },
             ),
             (
-                "o3",
-                SendResult::Failed {
-                    error: "550 no such user",
-                },
+                "o3".to_string(),
+                SendResult::Failed("550 no such user".to_string()),
             ),
         ],
         NOW + 2,
