@@ -209,6 +209,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "desk clock pages",
         include_str!("../../migrations/0008_desk_clock_pages.sql"),
     ),
+    (
+        9,
+        "unread indexes",
+        include_str!("../../migrations/0009_unread_indexes.sql"),
+    ),
 ];
 
 #[derive(Debug)]
