@@ -56,7 +56,8 @@ pub struct RawSettings {
     /// Keyword on mail whose answers were withheld by that limit.
     #[serde(default = "default_flood_keyword")]
     pub flood_keyword: String,
-    /// Days the state database keeps finished mails (journal) and finished outgoing mail.
+    /// Days the state database keeps finished mails (journal), finished outgoing mail and
+    /// stopped desk clocks.
     #[serde(default = "default_retention_days")]
     pub retention_days: u64,
 }

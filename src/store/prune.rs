@@ -1,8 +1,9 @@
 //! Retention: what the store forgets, and the periodic task that makes it forget. Sightings
 //! are kept as long as broadcast detection looks back (the rules' broadcast window);
-//! finished mails (journal rows done or set aside, with their planned actions) and finished
-//! outgoing mail (sent or failed) for the rules' `retention_days`. Pending outgoing mail and
-//! mails not finished are never removed. Tickets learned from the helpdesk's
+//! finished mails (journal rows done or set aside, with their planned actions), finished
+//! outgoing mail (sent or failed) and the desks' stopped clocks with their mails for the
+//! rules' `retention_days`. Pending outgoing mail, mails not finished and open clocks are
+//! never removed. Tickets learned from the helpdesk's
 //! acknowledgements are kept: the folder is not read again, so a forgotten ticket would be
 //! answered "unknown" (one small row per ticket, like the helpdesk's own export). The windows come from the rules (`daemon`).
 
@@ -32,12 +33,16 @@ pub struct PruneCounts {
     pub actions: u64,
     /// Sent or failed outbox rows.
     pub outbox: u64,
+    /// Desk clocks stopped before the retention period (`desk_clock` rows).
+    pub clocks: u64,
+    /// The mails of those clocks (`desk_clock_mail` rows).
+    pub clock_mails: u64,
 }
 
 impl PruneCounts {
     /// All rows removed.
     pub fn total(&self) -> u64 {
-        self.sightings + self.journal + self.actions + self.outbox
+        self.sightings + self.journal + self.actions + self.outbox + self.clocks + self.clock_mails
     }
 }
 
@@ -55,9 +60,10 @@ fn finished_journal(j: &str) -> String {
 impl Store {
     /// Removes what is older than `keep` says at `now` (Unix seconds): sightings outside the
     /// broadcast window; journal rows of mails done or set aside, with their planned actions,
-    /// and sent or failed outbox rows, finished before the retention period. Never a pending
-    /// outbox row, a mail still being decided, or a finished mail whose outgoing mail is
-    /// still pending. One transaction for the journal and outbox; sightings apart.
+    /// sent or failed outbox rows, and desk clocks with their mails, finished (stopped)
+    /// before the retention period. Never a pending outbox row, a mail still being decided,
+    /// a finished mail whose outgoing mail is still pending, or an open clock, however old.
+    /// One transaction for the journal, outbox and clocks; sightings apart.
     pub async fn prune(&self, now: i64, keep: Keep) -> Result<PruneCounts, StoreError> {
         let op = "remove old state";
         let before = |secs: u64| now.saturating_sub(i64::try_from(secs).unwrap_or(i64::MAX));
@@ -99,6 +105,25 @@ impl Store {
         .await
         .map_err(query_error(op))?
         .rows_affected();
+        // A clock's mails first, found through the clock's key.
+        counts.clock_mails = sqlx::query(
+            "DELETE FROM desk_clock_mail WHERE EXISTS (SELECT 1 FROM desk_clock c \
+             WHERE c.desk = desk_clock_mail.desk AND c.ticket = desk_clock_mail.ticket \
+             AND c.started = desk_clock_mail.started AND c.status = 'stopped' \
+             AND c.stopped_at < $1)",
+        )
+        .bind(finished)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error(op))?
+        .rows_affected();
+        counts.clocks =
+            sqlx::query("DELETE FROM desk_clock WHERE status = 'stopped' AND stopped_at < $1")
+                .bind(finished)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error(op))?
+                .rows_affected();
         tx.commit().await.map_err(query_error(op))?;
         Ok(counts)
     }
@@ -121,6 +146,8 @@ where
                 journal = c.journal,
                 actions = c.actions,
                 outbox = c.outbox,
+                clocks = c.clocks,
+                clock_mails = c.clock_mails,
                 "old state removed from the database"
             ),
             Ok(_) => {}

@@ -2,9 +2,12 @@
 //! tables stop growing when it runs.
 
 use super::*;
+use crate::store::NewClock;
+use crate::store::clocks::{ClockChange, StopReason};
 
 store_tests!(
     prune_removes_only_what_is_old_and_finished,
+    prune_removes_stopped_clocks_never_open_ones,
     prune_bounds_growth
 );
 
@@ -100,6 +103,7 @@ async fn prune_removes_only_what_is_old_and_finished(db: Db) {
             journal: 4,
             actions: 2,
             outbox: 2,
+            ..PruneCounts::default()
         }
     );
     assert_eq!(counts.total(), 8);
@@ -136,18 +140,86 @@ async fn prune_removes_only_what_is_old_and_finished(db: Db) {
     assert_eq!(kept, ["2024-1", "2024-2"]);
 }
 
+/// A decision on `ticket` starting or joining the desk's clock.
+fn on_ticket(uid: u32, ticket: &str, now: i64) -> NewDecision {
+    let mut d = decision(key("works", 1, uid), &format!("g{uid}"), now);
+    d.clock = Some(NewClock {
+        ticket: ticket.into(),
+        due: now + 2 * DAY,
+    });
+    d
+}
+
+/// Stops the clock on `ticket` started at `started`, answered at `at`.
+fn answered(ticket: &str, started: i64, at: i64) -> ClockChange {
+    ClockChange::Stop {
+        ticket: ticket.into(),
+        started,
+        at,
+        reason: StopReason::Answered,
+    }
+}
+
+/// A desk's clocks stopped before the retention period go with their mails; a clock still
+/// open stays however old (it may be overdue for a year), and so do its mails.
+async fn prune_removes_stopped_clocks_never_open_ones(db: Db) {
+    let s = &db.store;
+    // Two mails on a ticket answered at once, one on a ticket answered a day later, one on
+    // a ticket never answered.
+    let mut batch = vec![
+        on_ticket(1, "2024-1", NOW),
+        on_ticket(2, "2024-1", NOW),
+        on_ticket(3, "2024-2", NOW),
+        on_ticket(4, "2024-3", NOW),
+    ];
+    s.record_decisions(&mut batch).await.unwrap();
+    s.update_clocks(
+        "works",
+        &[
+            answered("2024-1", NOW, NOW + 100),
+            answered("2024-2", NOW, NOW + DAY),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            rows(s, "desk_clock").await,
+            rows(s, "desk_clock_mail").await
+        ),
+        (3, 4)
+    );
+    // A day after the first answer (KEEP: a day): only its clock and its two mails go.
+    let counts = s.prune(NOW + DAY + 3600, KEEP).await.unwrap();
+    assert_eq!((counts.clocks, counts.clock_mails), (1, 2), "{counts:?}");
+    // Long after: the other answered clock too; the open one stays with its mail.
+    let counts = s.prune(NOW + 400 * DAY, KEEP).await.unwrap();
+    assert_eq!((counts.clocks, counts.clock_mails), (1, 1), "{counts:?}");
+    let open = s.open_clocks("works").await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].clock.ticket, "2024-3");
+    assert_eq!(open[0].mails.iter().map(|m| m.uid).collect::<Vec<_>>(), [4]);
+    assert_eq!(
+        (
+            rows(s, "desk_clock").await,
+            rows(s, "desk_clock_mail").await
+        ),
+        (1, 1)
+    );
+}
+
 /// Mail arrives every day for 30 days and is finished; with a prune each day the tables hold
 /// about retention's worth of rows, not everything ever seen.
 async fn prune_bounds_growth(db: Db) {
     let s = &db.store;
     const PER_DAY: u32 = 5;
-    let mut most = [0i64; 4];
+    let mut most = [0i64; 6];
     for day in 0..30u32 {
         let now = NOW + i64::from(day) * DAY;
         let batch: Vec<NewDecision> = (0..PER_DAY)
             .map(|i| {
                 let uid = day * PER_DAY + i + 1;
-                let mut d = decision(key("works", 1, uid), &format!("g{uid}"), now);
+                let mut d = on_ticket(uid, &format!("2024-{uid}"), now);
                 d.outbox = vec![outgoing(&format!("o{uid}"), "works")];
                 d
             })
@@ -163,18 +235,30 @@ async fn prune_bounds_growth(db: Db) {
         for d in &batch {
             s.outbox_sent(&d.outbox[0].id, None, now).await.unwrap();
         }
+        // Each mail's ticket answered within the hour.
+        let stops: Vec<ClockChange> = (0..PER_DAY)
+            .map(|i| answered(&format!("2024-{}", day * PER_DAY + i + 1), now, now + 60))
+            .collect();
+        s.update_clocks("works", &stops).await.unwrap();
         s.prune(now + 3 * 3600, KEEP).await.unwrap();
-        for (i, table) in ["journal", "journal_action", "outbox", "sighting"]
-            .into_iter()
-            .enumerate()
+        for (i, table) in [
+            "journal",
+            "journal_action",
+            "outbox",
+            "sighting",
+            "desk_clock",
+            "desk_clock_mail",
+        ]
+        .into_iter()
+        .enumerate()
         {
             most[i] = most[i].max(rows(s, table).await);
         }
     }
     let per_day = i64::from(PER_DAY);
     // Pruned 3 hours after each day's mail with a day of retention: only that day's mails
-    // (150 without pruning), and no sightings (a 2-hour window). The actions are in the
-    // journal rows (no journal_action rows since release 0.7).
-    assert_eq!(most, [per_day, 0, per_day, 0]);
+    // and clocks (150 without pruning), and no sightings (a 2-hour window). The actions are
+    // in the journal rows (no journal_action rows since release 0.7).
+    assert_eq!(most, [per_day, 0, per_day, 0, per_day, per_day]);
     assert_eq!(rows(s, "journal").await, per_day);
 }
