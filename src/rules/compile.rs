@@ -18,6 +18,8 @@ use super::{
 use crate::action::{Action, Target};
 
 mod subject;
+#[cfg(test)]
+mod tests;
 
 pub use subject::SUBJECT_PREFIX_LIMIT;
 use subject::subject_prefix_too_long;
@@ -486,7 +488,7 @@ impl Builder {
             return Err(RulesError(self.problems));
         }
         let default_period = settings.reply_period_hours * 3600;
-        let rules = self
+        let rules: Vec<_> = self
             .rules
             .into_iter()
             .map(|(mut r, _)| {
@@ -496,6 +498,7 @@ impl Builder {
                 r
             })
             .collect();
+        let longest_reply_period = rules.iter().map(|r| r.reply_period_secs).max().unwrap_or(0);
         let max_mail_bytes =
             usize::try_from(settings.max_mail_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
         Ok(Rules {
@@ -536,9 +539,11 @@ impl Builder {
             sender_answer_limit: settings.sender_answer_limit,
             sender_answer_window_secs: settings.sender_answer_window_hours * 3600,
             flood_keyword: settings.flood_keyword.clone(),
-            // Never shorter than what the sender answer limit counts in the journal.
+            // Never shorter than what the sender answer limit counts in the journal, nor than
+            // a rule's reply period, which the reply ledger's rows answer for.
             retention_secs: (settings.retention_days * 86_400)
-                .max(settings.sender_answer_window_hours * 3600),
+                .max(settings.sender_answer_window_hours * 3600)
+                .max(longest_reply_period),
             files,
         })
     }

@@ -214,9 +214,10 @@ pub struct Rules {
     pub sender_answer_window_secs: u64,
     /// Tagged on mail whose answers that limit withheld.
     pub flood_keyword: String,
-    /// Finished mails (journal), finished outgoing mail and stopped desk clocks older than
-    /// this are removed from the state database (`retention_days`; at least
-    /// `sender_answer_window_secs`).
+    /// Finished mails (journal), finished outgoing mail, stopped desk clocks and the reply
+    /// ledger's replies older than this are removed from the state database
+    /// (`retention_days`; at least `sender_answer_window_secs` and every rule's
+    /// `reply_period_secs`).
     pub retention_secs: u64,
     /// Files the rules were read from, for messages.
     pub files: Vec<std::path::PathBuf>,

@@ -56,8 +56,9 @@ pub struct RawSettings {
     /// Keyword on mail whose answers were withheld by that limit.
     #[serde(default = "default_flood_keyword")]
     pub flood_keyword: String,
-    /// Days the state database keeps finished mails (journal), finished outgoing mail and
-    /// stopped desk clocks.
+    /// Days the state database keeps finished mails (journal), finished outgoing mail,
+    /// stopped desk clocks and the reply ledger's replies (at least the longest reply
+    /// period and `sender_answer_window_hours`).
     #[serde(default = "default_retention_days")]
     pub retention_days: u64,
 }

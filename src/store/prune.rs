@@ -1,9 +1,10 @@
 //! Retention: what the store forgets, and the periodic task that makes it forget. Sightings
 //! are kept as long as broadcast detection looks back (the rules' broadcast window);
 //! finished mails (journal rows done or set aside, with their planned actions), finished
-//! outgoing mail (sent or failed) and the desks' stopped clocks with their mails for the
-//! rules' `retention_days`. Pending outgoing mail, mails not finished and open clocks are
-//! never removed. Tickets learned from the helpdesk's
+//! outgoing mail (sent or failed), the desks' stopped clocks with their mails, and the
+//! reply ledger's record of who got which reply, for the rules' `retention_days` (never
+//! shorter than a rule's reply period). Pending outgoing mail, mails not finished and open
+//! clocks are never removed. Tickets learned from the helpdesk's
 //! acknowledgements are kept: the folder is not read again, so a forgotten ticket would be
 //! answered "unknown" (one small row per ticket, like the helpdesk's own export). The windows come from the rules (`daemon`).
 
@@ -37,12 +38,21 @@ pub struct PruneCounts {
     pub clocks: u64,
     /// The mails of those clocks (`desk_clock_mail` rows).
     pub clock_mails: u64,
+    /// Replies recorded in the reply ledger before the retention period (one row per sender
+    /// and reply template, the last reply's time).
+    pub replies: u64,
 }
 
 impl PruneCounts {
     /// All rows removed.
     pub fn total(&self) -> u64 {
-        self.sightings + self.journal + self.actions + self.outbox + self.clocks + self.clock_mails
+        self.sightings
+            + self.journal
+            + self.actions
+            + self.outbox
+            + self.clocks
+            + self.clock_mails
+            + self.replies
     }
 }
 
@@ -60,10 +70,11 @@ fn finished_journal(j: &str) -> String {
 impl Store {
     /// Removes what is older than `keep` says at `now` (Unix seconds): sightings outside the
     /// broadcast window; journal rows of mails done or set aside, with their planned actions,
-    /// sent or failed outbox rows, and desk clocks with their mails, finished (stopped)
-    /// before the retention period. Never a pending outbox row, a mail still being decided,
-    /// a finished mail whose outgoing mail is still pending, or an open clock, however old.
-    /// One transaction for the journal, outbox and clocks; sightings apart.
+    /// sent or failed outbox rows, desk clocks with their mails, finished (stopped) before
+    /// the retention period, and replies recorded in the reply ledger before it. Never a
+    /// pending outbox row, a mail still being decided, a finished mail whose outgoing mail is
+    /// still pending, or an open clock, however old. One transaction for the journal,
+    /// outbox, clocks and ledger; sightings apart.
     pub async fn prune(&self, now: i64, keep: Keep) -> Result<PruneCounts, StoreError> {
         let op = "remove old state";
         let before = |secs: u64| now.saturating_sub(i64::try_from(secs).unwrap_or(i64::MAX));
@@ -124,6 +135,14 @@ impl Store {
                 .await
                 .map_err(query_error(op))?
                 .rows_affected();
+        // The rules keep retention at least as long as their longest reply period: a reply
+        // forgotten here may be sent again to the same sender.
+        counts.replies = sqlx::query("DELETE FROM reply_ledger WHERE replied_at < $1")
+            .bind(finished)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error(op))?
+            .rows_affected();
         tx.commit().await.map_err(query_error(op))?;
         Ok(counts)
     }
@@ -148,6 +167,7 @@ where
                 outbox = c.outbox,
                 clocks = c.clocks,
                 clock_mails = c.clock_mails,
+                replies = c.replies,
                 "old state removed from the database"
             ),
             Ok(_) => {}

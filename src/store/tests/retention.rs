@@ -213,14 +213,16 @@ async fn prune_removes_stopped_clocks_never_open_ones(db: Db) {
 async fn prune_bounds_growth(db: Db) {
     let s = &db.store;
     const PER_DAY: u32 = 5;
-    let mut most = [0i64; 6];
+    let mut most = [0i64; 7];
     for day in 0..30u32 {
         let now = NOW + i64::from(day) * DAY;
         let batch: Vec<NewDecision> = (0..PER_DAY)
             .map(|i| {
                 let uid = day * PER_DAY + i + 1;
                 let mut d = on_ticket(uid, &format!("2024-{uid}"), now);
-                d.outbox = vec![outgoing(&format!("o{uid}"), "works")];
+                // A reply to a new sender each: a row of the reply ledger each.
+                let sender = format!("s{uid}@example.in");
+                d.outbox = vec![reply(&format!("o{uid}"), "works", &sender, 3600)];
                 d
             })
             .collect();
@@ -248,6 +250,7 @@ async fn prune_bounds_growth(db: Db) {
             "sighting",
             "desk_clock",
             "desk_clock_mail",
+            "reply_ledger",
         ]
         .into_iter()
         .enumerate()
@@ -256,9 +259,9 @@ async fn prune_bounds_growth(db: Db) {
         }
     }
     let per_day = i64::from(PER_DAY);
-    // Pruned 3 hours after each day's mail with a day of retention: only that day's mails
-    // and clocks (150 without pruning), and no sightings (a 2-hour window). The actions are
-    // in the journal rows (no journal_action rows since release 0.7).
-    assert_eq!(most, [per_day, 0, per_day, 0, per_day, per_day]);
+    // Pruned 3 hours after each day's mail with a day of retention: only that day's mails,
+    // clocks and replies (150 without pruning), and no sightings (a 2-hour window). The
+    // actions are in the journal rows (no journal_action rows since release 0.7).
+    assert_eq!(most, [per_day, 0, per_day, 0, per_day, per_day, per_day]);
     assert_eq!(rows(s, "journal").await, per_day);
 }
