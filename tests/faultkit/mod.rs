@@ -436,17 +436,26 @@ pub async fn subscribed(stack: &MailStack, user: &str) -> Vec<String> {
     .await
 }
 
-/// One HTTP GET on loopback, as a Prometheus scraper or a health probe does it.
+/// One HTTP GET on loopback, as a Prometheus scraper or a health probe does it: the
+/// connection closed after the answer, which is read to its end within [`WAIT`] (an
+/// endpoint that keeps the connection open or never answers fails the test instead of
+/// holding the suite until CI's limit).
 pub async fn http_get(port: u16, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect to the metrics endpoint");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .expect("request");
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.expect("response");
+    let exchange = tokio::time::timeout(WAIT, async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect to the metrics endpoint");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).await.expect("request");
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.expect("response");
+        text
+    });
+    let text = exchange.await.unwrap_or_else(|_| {
+        panic!("GET {path} on port {port}: no complete answer within {WAIT:?}")
+    });
     let status = text
         .split_whitespace()
         .nth(1)
