@@ -168,29 +168,38 @@ fn free(port: u16) -> bool {
 }
 
 /// Claims a block of ports (base ports + offset) that nothing listens on, with a lock file
-/// so that parallel tests never pick the same block.
+/// holding this test process's PID, so that parallel tests never pick the same block. A
+/// block whose lock names a process that is gone (a test killed by a timeout or ^C, which
+/// could not stop its stack) is taken back: its stack is stopped first.
 fn claim_offset() -> (u16, PathBuf) {
+    use std::io::Write;
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(stop_orphaned_stacks);
     let start = 1000 + (std::process::id() % 200) as u16 * 20;
     for i in 0..400u16 {
         let offset = 1000 + (start - 1000 + i * 20) % 4000;
         let lock = PathBuf::from(format!("/tmp/ticketgate-ports-{offset}.lock"));
-        if std::fs::OpenOptions::new()
+        let claimed = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&lock)
-            .is_err()
-        {
-            // A lock left by a killed run is stale after an hour.
-            let stale = std::fs::metadata(&lock)
-                .and_then(|m| m.modified())
-                .map(|t| t.elapsed().map(|e| e.as_secs() > 3600).unwrap_or(false))
-                .unwrap_or(false);
-            if !stale {
-                continue;
+            .open(&lock);
+        let Ok(mut claimed) = claimed else {
+            match std::fs::read_to_string(&lock).map(|t| t.trim().parse::<u32>()) {
+                Ok(Ok(pid)) if gone(pid) => {
+                    stop_stack(&stack_dir(offset));
+                    let _ = std::fs::remove_file(&lock);
+                }
+                // A lock without a PID (being written, or by an earlier version of this
+                // file) is stale after an hour.
+                Ok(Err(_)) if older_than_an_hour(&lock) => {
+                    let _ = std::fs::remove_file(&lock);
+                }
+                _ => {}
             }
-            let _ = std::fs::remove_file(&lock);
             continue;
-        }
+        };
+        let _ = write!(claimed, "{}", std::process::id());
+        drop(claimed);
         if [10143u16, 10993, 10024, 10025, 10465]
             .iter()
             .all(|p| free(p + offset))
@@ -202,6 +211,55 @@ fn claim_offset() -> (u16, PathBuf) {
     panic!("no free port block for a mail stack");
 }
 
+/// Whether no process `pid` runs on this machine.
+fn gone(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Stops every stack whose port block's lock names a test process that is gone, once per
+/// test process (at its first stack): a killed test leaves its Dovecot and Postfix running.
+fn stop_orphaned_stacks() {
+    for entry in std::fs::read_dir("/tmp").into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(offset) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("ticketgate-ports-"))
+            .and_then(|n| n.strip_suffix(".lock"))
+            .and_then(|n| n.parse::<u16>().ok())
+        else {
+            continue;
+        };
+        let owner = std::fs::read_to_string(entry.path()).map(|t| t.trim().parse::<u32>());
+        if let Ok(Ok(pid)) = owner
+            && gone(pid)
+        {
+            stop_stack(&stack_dir(offset));
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn older_than_an_hour(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map(|t| t.elapsed().map(|e| e.as_secs() > 3600).unwrap_or(false))
+        .unwrap_or(false)
+}
+
+/// Where the stack on the port block `offset` keeps its state.
+fn stack_dir(offset: u16) -> PathBuf {
+    PathBuf::from(format!("/tmp/ticketgate-stack-{offset}"))
+}
+
+/// Stops the stack under `dir` (both masters) and removes its state.
+fn stop_stack(dir: &Path) {
+    let _ = Command::new(repo().join("scripts/mailstack/down.sh"))
+        .arg(dir)
+        .arg("--fast")
+        .arg("--purge")
+        .output();
+}
+
 impl MailStack {
     pub fn start() -> MailStack {
         Self::start_with(StackOptions::default())
@@ -209,7 +267,7 @@ impl MailStack {
 
     pub fn start_with(opts: StackOptions) -> MailStack {
         let (offset, lock) = claim_offset();
-        let dir = PathBuf::from(format!("/tmp/ticketgate-stack-{offset}"));
+        let dir = stack_dir(offset);
         let _ = std::fs::remove_dir_all(&dir);
         let stack = MailStack {
             imap_port: 10143 + offset,
@@ -473,11 +531,7 @@ impl Drop for MailStack {
                 let _ = std::fs::copy(f.path(), dest.join(f.file_name()));
             }
         }
-        let _ = Command::new(repo().join("scripts/mailstack/down.sh"))
-            .arg(&self.dir)
-            .arg("--fast")
-            .arg("--purge")
-            .output();
+        stop_stack(&self.dir);
         let _ = std::fs::remove_file(&self.lock);
     }
 }
