@@ -175,47 +175,10 @@ impl Store {
         Ok(Some((items, reserved)))
     }
 
-    /// The mail was accepted by the SMTP server, for every recipient or (with `refused`:
-    /// which recipients and why) for some of them; the refusal is kept as the row's error
-    /// for `ticketgate report`. Its body is dropped; the row stays. Not sent again.
-    pub async fn outbox_sent(
-        &self,
-        id: &str,
-        refused: Option<&str>,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let sent = SendResult::Sent {
-            refused: refused.map(str::to_string),
-        };
-        self.outbox_results(&[(id.to_string(), sent)], now).await
-    }
-
-    /// A transient failure: count the attempt, keep the error, try again at `next_attempt_at`.
-    pub async fn outbox_retry(
-        &self,
-        id: &str,
-        next_attempt_at: i64,
-        error: &str,
-    ) -> Result<(), StoreError> {
-        let retry = SendResult::Retry {
-            at: next_attempt_at,
-            error: error.to_string(),
-        };
-        self.outbox_results(&[(id.to_string(), retry)], next_attempt_at)
-            .await
-    }
-
-    /// A permanent failure: the mail is not tried again but kept, with its body and error,
-    /// visible in [`Store::outbox_all`].
-    pub async fn outbox_failed(&self, id: &str, error: &str, now: i64) -> Result<(), StoreError> {
-        let failed = SendResult::Failed(error.to_string());
-        self.outbox_results(&[(id.to_string(), failed)], now).await
-    }
-
-    /// Writes what became of several send attempts (as [`Store::outbox_sent`],
-    /// [`Store::outbox_retry`] and [`Store::outbox_failed`] do for one) at `now`, in ONE
-    /// transaction: all or none. The outbox's lanes finish sends while results are being
-    /// written, and theirs go together into the next transaction (a group commit): a drain
+    /// Writes what became of several send attempts (each a mail id and its
+    /// [`SendResult`]) at `now`, in ONE transaction: all or none. The outbox's lanes finish
+    /// sends while results are being written, and theirs go together into the next
+    /// transaction (a group commit): a drain
     /// costs a commit, with `synchronous=FULL` an fsync, per few mails instead of per mail
     /// (issue #16). Each change applies only to a pending row: repeating one after the row
     /// left `pending` is a no-op; an unknown id is an error, and then nothing is written.
@@ -317,14 +280,18 @@ impl Store {
 /// ([`Store::outbox_results`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendResult {
-    /// Sent, with the recipients refused for good, if some were.
+    /// Accepted by the SMTP server, for every recipient or for some: not sent again. Its
+    /// body is dropped; the row stays.
     Sent {
-        /// Which recipients and why.
+        /// Which recipients were refused for good and why, kept as the row's error for
+        /// `ticketgate report`.
         refused: Option<String>,
     },
-    /// Given up, with the reason.
+    /// Given up (a permanent failure, or too many temporary ones), with the reason: not
+    /// tried again, but kept with its body and error, visible in [`Store::outbox_all`].
     Failed(String),
-    /// To be tried again at Unix time `at`.
+    /// A temporary failure: the attempt counted, the error kept, tried again at Unix time
+    /// `at`.
     Retry {
         /// Unix seconds of the next attempt.
         at: i64,

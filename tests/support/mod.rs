@@ -184,17 +184,13 @@ fn claim_offset() -> (u16, PathBuf) {
             .create_new(true)
             .open(&lock);
         let Ok(mut claimed) = claimed else {
-            match std::fs::read_to_string(&lock).map(|t| t.trim().parse::<u32>()) {
-                Ok(Ok(pid)) if gone(pid) => {
-                    stop_stack(&stack_dir(offset));
-                    let _ = std::fs::remove_file(&lock);
-                }
-                // A lock without a PID (being written, or by an earlier version of this
-                // file) is stale after an hour.
-                Ok(Err(_)) if older_than_an_hour(&lock) => {
-                    let _ = std::fs::remove_file(&lock);
-                }
-                _ => {}
+            // A lock without a PID (being written, or by an earlier version of this file) is
+            // stale after an hour.
+            if !take_back_if_orphaned(offset, &lock)
+                && lock_owner(&lock).is_none()
+                && older_than_an_hour(&lock)
+            {
+                let _ = std::fs::remove_file(&lock);
             }
             continue;
         };
@@ -211,9 +207,20 @@ fn claim_offset() -> (u16, PathBuf) {
     panic!("no free port block for a mail stack");
 }
 
-/// Whether no process `pid` runs on this machine.
-fn gone(pid: u32) -> bool {
-    !Path::new(&format!("/proc/{pid}")).exists()
+/// The test process a port block's lock names, if it names one.
+fn lock_owner(lock: &Path) -> Option<u32> {
+    std::fs::read_to_string(lock).ok()?.trim().parse().ok()
+}
+
+/// When the lock of port block `offset` names a test process that is gone, stops the stack
+/// it left and frees the block; true when it did.
+fn take_back_if_orphaned(offset: u16, lock: &Path) -> bool {
+    let orphaned = lock_owner(lock).is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+    if orphaned {
+        stop_stack(&stack_dir(offset));
+        let _ = std::fs::remove_file(lock);
+    }
+    orphaned
 }
 
 /// Stops every stack whose port block's lock names a test process that is gone, once per
@@ -229,13 +236,7 @@ fn stop_orphaned_stacks() {
         else {
             continue;
         };
-        let owner = std::fs::read_to_string(entry.path()).map(|t| t.trim().parse::<u32>());
-        if let Ok(Ok(pid)) = owner
-            && gone(pid)
-        {
-            stop_stack(&stack_dir(offset));
-            let _ = std::fs::remove_file(entry.path());
-        }
+        take_back_if_orphaned(offset, &entry.path());
     }
 }
 

@@ -209,11 +209,15 @@ async fn queue_many(store: &RealTimeStore, prefix: &str, n: usize, padding: usiz
 }
 
 /// Each of `ids` was sent exactly once (and nothing else was), and is recorded as sent.
-async fn assert_each_sent_once(store: &RealTimeStore, lanes: &Lanes, ids: &[&str]) {
+async fn assert_each_sent_once(store: &RealTimeStore, lanes: &Lanes, ids: &[impl AsRef<str>]) {
     let sends = lanes.sends.lock().unwrap().clone();
     assert_eq!(sends.len(), ids.len(), "{sends:?}");
-    assert!(ids.iter().all(|id| sends.get(*id) == Some(&1)), "{sends:?}");
+    assert!(
+        ids.iter().all(|id| sends.get(id.as_ref()) == Some(&1)),
+        "{sends:?}"
+    );
     for id in ids {
+        let id = id.as_ref();
         assert_eq!(store.row(id).await.status, OutboxStatus::Sent, "{id}");
     }
 }
@@ -237,7 +241,6 @@ async fn several_lanes_send_at_once_and_each_records_its_mail_before_the_next() 
     // only the other two lanes' may not be yet.
     assert!(lanes.worst_unrecorded.load(Relaxed) <= 2);
     assert_eq!(lanes.recorded.load(Relaxed), 10);
-    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     assert_each_sent_once(&store, &lanes, &ids).await;
 }
 
@@ -261,7 +264,6 @@ async fn results_of_lanes_that_finish_meanwhile_are_written_together() {
     // Still at most one unrecorded mail per lane: a lane starts its next mail only once
     // its last one is written.
     assert!(lanes.worst_unrecorded.load(Relaxed) <= 2);
-    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     assert_each_sent_once(&store, &lanes, &ids).await;
 }
 
@@ -277,7 +279,6 @@ async fn a_refused_result_stops_every_lane_and_no_mail_goes_twice() {
     // mail was started until it took all three, and none was sent again.
     assert_eq!(lanes.started_while_refused.load(Relaxed), 0);
     assert_eq!(lanes.recorded.load(Relaxed), 6);
-    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     assert_each_sent_once(&store, &lanes, &ids).await;
 }
 
@@ -311,7 +312,6 @@ async fn a_hanging_send_holds_up_only_its_own_lane() {
     // Reading the next mails while the lanes sent never took a mail in flight again.
     assert_eq!(lanes.recorded.load(Relaxed), 80);
     assert!(lanes.worst_unrecorded.load(Relaxed) <= 2);
-    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     assert_each_sent_once(&store, &lanes, &ids).await;
 }
 
@@ -394,7 +394,6 @@ async fn lanes_under_a_small_memory_budget_wait_for_it_and_never_stall() {
     );
     assert_eq!(lanes.max_in_flight.load(Relaxed), 3);
     assert_eq!(lanes.recorded.load(Relaxed), 90);
-    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     assert_each_sent_once(&store, &lanes, &ids).await;
     // Each mail held memory while it was sent, and everything was given back.
     assert!(

@@ -14,6 +14,51 @@ store_tests!(
     outbox_bodies_are_bytes_and_old_rows_stay_readable,
 );
 
+/// One result at a time, as the tests write them; the daemon writes a group
+/// ([`Store::outbox_results`]).
+impl Store {
+    /// [`Store::outbox_results`] of one mail sent (to some recipients only, with
+    /// `refused`).
+    pub(in crate::store::tests) async fn outbox_sent(
+        &self,
+        id: &str,
+        refused: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let sent = SendResult::Sent {
+            refused: refused.map(str::to_string),
+        };
+        self.outbox_results(&[(id.to_string(), sent)], now).await
+    }
+
+    /// [`Store::outbox_results`] of one transient failure, to be tried again at
+    /// `next_attempt_at`.
+    pub(in crate::store::tests) async fn outbox_retry(
+        &self,
+        id: &str,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let retry = SendResult::Retry {
+            at: next_attempt_at,
+            error: error.to_string(),
+        };
+        self.outbox_results(&[(id.to_string(), retry)], next_attempt_at)
+            .await
+    }
+
+    /// [`Store::outbox_results`] of one permanent failure.
+    pub(in crate::store::tests) async fn outbox_failed(
+        &self,
+        id: &str,
+        error: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let failed = SendResult::Failed(error.to_string());
+        self.outbox_results(&[(id.to_string(), failed)], now).await
+    }
+}
+
 async fn outbox_id_dedupes_across_desks(db: Db) {
     let s = &db.store;
     let desks = ["works", "finance", "legal"];
