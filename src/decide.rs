@@ -216,6 +216,74 @@ mod tests {
     }
 
     #[test]
+    fn a_text_condition_reads_the_subject_and_the_body_as_normalised() {
+        // The GeM rules with a first rule on the text, as rules/examples/marketplace.toml
+        // has them: it tags and lets the other rules go on.
+        let gem_text = include_str!("../rules/gem.toml");
+        let first = gem_text
+            .find("\n[[rule]]")
+            .unwrap_or_else(|| panic!("no rule"))
+            + 1;
+        let text = format!(
+            "{}[[rule]]\nname = \"cloudtail\"\nwhen = {{ text = '(?i)\\bcloud-tail\\b' }}\nactions = [\"tag:$Cloudtail\"]\n\n{}",
+            &gem_text[..first],
+            &gem_text[first..]
+        );
+        let deployment = Deployment {
+            desks: test_gem::desk_names(),
+        };
+        let rules = compile_str(Path::new("text.toml"), &text, &deployment)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(rules.reads_text());
+        let (gem_rules, dir) = gem();
+        assert!(!gem_rules.reads_text());
+        let head = "From: a@example.in\r\nTo: bid.ra@gem.gov.in\r\n";
+        let html = "MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n";
+        for (headers, body, tagged) in [
+            // In the body, its dash an en dash (normalised to "-"), in other letter case.
+            (
+                format!("{head}Subject: order\r\n"),
+                "Sold by CLOUD\u{2013}TAIL",
+                true,
+            ),
+            // In the subject only.
+            (
+                format!("{head}Subject: cloud-tail order\r\n"),
+                "see subject",
+                true,
+            ),
+            // In an HTML-only body, between tags.
+            (
+                format!("{head}Subject: order\r\n{html}"),
+                "<p>Seller: <b>Cloud-Tail</b></p>",
+                true,
+            ),
+            // Not a word of its own.
+            (format!("{head}Subject: order\r\n"), "cloud-tails", false),
+        ] {
+            let raw = mail(&headers, body);
+            let facts = extract(&raw, "bid-ra", &dir, &rules).unwrap_or_else(|e| panic!("{e}"));
+            let actions: Vec<String> = decide(&facts, &rules, &Known::default())
+                .actions()
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(
+                actions.iter().any(|a| a == "tag:$Cloudtail"),
+                tagged,
+                "{headers}{body}: {actions:?}"
+            );
+            // The other rules still decide: no ticket, so redirected.
+            assert!(
+                actions.iter().any(|a| a == "redirect:helpdesk"),
+                "{actions:?}"
+            );
+            // Without a text condition in the rules, the text is not built.
+            let facts = extract(&raw, "bid-ra", &dir, &gem_rules).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(facts.text, "");
+        }
+    }
+
+    #[test]
     fn mail_without_ticket_is_redirected_to_the_helpdesk_and_filed() {
         let raw = mail(
             "From: a@example.in\r\nTo: bid.ra@gem.gov.in\r\nSubject: help\r\n",

@@ -144,7 +144,8 @@ pub struct Facts {
     /// lookup ([`Facts::with_registry`]), off until then.
     #[serde(flatten)]
     pub registry: crate::registry::TicketFacts,
-    /// Subject and decoded body text, bounded, for `when.text` conditions.
+    /// Subject and decoded body text, bounded and normalised, for `when.text` conditions;
+    /// empty when no rule has one ([`Rules::reads_text`]).
     #[serde(skip)]
     pub text: String,
 }
@@ -280,9 +281,16 @@ pub fn extract_parsed(msg: &Message<'_>, desk: &str, dir: &Directory, rules: &Ru
         rules.limits.max_scan_bytes,
     );
     let suggested_desk = suggest::suggest_desk(&subject, body, &rules.desks, &rules.phrase_index);
-    let mut text = text::normalize(&subject).into_owned();
-    text.push('\n');
-    text.push_str(&text::normalize(body));
+    // Only `when.text` conditions read this normalised copy of the subject and body: with
+    // none in the rules (the GeM rules have none) it is not built.
+    let text = if rules.reads_text() {
+        let mut text = text::normalize(&subject).into_owned();
+        text.push('\n');
+        text.push_str(&text::normalize(body));
+        text
+    } else {
+        String::new()
+    };
 
     let mut facts = Facts {
         desk: desk.to_string(),

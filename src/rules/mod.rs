@@ -222,3 +222,13 @@ pub struct Rules {
     /// Files the rules were read from, for messages.
     pub files: Vec<std::path::PathBuf>,
 }
+
+impl Rules {
+    /// Whether a rule has a `when.text` condition, the only reader of [`Facts::text`]
+    /// (which is not built otherwise).
+    ///
+    /// [`Facts::text`]: crate::facts::Facts::text
+    pub fn reads_text(&self) -> bool {
+        self.rules.iter().any(|r| r.when.text.is_some())
+    }
+}
