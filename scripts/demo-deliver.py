@@ -4,13 +4,9 @@ that are desks of the demo (gem.test); files that are not mail are appended to b
 inbox over IMAP so the demo shows how a broken mail is set aside. Then waits until Postfix's
 queue under SPOOL is empty: Postfix takes a mail at once and delivers it to Dovecot a moment
 later, and a run started meanwhile would not see every mail yet."""
-import email, email.utils, imaplib, os, smtplib, sys, time
+import email, email.utils, imaplib, smtplib, sys
 
-
-def queued(spool):
-    return sum(len(files) for d in ("maildrop", "incoming", "active", "deferred")
-               for _, _, files in os.walk(os.path.join(spool, d)))
-
+from postfix_queue import wait_until_empty
 
 port, spool = int(sys.argv[1]), sys.argv[2]
 with smtplib.SMTP("127.0.0.1", port) as smtp:
@@ -29,11 +25,5 @@ with smtplib.SMTP("127.0.0.1", port) as smtp:
         smtp.sendmail(sender, rcpts, raw)
         print(f"  {path}: {sender} -> {', '.join(rcpts)}")
 
-# Empty twice in a row: a mail moving from one queue to the next is not missed.
-deadline, empty = time.monotonic() + 60, 0
-while empty < 2:
-    empty = empty + 1 if queued(spool) == 0 else 0
-    if time.monotonic() > deadline:
-        sys.exit("demo-deliver: Postfix still holds %d mails after 60 s (see %s)" % (queued(spool), spool))
-    time.sleep(0.05)
+wait_until_empty(spool, 60, "demo-deliver")
 print("  all delivered to the desks' mailboxes")

@@ -207,8 +207,10 @@ pub(super) async fn start_or_join_all(
     let mut open: HashMap<(String, String), i64> = HashMap::new();
     for (desk, tickets) in &by_desk {
         for chunk in tickets.chunks(ROWS_PER_INSERT) {
-            let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
-            let sql = positional(sqlite, format!("{clocks_of} ({})", marks.join(", ")));
+            let sql = positional(
+                sqlite,
+                format!("{clocks_of} {}", row_marks(2, 1, chunk.len())),
+            );
             let mut q = sqlx::query(&sql).bind(*desk);
             for t in chunk {
                 q = q.bind(*t);
